@@ -1,0 +1,359 @@
+"""Noise paths, and exact conversions between their times, noisy samples and predictions.
+
+The one convention of the codebase (METHODS.md §0), with eps ~ N(0, I) in every path:
+
+  linear flow  z_t     = (1 - t) x + t eps            t in [0, 1], t = 0 data, t = 1 noise
+  EDM          x_sigma = x + sigma eps                sigma in [0, inf), sigma_data = 0.5
+  TrigFlow     x_tau   = cos(tau) x + sin(tau) z      tau in [0, pi/2], z = sigma_d eps ~ N(0, sigma_d^2 I)
+
+Each is a Gaussian path `z = alpha(time) x + beta(time) eps`, and all three are one family: a noisy sample of
+any of them is `alpha(time) x_sigma` with the EDM noise level `sigma = beta / alpha`. Hence
+
+  sigma = t / (1 - t),  z_t = (1 - t) x_sigma;      sigma = sigma_d tan(tau),  x_tau = cos(tau) x_sigma.
+
+Predictions at a noisy input (z, time) are conditional expectations, all exact functions of one another:
+
+  'x0'        E[x | z], the denoised sample (an EDM denoiser D)
+  'eps'       E[eps | z]
+  'velocity'  E[dz/dtime | z] = alpha' x0 + beta' eps: flow v = eps - x; EDM dx_sigma/dsigma = eps;
+              TrigFlow dx_tau/dtau = cos(tau) z - sin(tau) x = sigma_d F
+  'score'     grad_z log p_time(z) = -eps / beta
+  'F'         (TrigFlow only) the network output F = velocity / sigma_d, so that the data prediction is
+              f(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F (sCM).
+
+Times are scalars or [B] vectors and broadcast against [B, ...] data via `expand_to`. Conversions are exact in
+the interior of each time range. The pure-noise end (t = 1, tau = pi/2) is sigma = inf: the time conversions, the
+flow and TrigFlow samples, `change_path` between them and x0 from velocity / F stay finite there (x0 = eps - v,
+f = -sigma_d F); anything through EDM does not. Conversions that divide by beta (eps, score, velocity from x0)
+are undefined at the data end.
+
+The second half of the module wraps a raw network `raw(params, x, c_noise, r, y, key)` into the model of one path
+(its preconditioning), and turns the model of one path into the model of another (`reparameterize`).
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+SIGMA_DATA = 0.5
+
+
+def expand_to(time, x):
+  """Appends unit axes to `time` (scalar or [B]) so that it broadcasts against x: [B, ...] -> [B, 1, ..., 1]."""
+  time = jnp.asarray(time)
+  return time.reshape(time.shape + (1,) * (jnp.ndim(x) - time.ndim))
+
+
+def _per_example(time, x):
+  """A scalar or [B] time as a [B] vector for the batch x: [B, ...]; networks always receive one time per example."""
+  return jnp.broadcast_to(jnp.asarray(time, jnp.result_type(float)), jnp.shape(x)[:1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time variables. Elementwise; each accepts scalars or arrays.
+# ---------------------------------------------------------------------------------------------------------------
+
+def sigma_from_t(t):
+  """Flow time t in [0, 1] -> EDM sigma = t / (1 - t) in [0, inf]."""
+  t = jnp.asarray(t)
+  return t / (1.0 - t)
+
+
+def t_from_sigma(sigma):
+  """EDM sigma -> flow time t = sigma / (1 + sigma), written so that sigma = inf gives t = 1 (not nan)."""
+  return 1.0 / (1.0 + 1.0 / jnp.asarray(sigma))
+
+
+def sigma_from_tau(tau, sigma_data=SIGMA_DATA):
+  """TrigFlow angle tau in [0, pi/2] -> EDM sigma = sigma_d tan(tau).
+
+  Ill-conditioned near pi/2 (d sigma / d tau = sigma_d / cos^2): in float32 the relative error of sigma there is
+  about 1e-7 / cos(tau), e.g. 2e-5 at sigma = 100, inherited from the rounding of tau itself.
+  """
+  # float32(pi / 2) lies just above pi/2, where cos is -4e-8: clamping keeps sigma at +inf instead of -2e7.
+  return sigma_data * jnp.sin(tau) / jnp.maximum(jnp.cos(tau), 0.0)
+
+
+def tau_from_sigma(sigma, sigma_data=SIGMA_DATA):
+  """EDM sigma -> TrigFlow angle tau = arctan(sigma / sigma_d); sigma = inf gives pi/2."""
+  return jnp.arctan2(sigma, sigma_data)
+
+
+def t_from_tau(tau, sigma_data=SIGMA_DATA):
+  """TrigFlow angle tau -> flow time t = sigma_d sin(tau) / (cos(tau) + sigma_d sin(tau)); finite at both ends."""
+  scaled_sin = sigma_data * jnp.sin(tau)
+  return scaled_sin / (jnp.cos(tau) + scaled_sin)
+
+
+def tau_from_t(t, sigma_data=SIGMA_DATA):
+  """Flow time t -> TrigFlow angle tau = arctan(t / (sigma_d (1 - t))); finite at both ends."""
+  return jnp.arctan2(t, sigma_data * (1.0 - t))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GaussianPath:
+  """The path `z = alpha(time) x + beta(time) eps`; subclasses give alpha, beta and their time derivatives.
+
+  Every method takes data-shaped arrays [B, ...] and a time that is a scalar or [B]; `z` is a noisy sample of this
+  path at that time. Prediction conversions go through x0, the one prediction shared by every path.
+  """
+  name = None
+
+  def coefficients(self, time):
+    """(alpha, beta, d alpha / d time, d beta / d time), each shaped like time."""
+    raise NotImplementedError
+
+  def sigma(self, time):
+    """The EDM noise level beta / alpha of this path at `time`."""
+    raise NotImplementedError
+
+  def time_from_sigma(self, sigma):
+    """This path's time at EDM noise level sigma (inverse of `sigma`)."""
+    raise NotImplementedError
+
+  def _coefficients_like(self, time, x):
+    return tuple(expand_to(c, x) for c in self.coefficients(jnp.asarray(time, jnp.result_type(float))))
+
+  def noisy(self, x, noise, time):
+    """The noisy sample alpha x + beta noise; x, noise: [B, ...] with noise ~ N(0, I)."""
+    alpha, beta, _, _ = self._coefficients_like(time, x)
+    return alpha * x + beta * noise
+
+  def velocity(self, x, noise, time):
+    """The conditional velocity d noisy / d time = alpha' x + beta' noise: the flow-matching target."""
+    _, _, d_alpha, d_beta = self._coefficients_like(time, x)
+    return d_alpha * x + d_beta * noise
+
+  def eps_from_x0(self, z, x0, time):
+    alpha, beta, _, _ = self._coefficients_like(time, z)
+    return (z - alpha * x0) / beta
+
+  def x0_from_eps(self, z, eps, time):
+    alpha, beta, _, _ = self._coefficients_like(time, z)
+    return (z - beta * eps) / alpha
+
+  def velocity_from_x0(self, z, x0, time):
+    _, _, d_alpha, d_beta = self._coefficients_like(time, z)
+    return d_alpha * x0 + d_beta * self.eps_from_x0(z, x0, time)
+
+  def x0_from_velocity(self, z, velocity, time):
+    # Solves velocity = alpha' x0 + beta' (z - alpha x0) / beta for x0. The denominator is the Wronskian
+    # alpha' beta - beta' alpha: -1 for the flow and EDM paths, -sigma_d for TrigFlow, so never zero.
+    alpha, beta, d_alpha, d_beta = self._coefficients_like(time, z)
+    return (beta * velocity - d_beta * z) / (d_alpha * beta - d_beta * alpha)
+
+  def score_from_x0(self, z, x0, time):
+    """Tweedie: grad log p_time(z) = (alpha x0 - z) / beta^2."""
+    alpha, beta, _, _ = self._coefficients_like(time, z)
+    return (alpha * x0 - z) / beta**2
+
+  def x0_from_score(self, z, score, time):
+    alpha, beta, _, _ = self._coefficients_like(time, z)
+    return (z + beta**2 * score) / alpha
+
+  def _converters(self):
+    """kind -> (to_x0, from_x0), each a function (z, prediction, time) -> prediction."""
+    return {
+        'x0': (lambda z, x0, time: x0, lambda z, x0, time: x0),
+        'eps': (self.x0_from_eps, self.eps_from_x0),
+        'velocity': (self.x0_from_velocity, self.velocity_from_x0),
+        'score': (self.x0_from_score, self.score_from_x0),
+    }
+
+  @property
+  def prediction_kinds(self):
+    """The prediction kinds this path converts: 'x0', 'eps', 'velocity', 'score' (and 'F' for TrigFlow)."""
+    return tuple(self._converters())
+
+  def check_kind(self, kind):
+    """Raises ValueError if this path cannot convert predictions of `kind`."""
+    if kind not in self._converters():
+      raise ValueError(f'{type(self).__name__} has no prediction kind {kind!r}; use one of {self.prediction_kinds}')
+
+  def _converter(self, kind):
+    self.check_kind(kind)
+    return self._converters()[kind]
+
+  def to_x0(self, kind, prediction, z, time):
+    """Converts a prediction of `kind` (one of `prediction_kinds`) at (z, time) into the x0 prediction."""
+    return self._converter(kind)[0](z, prediction, time)
+
+  def from_x0(self, kind, x0, z, time):
+    """Converts an x0 prediction at (z, time) into the prediction of `kind`."""
+    return self._converter(kind)[1](z, x0, time)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFlowPath(GaussianPath):
+  """Rectified-flow path z_t = (1 - t) x + t eps, t in [0, 1]; velocity v = eps - x."""
+  name = 'linear_flow'
+
+  def coefficients(self, t):
+    return 1.0 - t, t, -jnp.ones_like(t), jnp.ones_like(t)
+
+  def sigma(self, t):
+    return sigma_from_t(t)
+
+  def time_from_sigma(self, sigma):
+    return t_from_sigma(sigma)
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMPath(GaussianPath):
+  """Variance-exploding path x_sigma = x + sigma eps, time = sigma; velocity dx_sigma/dsigma = eps."""
+  name = 'edm'
+
+  def coefficients(self, sigma):
+    return jnp.ones_like(sigma), sigma, jnp.zeros_like(sigma), jnp.ones_like(sigma)
+
+  def sigma(self, sigma):
+    return sigma
+
+  def time_from_sigma(self, sigma):
+    return sigma
+
+
+@dataclasses.dataclass(frozen=True)
+class TrigFlowPath(GaussianPath):
+  """TrigFlow path x_tau = cos(tau) x + sin(tau) sigma_d eps, tau in [0, pi/2]; velocity sigma_d F."""
+  sigma_data: float = SIGMA_DATA
+  name = 'trigflow'
+
+  def coefficients(self, tau):
+    sin, cos = jnp.sin(tau), jnp.cos(tau)
+    return cos, self.sigma_data * sin, -sin, self.sigma_data * cos
+
+  def sigma(self, tau):
+    return sigma_from_tau(tau, self.sigma_data)
+
+  def time_from_sigma(self, sigma):
+    return tau_from_sigma(sigma, self.sigma_data)
+
+  def F_from_x0(self, x_tau, x0, tau):
+    """F = (dx_tau/dtau) / sigma_d; with x0 = x it is sCT's target (cos(tau) z - sin(tau) x) / sigma_d."""
+    return self.velocity_from_x0(x_tau, x0, tau) / self.sigma_data
+
+  def x0_from_F(self, x_tau, F, tau):
+    """The sCM consistency function f(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F."""
+    return self.x0_from_velocity(x_tau, self.sigma_data * F, tau)
+
+  def _converters(self):
+    return {**super()._converters(), 'F': (self.x0_from_F, self.F_from_x0)}
+
+
+PATHS = {cls.name: cls for cls in (LinearFlowPath, EDMPath, TrigFlowPath)}
+
+
+def make_path(name: str, **kwargs) -> GaussianPath:
+  """The path registered as `name` ('linear_flow', 'edm', 'trigflow'), built with kwargs (e.g. sigma_data)."""
+  if name not in PATHS:
+    raise ValueError(f'unknown path {name!r}; use one of {sorted(PATHS)}')
+  return PATHS[name](**kwargs)
+
+
+def change_path(z, time, src: GaussianPath, dst: GaussianPath):
+  """The same noisy sample expressed on another path: (z_src [B, ...], time_src) -> (z_dst, time_dst).
+
+  The two samples share the EDM sigma, and z_dst = (alpha_dst / alpha_src) z_src. The scale is computed as the ratio
+  of sqrt(alpha^2 + beta^2), equal to alpha_dst / alpha_src at equal sigma but finite at the noise end of the flow
+  and TrigFlow paths (t = 1 <-> tau = pi/2), where both alphas vanish.
+  """
+  time_dst = dst.time_from_sigma(src.sigma(time))
+  alpha_src, beta_src, _, _ = src.coefficients(jnp.asarray(time, jnp.result_type(float)))
+  alpha_dst, beta_dst, _, _ = dst.coefficients(time_dst)
+  scale = jnp.sqrt(alpha_dst**2 + beta_dst**2) / jnp.sqrt(alpha_src**2 + beta_src**2)
+  return expand_to(scale, z) * z, time_dst
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preconditioning: raw network -> the model of one path
+# ---------------------------------------------------------------------------------------------------------------
+# A raw network is called as raw(params, x, c_noise, r, y, key) with c_noise: [B] (and r: [B] or None). Each
+# wrapper returns model(params, z, time, r=None, y=None, key=None) that takes this path's noisy sample and time
+# (scalar or [B]); a second time r, when given, goes through the same c_noise map as time.
+
+RawApply = Callable[..., Any]
+
+
+def edm_c_noise(sigma):
+  """EDM's network time input ln(sigma) / 4."""
+  return jnp.log(sigma) / 4.0
+
+
+def edm_coefficients(sigma, sigma_data=SIGMA_DATA, sigma_min=0.0):
+  """EDM preconditioning (c_skip, c_out, c_in) for D(x; sigma) = c_skip x + c_out F(c_in x, c_noise).
+
+  With sigma_min > 0 it is the consistency-model form (Song et al. 2023) shifted so that D(x; sigma_min) = x
+  exactly: c_skip = sigma_d^2 / ((sigma - sigma_min)^2 + sigma_d^2), c_out = sigma_d (sigma - sigma_min) /
+  sqrt(sigma^2 + sigma_d^2). sigma_min = 0 is EDM itself. c_in = 1 / sqrt(sigma^2 + sigma_d^2) in both.
+  """
+  shifted = sigma - sigma_min
+  c_skip = sigma_data**2 / (shifted**2 + sigma_data**2)
+  total_std = jnp.sqrt(sigma**2 + sigma_data**2)
+  return c_skip, sigma_data * shifted / total_std, 1.0 / total_std
+
+
+def edm_denoiser(raw_apply: RawApply, sigma_data=SIGMA_DATA, sigma_min=0.0):
+  """Wraps a raw network into the EDM denoiser D(params, x_sigma, sigma, r, y, key) -> x0 prediction [B, ...]."""
+
+  def denoise(params, x_sigma, sigma, r=None, y=None, key=None):
+    sigma = _per_example(sigma, x_sigma)
+    c_skip, c_out, c_in = (expand_to(c, x_sigma) for c in edm_coefficients(sigma, sigma_data, sigma_min))
+    r_noise = None if r is None else edm_c_noise(_per_example(r, x_sigma))
+    output = raw_apply(params, c_in * x_sigma, edm_c_noise(sigma), r_noise, y, key)
+    return c_skip * x_sigma + c_out * output
+
+  return denoise
+
+
+def trigflow_F(raw_apply: RawApply, sigma_data=SIGMA_DATA, c_noise=lambda tau: tau):
+  """Wraps a raw network into TrigFlow's F(params, x_tau, tau, r, y, key) = raw(x_tau / sigma_d, c_noise(tau)).
+
+  The default c_noise(tau) = tau is sCM's choice (EDM's ln(sigma_d tan tau) / 4 diverges as tau -> pi/2).
+  The data prediction is `TrigFlowPath(sigma_data).x0_from_F(x_tau, F, tau)`.
+  """
+
+  def F(params, x_tau, tau, r=None, y=None, key=None):
+    r_noise = None if r is None else c_noise(_per_example(r, x_tau))
+    return raw_apply(params, x_tau / sigma_data, c_noise(_per_example(tau, x_tau)), r_noise, y, key)
+
+  return F
+
+
+def flow_velocity(raw_apply: RawApply):
+  """Wraps a raw network into the flow velocity v(params, z_t, t, r, y, key): input z_t, c_noise = t, output v."""
+
+  def velocity(params, z_t, t, r=None, y=None, key=None):
+    r = None if r is None else _per_example(r, z_t)
+    return raw_apply(params, z_t, _per_example(t, z_t), r, y, key)
+
+  return velocity
+
+
+PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity}
+
+
+def reparameterize(model, src: GaussianPath, src_kind: str, dst: GaussianPath, dst_kind: str):
+  """The model of one path and prediction kind seen as a model of another path and kind, exactly.
+
+  model(params, z_src, time_src, r, y, key) predicts `src_kind` on path `src`; the result takes (z_dst, time_dst)
+  on path `dst` and returns `dst_kind`. E.g. an EDM teacher as a TrigFlow F (sCD):
+  `reparameterize(edm_denoiser(raw), EDMPath(), 'x0', TrigFlowPath(), 'F')`. A second time r is mapped to the
+  source path's time variable; the output conversion treats the prediction as one at (z, time), so it is meant for
+  one-time models (denoisers, velocity fields), not for two-time flow maps.
+  """
+  # Fail when wrapping, not at the first traced call.
+  src.check_kind(src_kind)
+  dst.check_kind(dst_kind)
+
+  def converted(params, z, time, r=None, y=None, key=None):
+    z_src, time_src = change_path(z, time, dst, src)
+    r_src = None if r is None else src.time_from_sigma(dst.sigma(r))
+    x0 = src.to_x0(src_kind, model(params, z_src, time_src, r_src, y, key), z_src, time_src)
+    return dst.from_x0(dst_kind, x0, z, time)
+
+  return converted
