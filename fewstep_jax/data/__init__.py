@@ -1,0 +1,151 @@
+"""Training data behind one interface, selected by `config.data.name` from the `DATASETS` registry.
+
+- 'toy': 2-D distributions sampled inside the jitted step (`kind == 'device'`), see `toy.py`.
+- 'digits': the scikit-learn 8x8 digits, built as a local TFDS dataset on first use, see `digits.py`.
+- 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
+
+Image datasets (`kind == 'host'`) are read by the grain pipeline of `pipeline.py`, one shard per JAX process.
+"""
+import abc
+
+import jax
+import ml_collections
+import numpy as np
+
+from fewstep_jax.data import digits, tfds_images, toy
+from fewstep_jax.data.pipeline import BatchIterator, stack_model_batch
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+  """Returns the `config.data` defaults."""
+  config = ml_collections.ConfigDict()
+  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits' or 'tfds'.
+  config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
+  config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
+  config.dir = 'data'  # Where the digits are built and TFDS datasets are prepared.
+  config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
+  config.worker_count = 0  # grain worker processes; 0 reads in the training process.
+  config.prefetch = 2  # Batches built ahead in a background thread.
+  return config
+
+
+class DataPipeline(abc.ABC):
+  """What the trainer and the evaluators see of a dataset.
+
+  kind: 'device' (batches are sampled inside the jitted step with `device_sample`) or 'host' (batches come from
+  `next_batch`). data_shape: per-example shape, e.g. (2,) or (8, 8, 1). num_classes: 0 for unconditional data.
+  """
+
+  kind: str
+  data_shape: tuple
+  num_classes: int
+
+  def device_sample(self, key, n: int) -> dict:
+    """Returns {'x': [n, *data_shape]} sampled on device; jittable with n static. Only for kind 'device'."""
+    raise TypeError(f'{type(self).__name__} is read on the host: use next_batch()')
+
+  def next_batch(self) -> dict:
+    """Returns this process's next training batch, numpy {'x': float32 [b, *data_shape], 'y': int32 [b]}."""
+    raise TypeError(f'{type(self).__name__} is sampled on device: use device_sample(key, n)')
+
+  @abc.abstractmethod
+  def get_state(self) -> dict:
+    """Returns the JSON-serialisable position of next_batch, for checkpoints."""
+
+  @abc.abstractmethod
+  def set_state(self, state: dict) -> None:
+    """Restores a position from get_state: the next batches are those that followed it."""
+
+  @abc.abstractmethod
+  def reference_samples(self, n: int, split: str, seed: int) -> dict:
+    """Returns numpy {'x': float32 [n, *data_shape], 'y': int32 [n] if labelled} from the true distribution."""
+
+
+class ToyData(DataPipeline):
+  """A 2-D distribution with no host-side state: every batch is a pure function of the step's key."""
+
+  kind = 'device'
+  data_shape = (2,)
+  num_classes = 0
+
+  def __init__(self, sampler):
+    self._sampler = sampler
+
+  def device_sample(self, key, n: int) -> dict:
+    return {'x': self._sampler(key, n)}
+
+  def get_state(self) -> dict:
+    return {}
+
+  def set_state(self, state: dict) -> None:
+    if state:
+      raise ValueError(f'toy data has no state to restore, got {state}')
+
+  def reference_samples(self, n: int, split: str, seed: int) -> dict:
+    """Fresh samples from `seed`; `split` is ignored, as a toy distribution has no finite splits."""
+    del split
+    return {'x': np.asarray(self._sampler(jax.random.key(seed), n))}
+
+
+class ImageData(DataPipeline):
+  """A TFDS image dataset in a local directory: training batches from its 'train' split."""
+
+  kind = 'host'
+
+  def __init__(self, tfds_name: str, config_data, *, global_batch_size: int, seed: int):
+    self._builder = tfds_images.prepared_builder(tfds_name, config_data.dir)
+    self.data_shape, self.num_classes = tfds_images.image_spec(self._builder, config_data.image_size)
+    self._record_transforms = (
+        (tfds_images.ResizeImage(config_data.image_size),) if config_data.image_size else ())
+    self._batches = BatchIterator(
+        tfds_images.open_split(self._builder, 'train'),
+        global_batch_size=global_batch_size,
+        seed=seed,
+        record_transforms=self._record_transforms,
+        worker_count=config_data.worker_count,
+        prefetch=config_data.prefetch,
+    )
+
+  def next_batch(self) -> dict:
+    return next(self._batches)
+
+  def get_state(self) -> dict:
+    return self._batches.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._batches.set_state(state)
+
+  def reference_samples(self, n: int, split: str, seed: int) -> dict:
+    """The first min(n, len(split)) examples of a `seed`-permutation of `split`, resized like training data."""
+    source = tfds_images.open_split(self._builder, split)
+    indices = np.random.default_rng(seed).permutation(len(source))[:n]
+    records = [source[int(index)] for index in indices]
+    for transform in self._record_transforms:
+      records = [transform.map(record) for record in records]
+    return stack_model_batch(records)
+
+
+def _build_toy(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
+  del global_batch_size, seed  # The trainer draws each batch on device from the step's own key.
+  return ToyData(toy.get_toy_sampler(config_data.toy))
+
+
+def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
+  digits.ensure_digits(config_data.dir)
+  return ImageData(digits.DIGITS_NAME, config_data, global_batch_size=global_batch_size, seed=seed)
+
+
+def _build_tfds(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
+  if not config_data.tfds_name:
+    raise ValueError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
+  return ImageData(config_data.tfds_name, config_data, global_batch_size=global_batch_size, seed=seed)
+
+
+DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'tfds': _build_tfds}
+
+
+def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
+  """Returns the DataPipeline of `config_data` (see data_defaults); image batches are this process's shard."""
+  if config_data.name not in DATASETS:
+    raise ValueError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
+  return DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
