@@ -1,0 +1,149 @@
+"""Networks and how the rest of the code builds and calls them.
+
+Every network has the call signature
+
+  out = module.apply({'params': params}, x, t, r=None, y=None, train=False)
+
+with x: [B, D] or [B, H, W, C], t and r: [B] float, y: [B] int32 or None (the
+null label), and out shaped like x (float32), or (out, logvar [B]) when
+`logvar_head=True`. Losses never see modules: they get the callable from
+`make_apply`. Attention implementations are chosen by name through
+`fewstep_jax.nn.attention`.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+from flax import linen
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax.nn.dit import DiT
+from fewstep_jax.nn.mlp import MLP
+from fewstep_jax.nn.unet import UNet
+
+NETWORKS: dict[str, type] = {'mlp': MLP, 'dit': DiT, 'unet': UNet}
+
+# Module fields that are not network hyper-parameters: flax bookkeeping, the
+# label count (a property of the dataset) and dtypes (chosen by the trainer).
+_NOT_TUNABLE = frozenset({'parent', 'name', 'num_classes', 'dtype',
+                          'param_dtype'})
+
+ApplyFn = Callable[..., Any]
+
+
+def _network_class(name: str) -> type:
+  if name not in NETWORKS:
+    raise ValueError(f'unknown network {name!r}; known: {sorted(NETWORKS)}')
+  return NETWORKS[name]
+
+
+def _tunable_defaults(network_class: type) -> dict[str, Any]:
+  return {field.name: field.default
+          for field in dataclasses.fields(network_class)
+          if field.name not in _NOT_TUNABLE}
+
+
+def network_defaults(name: str) -> ml_collections.ConfigDict:
+  """The config of network `name` with every tunable field at its default.
+
+  The returned ConfigDict is locked: fields can be overridden, but a
+  misspelled one is an error.
+  """
+  config = ml_collections.ConfigDict(
+      {'name': name, **_tunable_defaults(_network_class(name))})
+  config.lock()
+  return config
+
+
+def build_network(
+    net_config: ml_collections.ConfigDict,
+    *,
+    num_classes: int,
+    dtype: Any = jnp.float32,
+) -> linen.Module:
+  """Instantiates the network that `net_config` describes.
+
+  Args:
+    net_config: `name` plus any subset of that network's tunable fields.
+    num_classes: number of labels from the dataset (0: unconditional).
+    dtype: compute dtype of activations; parameters stay float32.
+
+  Returns:
+    The flax module.
+
+  Raises:
+    ValueError: unknown network name, unknown field, or num_classes in
+      net_config.
+  """
+  fields = net_config.to_dict()
+  if 'name' not in fields:
+    raise ValueError(
+        f"network config has no 'name'; known networks: {sorted(NETWORKS)}")
+  name = fields.pop('name')
+  network_class = _network_class(name)
+  if 'num_classes' in fields:
+    raise ValueError(
+        f"network config sets num_classes={fields['num_classes']}, but the "
+        f'label count comes from the dataset; remove it from the config')
+  accepted = _tunable_defaults(network_class)
+  for field in fields:
+    if field not in accepted:
+      raise ValueError(f'network {name!r} has no field {field!r}; accepted: '
+                       f'{sorted(accepted)}')
+  # Lists (e.g. from a JSON round trip) become tuples: module fields must be
+  # hashable for flax.
+  fields = {key: tuple(value) if isinstance(value, list) else value
+            for key, value in fields.items()}
+  return network_class(num_classes=num_classes, dtype=dtype, **fields)
+
+
+def make_apply(module: linen.Module) -> ApplyFn:
+  """Wraps `module` as `apply(params, x, t, r=None, y=None, key=None)`.
+
+  Passing a key switches on training mode (dropout) with that key as the
+  'dropout' rng; without one the network is deterministic.
+  """
+
+  def apply(params, x, t, r=None, y=None, key=None):
+    rngs = {} if key is None else {'dropout': key}
+    return module.apply({'params': params}, x, t, r, y,
+                        train=key is not None, rngs=rngs)
+
+  return apply
+
+
+def init_params(
+    module: linen.Module,
+    key: jax.Array,
+    example_x: jax.Array,
+    *,
+    two_times: bool | None = None,
+) -> Any:
+  """Initialises `module` on a batch shaped like `example_x`.
+
+  Args:
+    module: a network from `build_network`.
+    key: PRNG key for the initialisers.
+    example_x: [B, ...] array (or ShapeDtypeStruct) with the data shape.
+    two_times: whether to pass r; defaults to `module.two_times`.
+
+  Returns:
+    The 'params' collection.
+  """
+  if two_times is None:
+    two_times = module.two_times
+  batch = example_x.shape[0]
+  x = jnp.zeros(example_x.shape, jnp.float32)
+  t = jnp.zeros((batch,), jnp.float32)
+  r = t if two_times else None
+  y = jnp.zeros((batch,), jnp.int32) if module.num_classes > 0 else None
+  init = jax.jit(lambda key: module.init(key, x, t, r, y, train=False))
+  return init(key)['params']
+
+
+__all__ = [
+    'DiT', 'MLP', 'NETWORKS', 'UNet', 'build_network', 'init_params',
+    'make_apply', 'network_defaults',
+]

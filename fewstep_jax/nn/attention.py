@@ -1,0 +1,118 @@
+"""Scaled dot-product attention, dispatched by name.
+
+Every network calls `attention(q, k, v, impl=...)`; the implementation is a
+config field, so a faster kernel can be swapped in without touching the
+networks. Layout is `[batch, seq, heads, head_dim]` throughout (the layout of
+`jax.nn.dot_product_attention`).
+
+sCM and MeanFlow take `jax.jvp` through the network, which only some
+implementations support; those are listed in `FORWARD_MODE_IMPLS`, and JVP
+methods call `require_forward_mode` to fail early with a readable message rather
+than deep inside a trace.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """softmax(q k^T / sqrt(head_dim)) v in plain jnp.
+
+  Logits and softmax are float32 whatever the input dtype, because bfloat16
+  logits lose the small differences that decide the attention weights. Plain
+  jnp means every JAX transformation works, `jax.jvp` included; the price is
+  O(seq_q * seq_k) memory.
+
+  Args:
+    q: [B, Nq, heads, head_dim].
+    k: [B, Nk, heads, head_dim].
+    v: [B, Nk, heads, head_dim].
+
+  Returns:
+    [B, Nq, heads, head_dim] in q's dtype.
+  """
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum(
+      'bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  weights = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum(
+      'bhqk,bkhd->bqhd', weights.astype(v.dtype), v,
+      preferred_element_type=jnp.float32)
+  return out.astype(q.dtype)
+
+
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """cuDNN fused attention (GPU only; no forward-mode derivative).
+
+  Args:
+    q: [B, Nq, heads, head_dim].
+    k: [B, Nk, heads, head_dim].
+    v: [B, Nk, heads, head_dim].
+
+  Returns:
+    [B, Nq, heads, head_dim].
+  """
+  return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+
+
+ATTENTION_IMPLS: dict[str, AttentionFn] = {
+    'xla': xla_attention,
+    'cudnn': cudnn_attention,
+}
+
+# Implementations through which `jax.jvp` works.
+FORWARD_MODE_IMPLS: set[str] = {'xla'}
+
+
+def register_attention(
+    name: str, fn: AttentionFn, *, forward_mode: bool = False) -> None:
+  """Adds an implementation under `name` (e.g. the Pallas kernel as 'pallas').
+
+  Args:
+    name: the value of a network's `attention` field that selects `fn`.
+    fn: `fn(q, k, v) -> out` with the layout of `xla_attention`.
+    forward_mode: whether `jax.jvp` works through `fn`.
+  """
+  ATTENTION_IMPLS[name] = fn
+  if forward_mode:
+    FORWARD_MODE_IMPLS.add(name)
+  else:
+    FORWARD_MODE_IMPLS.discard(name)
+
+
+def _check_known(impl: str) -> None:
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(
+        f'unknown attention impl {impl!r}; known: {sorted(ATTENTION_IMPLS)}')
+
+
+def require_forward_mode(impl: str) -> None:
+  """Raises ValueError unless `jax.jvp` works through attention `impl`."""
+  _check_known(impl)
+  if impl not in FORWARD_MODE_IMPLS:
+    raise ValueError(
+        f'attention impl {impl!r} has no forward-mode derivative, which this '
+        f'method needs (it takes jax.jvp through the network); use one of '
+        f'{sorted(FORWARD_MODE_IMPLS)}')
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = 'xla'
+) -> jax.Array:
+  """Scaled dot-product attention with the implementation named `impl`.
+
+  Args:
+    q: [B, Nq, heads, head_dim].
+    k: [B, Nk, heads, head_dim].
+    v: [B, Nk, heads, head_dim].
+    impl: a key of `ATTENTION_IMPLS`.
+
+  Returns:
+    [B, Nq, heads, head_dim].
+  """
+  _check_known(impl)
+  return ATTENTION_IMPLS[impl](q, k, v)
