@@ -1,0 +1,137 @@
+"""What every method provides, and the shared machinery for methods that train one network.
+
+A method is an object built from the config with
+  init(key) -> TrainState
+  step(state, batch, key) -> (state, metrics)      pure; the trainer jits it once
+  sample(state_params, key, n, nfe, labels=None) -> samples [n, *data_shape]
+  sampling_params(state) -> the parameters `sample` should use (an EMA copy by default)
+A method that trains one network subclasses `SingleNetworkMethod` and writes only `loss` and `sample`.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from fewstep_jax import nn
+from fewstep_jax.train import state as state_lib
+from fewstep_jax.train.optim import make_optimizer
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f'unknown dtype {name!r}; use one of {sorted(DTYPES)}')
+  return DTYPES[name]
+
+
+def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
+  """Mean gradient and metrics of `loss_fn(params, batch, key) -> (loss, metrics)` over micro-batches.
+
+  batch: dict of [B, ...] arrays. Micro-batch m holds examples m, m + M, m + 2M, ... so that each one stays
+  spread over every device of a batch-sharded mesh. Micro-batch m uses key fold_in(key, m).
+  """
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if micro_batches == 1:
+    return grad_fn(params, batch, key)
+
+  def split(x):
+    return x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]).swapaxes(0, 1)
+
+  micro = jax.tree.map(split, batch)
+
+  def accumulate(total, inputs):
+    index, micro_batch = inputs
+    result = grad_fn(params, micro_batch, jax.random.fold_in(key, index))
+    return jax.tree.map(jnp.add, total, result), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(grad_fn, params, first, key))
+  total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(micro_batches), micro))
+  return jax.tree.map(lambda x: x / micro_batches, total)
+
+
+class Method:
+  """Base of every method: holds the config and the data description."""
+  name = None
+
+  @classmethod
+  def defaults(cls) -> ml_collections.ConfigDict:
+    """The method's hyperparameters (config.method.*), each with its default."""
+    return ml_collections.ConfigDict()
+
+  def __init__(self, config, *, data_shape: tuple, num_classes: int):
+    self.config = config
+    self.hparams = config.method
+    self.data_shape = tuple(data_shape)
+    self.num_classes = num_classes
+
+  def sampling_params(self, state):
+    """The student's parameters used for sampling: the EMA copy named by config.eval.params."""
+    net = state.nets['student']
+    choice = self.config.eval.params
+    if choice == 'params':
+      return net.params
+    if choice not in net.ema:
+      raise ValueError(f"eval.params={choice!r} is not an EMA copy of this run; available: "
+                       f"{['params'] + sorted(net.ema)}")
+    return net.ema[choice]
+
+
+class SingleNetworkMethod(Method):
+  """One trained network ('student') with one optimizer and EMA copies.
+
+  Subclasses implement `loss(params, batch, key) -> (scalar loss, metrics dict)` and `sample`.
+  """
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    self.param_dtype = _dtype(config.train.param_dtype)
+    self.network = nn.build_network(config.network, num_classes=num_classes,
+                                    dtype=_dtype(config.train.compute_dtype))
+    self.apply = nn.make_apply(self.network)
+    self.tx = make_optimizer(config.optim, config.train.num_steps)
+    self.ema_rates = tuple(config.optim.ema_rates)
+
+  def init(self, key) -> state_lib.TrainState:
+    example = jnp.zeros((1,) + self.data_shape, jnp.float32)
+    params = nn.init_params(self.network, key, example)
+    params = jax.tree.map(lambda p: p.astype(self.param_dtype), params)
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        nets={'student': state_lib.init_net_state(params, self.tx, self.ema_rates)},
+        frozen={}, extra={})
+
+  def loss(self, params, batch, key):
+    raise NotImplementedError
+
+  def step(self, state, batch, key):
+    net = state.nets['student']
+    grads, metrics = accumulate_gradients(self.loss, net.params, batch, key,
+                                          self.config.train.micro_batches)
+    updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
+    params = optax.apply_updates(net.params, updates)
+    new_net = state_lib.NetState(params=params, opt_state=opt_state,
+                                 ema=state_lib.update_ema(net.ema, params, self.ema_rates))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+    return state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net}), metrics
+
+
+def drop_labels(key, y, probability: float, null_label: int):
+  """Classifier-free guidance training: each label becomes the null label ∅ with `probability`."""
+  if y is None or probability <= 0:
+    return y
+  drop = jax.random.bernoulli(key, probability, y.shape)
+  return jnp.where(drop, null_label, y)
+
+
+def guided(cond, uncond, scale: float):
+  """CFG mix: uncond + scale (cond - uncond)."""
+  return uncond + scale * (cond - uncond)
+
+
+def per_sample_mean(x):
+  """Mean over every axis but the first: [B, ...] -> [B]."""
+  return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
+

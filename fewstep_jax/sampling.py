@@ -1,0 +1,79 @@
+"""ODE samplers shared by every method.
+
+One solver serves every parameterisation: a method supplies `drift(x, s) -> dx/ds` on its own time variable
+(flow time t, or EDM sigma) and a decreasing grid of that variable; the solver does not know which it is.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def _expand(s, x):
+  return jnp.full((x.shape[0],), s, x.dtype)
+
+
+def euler_solve(drift, x, grid):
+  """Euler steps along `grid` (1-D array, s_0 > s_1 > ... > s_K). NFE = K.
+
+  drift(x [B, ...], s [B]) -> dx/ds [B, ...].
+  """
+  def step(x, pair):
+    s_cur, s_next = pair
+    return x + (s_next - s_cur) * drift(x, _expand(s_cur, x)), None
+  x, _ = jax.lax.scan(step, x, (grid[:-1], grid[1:]))
+  return x
+
+
+def heun_solve(drift, x, grid, euler_last: bool):
+  """Heun (2nd-order) steps along `grid`. With euler_last, the last step is plain Euler, as in EDM, so the
+  drift is never evaluated at the grid's end (sigma = 0 is singular for a denoiser): NFE = 2K - 1 for K steps;
+  otherwise NFE = 2K."""
+  def step(x, pair):
+    s_cur, s_next = pair
+    d_cur = drift(x, _expand(s_cur, x))
+    x_euler = x + (s_next - s_cur) * d_cur
+    d_next = drift(x_euler, _expand(s_next, x))
+    return x + (s_next - s_cur) * 0.5 * (d_cur + d_next), None
+  if not euler_last:
+    return jax.lax.scan(step, x, (grid[:-1], grid[1:]))[0]
+  if len(grid) > 2:
+    x, _ = jax.lax.scan(step, x, (grid[:-2], grid[1:-1]))
+  return euler_solve(drift, x, grid[-2:])
+
+
+def solve(drift, x, make_grid, solver: str, nfe: int, singular_end: bool = False):
+  """Integrates with exactly `nfe` drift evaluations (for Heun with a singular end: the largest odd number
+  <= nfe, at least 1).
+
+  make_grid(num_steps) -> decreasing grid of num_steps + 1 points. solver: 'euler' (num_steps = nfe) or
+  'heun' (2 evaluations a step; a plain Euler last step when nfe is odd or singular_end says the drift must
+  not be evaluated at the grid's last point).
+  """
+  if solver not in SOLVERS:
+    raise ValueError(f'unknown ODE solver {solver!r}; known: {sorted(SOLVERS)}')
+  if nfe < 1:
+    raise ValueError(f'nfe must be at least 1, got {nfe}')
+  if solver == 'euler':
+    return euler_solve(drift, x, make_grid(nfe))
+  euler_last = singular_end or nfe % 2 == 1
+  num_steps = (nfe + 1) // 2 if euler_last else nfe // 2
+  return heun_solve(drift, x, make_grid(num_steps), euler_last)
+
+
+SOLVERS = ('euler', 'heun')
+
+
+def drift_evaluations(nfe: int, labels, guidance: float) -> int:
+  """How many drift evaluations a budget of `nfe` network calls buys: with classifier-free guidance
+  (labels given, guidance != 1) each evaluation calls the network twice (conditional and null label)."""
+  if labels is None or guidance == 1.0:
+    return nfe
+  if nfe < 2 or nfe % 2:
+    raise ValueError(f'with classifier-free guidance (scale {guidance}) each step costs 2 network calls, so '
+                     f'nfe={nfe} must be even and at least 2; or sample with guidance=1.')
+  return nfe // 2
+
+
+def sample_labels(n: int, num_classes: int):
+  """Labels for a class-conditional sample grid: 0, 1, ..., num_classes - 1, 0, 1, ...; None if
+  unconditional."""
+  return jnp.arange(n, dtype=jnp.int32) % num_classes if num_classes else None

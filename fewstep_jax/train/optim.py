@@ -1,0 +1,50 @@
+"""Optimizers and learning-rate schedules from config, as registries (no string if/elif chains)."""
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = {
+    'adam': lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
+    'adamw': lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay),
+    'radam': lambda lr, c: optax.radam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
+}
+
+
+def _warmup(c):
+  return optax.linear_schedule(0.0, c.lr, max(c.warmup_steps, 1))
+
+
+SCHEDULES = {
+    'constant': lambda c, total: optax.constant_schedule(c.lr),
+    'warmup': lambda c, total: optax.join_schedules(
+        [_warmup(c), optax.constant_schedule(c.lr)], [c.warmup_steps]),
+    'cosine': lambda c, total: optax.warmup_cosine_decay_schedule(
+        0.0, c.lr, c.warmup_steps, max(total, c.warmup_steps + 1), end_value=c.lr * c.final_lr_fraction),
+    # Warmup, then lr / sqrt(max(steps_since_warmup / decay_ref_steps, 1)): the iCT / EDM2 form.
+    'inverse_sqrt': lambda c, total: optax.join_schedules(
+        [_warmup(c), lambda s: c.lr / jnp.sqrt(jnp.maximum(s / max(c.decay_ref_steps, 1), 1.0))],
+        [c.warmup_steps]),
+}
+
+
+def optim_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name='adam', lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+      schedule='constant', warmup_steps=0, final_lr_fraction=0.0, decay_ref_steps=1000,
+      grad_clip=0.0,  # global-norm clipping; 0 disables it.
+      ema_rates=(0.999,),
+  ))
+
+
+def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
+  """Builds clip -> optimizer(schedule). Unknown names are errors that list the known ones."""
+  if optim_config.name not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
+  if optim_config.schedule not in SCHEDULES:
+    raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
+  schedule = SCHEDULES[optim_config.schedule](optim_config, total_steps)
+  chain = []
+  if optim_config.grad_clip > 0:
+    chain.append(optax.clip_by_global_norm(optim_config.grad_clip))
+  chain.append(OPTIMIZERS[optim_config.name](schedule, optim_config))
+  return optax.chain(*chain)

@@ -1,0 +1,71 @@
+"""Device mesh and partition rules (DESIGN.md, "Sharding").
+
+Mesh axes ('data', 'fsdp'). The batch is split over both axes. A parameter with at least
+`mesh.fsdp_min_size` elements is sharded over 'fsdp' on its largest dimension that the fsdp size divides;
+everything else is replicated. Optimizer state and EMA copies follow the same rule, since they have the
+parameters' shapes, so one rule applied to the whole TrainState covers them.
+"""
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ('data', 'fsdp')
+
+
+def make_mesh(mesh_config, devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  wanted = mesh_config.data * mesh_config.fsdp
+  if wanted != len(devices):
+    raise ValueError(
+        f'mesh.data * mesh.fsdp = {mesh_config.data} * {mesh_config.fsdp} = {wanted}, but there are '
+        f'{len(devices)} devices ({jax.process_count()} process(es)). Set --config.mesh.data and '
+        f'--config.mesh.fsdp so that their product is {len(devices)}.')
+  grid = np.asarray(devices).reshape(mesh_config.data, mesh_config.fsdp)
+  return Mesh(grid, BATCH_AXES)
+
+
+def param_spec(shape, fsdp_size: int, min_size: int) -> P:
+  """PartitionSpec for one array: its largest fsdp-divisible dimension on 'fsdp', if big enough."""
+  if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % fsdp_size == 0:
+      spec = [None] * len(shape)
+      spec[dim] = 'fsdp'
+      return P(*spec)
+  return P()
+
+
+def state_shardings(abstract_state, mesh: Mesh, min_size: int):
+  """NamedShardings for every leaf of a (possibly abstract) state pytree."""
+  fsdp_size = mesh.shape['fsdp']
+  return jax.tree.map(
+      lambda leaf: NamedSharding(mesh, param_spec(leaf.shape, fsdp_size, min_size)), abstract_state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over every device."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, micro_batches: int, mesh: Mesh):
+  devices = mesh.size
+  if global_batch_size % micro_batches:
+    raise ValueError(f'train.batch_size={global_batch_size} is not divisible by '
+                     f'train.micro_batches={micro_batches}.')
+  if (global_batch_size // micro_batches) % devices:
+    raise ValueError(
+        f'each micro-batch ({global_batch_size // micro_batches} examples) must split evenly over the '
+        f'{devices} devices of the mesh: choose train.batch_size as a multiple of '
+        f'{devices * micro_batches}.')
+
+
+def global_batch_from_process_batch(process_batch: dict, mesh: Mesh) -> dict:
+  """Assembles each process's host batch (numpy, [B / num_processes, ...]) into global jax arrays."""
+  sharding = batch_sharding(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for name, value in process_batch.items()}

@@ -1,0 +1,57 @@
+"""Training-state pytrees (DESIGN.md, "Core types").
+
+Everything a run needs to continue lives in these pytrees, so a checkpoint of a TrainState (plus the data
+iterator's state) is a complete snapshot, and a step is a pure function of it.
+"""
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class NetState:
+  """One trained network: its parameters, optimizer state and EMA copies.
+
+  ema: dict from an EMA name (see `ema_name`) to a parameter copy with the structure of `params`.
+  """
+  params: PyTree
+  opt_state: PyTree
+  ema: dict
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 scalar; nets: name -> NetState (trained); frozen: name -> params (e.g. a teacher);
+  extra: small method-specific arrays (e.g. a curriculum stage)."""
+  step: jnp.ndarray
+  nets: dict
+  frozen: dict
+  extra: dict
+
+
+def ema_name(rate: float) -> str:
+  """'ema_0.9999' for rate 0.9999: the key of an EMA copy in NetState.ema and in configs."""
+  return f'ema_{rate:g}'
+
+
+def init_net_state(params, tx, ema_rates) -> NetState:
+  """A fresh NetState: optimizer initialised, every EMA copy equal to the initial parameters."""
+  return NetState(params=params, opt_state=tx.init(params),
+                  ema={ema_name(rate): params for rate in ema_rates})
+
+
+def update_ema(ema: dict, params, ema_rates) -> dict:
+  """ema <- rate * ema + (1 - rate) * params for each configured rate."""
+  new = {}
+  for rate in ema_rates:
+    name = ema_name(rate)
+    new[name] = jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p, ema[name], params)
+  return new
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))
