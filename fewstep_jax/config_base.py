@@ -1,0 +1,72 @@
+"""Shared config defaults. Every experiment file in configs/ starts from `base_config` and overrides.
+
+Every block is complete (each field the code reads is present with its default), and main.py locks the
+config, so a misspelled key on the command line or in a config file is an error, never a silent no-op.
+"""
+import ml_collections
+
+from fewstep_jax import data, nn
+from fewstep_jax.methods import method_defaults
+from fewstep_jax.train.optim import optim_defaults
+
+
+def base_config(*, method: str, network: str, dataset: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = method_defaults(method)
+  config.network = nn.network_defaults(network)
+  config.data = data.data_defaults()
+  config.data.name = dataset
+  config.optim = optim_defaults()
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=1000,
+      batch_size=128,           # Global batch, over every process and device.
+      micro_batches=1,          # Gradient accumulation: the batch is processed in this many pieces.
+      log_every=100,
+      checkpoint_every=1000,
+      sample_every=0,           # 0: sample images only at the end of training.
+      max_to_keep=3,
+      seed=0,
+      param_dtype='float32',
+      compute_dtype='float32',  # 'bfloat16' for mixed precision on accelerators.
+      tensorboard=True,
+  ))
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=1,
+      fsdp=1,
+      fsdp_min_size=2 ** 14,    # Parameters with fewer elements stay replicated.
+      num_processes=1,          # > 1: multi-host, jax.distributed.initialize with the fields below.
+      process_id=0,
+      coordinator_address='',   # 'host:port' of process 0.
+  ))
+  config.eval = ml_collections.ConfigDict(dict(
+      nfe=(1, 2, 4, 8),
+      num_samples=1000,
+      params='params',          # 'params' or an EMA copy, e.g. 'ema_0.999'.
+      sample_grid=64,           # Images in each samples/ grid (or points in each scatter plot x 16).
+      seed=1,
+      at_end=True,              # Train mode: evaluate once training finishes (datasets with an evaluator).
+  ))
+  if config.optim.ema_rates:
+    config.eval.params = f'ema_{config.optim.ema_rates[0]:g}'
+  return config
+
+
+def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """Loads configs/<dataset>/<method>.py, applies {'train.num_steps': 10, ...} and locks it (for notebooks and
+  tests; the command line does the same through --config and --config.a.b=value)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('experiment_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.lock()
+  for dotted, value in (overrides or {}).items():
+    *parents, leaf = dotted.split('.')
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise KeyError(f'unknown config key {dotted!r}; the fields of {".".join(parents) or "the config"} '
+                     f'are {sorted(node.keys())}')
+    node[leaf] = value
+  return config

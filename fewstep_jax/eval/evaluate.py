@@ -1,0 +1,118 @@
+"""--mode=eval and --mode=sample, and the sample images written during training.
+
+Evaluators are registered per dataset (`EVALUATORS`): each turns samples into rows
+{"method", "nfe", "metric", "value", "reference"} of eval/results.json, where `reference` is the metric's floor
+(the value two independent samples of the true distribution reach at the same sample size), or the
+classifier's own accuracy on real data.
+"""
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+
+from fewstep_jax import sampling
+from fewstep_jax.eval import metrics, plots
+from fewstep_jax.train import sharding
+
+
+def generate(run, params, nfe: int, n: int, seed: int):
+  """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations."""
+  labels = sampling.sample_labels(n, run.data.num_classes)
+  # Replicated output: every process can read the samples, also when the parameters are sharded.
+  sample_fn = jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe),
+                      out_shardings=sharding.replicated(run.mesh))
+  key = jax.random.fold_in(run.sample_key, seed)
+  samples = sample_fn(params, key, labels=labels)
+  return np.asarray(jax.device_get(samples)), None if labels is None else np.asarray(labels)
+
+
+class ToyEvaluator:
+  """2-D data: sliced Wasserstein-2 and RBF MMD against fresh samples of the true distribution."""
+
+  def __init__(self, run, n: int, seed: int):
+    self.reference = run.data.reference_samples(n, 'test', seed)['x']
+    independent = run.data.reference_samples(n, 'test', seed + 1)['x']
+    self.key = jax.random.PRNGKey(seed)
+    self.floors = {name: fn(independent) for name, fn in self._metrics().items()}
+
+  def _metrics(self):
+    return {
+        'sliced_w2': lambda x: float(metrics.sliced_wasserstein2(x, self.reference, self.key)),
+        'mmd_rbf': lambda x: float(metrics.mmd_rbf(x, self.reference)),
+    }
+
+  def rows(self, samples, labels):
+    del labels
+    return [(name, fn(samples), self.floors[name]) for name, fn in self._metrics().items()]
+
+
+class DigitsEvaluator:
+  """Digits: Frechet distance in the shipped classifier's features (floor: test vs train split) and the
+  classifier's accuracy on class-conditional samples (reference: its accuracy on the test split)."""
+
+  def __init__(self, run, n: int, seed: int):
+    del run, n, seed
+    from fewstep_jax.eval.digits_eval import DigitsEvaluator as Features
+    from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
+    self.features = Features()
+    images, labels = load_digits_arrays('test')
+    self.floor = float(self.features.floor())
+    self.test_accuracy = float(self.features.class_accuracy(to_model_range(images), labels))
+
+  def rows(self, samples, labels):
+    rows = [('frechet_digits', float(self.features.frechet(samples)), self.floor)]
+    if labels is not None:
+      rows.append(('class_accuracy', float(self.features.class_accuracy(samples, labels)),
+                   self.test_accuracy))
+    return rows
+
+
+EVALUATORS = {'toy': ToyEvaluator, 'digits': DigitsEvaluator}
+
+
+def evaluate(run, state, workdir: str, step: int):
+  """Evaluates the state at every config.eval.nfe and writes workdir/eval/results.json. Returns the rows."""
+  config = run.config
+  if config.data.name not in EVALUATORS:
+    raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (available for '
+                     f'{sorted(EVALUATORS)}); use --mode=sample and an external metric for this dataset.')
+  n, seed = config.eval.num_samples, config.eval.seed
+  evaluator = EVALUATORS[config.data.name](run, n, seed)
+  params = run.method.sampling_params(state)
+  rows = []
+  for nfe in config.eval.nfe:
+    samples, labels = generate(run, params, nfe, n, seed)
+    for metric, value, reference in evaluator.rows(samples, labels):
+      rows.append({'method': config.method.name, 'nfe': int(nfe), 'metric': metric, 'value': value,
+                   'reference': reference, 'step': int(step), 'params': config.eval.params})
+      print(f'nfe {nfe:3d}  {metric:16s} {value:.5g}  (reference {reference:.5g})', flush=True)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+    with open(os.path.join(workdir, 'eval', 'results.json'), 'w') as f:
+      json.dump(rows, f, indent=2)
+  return rows
+
+
+def write_samples(run, state, workdir: str, step: int):
+  """Writes samples/step_<step>_nfe<nfe>.png for every config.eval.nfe: an image grid, or a 2-D scatter
+  plot over reference points."""
+  config = run.config
+  directory = os.path.join(workdir, 'samples')
+  os.makedirs(directory, exist_ok=True)
+  params = run.method.sampling_params(state)
+  is_points = len(run.data.data_shape) == 1
+  n = config.eval.sample_grid * (16 if is_points else 1)
+  reference = run.data.reference_samples(n, 'test', config.eval.seed)['x'] if is_points else None
+  for nfe in config.eval.nfe:
+    # Every process takes part in sampling (the parameters may be sharded); only process 0 writes.
+    samples, _ = generate(run, params, nfe, n, config.eval.seed)
+    if jax.process_index() != 0:
+      continue
+    path = os.path.join(directory, f'step_{step:07d}_nfe{nfe}.png')
+    if is_points:
+      plots.save_scatter(path, samples, reference=reference, title=f'{config.method.name}, step {step}, '
+                         f'{nfe} NFE')
+    else:
+      plots.save_image_grid(path, samples, ncol=int(np.ceil(np.sqrt(n))))

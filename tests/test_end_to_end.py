@@ -1,0 +1,65 @@
+"""Whole runs through the command line: the workdir contract, and (slow) the quality the configs reach."""
+import json
+import os
+
+import pytest
+
+from conftest import REPO, run_main
+
+TOY = str(REPO / 'configs/toy/flow_matching.py')
+DIGITS = str(REPO / 'configs/digits/flow_matching.py')
+
+
+def read_results(workdir):
+  with open(os.path.join(workdir, 'eval', 'results.json')) as f:
+    return {(row['nfe'], row['metric']): row for row in json.load(f)}
+
+
+def test_workdir_contract_train_eval_sample(tmp_path):
+  workdir = str(tmp_path / 'run')
+  args = ['--config=' + TOY, '--workdir=' + workdir, '--config.network.hidden=32', '--config.network.depth=1',
+          '--config.train.num_steps=30', '--config.train.log_every=10', '--config.train.checkpoint_every=15',
+          '--config.eval.num_samples=200', '--config.eval.sample_grid=4']
+  run_main(args + ['--config.eval.nfe=(1,4)'])
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['15', '30']
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['train']['num_steps'] == 30
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert [row['step'] for row in rows] == [10, 20, 30]
+  assert all({'loss', 'grad_norm'} <= set(row) for row in rows)
+  assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_0000030_nfe1.png',
+                                                                   'step_0000030_nfe4.png']
+  results = read_results(workdir)
+  assert set(results) == {(1, 'sliced_w2'), (1, 'mmd_rbf'), (4, 'sliced_w2'), (4, 'mmd_rbf')}
+  for row in results.values():
+    assert {'method', 'nfe', 'metric', 'value', 'reference'} <= set(row)
+    assert row['method'] == 'flow_matching'
+  # A 30-step model is far from the data; the floor (true vs true) is far below it.
+  assert results[4, 'sliced_w2']['value'] > 3 * results[4, 'sliced_w2']['reference']
+
+  os.remove(os.path.join(workdir, 'eval', 'results.json'))
+  run_main(args + ['--mode=eval', '--config.eval.nfe=(2,)'])
+  assert set(read_results(workdir)) == {(2, 'sliced_w2'), (2, 'mmd_rbf')}
+  run_main(args + ['--mode=sample', '--config.eval.nfe=(3,)'])
+  assert 'step_0000030_nfe3.png' in os.listdir(os.path.join(workdir, 'samples'))
+
+
+@pytest.mark.slow
+def test_toy_flow_matching_config_learns_the_distribution(tmp_path):
+  workdir = str(tmp_path / 'toy')
+  run_main(['--config=' + TOY, '--workdir=' + workdir])
+  results = read_results(workdir)
+  many_steps = results[50, 'sliced_w2']
+  assert many_steps['value'] < 5 * many_steps['reference'] + 0.005, many_steps
+
+
+@pytest.mark.slow
+def test_digits_quickstart_makes_recognisable_digits(tmp_path):
+  """README command 1, as written (its own data directory): samples are classified as the asked-for digit."""
+  workdir = str(tmp_path / 'quickstart')
+  run_main(['--config=' + DIGITS, '--workdir=' + workdir, '--config.data.dir=' + str(tmp_path / 'data')],
+           timeout=1200)
+  results = read_results(workdir)
+  assert results[50, 'class_accuracy']['value'] > 0.85, results
+  assert results[50, 'frechet_digits']['value'] < 10 * results[50, 'frechet_digits']['reference'], results
