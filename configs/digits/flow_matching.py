@@ -11,7 +11,7 @@ from fewstep_jax.config_base import base_config
 
 def get_config():
   config = base_config(method='flow_matching', network='unet', dataset='digits')
-  config.network.channels = 32
+  config.network.channels = 24
   config.network.channel_mult = (1, 2)
   config.network.num_res_blocks = 1
   config.network.attn_resolutions = (4,)
@@ -19,7 +19,7 @@ def get_config():
   config.method.label_dropout = 0.1
   config.method.solver = 'heun'
   config.method.guidance = 1.5
-  config.train.num_steps = 3000
+  config.train.num_steps = 2000
   config.train.batch_size = 128
   config.train.log_every = 100
   config.train.checkpoint_every = 1000
@@ -29,6 +29,6 @@ def get_config():
   config.optim.grad_clip = 1.0
   config.optim.ema_rates = (0.999,)
   config.eval.params = 'ema_0.999'
-  config.eval.nfe = (2, 10, 50, 100)
+  config.eval.nfe = (2, 10, 50)
   config.eval.num_samples = 1000
   return config
