@@ -8,6 +8,7 @@ import ml_collections
 from fewstep_jax import data, nn
 from fewstep_jax.methods import method_defaults
 from fewstep_jax.train.optim import optim_defaults
+from fewstep_jax.train.state import ema_name
 
 
 def base_config(*, method: str, network: str, dataset: str) -> ml_collections.ConfigDict:
@@ -47,7 +48,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       at_end=True,              # Train mode: evaluate once training finishes (datasets with an evaluator).
   ))
   if config.optim.ema_rates:
-    config.eval.params = f'ema_{config.optim.ema_rates[0]:g}'
+    config.eval.params = ema_name(config.optim.ema_rates[0])
   return config
 
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 
 def _expand(s, x):
+  """The grid's scalar time as the [B] vector every drift receives."""
   return jnp.full((x.shape[0],), s, x.dtype)
 
 
@@ -40,26 +41,33 @@ def heun_solve(drift, x, grid, euler_last: bool):
   return euler_solve(drift, x, grid[-2:])
 
 
-def solve(drift, x, make_grid, solver: str, nfe: int, singular_end: bool = False):
-  """Integrates with exactly `nfe` drift evaluations (for Heun with a singular end: the largest odd number
-  <= nfe, at least 1).
+def _euler(drift, x, make_grid, nfe, singular_end):
+  del singular_end  # Euler never evaluates the drift at the grid's last point.
+  return euler_solve(drift, x, make_grid(nfe))
 
-  make_grid(num_steps) -> decreasing grid of num_steps + 1 points. solver: 'euler' (num_steps = nfe) or
-  'heun' (2 evaluations a step; a plain Euler last step when nfe is odd or singular_end says the drift must
-  not be evaluated at the grid's last point).
-  """
-  if solver not in SOLVERS:
-    raise ValueError(f'unknown ODE solver {solver!r}; known: {sorted(SOLVERS)}')
-  if nfe < 1:
-    raise ValueError(f'nfe must be at least 1, got {nfe}')
-  if solver == 'euler':
-    return euler_solve(drift, x, make_grid(nfe))
+
+def _heun(drift, x, make_grid, nfe, singular_end):
+  # A plain Euler last step when nfe is odd, or when the drift must not be evaluated at the grid's end.
   euler_last = singular_end or nfe % 2 == 1
   num_steps = (nfe + 1) // 2 if euler_last else nfe // 2
   return heun_solve(drift, x, make_grid(num_steps), euler_last)
 
 
-SOLVERS = ('euler', 'heun')
+SOLVERS = {'euler': _euler, 'heun': _heun}
+
+
+def solve(drift, x, make_grid, solver: str, nfe: int, singular_end: bool = False):
+  """Integrates with exactly `nfe` drift evaluations (for Heun with a singular end: the largest odd number
+  <= nfe, at least 1).
+
+  make_grid(num_steps) -> decreasing grid of num_steps + 1 points. solver: 'euler' (num_steps = nfe) or
+  'heun' (two evaluations a step).
+  """
+  if solver not in SOLVERS:
+    raise ValueError(f'unknown ODE solver {solver!r}; known: {sorted(SOLVERS)}')
+  if nfe < 1:
+    raise ValueError(f'nfe must be at least 1, got {nfe}')
+  return SOLVERS[solver](drift, x, make_grid, nfe, singular_end)
 
 
 def drift_evaluations(nfe: int, labels, guidance: float) -> int:

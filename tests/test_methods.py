@@ -17,7 +17,7 @@ import pytest
 from fewstep_jax import sampling, timesteps
 from fewstep_jax.config_base import base_config
 from fewstep_jax.methods import build_method
-from fewstep_jax.methods.base import accumulate_gradients, drop_labels
+from fewstep_jax.methods.base import accumulate_gradients, drop_labels, guided
 
 
 def make(method, data_shape=(2,), num_classes=0, **hparams):
@@ -115,15 +115,12 @@ def test_solver_nfe_counts():
 
 
 def test_classifier_free_guidance_mix():
-  method = make('flow_matching', num_classes=3)
-  # A velocity that reveals its label: v = y + 1 (null label 3 -> 4).
-  method.velocity = lambda params, z, t, r=None, y=None, key=None: jnp.broadcast_to(
-      (y + 1.0)[:, None], z.shape)
+  # A model that reveals its label: m = y + 1 (null label 3 -> 4).
+  model = lambda z, t, y: jnp.broadcast_to((y + 1.0)[:, None], z.shape)
   labels = jnp.array([0, 1, 2])
   z, t = jnp.zeros((3, 2)), jnp.full((3,), 0.5)
-  guided = method.guided_velocity(None, z, t, labels, guidance=2.0)
-  np.testing.assert_allclose(guided[:, 0], 4.0 + 2.0 * (labels + 1.0 - 4.0))
-  np.testing.assert_allclose(method.guided_velocity(None, z, t, labels, guidance=1.0)[:, 0], labels + 1.0)
+  np.testing.assert_allclose(guided(model, labels, 2.0, 3)(z, t)[:, 0], 4.0 + 2.0 * (labels + 1.0 - 4.0))
+  np.testing.assert_allclose(guided(model, labels, 1.0, 3)(z, t)[:, 0], labels + 1.0)
 
 
 def test_label_dropout_rate_and_null_label():
@@ -178,3 +175,17 @@ def test_guided_sampling_counts_both_network_calls():
   assert len(calls) == 6
   with pytest.raises(ValueError, match='nfe=5 must be even'):
     method.sample(None, jax.random.PRNGKey(0), 2, 5, labels=labels, guidance=2.0)
+
+
+def test_guided_edm_sampling_counts_network_calls_with_final_euler_step():
+  method = make('edm', num_classes=3)
+  calls = []
+
+  def denoise(params, x, sigma, r=None, y=None, key=None):
+    calls.append(1)
+    return 0.0 * x
+
+  method.denoise = denoise
+  with jax.disable_jit():
+    method.sample(None, jax.random.PRNGKey(0), 2, 70, labels=jnp.array([0, 1]), guidance=1.5)
+  assert len(calls) == 70  # 35 guided evaluations: 17 Heun steps and a final Euler step, two calls each.

@@ -20,15 +20,20 @@ from fewstep_jax.train import sharding
 def generate(run, params, nfe: int, n: int, seed: int):
   """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations."""
   labels = sampling.sample_labels(n, run.data.num_classes)
-  # Replicated output: every process can read the samples, also when the parameters are sharded.
-  sample_fn = jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe),
-                      out_shardings=sharding.replicated(run.mesh))
   key = jax.random.fold_in(run.sample_key, seed)
-  samples = sample_fn(params, key, labels=labels)
+  samples = _sample_fn(run, n, nfe)(params, key, labels=labels)
   return np.asarray(jax.device_get(samples)), None if labels is None else np.asarray(labels)
 
 
-class ToyEvaluator:
+@functools.lru_cache(maxsize=32)
+def _sample_fn(run, n: int, nfe: int):
+  """One compiled sampler per (run, n, nfe), reused by every sample grid of a training run."""
+  # Replicated output: every process can read the samples, also when the parameters are sharded.
+  return jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe),
+                 out_shardings=sharding.replicated(run.mesh))
+
+
+class ToyMetrics:
   """2-D data: sliced Wasserstein-2 and RBF MMD against fresh samples of the true distribution."""
 
   def __init__(self, run, n: int, seed: int):
@@ -48,15 +53,15 @@ class ToyEvaluator:
     return [(name, fn(samples), self.floors[name]) for name, fn in self._metrics().items()]
 
 
-class DigitsEvaluator:
+class DigitsMetrics:
   """Digits: Frechet distance in the shipped classifier's features (floor: test vs train split) and the
   classifier's accuracy on class-conditional samples (reference: its accuracy on the test split)."""
 
   def __init__(self, run, n: int, seed: int):
     del run, n, seed
-    from fewstep_jax.eval.digits_eval import DigitsEvaluator as Features
+    from fewstep_jax.eval.digits_eval import DigitsEvaluator
     from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
-    self.features = Features()
+    self.features = DigitsEvaluator()
     images, labels = load_digits_arrays('test')
     self.floor = float(self.features.floor())
     self.test_accuracy = float(self.features.class_accuracy(to_model_range(images), labels))
@@ -69,7 +74,7 @@ class DigitsEvaluator:
     return rows
 
 
-EVALUATORS = {'toy': ToyEvaluator, 'digits': DigitsEvaluator}
+EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics}
 
 
 def evaluate(run, state, workdir: str, step: int):

@@ -67,23 +67,26 @@ class Method:
     self.data_shape = tuple(data_shape)
     self.num_classes = num_classes
 
-  def sampling_params(self, state):
-    """The student's parameters used for sampling: the EMA copy named by config.eval.params."""
+  def sampling_params(self, state, name: str | None = None):
+    """The student's parameters used for sampling: `name` ('params' or an EMA copy such as 'ema_0.999'),
+    by default config.eval.params."""
     net = state.nets['student']
-    choice = self.config.eval.params
-    if choice == 'params':
+    name = self.config.eval.params if name is None else name
+    if name == 'params':
       return net.params
-    if choice not in net.ema:
-      raise ValueError(f"eval.params={choice!r} is not an EMA copy of this run; available: "
+    if name not in net.ema:
+      raise ValueError(f"eval.params={name!r} is not an EMA copy of this run; available: "
                        f"{['params'] + sorted(net.ema)}")
-    return net.ema[choice]
+    return net.ema[name]
 
 
 class SingleNetworkMethod(Method):
   """One trained network ('student') with one optimizer and EMA copies.
 
-  Subclasses implement `loss(params, batch, key) -> (scalar loss, metrics dict)` and `sample`.
+  Subclasses implement `loss(params, batch, key) -> (scalar loss, metrics dict)` and `sample`, and set
+  `uses_logvar` if their network returns (output, log-variance).
   """
+  uses_logvar = False
 
   def __init__(self, config, *, data_shape, num_classes):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
@@ -93,6 +96,14 @@ class SingleNetworkMethod(Method):
     self.apply = nn.make_apply(self.network)
     self.tx = make_optimizer(config.optim, config.train.num_steps)
     self.ema_rates = tuple(config.optim.ema_rates)
+    # Fail before training, not at the first sample grid.
+    available = ['params'] + [state_lib.ema_name(rate) for rate in self.ema_rates]
+    if config.eval.params not in available:
+      raise ValueError(f'eval.params={config.eval.params!r} names no parameters of this run '
+                       f'(optim.ema_rates={self.ema_rates}); use one of {available}.')
+    if config.network.get('logvar_head', False) and not self.uses_logvar:
+      raise ValueError(f'network.logvar_head=True, but method {self.name!r} does not use a learned '
+                       'log-variance; set --config.network.logvar_head=False.')
 
   def init(self, key) -> state_lib.TrainState:
     example = jnp.zeros((1,) + self.data_shape, jnp.float32)
@@ -126,9 +137,16 @@ def drop_labels(key, y, probability: float, null_label: int):
   return jnp.where(drop, null_label, y)
 
 
-def guided(cond, uncond, scale: float):
-  """CFG mix: uncond + scale (cond - uncond)."""
-  return uncond + scale * (cond - uncond)
+def guided(model, labels, guidance: float, null_label: int):
+  """Classifier-free guidance around model(*args, y=labels) -> prediction:
+  m_∅ + w (m_y - m_∅), with m_∅ the prediction for the null label; one call when unconditional or w = 1."""
+  def guided_model(*args):
+    cond = model(*args, y=labels)
+    if labels is None or guidance == 1.0:
+      return cond
+    uncond = model(*args, y=jnp.full_like(labels, null_label))
+    return uncond + guidance * (cond - uncond)
+  return guided_model
 
 
 def per_sample_mean(x):

@@ -49,13 +49,6 @@ class EDM(SingleNetworkMethod):
     loss = jnp.mean(weight * per_sample_mean(jnp.square(denoised - x)))
     return loss, {'loss': loss}
 
-  def guided_denoiser(self, params, x, sigma, labels, guidance):
-    d_cond = self.denoise(params, x, sigma, y=labels)
-    if labels is None or guidance == 1.0:
-      return d_cond
-    return guided(d_cond, self.denoise(params, x, sigma, y=jnp.full_like(labels, self.num_classes)),
-                  guidance)
-
   def sampling_grid(self, num_steps):
     """Descending Karras sigmas (num_steps of them) followed by 0: num_steps solver steps."""
     hp = self.hparams
@@ -66,9 +59,11 @@ class EDM(SingleNetworkMethod):
     """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls."""
     guidance = self.hparams.guidance if guidance is None else guidance
     x = self.hparams.sigma_max * jax.random.normal(key, (n,) + self.data_shape)
+    denoise = guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, guidance,
+                     self.num_classes)
 
     def drift(x, sigma):
-      return (x - self.guided_denoiser(params, x, sigma, labels, guidance)) / paths.expand_to(sigma, x)
+      return (x - denoise(x, sigma)) / paths.expand_to(sigma, x)
 
     return sampling.solve(drift, x, self.sampling_grid, solver or self.hparams.solver,
                           sampling.drift_evaluations(nfe, labels, guidance), singular_end=True)

@@ -14,6 +14,7 @@ from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, per_sample_mean
 from fewstep_jax.methods.registry import register
 
+# Flow-time samplers by config name, each reading its own hyperparameters.
 FLOW_TIME_SAMPLERS = {
     'uniform': lambda key, n, hp: timesteps.sample_uniform(key, n),
     'logit_normal': lambda key, n, hp: timesteps.sample_logit_normal(key, n, hp.time_mean, hp.time_std),
@@ -53,18 +54,11 @@ class FlowMatching(SingleNetworkMethod):
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
 
-  def guided_velocity(self, params, z_t, t, labels, guidance):
-    """v_∅ + w (v_y - v_∅); a single call when unconditional or w == 1."""
-    v_cond = self.velocity(params, z_t, t, y=labels)
-    if labels is None or guidance == 1.0:
-      return v_cond
-    v_uncond = self.velocity(params, z_t, t, y=jnp.full_like(labels, self.num_classes))
-    return guided(v_cond, v_uncond, guidance)
-
   def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls."""
     guidance = self.hparams.guidance if guidance is None else guidance
     z = jax.random.normal(key, (n,) + self.data_shape)
-    drift = lambda z_t, t: self.guided_velocity(params, z_t, t, labels, guidance)
-    return sampling.solve(drift, z, timesteps.flow_time_grid, solver or self.hparams.solver,
+    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance,
+                      self.num_classes)
+    return sampling.solve(velocity, z, timesteps.flow_time_grid, solver or self.hparams.solver,
                           sampling.drift_evaluations(nfe, labels, guidance))

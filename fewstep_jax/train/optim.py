@@ -20,10 +20,9 @@ SCHEDULES = {
         [_warmup(c), optax.constant_schedule(c.lr)], [c.warmup_steps]),
     'cosine': lambda c, total: optax.warmup_cosine_decay_schedule(
         0.0, c.lr, c.warmup_steps, max(total, c.warmup_steps + 1), end_value=c.lr * c.final_lr_fraction),
-    # Warmup, then lr / sqrt(max(steps_since_warmup / decay_ref_steps, 1)): the iCT / EDM2 form.
-    'inverse_sqrt': lambda c, total: optax.join_schedules(
-        [_warmup(c), lambda s: c.lr / jnp.sqrt(jnp.maximum(s / max(c.decay_ref_steps, 1), 1.0))],
-        [c.warmup_steps]),
+    # EDM2 / iCT: lr min(step / warmup, 1) / sqrt(max(step / decay_ref_steps, 1)), both counted from step 0.
+    'inverse_sqrt': lambda c, total: lambda step: c.lr * jnp.minimum(step / max(c.warmup_steps, 1), 1.0)
+    / jnp.sqrt(jnp.maximum(step / max(c.decay_ref_steps, 1), 1.0)),
 }
 
 

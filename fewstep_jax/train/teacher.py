@@ -9,6 +9,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from fewstep_jax import methods
 from fewstep_jax.train.checkpoint import Checkpointer
@@ -22,11 +23,12 @@ def write_run_info(workdir: str, data_shape, num_classes: int):
     json.dump({'data_shape': list(data_shape), 'num_classes': int(num_classes)}, f)
 
 
-def load_trained(workdir: str, *, params_name: str | None = None, mesh=None):
+def load_trained(workdir: str, *, params_name: str | None = None, mesh=None, fsdp_min_size: int = 2 ** 14):
   """Returns (method, params, step) of the run in `workdir`.
 
   params_name: 'params' or an EMA copy such as 'ema_0.999'; default: that run's config.eval.params.
-  mesh: the mesh to replicate the parameters over; default: every device.
+  mesh: a ('data', 'fsdp') mesh to place the parameters on, sharded by the usual partition rules; default:
+  every device on the fsdp axis.
   """
   info_path, config_path = os.path.join(workdir, RUN_INFO), os.path.join(workdir, 'config.json')
   for path in (info_path, config_path):
@@ -40,17 +42,18 @@ def load_trained(workdir: str, *, params_name: str | None = None, mesh=None):
     info = json.load(f)
   method = methods.build_method(config, data_shape=tuple(info['data_shape']),
                                 num_classes=info['num_classes'])
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), max_to_keep=config.train.max_to_keep)
-  step = checkpointer.latest_step()
+  directory = os.path.join(workdir, 'checkpoints')
+  step = None
+  if os.path.isdir(directory):
+    checkpointer = Checkpointer(directory, max_to_keep=config.train.max_to_keep)
+    step = checkpointer.latest_step()
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints: the run was never saved; train it '
-                            'first or point the config at a trained workdir.')
-  abstract = jax.eval_shape(method.init, jax.random.PRNGKey(0))
+    raise FileNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or '
+                            'point the config at a trained workdir.')
   if mesh is None:
-    mesh = jax.sharding.Mesh(jax.devices(), ('data',))
-  replicated = jax.tree.map(lambda _: sharding_lib.replicated(mesh), abstract)
-  state, _ = checkpointer.restore(step, abstract, replicated)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(1, -1), sharding_lib.BATCH_AXES)
+  abstract = jax.eval_shape(method.init, jax.random.PRNGKey(0))
+  state, _, _ = checkpointer.restore(step, abstract,
+                                     sharding_lib.state_shardings(abstract, mesh, fsdp_min_size))
   checkpointer.close()
-  if params_name is not None:
-    config.eval.params = params_name
-  return method, method.sampling_params(state), step
+  return method, method.sampling_params(state, params_name), step

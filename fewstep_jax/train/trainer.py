@@ -8,16 +8,21 @@ import signal
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from fewstep_jax import data as data_lib
 from fewstep_jax import methods
 from fewstep_jax.train import sharding as sharding_lib
 from fewstep_jax.train.checkpoint import Checkpointer
+from fewstep_jax.train.state import count_params
 from fewstep_jax.train.teacher import write_run_info
 from fewstep_jax.train.writers import MetricWriter
 
-# Config blocks whose change makes an existing workdir's checkpoints incompatible (or silently different).
-_RUN_DEFINING_BLOCKS = ('method', 'network', 'data')
+# Config fields (or whole blocks) that define a run: resuming a workdir with any of them changed would mix two
+# experiments or break exact resume. Paths, logging, eval and mesh settings may change between restarts.
+RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
+                       'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
+                       'optim.name', 'optim.ema_rates')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,22 +92,32 @@ def config_to_json(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
 def check_workdir_matches(workdir: str, config):
-  """Refuses to resume a workdir that was created by a run with different method / network / data."""
+  """Refuses to continue (or evaluate) a workdir created by a run with different defining fields."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
   with open(path) as f:
-    saved = json.load(f)
-  current = config_to_json(config)
-  changed = [f'{block}.{key}' for block in _RUN_DEFINING_BLOCKS
-             for key in sorted(set(saved.get(block, {})) | set(current.get(block, {})))
-             if saved.get(block, {}).get(key) != current.get(block, {}).get(key)]
+    saved = _flatten(json.load(f))
+  current = _flatten(config_to_json(config))
+  changed = sorted(key for key in set(saved) | set(current)
+                   if any(key == field or key.startswith(field + '.') for field in RUN_DEFINING_FIELDS)
+                   and saved.get(key) != current.get(key))
   if changed:
     raise ValueError(
-        f'workdir {workdir} holds a run with a different configuration ({", ".join(changed)} differ '
-        f'from {path}). Resuming it would mix two experiments: use a new --workdir, or restore the '
-        'original values.')
+        f'workdir {workdir} holds a run with a different configuration: '
+        + ', '.join(f'{key} = {saved.get(key)!r} there, {current.get(key)!r} now' for key in changed)
+        + '. Use a new --workdir, or restore the original values.')
 
 
 def _check_finite(step: int, metrics: dict):
@@ -115,10 +130,15 @@ def _check_finite(step: int, metrics: dict):
 
 
 class _StopRequest:
-  """SIGTERM / SIGINT set a flag; the loop finishes its step, saves and exits cleanly."""
+  """SIGTERM / SIGINT set a flag; the loop finishes its step, saves and exits cleanly.
 
-  def __init__(self):
+  With several processes, all must stop at the same step (a process that stopped alone would leave the others
+  waiting in a collective): they agree, with one small all-gather, at every `sync_every`-th step.
+  """
+
+  def __init__(self, sync_every: int):
     self.requested = False
+    self.sync_every = sync_every
     self._previous = {}
 
   def __enter__(self):
@@ -131,9 +151,41 @@ class _StopRequest:
     print(f'received signal {signum}: saving a checkpoint after the current step', flush=True)
     self.requested = True
 
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self.sync_every:
+      return False
+    flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+    return bool(np.any(flags))
+
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+class _MetricBuffer:
+  """Per-step device metrics: fetched only at log and checkpoint time, checked for non-finite values, and
+  averaged into one row per logged step. The steps since the last row travel with each checkpoint, so a
+  resumed run logs the same rows as an uninterrupted one."""
+
+  def __init__(self, writer: MetricWriter, log_every: int, num_steps: int, interval=()):
+    self.writer, self.log_every, self.num_steps = writer, log_every, num_steps
+    self.pending = []  # (step, device metrics) not fetched yet.
+    self.interval = list(interval)  # Fetched metrics (name -> float) since the last logged row.
+
+  def add(self, step: int, metrics):
+    self.pending.append((step, metrics))
+
+  def flush(self):
+    for step, metrics in jax.device_get(self.pending):
+      _check_finite(step, metrics)
+      self.interval.append({name: float(value) for name, value in metrics.items()})
+      if step % self.log_every == 0 or step == self.num_steps:
+        self.writer.write(step, {name: float(np.mean([m[name] for m in self.interval]))
+                                 for name in metrics})
+        self.interval = []
+    self.pending = []
 
 
 def train(config, workdir: str, *, on_sample=None):
@@ -145,62 +197,55 @@ def train(config, workdir: str, *, on_sample=None):
   check_workdir_matches(workdir, config)
   run = Run(config)
   tc = config.train
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config_to_json(config), f, indent=2)
-    write_run_info(workdir, run.data.data_shape, run.data.num_classes)
-
+  config_json = config_to_json(config)
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), tc.max_to_keep)
   start = checkpointer.latest_step()
   if start is None:
-    start = 0
+    start, interval = 0, []
     state = run.init_state()
   else:
     print(f'resuming from the checkpoint at step {start}', flush=True)
-    state, data_state = checkpointer.restore(start, run.abstract_state, run.state_shardings)
+    state, data_state, interval = checkpointer.restore(start, run.abstract_state, run.state_shardings)
     run.data.set_state(data_state)
-  config_json = config_to_json(config)
+  if jax.process_index() == 0:  # Only once the state exists: a failed resume leaves the old config.
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config_json, f, indent=2)
+    write_run_info(workdir, run.data.data_shape, run.data.num_classes)
+  for name, net in state.nets.items():
+    print(f'{name}: {count_params(net.params):,} parameters', flush=True)
   writer = MetricWriter(workdir, start, tc.num_steps, tensorboard=tc.tensorboard)
+  metrics_buffer = _MetricBuffer(writer, tc.log_every, tc.num_steps, interval)
   train_step = run.make_train_step()
 
-  pending = []  # (step, device metrics) not yet fetched: they leave the device at log or checkpoint time.
-  interval = []  # Fetched metrics since the last logged step; each log row holds their mean.
-
-  def flush_metrics():
-    for step_done, metrics in jax.device_get(pending):
-      _check_finite(step_done, metrics)
-      interval.append(metrics)
-      if step_done % tc.log_every == 0 or step_done == tc.num_steps:
-        writer.write(step_done, {name: float(np.mean([m[name] for m in interval])) for name in metrics})
-        interval.clear()
-    pending.clear()
-
-  last_saved = [start]
-
   def save(step_done, force=False):
-    flush_metrics()  # Never checkpoint a state whose loss went non-finite.
-    checkpointer.save(step_done, state, run.data.get_state(), config_json, force=force)
-    last_saved[0] = step_done
+    metrics_buffer.flush()  # Never checkpoint a state whose loss went non-finite.
+    checkpointer.save(step_done, state, run.data.get_state(), metrics_buffer.interval, config_json,
+                      force=force)
+    return step_done
 
-  step = start
-  with _StopRequest() as stop:
-    while step < tc.num_steps and not stop.requested:
-      state, metrics = train_step(state, run.next_global_batch())
-      step += 1
-      pending.append((step, metrics))
-      if step % tc.log_every == 0:
-        flush_metrics()
-      if step % tc.checkpoint_every == 0 or step == tc.num_steps:
-        save(step)
-      if on_sample is not None and (step == tc.num_steps or
-                                    (tc.sample_every and step % tc.sample_every == 0)):
-        on_sample(run, state, step)
-    if stop.requested and last_saved[0] != step:
-      save(step, force=True)
-  flush_metrics()
-  checkpointer.close()
-  writer.close()
-  if stop.requested:
+  step = last_saved = start
+  stopped = False
+  try:
+    with _StopRequest(sync_every=tc.log_every) as stop:
+      while step < tc.num_steps and not stopped:
+        state, metrics = train_step(state, run.next_global_batch())
+        step += 1
+        metrics_buffer.add(step, metrics)
+        if step % tc.log_every == 0:
+          metrics_buffer.flush()
+        if step % tc.checkpoint_every == 0 or step == tc.num_steps:
+          last_saved = save(step)
+        if on_sample is not None and (step == tc.num_steps or
+                                      (tc.sample_every and step % tc.sample_every == 0)):
+          on_sample(run, state, step)
+        stopped = stop.should_stop(step)
+      if stopped and last_saved != step:
+        last_saved = save(step, force=True)
+    metrics_buffer.flush()
+  finally:  # Also on errors: finish the asynchronous save in flight, so the last good checkpoint is whole.
+    checkpointer.close()
+    writer.close()
+  if stopped:
     print(f'stopped by signal at step {step}; checkpoint saved, run the same command to resume',
           flush=True)
   return run, state, step >= tc.num_steps
@@ -209,12 +254,14 @@ def train(config, workdir: str, *, on_sample=None):
 def restore_latest(run: Run, workdir: str):
   """The latest checkpoint's TrainState for eval / sample; a clear error if there is none."""
   directory = os.path.join(workdir, 'checkpoints')
-  checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep)
-  step = checkpointer.latest_step()
+  step = None
+  if os.path.isdir(directory):
+    check_workdir_matches(workdir, run.config)
+    checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep)
+    step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
                             '--workdir, or point --workdir at a trained run.')
-  state, _ = checkpointer.restore(step, run.abstract_state, run.state_shardings)
+  state, _, _ = checkpointer.restore(step, run.abstract_state, run.state_shardings)
   checkpointer.close()
   return state, step
-

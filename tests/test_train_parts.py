@@ -1,0 +1,99 @@
+"""Optimizers, schedules, EMA and partition rules against their definitions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from fewstep_jax.config_base import base_config
+from fewstep_jax.methods import build_method
+from fewstep_jax.train import optim, sharding, state as state_lib
+
+
+def test_ema_follows_its_recursion_for_every_rate():
+  params = {'w': jnp.zeros(3)}
+  ema = state_lib.init_net_state(params, optax.sgd(1.0), (0.9, 0.5)).ema
+  assert sorted(ema) == ['ema_0.5', 'ema_0.9']
+  for step in range(1, 4):
+    ema = state_lib.update_ema(ema, {'w': jnp.full(3, float(step))}, (0.9, 0.5))
+  # e_k = r e_{k-1} + (1 - r) k, e_0 = 0.
+  for rate in (0.9, 0.5):
+    expected = 0.0
+    for step in range(1, 4):
+      expected = rate * expected + (1 - rate) * step
+    np.testing.assert_allclose(ema[state_lib.ema_name(rate)]['w'], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('schedule,checks', [
+    ('constant', {0: 1.0, 50: 1.0}),
+    ('warmup', {0: 0.0, 5: 0.5, 10: 1.0, 90: 1.0}),
+    ('cosine', {0: 0.0, 10: 1.0, 55: 0.5, 100: 0.0}),
+    ('inverse_sqrt', {0: 0.0, 5: 0.5, 10: 1.0, 40: 1.0, 160: 0.5, 4000: 0.1}),
+])
+def test_learning_rate_schedules(schedule, checks):
+  config = optim.optim_defaults()
+  config.update(dict(lr=1.0, schedule=schedule, warmup_steps=10, decay_ref_steps=40))
+  lr = optim.SCHEDULES[schedule](config, 100)
+  for step, expected in checks.items():
+    np.testing.assert_allclose(lr(step), expected, atol=1e-6, err_msg=f'{schedule} at step {step}')
+
+
+def test_optimizers_build_and_clip():
+  params = {'w': jnp.ones(4)}
+  huge = {'w': jnp.full(4, 100.0)}
+  for name in optim.OPTIMIZERS:
+    config = optim.optim_defaults()
+    config.update(dict(name=name, lr=0.1, grad_clip=1.0, weight_decay=0.01))
+    tx = optim.make_optimizer(config, 10)
+    updates, _ = tx.update(huge, tx.init(params), params)
+    assert np.all(np.isfinite(updates['w'])), name
+  # Clipping is the chain's first stage: two Adam steps, a huge gradient then a small one, match
+  # clip -> adam exactly and differ from unclipped Adam (whose second step the huge first moment dominates).
+  def two_steps(tx):
+    opt_state = tx.init(params)
+    for grad in (huge, {'w': jnp.full(4, 0.01)}):
+      updates, opt_state = tx.update(grad, opt_state, params)
+    return updates['w']
+
+  ours = two_steps(optim.make_optimizer(_with(grad_clip=2.0, lr=0.1), 10))
+  np.testing.assert_allclose(ours, two_steps(optax.chain(optax.clip_by_global_norm(2.0), optax.adam(0.1))),
+                             rtol=1e-6)
+  assert not np.allclose(ours, two_steps(optax.adam(0.1)), rtol=1e-3)
+  with pytest.raises(ValueError, match="unknown optimizer 'adamz'"):
+    optim.make_optimizer(_with(name='adamz'), 10)
+  with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+    optim.make_optimizer(_with(schedule='linear'), 10)
+
+
+def _with(**fields):
+  config = optim.optim_defaults()
+  config.update(fields)
+  return config
+
+
+def test_partition_rule_shards_the_largest_divisible_dimension():
+  assert sharding.param_spec((256, 512), fsdp_size=4, min_size=1024) == P(None, 'fsdp')
+  assert sharding.param_spec((512, 6), fsdp_size=4, min_size=1024) == P('fsdp', None)
+  assert sharding.param_spec((6, 6, 30), fsdp_size=4, min_size=16) == P()  # Nothing divisible by 4.
+  assert sharding.param_spec((64,), fsdp_size=4, min_size=1024) == P()  # Too small.
+  assert sharding.param_spec((4096, 4096), fsdp_size=1, min_size=1) == P()
+
+
+def test_batch_size_must_split_over_devices_and_micro_batches():
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ('data', 'fsdp'))
+  sharding.check_batch_size(12, 3, mesh)
+  with pytest.raises(ValueError, match='not divisible by train.micro_batches=5'):
+    sharding.check_batch_size(12, 5, mesh)
+
+
+def test_bfloat16_compute_trains_with_float32_params():
+  config = base_config(method='flow_matching', network='mlp', dataset='toy')
+  config.network.hidden = 16
+  config.network.depth = 1
+  config.train.compute_dtype = 'bfloat16'
+  method = build_method(config, data_shape=(2,), num_classes=0)
+  state = method.init(jax.random.PRNGKey(0))
+  state, metrics = jax.jit(method.step)(state, {'x': jnp.ones((8, 2))}, jax.random.PRNGKey(1))
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.nets['student'].params))
+  assert np.isfinite(metrics['loss'])
