@@ -58,12 +58,12 @@ class DigitsMetrics:
   classifier's accuracy on class-conditional samples (reference: its accuracy on the test split)."""
 
   def __init__(self, run, n: int, seed: int):
-    del run, n, seed
+    del run
     from fewstep_jax.eval.digits_eval import DigitsEvaluator
     from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
     self.features = DigitsEvaluator()
     images, labels = load_digits_arrays('test')
-    self.floor = float(self.features.floor())
+    self.floor = float(self.features.floor(n, seed))
     self.test_accuracy = float(self.features.class_accuracy(to_model_range(images), labels))
 
   def rows(self, samples, labels):
