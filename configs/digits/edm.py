@@ -8,14 +8,14 @@ from fewstep_jax.config_base import base_config
 
 def get_config():
   config = base_config(method='edm', network='unet', dataset='digits')
-  config.network.channels = 32
+  config.network.channels = 24
   config.network.channel_mult = (1, 2)
   config.network.num_res_blocks = 1
   config.network.attn_resolutions = (4,)
   config.network.time_scale = 250.0  # c_noise = ln(sigma) / 4 spans about [-1.6, 1.1].
   config.method.label_dropout = 0.1
   config.method.guidance = 1.5
-  config.train.num_steps = 3000
+  config.train.num_steps = 2000
   config.train.batch_size = 128
   config.train.log_every = 100
   config.train.checkpoint_every = 1000
