@@ -35,7 +35,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       data=1,
       fsdp=1,
       fsdp_min_size=2 ** 14,    # Parameters with fewer elements stay replicated.
-      num_processes=1,          # > 1: multi-host, jax.distributed.initialize with the fields below.
+      num_processes=1,          # > 1: multi-host with the fields below; 0: detect the cluster (TPU pod, SLURM).
       process_id=0,
       coordinator_address='',   # 'host:port' of process 0.
   ))

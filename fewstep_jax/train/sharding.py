@@ -12,16 +12,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ('data', 'fsdp')
 
 
-def make_mesh(mesh_config, devices=None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
-  wanted = mesh_config.data * mesh_config.fsdp
-  if wanted != len(devices):
+def make_mesh(mesh_config) -> Mesh:
+  """The ('data', 'fsdp') mesh over every device, laid out along the physical topology (TPU pods)."""
+  wanted, available = mesh_config.data * mesh_config.fsdp, jax.device_count()
+  if wanted != available:
     raise ValueError(
         f'mesh.data * mesh.fsdp = {mesh_config.data} * {mesh_config.fsdp} = {wanted}, but there are '
-        f'{len(devices)} devices ({jax.process_count()} process(es)). Set --config.mesh.data and '
-        f'--config.mesh.fsdp so that their product is {len(devices)}.')
-  grid = np.asarray(devices).reshape(mesh_config.data, mesh_config.fsdp)
-  return Mesh(grid, BATCH_AXES)
+        f'{available} devices ({jax.process_count()} process(es)). Set --config.mesh.data and '
+        f'--config.mesh.fsdp so that their product is {available}.')
+  # Auto axes: XLA propagates shardings from the ones we set (no sharding-in-types annotations needed).
+  return jax.make_mesh((mesh_config.data, mesh_config.fsdp), BATCH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def param_spec(shape, fsdp_size: int, min_size: int) -> P:

@@ -78,14 +78,18 @@ class Run:
 
 
 def maybe_initialize_distributed(mesh_config):
-  """Multi-host: connect the processes before any device is touched (CPU uses gloo collectives)."""
-  if mesh_config.num_processes <= 1 or jax.distributed.is_initialized():
+  """Multi-host: connect the processes before any device is touched. mesh.num_processes > 1 uses the
+  explicit coordinator fields; 0 lets JAX detect the cluster (TPU pods, SLURM, Kubernetes)."""
+  if mesh_config.num_processes == 1 or jax.distributed.is_initialized():
     return
   # Cross-process collectives of the CPU backend (tests, CPU clusters); accelerators ignore this setting.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=mesh_config.coordinator_address,
-                             num_processes=mesh_config.num_processes,
-                             process_id=mesh_config.process_id)
+  if mesh_config.num_processes == 0:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address=mesh_config.coordinator_address,
+                               num_processes=mesh_config.num_processes,
+                               process_id=mesh_config.process_id)
 
 
 def config_to_json(config) -> dict:
