@@ -97,3 +97,11 @@ def test_bfloat16_compute_trains_with_float32_params():
   state, metrics = jax.jit(method.step)(state, {'x': jnp.ones((8, 2))}, jax.random.PRNGKey(1))
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.nets['student'].params))
   assert np.isfinite(metrics['loss'])
+
+
+def test_ema_of_bfloat16_parameters_is_float32_and_moves():
+  params = {'w': jnp.ones(2, jnp.bfloat16)}
+  ema = state_lib.init_net_state(params, optax.sgd(1.0), (0.9999,)).ema
+  ema = state_lib.update_ema(ema, {'w': jnp.full(2, 2.0, jnp.bfloat16)}, (0.9999,))
+  assert ema['ema_0.9999']['w'].dtype == jnp.float32
+  np.testing.assert_allclose(ema['ema_0.9999']['w'], 1.0001, rtol=1e-6)

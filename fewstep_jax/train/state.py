@@ -39,17 +39,22 @@ def ema_name(rate: float) -> str:
 
 
 def init_net_state(params, tx, ema_rates) -> NetState:
-  """A fresh NetState: optimizer initialised, every EMA copy equal to the initial parameters."""
+  """A fresh NetState: optimizer initialised, every EMA copy equal to the initial parameters.
+
+  EMA copies are float32 whatever the parameters' dtype: a (1 - rate) = 1e-4 increment is below bfloat16's
+  resolution, so a bfloat16 average would never move.
+  """
+  as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
   return NetState(params=params, opt_state=tx.init(params),
-                  ema={ema_name(rate): params for rate in ema_rates})
+                  ema={ema_name(rate): as_float32 for rate in ema_rates})
 
 
 def update_ema(ema: dict, params, ema_rates) -> dict:
-  """ema <- rate * ema + (1 - rate) * params for each configured rate."""
+  """ema <- rate * ema + (1 - rate) * params for each configured rate (in the EMA's float32)."""
   new = {}
   for rate in ema_rates:
     name = ema_name(rate)
-    new[name] = jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p, ema[name], params)
+    new[name] = jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p.astype(e.dtype), ema[name], params)
   return new
 
 
