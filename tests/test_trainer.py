@@ -207,6 +207,13 @@ def test_resuming_with_a_different_network_is_refused(tmp_path):
   trainer.train(load_config(TOY, overrides), workdir)
   with pytest.raises(ValueError, match='network.hidden'):
     trainer.train(load_config(TOY, dict(overrides, **{'network.hidden': 48})), workdir)
+  with pytest.raises(ValueError, match='method.time_sampler'):  # A training hyperparameter.
+    trainer.train(load_config(TOY, dict(overrides, **{'method.time_sampler': 'logit_normal'})), workdir)
+  # Sampling options may change for eval; the network may not.
+  run = trainer.Run(load_config(TOY, dict(overrides, **{'method.guidance': 2.0, 'method.solver': 'heun'})))
+  assert int(trainer.restore_latest(run, workdir)[1]) == 2
+  with pytest.raises(ValueError, match='network.hidden'):
+    trainer.restore_latest(trainer.Run(load_config(TOY, dict(overrides, **{'network.hidden': 48}))), workdir)
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):

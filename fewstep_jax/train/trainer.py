@@ -23,6 +23,10 @@ from fewstep_jax.train.writers import MetricWriter
 RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
                        'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
                        'optim.name', 'optim.ema_rates')
+# What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
+# solver) may change.
+STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name',
+                         'data.image_size', 'optim.name', 'optim.ema_rates')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -106,8 +110,8 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return flat
 
 
-def check_workdir_matches(workdir: str, config):
-  """Refuses to continue (or evaluate) a workdir created by a run with different defining fields."""
+def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
+  """Refuses to continue (or evaluate) a workdir created by a run that differs in `fields`."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
@@ -115,7 +119,7 @@ def check_workdir_matches(workdir: str, config):
     saved = _flatten(json.load(f))
   current = _flatten(config_to_json(config))
   changed = sorted(key for key in set(saved) | set(current)
-                   if any(key == field or key.startswith(field + '.') for field in RUN_DEFINING_FIELDS)
+                   if any(key == field or key.startswith(field + '.') for field in fields)
                    and saved.get(key) != current.get(key))
   if changed:
     raise ValueError(
@@ -260,7 +264,7 @@ def restore_latest(run: Run, workdir: str):
   directory = os.path.join(workdir, 'checkpoints')
   step = None
   if os.path.isdir(directory):
-    check_workdir_matches(workdir, run.config)
+    check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
     checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep)
     step = checkpointer.latest_step()
   if step is None:
