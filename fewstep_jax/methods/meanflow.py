@@ -1,0 +1,139 @@
+"""MeanFlow (Geng et al. 2025, "Mean Flows for One-step Generative Modeling"), METHODS.md §3.
+
+The network predicts the average velocity u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_s, s) ds over [r, t] (r <= t),
+so one step z_r = z_t - (t - r) u(z_t, r, t) jumps from t to r. The MeanFlow identity (Eq. 6)
+
+  u(z_t, r, t) = v(z_t, t) - (t - r) d/dt u(z_t, r, t),   d/dt u = v ∂_z u + ∂_t u,
+
+gives the regression target u_tgt = sg(v - (t - r) dudt), with (u, dudt) from ONE jax.jvp of the network along
+the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction the loss differentiates.
+
+- Times: t, r logit-normal(time_mean, time_std), sorted so t >= r; a fixed fraction `ratio_r_equal_t` of the
+  batch gets r = t, where the identity reduces to flow matching (u = v). That fraction is a fixed slice of the
+  batch, so with `jvp_sub_batch` the JVP runs on the r != t part only and a plain forward pass on the rest:
+  the same loss and gradients (the tangent term is multiplied by t - r = 0) at a fraction of the cost. The
+  batch order is random, so a positional slice is a random subset; it is independent of the label-dropout
+  mask (the reference draws both from the front of the batch).
+- Loss: per sample L = ||u - u_tgt||^2 (summed over data dimensions, as the reference), adaptively weighted
+  by 1 / sg(L + c)^p (p = 1, c = 0.01); `mse` logs the unweighted mean of L.
+- CFG folded into training (Eq. 13-19 of the paper's guidance section): for labelled samples with t in
+  [guidance_t_start, guidance_t_end], v is replaced in the tangent and the target by
+  v_g = omega v + (1 - omega - kappa) u(z_t, t, t | ∅) + kappa u(z_t, t, t | y), the two u terms without
+  gradient and without dropout. omega = 1, kappa = 0 switches it off (no extra passes). 10% label dropout.
+- Network conditioning: the second time input is the interval t - r (the reference's choice), so the network
+  is called as apply(z, t, t - r, y); `network.two_times` must be True.
+- Sampler: k uniform steps from t = 1 to 0, one network call each (guidance is in the weights).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax import paths, timesteps
+from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels
+from fewstep_jax.methods.registry import register
+from fewstep_jax.nn.attention import require_forward_mode
+
+
+@register('meanflow')
+class MeanFlow(SingleNetworkMethod):
+
+  @classmethod
+  def defaults(cls):
+    return ml_collections.ConfigDict(dict(
+        time_mean=-0.4,
+        time_std=1.0,
+        ratio_r_equal_t=0.75,   # Fraction of the batch with r = t (flow-matching samples).
+        adaptive_p=1.0,         # Adaptive loss weight 1 / sg(L + c)^p; p = 0 is the plain squared error.
+        adaptive_c=0.01,
+        label_dropout=0.1,
+        omega=1.0,              # Folded CFG scale on the conditional velocity.
+        kappa=0.0,              # Folded CFG weight on the model's own conditional prediction.
+        guidance_t_start=0.0,   # Folded CFG applies for t in [start, end].
+        guidance_t_end=1.0,
+        jvp_sub_batch=True,     # JVP on the r != t part of the batch only (same loss and gradients).
+    ))
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    if not config.network.two_times:
+      raise ValueError('meanflow needs a network with two time inputs: set --config.network.two_times=True')
+    if 'attention' in config.network:
+      require_forward_mode(config.network.attention)
+    self.path = paths.LinearFlowPath()
+
+  def average_velocity(self, params, z, r, t, y=None, key=None):
+    """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
+    return self.apply(params, z, t, t - r, y, key)
+
+  def velocity_target(self, params, z, t, v, y, label_key):
+    """v, or the folded-CFG v_g for labelled samples inside the guidance interval. Returns (v_g, y_train)
+    with y_train the labels after dropout (dropped samples keep v_g = v)."""
+    hp = self.hparams
+    y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
+      return v, y_train
+    u_uncond = self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes))
+    u_cond = self.average_velocity(params, z, t, t, y) if hp.kappa else 0.0
+    v_guided = jax.lax.stop_gradient(hp.omega * v + (1 - hp.omega - hp.kappa) * u_uncond + hp.kappa * u_cond)
+    apply = (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
+    return jnp.where(paths.expand_to(apply, v), v_guided, v), y_train
+
+  def prediction_and_target(self, params, z, r, t, v, y, key):
+    """(u [B, ...] with gradient, u_tgt [B, ...] without) for the tangent v; see the module docstring."""
+    def u_of(z, r, t, y):
+      return self.average_velocity(params, z, r, t, y, key)
+
+    def with_tangent(z, r, t, v, y):
+      return jax.jvp(lambda z, r, t: u_of(z, r, t, y), (z, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
+
+    batch = z.shape[0]
+    num_jvp = batch - round(batch * self.hparams.ratio_r_equal_t)
+    if self.hparams.jvp_sub_batch and num_jvp == 0:  # Every r = t: flow matching, no tangent needed.
+      u, dudt = u_of(z, r, t, y), jnp.zeros_like(z)
+    elif self.hparams.jvp_sub_batch and num_jvp < batch:
+      head = slice(0, num_jvp)
+      take = lambda a, part: None if a is None else a[part]
+      u_head, dudt_head = with_tangent(z[head], r[head], t[head], v[head], take(y, head))
+      tail = slice(num_jvp, batch)
+      u_tail = u_of(z[tail], r[tail], t[tail], take(y, tail))
+      u = jnp.concatenate([u_head, u_tail])
+      dudt = jnp.concatenate([dudt_head, jnp.zeros_like(u_tail)])  # Multiplied by t - r = 0 there.
+    else:
+      u, dudt = with_tangent(z, r, t, v, y)
+    target = jax.lax.stop_gradient(v - paths.expand_to(t - r, v) * dudt)
+    return u, target
+
+  def sample_times(self, key, n):
+    """(r, t) [n] each: sorted logit-normal pairs, the last round(n ratio) with r = t."""
+    hp = self.hparams
+    pair = timesteps.sample_logit_normal(key, 2 * n, hp.time_mean, hp.time_std).reshape(2, n)
+    r, t = jnp.min(pair, axis=0), jnp.max(pair, axis=0)
+    num_jvp = n - round(n * hp.ratio_r_equal_t)
+    return jnp.where(jnp.arange(n) < num_jvp, r, t), t
+
+  def loss(self, params, batch, key):
+    x, y = batch['x'], batch.get('y')
+    hp = self.hparams
+    eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
+    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    r, t = self.sample_times(time_key, x.shape[0])
+    z = self.path.noisy(x, eps, t)
+    v, y = self.velocity_target(params, z, t, self.path.velocity(x, eps, t), y, label_key)
+    u, target = self.prediction_and_target(params, z, r, t, v, y, net_key)
+    squared_error = jnp.sum(jnp.square(u - target).reshape(x.shape[0], -1), axis=1)
+    weight = jax.lax.stop_gradient(1.0 / (squared_error + hp.adaptive_c) ** hp.adaptive_p)
+    loss = jnp.mean(weight * squared_error)
+    return loss, {'loss': loss, 'mse': jnp.mean(squared_error)}
+
+  def sample(self, params, key, n, nfe, labels=None):
+    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""
+    z = jax.random.normal(key, (n,) + self.data_shape)
+    grid = timesteps.flow_time_grid(nfe)
+
+    def step(z, pair):
+      t, r = pair
+      t_vec, r_vec = jnp.full((n,), t), jnp.full((n,), r)
+      return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels), None
+
+    z, _ = jax.lax.scan(step, z, (grid[:-1], grid[1:]))
+    return z
