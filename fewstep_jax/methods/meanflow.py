@@ -72,9 +72,11 @@ class MeanFlow(SingleNetworkMethod):
     y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
     if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
       return v, y_train
-    u_uncond = self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes))
+    uncond_weight = 1 - hp.omega - hp.kappa  # Each no-gradient pass runs only if its weight is non-zero.
+    u_uncond = (self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes))
+                if uncond_weight else 0.0)
     u_cond = self.average_velocity(params, z, t, t, y) if hp.kappa else 0.0
-    v_guided = jax.lax.stop_gradient(hp.omega * v + (1 - hp.omega - hp.kappa) * u_uncond + hp.kappa * u_cond)
+    v_guided = jax.lax.stop_gradient(hp.omega * v + uncond_weight * u_uncond + hp.kappa * u_cond)
     apply = (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
     return jnp.where(paths.expand_to(apply, v), v_guided, v), y_train
 
