@@ -61,6 +61,10 @@ class MeanFlow(SingleNetworkMethod):
       require_forward_mode(config.network.attention)
     self.path = paths.LinearFlowPath()
 
+  def num_jvp(self, batch: int) -> int:
+    """How many samples (the first ones of the batch) have r != t: a static size."""
+    return batch - round(batch * self.hparams.ratio_r_equal_t)
+
   def average_velocity(self, params, z, r, t, y=None, key=None):
     """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
     return self.apply(params, z, t, t - r, y, key)
@@ -89,7 +93,7 @@ class MeanFlow(SingleNetworkMethod):
       return jax.jvp(lambda z, r, t: u_of(z, r, t, y), (z, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
 
     batch = z.shape[0]
-    num_jvp = batch - round(batch * self.hparams.ratio_r_equal_t)
+    num_jvp = self.num_jvp(batch)
     if self.hparams.jvp_sub_batch and num_jvp == 0:  # Every r = t: flow matching, no tangent needed.
       u, dudt = u_of(z, r, t, y), jnp.zeros_like(z)
     elif self.hparams.jvp_sub_batch and num_jvp < batch:
@@ -110,8 +114,7 @@ class MeanFlow(SingleNetworkMethod):
     hp = self.hparams
     pair = timesteps.sample_logit_normal(key, 2 * n, hp.time_mean, hp.time_std).reshape(2, n)
     r, t = jnp.min(pair, axis=0), jnp.max(pair, axis=0)
-    num_jvp = n - round(n * hp.ratio_r_equal_t)
-    return jnp.where(jnp.arange(n) < num_jvp, r, t), t
+    return jnp.where(jnp.arange(n) < self.num_jvp(n), r, t), t
 
   def loss(self, params, batch, key):
     x, y = batch['x'], batch.get('y')
