@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import nn
+from fewstep_jax import couplings, nn
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer
 
@@ -66,6 +66,14 @@ class Method:
     self.hparams = config.method
     self.data_shape = tuple(data_shape)
     self.num_classes = num_classes
+    if 'coupling' in self.hparams:
+      couplings.check_coupling(self.hparams.coupling)
+
+  def draw_noise(self, key, x, y=None):
+    """eps ~ N(0, I) shaped like x [B, ...], re-paired with x by the minibatch coupling `method.coupling`
+    (couplings.py; within classes when labels y [B] are given)."""
+    eps = jax.random.normal(key, x.shape, x.dtype)
+    return couplings.couple(self.hparams.get('coupling', 'independent'), jax.random.fold_in(key, 1), x, eps, y)
 
   def sampling_params(self, state, name: str | None = None):
     """The student's parameters used for sampling: `name` ('params' or an EMA copy such as 'ema_0.999'),

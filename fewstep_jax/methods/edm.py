@@ -28,6 +28,7 @@ class EDM(SingleNetworkMethod):
         sigma_max=80.0,
         rho=7.0,
         label_dropout=0.1,
+        coupling='independent',       # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
         guidance=1.0,
         solver='heun',
     ))
@@ -40,7 +41,7 @@ class EDM(SingleNetworkMethod):
     x, y = batch['x'], batch.get('y')
     hp = self.hparams
     eps_key, sigma_key, label_key, net_key = jax.random.split(key, 4)
-    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    eps = self.draw_noise(eps_key, x, y)
     sigma = timesteps.sample_log_normal(sigma_key, x.shape[0], hp.p_mean, hp.p_std)
     x_noisy = paths.EDMPath().noisy(x, eps, sigma)
     y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)

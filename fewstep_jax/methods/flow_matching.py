@@ -31,6 +31,7 @@ class FlowMatching(SingleNetworkMethod):
         time_mean=0.0,
         time_std=1.0,
         label_dropout=0.1,            # Probability of training on the null label (CFG).
+        coupling='independent',       # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
         guidance=1.0,                 # Sampling CFG scale w; 1 disables guidance (one call per NFE).
         solver='heun',                # 'euler' | 'heun'.
     ))
@@ -46,7 +47,7 @@ class FlowMatching(SingleNetworkMethod):
   def loss(self, params, batch, key):
     x, y = batch['x'], batch.get('y')
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
-    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    eps = self.draw_noise(eps_key, x, y)
     t = FLOW_TIME_SAMPLERS[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
     z_t = self.path.noisy(x, eps, t)
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)

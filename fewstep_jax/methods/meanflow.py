@@ -46,6 +46,7 @@ class MeanFlow(SingleNetworkMethod):
         adaptive_p=1.0,         # Adaptive loss weight 1 / sg(L + c)^p; p = 0 is the plain squared error.
         adaptive_c=0.01,
         label_dropout=0.1,
+        coupling='independent',       # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
         omega=1.0,              # Folded CFG scale on the conditional velocity.
         kappa=0.0,              # Folded CFG weight on the model's own conditional prediction.
         guidance_t_start=0.0,   # Folded CFG applies for t in [start, end].
@@ -120,7 +121,7 @@ class MeanFlow(SingleNetworkMethod):
     x, y = batch['x'], batch.get('y')
     hp = self.hparams
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
-    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    eps = self.draw_noise(eps_key, x, y)
     r, t = self.sample_times(time_key, x.shape[0])
     z = self.path.noisy(x, eps, t)
     v, y = self.velocity_target(params, z, t, self.path.velocity(x, eps, t), y, label_key)
