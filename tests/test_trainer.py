@@ -247,3 +247,19 @@ def test_load_trained_run_as_teacher(tmp_path):
   assert samples.shape == (8, 2) and np.all(np.isfinite(samples))
   with pytest.raises(FileNotFoundError, match='not a trained fewstep_jax run'):
     load_trained(str(tmp_path / 'missing'))
+
+  # A student distilled from it keeps the teacher in state.frozen, resumes with it, and loads as a run itself.
+  student_dir = str(tmp_path / 'student')
+  student = {'network.hidden': 32, 'network.depth': 1, 'network.two_times': True, 'train.num_steps': 2,
+             'train.log_every': 1, 'train.checkpoint_every': 1, 'train.tensorboard': False,
+             'method.teacher': workdir, 'method.boundary_fraction': 0.5}
+  student_config = load_config(os.path.join(REPO, 'configs/toy/split_meanflow.py'), student)
+  _, distilled, _ = trainer.train(student_config, student_dir)
+  for got, want in zip(jax.tree.leaves(distilled.frozen['teacher']), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+  student_config.unlock()
+  student_config.train.num_steps = 3
+  _, resumed, _ = trainer.train(student_config, student_dir)
+  assert int(resumed.step) == 3
+  student_method, _, step = load_trained(student_dir)
+  assert step == 3 and student_method.name == 'split_meanflow'

@@ -1,12 +1,15 @@
 """What every method provides, and the shared machinery for methods that train one network.
 
 A method is an object built from the config with
-  init(key) -> TrainState
+  init(key, frozen) -> TrainState                  frozen: the dict `frozen_params()` returned
+  frozen_params() -> dict of parameters loaded from other runs (a teacher; 'student_init' to start from)
   step(state, batch, key) -> (state, metrics)      pure; the trainer jits it once
   sample(state_params, key, n, nfe, labels=None) -> samples [n, *data_shape]
   sampling_params(state) -> the parameters `sample` should use (an EMA copy by default)
 A method that trains one network subclasses `SingleNetworkMethod` and writes only `loss` and `sample`.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -75,6 +78,17 @@ class Method:
     eps = jax.random.normal(key, x.shape, x.dtype)
     return couplings.couple(self.hparams.get('coupling', 'independent'), jax.random.fold_in(key, 1), x, eps, y)
 
+  def frozen_params(self) -> dict:
+    """Parameters the run reads from other runs, loaded once on the host: name -> params. They enter
+    `init` as an argument (not as constants baked into the compiled init) and are kept in state.frozen, except
+    'student_init', which only initialises the student."""
+    return {}
+
+  def flow_velocity(self, params, z, t, y=None):
+    """As a teacher: the velocity dz/dt [B, ...] of the linear path z_t = (1 - t) x + t eps at flow time t [B],
+    converted exactly from the method's own parameterisation. Methods that cannot serve as teachers raise."""
+    raise ValueError(f'method {self.name!r} cannot serve as a teacher: it has no velocity field')
+
   def sampling_params(self, state, name: str | None = None):
     """The student's parameters used for sampling: `name` ('params' or an EMA copy such as 'ema_0.999'),
     by default config.eval.params."""
@@ -91,7 +105,8 @@ class Method:
 class SingleNetworkMethod(Method):
   """One trained network ('student') with one optimizer and EMA copies.
 
-  Subclasses implement `loss(params, batch, key) -> (scalar loss, metrics dict)` and `sample`, and set
+  Subclasses implement `loss(params, batch, key, **loss_kwargs(state)) -> (scalar loss, metrics dict)` and
+  `sample`, and set
   `uses_logvar` if their network returns (output, log-variance).
   """
   uses_logvar = False
@@ -113,21 +128,30 @@ class SingleNetworkMethod(Method):
       raise ValueError(f'network.logvar_head=True, but method {self.name!r} does not use a learned '
                        'log-variance; set --config.network.logvar_head=False.')
 
-  def init(self, key) -> state_lib.TrainState:
-    example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-    params = nn.init_params(self.network, key, example)
+  def init(self, key, frozen=None) -> state_lib.TrainState:
+    frozen = dict(frozen or {})
+    params = frozen.pop('student_init', None)
+    if params is None:
+      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
+      params = nn.init_params(self.network, key, example)
     params = jax.tree.map(lambda p: p.astype(self.param_dtype), params)
     return state_lib.TrainState(
         step=jnp.zeros((), jnp.int32),
         nets={'student': state_lib.init_net_state(params, self.tx, self.ema_rates)},
-        frozen={}, extra={})
+        frozen=frozen, extra={})
 
   def loss(self, params, batch, key):
     raise NotImplementedError
 
+  def loss_kwargs(self, state) -> dict:
+    """What `loss` reads from the state besides the trained parameters (no gradient flows into it): by
+    default the frozen parameters (a teacher) as frozen=..., when there are any."""
+    return {'frozen': state.frozen} if state.frozen else {}
+
   def step(self, state, batch, key):
     net = state.nets['student']
-    grads, metrics = accumulate_gradients(self.loss, net.params, batch, key,
+    loss_fn = functools.partial(self.loss, **self.loss_kwargs(state))
+    grads, metrics = accumulate_gradients(loss_fn, net.params, batch, key,
                                           self.config.train.micro_batches)
     updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
     params = optax.apply_updates(net.params, updates)
@@ -161,3 +185,20 @@ def per_sample_mean(x):
   """Mean over every axis but the first: [B, ...] -> [B]."""
   return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
+
+
+def load_run_params(workdir: str, role: str, expect_network=None):
+  """(method, params) of the trained run in `workdir` (its EMA parameters by default), for `role` ('teacher',
+  'init_from') in error messages. With expect_network (a network ConfigDict) the run's network must match it,
+  so that its parameters fit the student."""
+  from fewstep_jax.train.teacher import load_trained  # Late import: teacher.py builds methods.
+  if not workdir:
+    raise ValueError(f'this method needs a trained run as its {role}: set --config.method.{role}=WORKDIR')
+  method, params, _ = load_trained(workdir)
+  if expect_network is not None and method.config.network.to_dict() != expect_network.to_dict():
+    theirs, ours = method.config.network.to_dict(), expect_network.to_dict()
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    raise ValueError(f'method.{role}={workdir!r} has a different network: fields {differ} differ '
+                     f'(run: {[theirs.get(k) for k in differ]}, this config: {[ours.get(k) for k in differ]}). '
+                     'Use the same network config, or another run.')
+  return method, params

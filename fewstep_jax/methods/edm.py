@@ -36,6 +36,10 @@ class EDM(SingleNetworkMethod):
   def __init__(self, config, *, data_shape, num_classes):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
     self.denoise = paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data)
+    self._velocity = paths.reparameterize(self.denoise, paths.EDMPath(), 'x0', paths.LinearFlowPath(), 'velocity')
+
+  def flow_velocity(self, params, z, t, y=None):
+    return self._velocity(params, z, t, y=y)
 
   def loss(self, params, batch, key):
     x, y = batch['x'], batch.get('y')

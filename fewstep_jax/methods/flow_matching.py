@@ -55,6 +55,9 @@ class FlowMatching(SingleNetworkMethod):
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
 
+  def flow_velocity(self, params, z, t, y=None):
+    return self.velocity(params, z, t, y=y)
+
   def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls."""
     guidance = self.hparams.guidance if guidance is None else guidance

@@ -20,22 +20,21 @@ the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction 
   [guidance_t_start, guidance_t_end], v is replaced in the tangent and the target by
   v_g = omega v + (1 - omega - kappa) u(z_t, t, t | ∅) + kappa u(z_t, t, t | y), the two u terms without
   gradient and without dropout. omega = 1, kappa = 0 switches it off (no extra passes). 10% label dropout.
-- Network conditioning: the second time input is the interval t - r (the reference's choice), so the network
-  is called as apply(z, t, t - r, y); `network.two_times` must be True.
-- Sampler: k uniform steps from t = 1 to 0, one network call each (guidance is in the weights).
+- Network conditioning (t, t - r) and the k-step sampler: flow_map.AverageVelocityMethod.
 """
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels
+from fewstep_jax.methods.base import drop_labels
+from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 from fewstep_jax.nn.attention import require_forward_mode
 
 
 @register('meanflow')
-class MeanFlow(SingleNetworkMethod):
+class MeanFlow(AverageVelocityMethod):
 
   @classmethod
   def defaults(cls):
@@ -56,19 +55,12 @@ class MeanFlow(SingleNetworkMethod):
 
   def __init__(self, config, *, data_shape, num_classes):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    if not config.network.two_times:
-      raise ValueError('meanflow needs a network with two time inputs: set --config.network.two_times=True')
     if 'attention' in config.network:
       require_forward_mode(config.network.attention)
-    self.path = paths.LinearFlowPath()
 
   def num_jvp(self, batch: int) -> int:
     """How many samples (the first ones of the batch) have r != t: a static size."""
     return batch - round(batch * self.hparams.ratio_r_equal_t)
-
-  def average_velocity(self, params, z, r, t, y=None, key=None):
-    """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
-    return self.apply(params, z, t, t - r, y, key)
 
   def velocity_target(self, params, z, t, v, y, label_key):
     """v, or the folded-CFG v_g for labelled samples inside the guidance interval. Returns (v_g, y_train)
@@ -130,16 +122,3 @@ class MeanFlow(SingleNetworkMethod):
     weight = jax.lax.stop_gradient(1.0 / (squared_error + hp.adaptive_c) ** hp.adaptive_p)
     loss = jnp.mean(weight * squared_error)
     return loss, {'loss': loss, 'mse': jnp.mean(squared_error)}
-
-  def sample(self, params, key, n, nfe, labels=None):
-    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""
-    z = jax.random.normal(key, (n,) + self.data_shape)
-    grid = timesteps.flow_time_grid(nfe)
-
-    def step(z, pair):
-      t, r = pair
-      t_vec, r_vec = jnp.full((n,), t), jnp.full((n,), r)
-      return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels), None
-
-    z, _ = jax.lax.scan(step, z, (grid[:-1], grid[1:]))
-    return z

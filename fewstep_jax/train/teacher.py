@@ -52,7 +52,7 @@ def load_trained(workdir: str, *, params_name: str | None = None, mesh=None, fsd
                             'point the config at a trained workdir.')
   if mesh is None:
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(1, -1), sharding_lib.BATCH_AXES)
-  abstract = jax.eval_shape(method.init, jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(method.init, jax.random.PRNGKey(0), method.frozen_params())
   state, _, _ = checkpointer.restore(step, abstract,
                                      sharding_lib.state_shardings(abstract, mesh, fsdp_min_size))
   checkpointer.close()

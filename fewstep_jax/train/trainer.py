@@ -50,12 +50,13 @@ class Run:
                                        num_classes=self.data.num_classes)
     root = jax.random.PRNGKey(config.train.seed)
     self.init_key, self.step_key, self.sample_key = jax.random.split(root, 3)
-    self.abstract_state = jax.eval_shape(self.method.init, self.init_key)
+    self.frozen = self.method.frozen_params()
+    self.abstract_state = jax.eval_shape(self.method.init, self.init_key, self.frozen)
     self.state_shardings = sharding_lib.state_shardings(self.abstract_state, self.mesh,
                                                         config.mesh.fsdp_min_size)
 
   def init_state(self):
-    return jax.jit(self.method.init, out_shardings=self.state_shardings)(self.init_key)
+    return jax.jit(self.method.init, out_shardings=self.state_shardings)(self.init_key, self.frozen)
 
   def make_train_step(self):
     """jit(state, batch) -> (state, metrics): per-step key from fold_in(step_key, step), donated state."""

@@ -1,0 +1,42 @@
+"""Shared by the methods whose network is a flow map on the linear path: the average velocity
+
+  u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_s, s) ds   (r <= t),   one step z_r = z_t - (t - r) u(z_t, r, t),
+
+with u(z_t, t, t) = v(z_t, t). The network sees (t, t - r) (MeanFlow's reference conditioning) and so needs two
+time inputs. Sampling: k uniform steps from t = 1 to 0, one network call each (guidance, where a method has
+it, is trained into the weights).
+"""
+import jax
+import jax.numpy as jnp
+
+from fewstep_jax import paths, timesteps
+from fewstep_jax.methods.base import SingleNetworkMethod
+
+
+class AverageVelocityMethod(SingleNetworkMethod):
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    if not config.network.two_times:
+      raise ValueError(f'{self.name} needs a network with two time inputs: set --config.network.two_times=True')
+    self.path = paths.LinearFlowPath()
+
+  def average_velocity(self, params, z, r, t, y=None, key=None):
+    """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
+    return self.apply(params, z, t, t - r, y, key)
+
+  def flow_velocity(self, params, z, t, y=None):
+    return self.average_velocity(params, z, t, t, y)  # u(z, t, t) = v(z, t).
+
+  def sample(self, params, key, n, nfe, labels=None):
+    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""
+    z = jax.random.normal(key, (n,) + self.data_shape)
+    grid = timesteps.flow_time_grid(nfe)
+
+    def step(z, pair):
+      t, r = pair
+      t_vec, r_vec = jnp.full((n,), t), jnp.full((n,), r)
+      return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels), None
+
+    z, _ = jax.lax.scan(step, z, (grid[:-1], grid[1:]))
+    return z

@@ -1,0 +1,128 @@
+"""Shortcut models (Frans et al. 2024, "One Step Diffusion via Shortcut Models"), METHODS.md §3.
+
+The network s(z_t, t, d) predicts the step z_{t-d} = z_t - d s(z_t, t, d): the average velocity over [t - d, t],
+so it is a flow map u(z_t, t - d, t) conditioned on (t, d) (flow_map.py). The reference runs time from
+0 = noise to 1 = data; here t = 1 is noise (t_ours = 1 - t_ref) and steps go down in t.
+
+With M = `base_steps` (128) the step sizes are D = 2^-k. A fixed share of every batch (1 - bootstrap_fraction,
+7/8) trains flow matching at the finest level, d = 1/M standing in for d = 0, with t on the grid {1/M, ..., 1}:
+loss || s(z_t, t, 1/M) - (eps - x) ||^2. The rest ("bootstrap") trains the step sizes D in {1, 1/2, ..., 2/M}
+in equal shares, t on the grid of D ({D, 2D, ..., 1}), against two half steps d = D/2 of the EMA parameters:
+
+  s1 = s_ema(z_t, t, d),  z' = clip(z_t - d s1, ±clip),  s2 = s_ema(z', t - d, d),
+  loss || s(z_t, t, D) - sg(clip((s1 + s2) / 2, ±clip)) ||^2.
+
+At the finest bootstrap level (d = 1/M, where s is the flow-matching velocity) the two half steps use CFG with
+scale `bootstrap_guidance` for labelled samples; coarser levels inherit the guidance through the bootstrap, so
+sampling costs one call a step. METHODS.md writes the bootstrap levels as d in {1, ..., 1/64} with target step
+2d; the reference trains D in {1, ..., 1/64} (D = 2/M) from half steps D/2, which is what is implemented here.
+Labels are dropped with `label_dropout` for both parts (the dropped ones get no guidance).
+Sampling: k uniform steps of size 1/k (k a power of two up to M matches the trained levels).
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax import paths
+from fewstep_jax.methods.base import drop_labels, per_sample_mean
+from fewstep_jax.methods.flow_map import AverageVelocityMethod
+from fewstep_jax.methods.registry import register
+from fewstep_jax.train import state as state_lib
+
+
+@register('shortcut')
+class Shortcut(AverageVelocityMethod):
+
+  @classmethod
+  def defaults(cls):
+    return ml_collections.ConfigDict(dict(
+        base_steps=128,             # M: the finest step is 1/M.
+        bootstrap_fraction=0.125,   # Share of the batch trained by self-consistency (1/8 in the reference).
+        target_ema=0.999,           # EMA rate of the bootstrap targets (must be in optim.ema_rates); 0 = live.
+        clip=4.0,                   # Clip of the intermediate point and the bootstrap target.
+        bootstrap_guidance=1.0,     # CFG scale inside the finest-level half steps (1.5 on ImageNet).
+        label_dropout=0.1,
+        coupling='independent',     # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
+    ))
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    self.num_levels = int(round(math.log2(hp.base_steps)))
+    if 2 ** self.num_levels != hp.base_steps or self.num_levels < 1:
+      raise ValueError(f'method.base_steps must be a power of two >= 2, got {hp.base_steps}')
+    if hp.target_ema and hp.target_ema not in self.ema_rates:
+      raise ValueError(f'method.target_ema={hp.target_ema} is not among optim.ema_rates={self.ema_rates}; add '
+                       'it there, or set method.target_ema=0 to bootstrap from the live parameters.')
+
+  def step_velocity(self, params, z, t, d, y=None, key=None):
+    """s(z_t, t, d) [B, ...]: the velocity of one step of size d [B] from t [B]."""
+    return self.average_velocity(params, z, t - d, t, y, key)
+
+  def num_bootstrap(self, batch: int) -> int:
+    return round(batch * self.hparams.bootstrap_fraction)
+
+  def bootstrap_target(self, target_params, z, t, half, y):
+    """sg(clip((s1 + s2) / 2)) for the step 2 * half from t (all [B]); CFG at the finest level."""
+    hp = self.hparams
+    finest = half <= 1.0 / hp.base_steps
+    guide = None
+    if y is not None and hp.bootstrap_guidance != 1.0:
+      guide = paths.expand_to(finest & (y != self.num_classes), z)
+    null = None if y is None else jnp.full_like(y, self.num_classes)
+
+    def velocity(z, t):
+      cond = self.step_velocity(target_params, z, t, half, y)
+      if guide is None:
+        return cond
+      uncond = self.step_velocity(target_params, z, t, half, null)
+      return jnp.where(guide, uncond + hp.bootstrap_guidance * (cond - uncond), cond)
+
+    s1 = velocity(z, t)
+    z_mid = jnp.clip(z - paths.expand_to(half, z) * s1, -hp.clip, hp.clip)
+    s2 = velocity(z_mid, t - half)
+    return jax.lax.stop_gradient(jnp.clip((s1 + s2) / 2, -hp.clip, hp.clip))
+
+  def sample_times(self, key, n):
+    """(t, D) [n] each: the first num_bootstrap(n) samples on the bootstrap levels (equal shares, coarsest
+    first), t on the grid of D; the rest flow matching at D = 1/M with t on {1/M, ..., 1}."""
+    hp = self.hparams
+    nb = self.num_bootstrap(n)
+    level = jnp.where(jnp.arange(n) < nb, jnp.arange(n) * self.num_levels // max(nb, 1), self.num_levels)
+    step = 2.0 ** -level.astype(jnp.float32)  # D = 1, 1/2, ..., 2/M for bootstrap; 1/M for flow matching.
+    cells = jnp.round(1.0 / step).astype(jnp.int32)
+    t = (jax.random.randint(key, (n,), 0, hp.base_steps) % cells + 1) * step
+    return t, step
+
+  def loss(self, params, batch, key, target_params=None):
+    x, y = batch['x'], batch.get('y')
+    n = x.shape[0]
+    eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
+    eps = self.draw_noise(eps_key, x, y)
+    t, step = self.sample_times(time_key, n)
+    z = self.path.noisy(x, eps, t)
+    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    nb = self.num_bootstrap(n)
+    target_params = params if target_params is None else target_params
+    take = lambda a, part: None if a is None else a[part]
+    boot, flow = slice(0, nb), slice(nb, n)
+    parts = []
+    if nb:
+      parts.append(self.bootstrap_target(target_params, z[boot], t[boot], step[boot] / 2, take(y, boot)))
+    if nb < n:
+      parts.append(self.path.velocity(x, eps, t)[flow])
+    target = jnp.concatenate(parts)
+    error = per_sample_mean(jnp.square(self.step_velocity(params, z, t, step, y, net_key) - target))
+    loss = jnp.mean(error)
+    metrics = {'loss': loss}
+    if 0 < nb < n:
+      metrics.update(bootstrap_loss=jnp.mean(error[boot]), flow_loss=jnp.mean(error[flow]))
+    return loss, metrics
+
+  def loss_kwargs(self, state):
+    net = state.nets['student']
+    if not self.hparams.target_ema:
+      return {}
+    return {'target_params': net.ema[state_lib.ema_name(self.hparams.target_ema)]}
