@@ -24,10 +24,20 @@ def sample_log_normal(key, n: int, p_mean, p_std):
   return jnp.exp(p_mean + p_std * jax.random.normal(key, (n,)))
 
 
+def sample_u_shaped(key, n: int, a=4.0):
+  """[n] flow times from 2-RF++'s U-shaped density p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)) on
+  [0, 1]: an exponential density drawn by its inverse CDF t = ln(1 + u (e^a - 1)) / a, mirrored to 1 - t with
+  probability 1/2 (Lee et al. 2024, a = 4). Most mass lies near both ends."""
+  u_key, flip_key = jax.random.split(key)
+  t = jnp.log1p(jax.random.uniform(u_key, (n,)) * jnp.expm1(a)) / a
+  return jnp.where(jax.random.bernoulli(flip_key, 0.5, (n,)), 1.0 - t, t)
+
+
 TIME_SAMPLERS = {
     'uniform': sample_uniform,
     'logit_normal': sample_logit_normal,
     'log_normal': sample_log_normal,
+    'u_shaped': sample_u_shaped,
 }
 
 

@@ -140,6 +140,16 @@ def test_digits_data_pipeline(digits_dir):
   with pytest.raises(TypeError):
     data.device_sample(jax.random.key(0), 4)
 
+  # data.conditional=False: the same images without labels, for unconditional models.
+  config = _digits_config(digits_dir)
+  config.conditional = False
+  unlabelled = build_data(config, global_batch_size=32, seed=0)
+  assert unlabelled.num_classes == 0 and unlabelled.data_shape == (8, 8, 1) and unlabelled.kind == 'host'
+  plain = unlabelled.next_batch()
+  assert set(plain) == {'x'}
+  np.testing.assert_array_equal(plain['x'], batch['x'])
+  assert set(unlabelled.reference_samples(5, 'test', 3)) == {'x'}
+
 
 def test_digits_data_state_resumes_in_a_new_pipeline(digits_dir):
   config = _digits_config(digits_dir)
@@ -350,3 +360,21 @@ def test_pipeline_shards_processes_disjointly():
 def test_pipeline_rejects_indivisible_global_batch():
   with pytest.raises(ValueError, match='divide'):
     BatchIterator(IndexImages(), global_batch_size=9, seed=0, shard_options=grain.ShardOptions(0, 2))
+
+
+def test_latents_directory_reads_scaled_latents_and_names_a_missing_one(tmp_path):
+  latents = np.random.default_rng(0).normal(size=(20, 4, 4, 4)).astype(np.float16)
+  np.save(tmp_path / 'latents.npy', latents)
+  np.save(tmp_path / 'labels.npy', np.arange(20) % 5)
+  config = data_defaults()
+  config.name = 'latents'
+  config.latents_dir = str(tmp_path)
+  data = build_data(config, global_batch_size=4, seed=0)
+  assert data.data_shape == (4, 4, 4) and data.num_classes == 5 and data.evaluator == ''
+  batch = data.next_batch()
+  rows = [int(np.argmin(np.abs(latents.astype(np.float32) * 0.18215 - x).sum((1, 2, 3)))) for x in batch['x']]
+  np.testing.assert_allclose(batch['x'], latents[rows].astype(np.float32) * 0.18215, rtol=1e-6)
+  np.testing.assert_array_equal(batch['y'], np.array(rows) % 5)
+  config.latents_dir = str(tmp_path / 'missing')
+  with pytest.raises(FileNotFoundError, match='latents.npy'):
+    build_data(config, global_batch_size=4, seed=0)

@@ -158,3 +158,120 @@ def test_shortcut_flow_part_is_flow_matching_and_targets_come_from_the_ema_param
   assert 'target_params' in make('shortcut').loss_kwargs(state)
   with pytest.raises(ValueError, match='not among optim.ema_rates'):
     make('shortcut', target_ema=0.95)
+
+
+# Consistency flow matching ------------------------------------------------------------------------------------
+
+def test_consistency_fm_segments_and_hand_computed_loss():
+  method = make('consistency_fm', two_times=False, num_segments=2, dt=0.01, alpha=0.5)
+  np.testing.assert_allclose(method.segment_start(jnp.array([0.3, 0.5, 0.51, 1.0])), [0.0, 0.0, 0.5, 0.5])
+  # A velocity field with known values: v(z, t) = 0.3 z + t.
+  method.velocity = lambda params, z, t, y=None, key=None: 0.3 * z + t[:, None]
+  x = jnp.array([[1.0, -1.0], [0.5, 0.2], [0.2, 0.1]])
+  eps = jnp.array([[0.1, 0.4], [-0.3, 0.9], [1.0, -2.0]])
+  t = jnp.array([0.8, 0.505, 0.3])  # Inside segment 2; crossing s_1 = 0.5; inside segment 1.
+  f, f_target, v, v_target, keep = method.targets(None, x, eps, t, None, None)
+  for i in range(3):
+    ti, start = float(t[i]), (0.5 if float(t[i]) > 0.5 else 0.0)
+    z = (1 - ti) * x[i] + ti * eps[i]
+    tn = ti - 0.01
+    zn = (1 - tn) * x[i] + tn * eps[i]
+    vi, vn = 0.3 * z + ti, 0.3 * zn + tn
+    np.testing.assert_allclose(f[i], z - (ti - start) * vi, rtol=1e-5)
+    want = (1 - start) * x[i] + start * eps[i] if tn <= start else zn - (tn - start) * vn
+    np.testing.assert_allclose(f_target[i], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v_target[i], vn, rtol=1e-5)
+  np.testing.assert_array_equal(keep, [True, False, True])
+
+
+def test_consistency_fm_loss_vanishes_on_an_exactly_straight_flow():
+  """Data at one point x0: the exact velocity (z - x0) / t is constant along every path, so f = x0 everywhere."""
+  method = make('consistency_fm', two_times=False, num_segments=1)
+  x0 = jnp.array([0.4, -0.2])
+  method.velocity = lambda params, z, t, y=None, key=None: (z - x0) / t[:, None]
+  loss, metrics = method.loss(None, {'x': jnp.tile(x0, (32, 1))}, jax.random.PRNGKey(0))
+  assert float(loss) < 1e-8 and float(metrics['v_loss']) < 1e-6
+  # A field that is not straight is penalised.
+  method.velocity = lambda params, z, t, y=None, key=None: (z - x0) / t[:, None] + jnp.sin(5 * t)[:, None]
+  assert float(method.loss(None, {'x': jnp.tile(x0, (32, 1))}, jax.random.PRNGKey(0))[0]) > 1e-6
+
+
+# TwinFlow -----------------------------------------------------------------------------------------------------
+
+def perturbed_params(method, scale=0.3):
+  params = method.init(jax.random.PRNGKey(0)).nets['student'].params
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def test_twinflow_rectification_vanishes_when_the_fake_flow_equals_the_real_flow():
+  method = make('twinflow', target_ema=0.0)
+  params = perturbed_params(method)
+  x = gaussian_batch(16)[0]
+  dv = method.rectification_direction(params, x, jax.random.PRNGKey(1), None)
+  assert float(jnp.max(jnp.abs(dv))) > 1e-2  # Negated time is a different flow for a generic network.
+  # A network blind to the sign of time: the fake flow is the real flow, so dv = 0 and the term is inert.
+  signed = method.apply
+  method.apply = lambda params, z, t, d, y=None, key=None: signed(params, z, jnp.abs(t), d, y, key)
+  np.testing.assert_array_equal(method.rectification_direction(params, x, jax.random.PRNGKey(1), None), 0.0)
+
+  def rectify_only(params):
+    return method.tutorial_loss(params, params, x, jax.random.normal(jax.random.PRNGKey(2), x.shape), None,
+                                jax.random.PRNGKey(3), None, jax.random.PRNGKey(4))[1]['rectify']
+  grads = jax.grad(rectify_only)(params)
+  assert float(rectify_only(params)) == 0.0
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_twinflow_rcgm_target_is_consistent_for_the_exact_flow_map():
+  method = make('twinflow', target_ema=0.0)
+  method.average_velocity = exact_average_velocity
+  x, eps, r, t = gaussian_batch(64, key=4)
+  z = (1 - t[:, None]) * x + t[:, None] * eps
+  v = exact_velocity(z, t)
+  u = exact_average_velocity(None, z, r, t)
+  target = method.rcgm_target(None, u, z, r, t, v, None)
+  far = (t - r) >= 0.01
+  # The residual is the O(delta) error of one Euler step of size delta, divided by delta.
+  assert float(jnp.max(jnp.abs(target - u)[far])) < 0.05
+  wrong = method.rcgm_target(None, u + 0.5, z, r, t, v, None)
+  wide = (t - r) > 0.05  # There the residual 0.5 (t - r) / delta + O(delta) exceeds the clip.
+  np.testing.assert_allclose(wrong[wide], (u + 0.5 - 1.0)[wide], rtol=1e-5, atol=1e-6)
+  # Below delta the target is v itself (clipped step toward it).
+  near_t = jnp.full((4,), 0.5)
+  near_r = near_t - 0.001
+  zz, vv = z[:4], v[:4]
+  uu = vv + 0.2
+  np.testing.assert_allclose(method.rcgm_target(None, uu, zz, near_r, near_t, vv, None), vv, rtol=1e-5)
+
+
+def test_twinflow_production_split_times_weights_and_training():
+  method = make('twinflow', production_split=True, robust_loss=True, target_ema=0.999)
+  r, t, slice_of = method.production_times(jax.random.PRNGKey(0), 32)
+  np.testing.assert_array_equal(slice_of, np.repeat(np.arange(4), 8))
+  np.testing.assert_array_equal(t[:8], 1.0)
+  np.testing.assert_array_equal(r[:8], 0.0)
+  assert bool(jnp.all(r[8:16] >= 0.95 * t[8:16] - 1e-6)) and bool(jnp.all(r[8:16] <= t[8:16]))
+  assert bool(jnp.all(r[16:] <= t[16:])) and bool(jnp.all(r >= 0))
+  state = method.init(jax.random.PRNGKey(0))
+  x = gaussian_batch(32)[0]
+  new_state, metrics = jax.jit(method.step)(state, {'x': x}, jax.random.PRNGKey(1))
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['rectify']) >= 0
+  changed = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(new_state.nets['student'].params),
+                                                             jax.tree.leaves(state.nets['student'].params))]
+  assert max(changed) > 0
+  from fewstep_jax.methods.twinflow import barron
+  mse = jnp.array([0.0, 1e-6, 1.0])
+  # alpha = 1: mse / (c sqrt(mse / (c^2 + 1e-8) + 1)), about mse / sqrt(mse + c^2).
+  np.testing.assert_allclose(barron(mse, 1.0, 1e-3), mse / (1e-3 * jnp.sqrt(mse / (1e-6 + 1e-8) + 1)), rtol=1e-5)
+
+
+def test_twinflow_one_step_sample_is_eps_minus_u():
+  method = make('twinflow', target_ema=0.0)
+  params = perturbed_params(method)
+  key = jax.random.PRNGKey(3)
+  eps = jax.random.normal(key, (8, 2))
+  sample = method.sample(params, key, 8, 1)
+  np.testing.assert_allclose(sample, eps - method.average_velocity(params, eps, jnp.zeros(8), jnp.ones(8)),
+                             rtol=1e-5, atol=1e-6)

@@ -51,6 +51,16 @@ def test_logit_normal_median_and_underlying_moments():
   assert abs(logits.std() - std) < 0.015
 
 
+def test_u_shaped_matches_its_cdf():
+  a = 4.0
+  t = np.asarray(timesteps.sample_u_shaped(jax.random.key(3), N_LARGE, a))
+  assert np.all((t >= 0) & (t <= 1))
+  # CDF of p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)), integrated by hand.
+  cdf = lambda x: ((np.exp(a * x) - 1) + (np.exp(a) - np.exp(a * (1 - x)))) / (2 * (np.exp(a) - 1))
+  assert stats.kstest(t, cdf).statistic < 0.005
+  assert np.mean(t < 0.1) > 3 * np.mean(np.abs(t - 0.5) < 0.05)  # U-shaped: ends heavier than the middle.
+
+
 def test_log_normal_moments():
   sigma = np.asarray(timesteps.sample_log_normal(jax.random.key(2), N_LARGE, -1.2, 1.2))
   assert abs(np.log(sigma).mean() + 1.2) < 0.015

@@ -3,6 +3,11 @@
 - 'toy': 2-D distributions sampled inside the jitted step (`kind == 'device'`), see `toy.py`.
 - 'digits': the scikit-learn 8x8 digits, built as a local TFDS dataset on first use, see `digits.py`.
 - 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
+- 'reflow_pairs': noise-sample pairs generated from a trained flow, see `reflow_pairs.py`.
+- 'latents': precomputed VAE latents (ImageNet-256 latent configs), see `latents.py`.
+
+`evaluator` names the embedded evaluator that fits the data (eval/evaluate.py): the dataset itself, or for
+reflow pairs the dataset the teacher learned.
 
 Image datasets (`kind == 'host'`) are read by the grain pipeline of `pipeline.py`, one shard per JAX process.
 """
@@ -12,17 +17,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from fewstep_jax.data import digits, tfds_images, toy
+from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
 from fewstep_jax.data.pipeline import BatchIterator, stack_model_batch
 
 
 def data_defaults() -> ml_collections.ConfigDict:
   """Returns the `config.data` defaults."""
   config = ml_collections.ConfigDict()
-  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits' or 'tfds'.
+  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'tfds', 'reflow_pairs' or 'latents'.
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
   config.dir = 'data'  # Where the digits are built and TFDS datasets are prepared.
+  config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
+  config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
+  config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor).
+  config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.
   config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
   config.worker_count = 0  # grain worker processes; 0 reads in the training process.
   config.prefetch = 2  # Batches built ahead in a background thread.
@@ -141,11 +150,48 @@ def _build_tfds(config_data, *, global_batch_size: int, seed: int) -> DataPipeli
   return ImageData(config_data.tfds_name, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
-DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'tfds': _build_tfds}
+def _build_reflow_pairs(config_data, *, global_batch_size: int, seed: int):
+  def build_source_data(source_config: dict, batch_size: int):
+    source = data_defaults()
+    source.update(source_config)
+    return build_data(source, global_batch_size=batch_size, seed=seed)
+  return reflow_pairs.PairData(config_data, global_batch_size=global_batch_size, seed=seed,
+                               build_source_data=build_source_data)
+
+
+def _build_latents(config_data, *, global_batch_size: int, seed: int):
+  return latents.LatentData(config_data, global_batch_size=global_batch_size, seed=seed)
+
+
+DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'tfds': _build_tfds, 'reflow_pairs': _build_reflow_pairs,
+            'latents': _build_latents}
+
+
+class Unlabelled:
+  """A labelled pipeline seen without its labels (config.data.conditional=False): num_classes = 0."""
+
+  num_classes = 0
+
+  def __init__(self, pipeline):
+    self._pipeline = pipeline
+
+  def __getattr__(self, name):
+    return getattr(self._pipeline, name)
+
+  def next_batch(self) -> dict:
+    return {k: v for k, v in self._pipeline.next_batch().items() if k != 'y'}
+
+  def reference_samples(self, n: int, split: str, seed: int) -> dict:
+    return {k: v for k, v in self._pipeline.reference_samples(n, split, seed).items() if k != 'y'}
 
 
 def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   """Returns the DataPipeline of `config_data` (see data_defaults); image batches are this process's shard."""
   if config_data.name not in DATASETS:
     raise ValueError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
-  return DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
+  pipeline = DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
+  if not hasattr(pipeline, 'evaluator'):
+    pipeline.evaluator = config_data.name
+  if not config_data.conditional and pipeline.num_classes:
+    pipeline = Unlabelled(pipeline)
+  return pipeline

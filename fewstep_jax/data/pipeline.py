@@ -41,7 +41,7 @@ class BatchIterator:
   """
 
   def __init__(self, source, *, global_batch_size: int, seed: int, shard_options: grain.ShardOptions | None = None,
-               record_transforms=(), worker_count: int = 0, prefetch: int = 2):
+               record_transforms=(), worker_count: int = 0, prefetch: int = 2, batch_fn=stack_model_batch):
     """Args:
       source: random-access source of records (see the module docstring).
       global_batch_size: batch size summed over processes; must divide by the process count.
@@ -50,6 +50,7 @@ class BatchIterator:
       record_transforms: grain transforms applied to each record before batching (e.g. a resize).
       worker_count: grain worker processes; 0 reads in this process.
       prefetch: batches built ahead in a background thread; 0 builds each batch on request.
+      batch_fn: records -> batch dict; by default images and labels in the model's range.
     """
     shard_options = shard_options or grain.ShardByJaxProcess(drop_remainder=True)
     if global_batch_size % shard_options.shard_count:
@@ -62,7 +63,7 @@ class BatchIterator:
         data_source=source,
         sampler=sampler,
         operations=[*record_transforms,
-                    grain.Batch(self.batch_size, drop_remainder=True, batch_fn=stack_model_batch)],
+                    grain.Batch(self.batch_size, drop_remainder=True, batch_fn=batch_fn)],
         worker_count=worker_count,
         shard_options=shard_options,
         # Reader threads only contend with the trainer for the GIL when records are local and cheap to read;

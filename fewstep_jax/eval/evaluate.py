@@ -80,11 +80,11 @@ EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics}
 def evaluate(run, state, workdir: str, step: int):
   """Evaluates the state at every config.eval.nfe and writes workdir/eval/results.json. Returns the rows."""
   config = run.config
-  if config.data.name not in EVALUATORS:
+  if run.data.evaluator not in EVALUATORS:
     raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (available for '
                      f'{sorted(EVALUATORS)}); use --mode=sample and an external metric for this dataset.')
   n, seed = config.eval.num_samples, config.eval.seed
-  evaluator = EVALUATORS[config.data.name](run, n, seed)
+  evaluator = EVALUATORS[run.data.evaluator](run, n, seed)
   params = run.method.sampling_params(state)
   rows = []
   for nfe in config.eval.nfe:
@@ -102,7 +102,7 @@ def evaluate(run, state, workdir: str, step: int):
 
 def write_samples(run, state, workdir: str, step: int):
   """Writes samples/step_<step>_nfe<nfe>.png for every config.eval.nfe: an image grid, or a 2-D scatter
-  plot over reference points."""
+  plot over reference points; latents (not 1 or 3 channels) go to step_<step>_nfe<nfe>.npy for decoding."""
   config = run.config
   directory = os.path.join(workdir, 'samples')
   os.makedirs(directory, exist_ok=True)
@@ -116,7 +116,10 @@ def write_samples(run, state, workdir: str, step: int):
     if jax.process_index() != 0:
       continue
     path = os.path.join(directory, f'step_{step:07d}_nfe{nfe}.png')
-    if is_points:
+    if not is_points and run.data.data_shape[-1] not in (1, 3):
+      # Latents: stored as arrays for an external decoder (no VAE ships here).
+      np.save(path.replace('.png', '.npy'), samples)
+    elif is_points:
       plots.save_scatter(path, samples, reference=reference, title=f'{config.method.name}, step {step}, '
                          f'{nfe} NFE')
     else:

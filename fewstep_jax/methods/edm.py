@@ -60,10 +60,11 @@ class EDM(SingleNetworkMethod):
     sigmas = timesteps.karras_sigmas(num_steps, hp.sigma_min, hp.sigma_max, hp.rho)
     return jnp.concatenate([sigmas, jnp.zeros((1,), sigmas.dtype)])
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None):
-    """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls."""
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None):
+    """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given)."""
     guidance = self.hparams.guidance if guidance is None else guidance
-    x = self.hparams.sigma_max * jax.random.normal(key, (n,) + self.data_shape)
+    eps = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
+    x = self.hparams.sigma_max * eps
     denoise = guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, guidance,
                      self.num_classes)
 

@@ -18,16 +18,18 @@ from fewstep_jax.methods.registry import register
 FLOW_TIME_SAMPLERS = {
     'uniform': lambda key, n, hp: timesteps.sample_uniform(key, n),
     'logit_normal': lambda key, n, hp: timesteps.sample_logit_normal(key, n, hp.time_mean, hp.time_std),
+    'u_shaped': lambda key, n, hp: timesteps.sample_u_shaped(key, n, hp.get('u_shape_a', 4.0)),
 }
 
 
 @register('flow_matching')
 class FlowMatching(SingleNetworkMethod):
+  time_samplers = FLOW_TIME_SAMPLERS
 
   @classmethod
   def defaults(cls):
     return ml_collections.ConfigDict(dict(
-        time_sampler='logit_normal',  # 'uniform' | 'logit_normal' (t = sigmoid(n), n ~ N(mean, std^2)).
+        time_sampler='logit_normal',  # 'uniform' | 'logit_normal' (t = sigmoid(n), n ~ N(mean, std^2)) | 'u_shaped'.
         time_mean=0.0,
         time_std=1.0,
         label_dropout=0.1,            # Probability of training on the null label (CFG).
@@ -38,9 +40,9 @@ class FlowMatching(SingleNetworkMethod):
 
   def __init__(self, config, *, data_shape, num_classes):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    if self.hparams.time_sampler not in FLOW_TIME_SAMPLERS:
+    if self.hparams.time_sampler not in self.time_samplers:
       raise ValueError(f'unknown method.time_sampler {self.hparams.time_sampler!r}; '
-                       f'known: {sorted(FLOW_TIME_SAMPLERS)}')
+                       f'known: {sorted(self.time_samplers)}')
     self.path = paths.LinearFlowPath()
     self.velocity = paths.flow_velocity(self.apply)
 
@@ -48,7 +50,7 @@ class FlowMatching(SingleNetworkMethod):
     x, y = batch['x'], batch.get('y')
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
     eps = self.draw_noise(eps_key, x, y)
-    t = FLOW_TIME_SAMPLERS[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
+    t = self.time_samplers[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
     z_t = self.path.noisy(x, eps, t)
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
     v_pred = self.velocity(params, z_t, t, y=y, key=net_key)
@@ -58,10 +60,11 @@ class FlowMatching(SingleNetworkMethod):
   def flow_velocity(self, params, z, t, y=None):
     return self.velocity(params, z, t, y=y)
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None):
-    """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls."""
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None):
+    """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from
+    `noise` [n, *data_shape] ~ N(0, I) if given (reflow pairs), else from noise drawn with key."""
     guidance = self.hparams.guidance if guidance is None else guidance
-    z = jax.random.normal(key, (n,) + self.data_shape)
+    z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance,
                       self.num_classes)
     return sampling.solve(velocity, z, timesteps.flow_time_grid, solver or self.hparams.solver,

@@ -21,11 +21,12 @@ from fewstep_jax.train.writers import MetricWriter
 # Config fields (or whole blocks) that define a run: resuming a workdir with any of them changed would mix two
 # experiments or break exact resume. Paths, logging, eval and mesh settings may change between restarts.
 RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
+                       'data.pairs_dir', 'data.latent_scale', 'data.conditional',
                        'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
                        'optim.name', 'optim.ema_rates')
 # What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
 # solver) may change.
-STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name',
+STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.conditional',
                          'data.image_size', 'optim.name', 'optim.ema_rates')
 
 

@@ -1,0 +1,111 @@
+"""Reflow couplings stored as a dataset: noise-sample pairs (eps, x̂) generated once from a trained flow
+(`python -m fewstep_jax.reflow`) and read by the grain pipeline like any image dataset.
+
+A pairs directory holds
+  noise.npy    float32 [N, *data_shape]   the starting noise eps (flow time t = 1)
+  data.npy     float32 [N, *data_shape]   the teacher's ODE solution x̂ from eps (t = 0)
+  labels.npy   int32 [N]                  class labels the teacher was conditioned on (class-conditional only)
+  info.json    teacher workdir, solver settings, data_shape, num_classes, count, and the teacher's data config
+The arrays are memory-mapped, so N may exceed host memory. Batches are {'x': x̂, 'eps': eps, 'y': labels}.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+
+from fewstep_jax.data.pipeline import BatchIterator
+
+INFO = 'info.json'
+ARRAYS = {'noise': 'noise.npy', 'data': 'data.npy', 'labels': 'labels.npy'}
+
+
+def read_info(pairs_dir: str) -> dict:
+  path = os.path.join(pairs_dir, INFO)
+  if not pairs_dir or not os.path.exists(path):
+    raise FileNotFoundError(
+        f'no reflow pairs at {pairs_dir!r} ({INFO} missing). Generate them from a trained flow first: '
+        f'python -m fewstep_jax.reflow --teacher=TEACHER_WORKDIR --out={pairs_dir or "PAIRS_DIR"} --num=N; '
+        'then set --config.data.pairs_dir to that directory.')
+  with open(path) as f:
+    return json.load(f)
+
+
+class PairSource:
+  """Random access to the stored pairs: source[i] -> {'x', 'eps'[, 'label']} numpy arrays."""
+
+  def __init__(self, pairs_dir: str):
+    self.info = read_info(pairs_dir)
+    self._noise = np.load(os.path.join(pairs_dir, ARRAYS['noise']), mmap_mode='r')
+    self._data = np.load(os.path.join(pairs_dir, ARRAYS['data']), mmap_mode='r')
+    labels_path = os.path.join(pairs_dir, ARRAYS['labels'])
+    self._labels = np.load(labels_path, mmap_mode='r') if self.info['num_classes'] else None
+    if not len(self._noise) == len(self._data) == self.info['count']:
+      raise ValueError(f'{pairs_dir}: noise, data and info.json disagree on the number of pairs; regenerate it')
+
+  def __len__(self):
+    return self.info['count']
+
+  def __getitem__(self, index):
+    record = {'x': np.asarray(self._data[index]), 'eps': np.asarray(self._noise[index])}
+    if self._labels is not None:
+      record['label'] = int(self._labels[index])
+    return record
+
+
+def stack_pairs(records) -> dict:
+  batch = {'x': np.stack([r['x'] for r in records]).astype(np.float32),
+           'eps': np.stack([r['eps'] for r in records]).astype(np.float32)}
+  if 'label' in records[0]:
+    batch['y'] = np.array([r['label'] for r in records], dtype=np.int32)
+  return batch
+
+
+def write_pairs(out_dir: str, noise, data, labels, info: dict) -> None:
+  """Writes a pairs directory atomically: into out_dir.incomplete, renamed when complete."""
+  if os.path.exists(out_dir):
+    raise FileExistsError(f'{out_dir} exists; pairs are written once: remove it or choose another --out')
+  partial = out_dir.rstrip('/') + '.incomplete'
+  os.makedirs(partial, exist_ok=True)
+  np.save(os.path.join(partial, ARRAYS['noise']), np.asarray(noise, np.float32))
+  np.save(os.path.join(partial, ARRAYS['data']), np.asarray(data, np.float32))
+  if labels is not None:
+    np.save(os.path.join(partial, ARRAYS['labels']), np.asarray(labels, np.int32))
+  with open(os.path.join(partial, INFO), 'w') as f:
+    json.dump(dict(info, count=int(len(noise))), f, indent=2)
+  os.rename(partial, out_dir)
+
+
+class PairData:
+  """The DataPipeline of a pairs directory (kind 'host'). Reference samples and the evaluator are those of
+  the dataset the teacher was trained on, so metrics compare with real data, not with the teacher."""
+
+  kind = 'host'
+
+  def __init__(self, config_data, *, global_batch_size: int, seed: int, build_source_data):
+    source = PairSource(config_data.pairs_dir)
+    self.info = source.info
+    self.data_shape = tuple(self.info['data_shape'])
+    self.num_classes = self.info['num_classes']
+    self.evaluator = self.info['source_data']['name']
+    self._build_source_data = build_source_data
+    self._source_data = None
+    self._batches = BatchIterator(source, global_batch_size=global_batch_size, seed=seed, batch_fn=stack_pairs,
+                                  worker_count=config_data.worker_count, prefetch=config_data.prefetch)
+
+  def device_sample(self, key, n):
+    raise TypeError('reflow pairs are read on the host: use next_batch()')
+
+  def next_batch(self) -> dict:
+    return next(self._batches)
+
+  def get_state(self) -> dict:
+    return self._batches.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._batches.set_state(state)
+
+  def reference_samples(self, n: int, split: str, seed: int) -> dict:
+    if self._source_data is None:
+      self._source_data = self._build_source_data(self.info['source_data'], jax.process_count())
+    return self._source_data.reference_samples(n, split, seed)

@@ -1,0 +1,82 @@
+"""Rectified flow reflow, one-step distillation and 2-RF++ (Liu et al. 2023; Lee et al. 2024), METHODS.md §3.
+
+Stage 1 (1-RF) is flow matching. Stage 2 trains on couplings (eps, x̂) of the 1-RF ODE, generated once with
+`python -m fewstep_jax.reflow` and read as the 'reflow_pairs' dataset: the straight path between the coupled
+pair, z_t = (1 - t) x̂ + t eps, with target velocity eps - x̂ (2-RF). Because the pairs are deterministic, the
+learned flow is straighter and few Euler steps suffice.
+
+- One-step distillation: `time_sampler='one_step'` trains only t = 1, i.e. x̂ ≈ eps - v(eps, 1).
+- 2-RF++ (Lee et al. 2024): `time_sampler='u_shaped'` (p(t) ∝ e^(a t) + e^(a (1 - t)), a = 4),
+  `distance='pseudo_huber'` (sqrt(||v - v_tgt||^2 + c^2) - c with c = 0.00054 sqrt(dim), iCT's constant; the
+  paper's best uses LPIPS-Huber, which needs LPIPS weights we do not ship), and `init_from` = the 1-RF workdir
+  (same network config). Our pseudo-Huber is on the velocity; on the x prediction z_t - t v it is the same up
+  to the factor t inside the root.
+- Minibatch couplings do not apply (the pairs are the coupling). Labels: the class the teacher drew x̂ for,
+  with label dropout for CFG. Sampling: Euler with `nfe` steps (or Heun, via method.solver).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax.methods import flow_matching
+from fewstep_jax.methods.base import drop_labels, load_run_params
+from fewstep_jax.methods.registry import register
+
+REFLOW_TIME_SAMPLERS = dict(flow_matching.FLOW_TIME_SAMPLERS, one_step=lambda key, n, hp: jnp.ones((n,)))
+
+
+def pseudo_huber(difference, c):
+  """Per-sample sqrt(||d||^2 + c^2) - c over all but the first axis: [B, ...] -> [B]."""
+  squared = jnp.sum(jnp.square(difference).reshape(difference.shape[0], -1), axis=1)
+  return jnp.sqrt(squared + c**2) - c
+
+
+@register('reflow')
+class Reflow(flow_matching.FlowMatching):
+  time_samplers = REFLOW_TIME_SAMPLERS
+
+  @classmethod
+  def defaults(cls):
+    config = flow_matching.FlowMatching.defaults()
+    config.time_sampler = 'uniform'     # + 'u_shaped' (2-RF++), 'one_step' (distillation at t = 1).
+    config.u_shape_a = 4.0
+    config.distance = 'l2'              # 'l2' (mean over dims) | 'pseudo_huber' (2-RF++).
+    config.huber_c = 0.0                # 0: 0.00054 sqrt(dim).
+    config.init_from = ''               # Workdir of the 1-RF run to start from (2-RF++).
+    config.solver = 'euler'
+    del config['coupling']
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    if config.method.distance not in ('l2', 'pseudo_huber'):
+      raise ValueError(f"unknown method.distance {config.method.distance!r}; known: ['l2', 'pseudo_huber']")
+    if config.data.name != 'reflow_pairs':
+      raise ValueError('reflow trains on stored couplings: set --config.data.name=reflow_pairs and '
+                       '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.reflow)')
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    dim = 1
+    for size in data_shape:
+      dim *= size
+    self.huber_c = self.hparams.huber_c or 0.00054 * dim**0.5
+
+  def frozen_params(self):
+    if not self.hparams.init_from:
+      return {}
+    _, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
+    return {'student_init': params}
+
+  def loss(self, params, batch, key):
+    if 'eps' not in batch:
+      raise ValueError("reflow batches need the coupled noise 'eps': train on the reflow_pairs dataset")
+    x, eps, y = batch['x'], batch['eps'], batch.get('y')
+    time_key, label_key, net_key = jax.random.split(key, 3)
+    t = self.time_samplers[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
+    z_t = self.path.noisy(x, eps, t)
+    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    difference = self.velocity(params, z_t, t, y=y, key=net_key) - self.path.velocity(x, eps, t)
+    if self.hparams.distance == 'pseudo_huber':
+      per_sample = pseudo_huber(difference, self.huber_c)
+    else:
+      per_sample = jnp.mean(jnp.square(difference).reshape(x.shape[0], -1), axis=1)
+    loss = jnp.mean(per_sample)
+    return loss, {'loss': loss}
