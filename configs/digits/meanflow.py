@@ -3,30 +3,15 @@
 
   python -m fewstep_jax.main --config=configs/digits/meanflow.py --workdir=runs/digits_meanflow
 """
-from fewstep_jax.config_base import base_config
+from fewstep_jax.config_base import base_config, digits_recipe
 
 
 def get_config():
   config = base_config(method='meanflow', network='unet', dataset='digits')
-  config.network.channels = 24
-  config.network.channel_mult = (1, 2)
-  config.network.num_res_blocks = 1
-  config.network.attn_resolutions = (4,)
-  config.network.two_times = True
+  digits_recipe(config, two_times=True)
   # Times enter the embedding unscaled (as in the reference). At the default scale of 1000 the network's
   # d/dt is so large that the tangent term of the target dominates, and on the digits the error grows.
   config.network.time_scale = 1.0
   config.method.omega = 1.0
   config.method.kappa = 0.5
-  config.train.num_steps = 2000
-  config.train.batch_size = 128
-  config.train.log_every = 100
-  config.train.checkpoint_every = 1000
-  config.optim.lr = 2e-3
-  config.optim.schedule = 'cosine'
-  config.optim.warmup_steps = 200
-  config.optim.grad_clip = 1.0
-  config.optim.ema_rates = (0.999,)
-  config.eval.nfe = (1, 2, 4)
-  config.eval.num_samples = 1000
   return config

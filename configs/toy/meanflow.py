@@ -2,26 +2,13 @@
 
   python -m fewstep_jax.main --config=configs/toy/meanflow.py --workdir=runs/toy_meanflow
 """
-from fewstep_jax.config_base import base_config
+from fewstep_jax.config_base import base_config, toy_recipe
 
 
 def get_config():
   config = base_config(method='meanflow', network='mlp', dataset='toy')
-  config.data.toy = '8gaussians'
-  config.network.hidden = 256
-  config.network.depth = 3
-  config.network.two_times = True
+  toy_recipe(config, two_times=True)
   # Times enter the embedding unscaled (as in the reference). At the default scale of 1000 the network's
   # d/dt is so large that the tangent term of the target dominates, and on the digits the error grows.
   config.network.time_scale = 1.0
-  config.train.num_steps = 6000
-  config.train.batch_size = 256
-  config.train.log_every = 200
-  config.train.checkpoint_every = 2000
-  config.optim.lr = 1e-3
-  config.optim.schedule = 'cosine'
-  config.optim.warmup_steps = 200
-  config.optim.ema_rates = (0.999,)
-  config.eval.nfe = (1, 2, 4)
-  config.eval.num_samples = 2000
   return config

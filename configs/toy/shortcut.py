@@ -2,27 +2,14 @@
 
   python -m fewstep_jax.main --config=configs/toy/shortcut.py --workdir=runs/toy_shortcut
 """
-from fewstep_jax.config_base import base_config
+from fewstep_jax.config_base import base_config, toy_recipe
 
 
 def get_config():
   config = base_config(method='shortcut', network='mlp', dataset='toy')
-  config.data.toy = '8gaussians'
-  config.network.hidden = 256
-  config.network.depth = 3
-  config.network.two_times = True
+  toy_recipe(config, two_times=True)
   # Fewer levels and a larger bootstrap share than the reference (M = 128, 1/8) so that every level gets
   # enough samples in a short run.
   config.method.base_steps = 32
   config.method.bootstrap_fraction = 0.25
-  config.train.num_steps = 6000
-  config.train.batch_size = 256
-  config.train.log_every = 200
-  config.train.checkpoint_every = 2000
-  config.optim.lr = 1e-3
-  config.optim.schedule = 'cosine'
-  config.optim.warmup_steps = 200
-  config.optim.ema_rates = (0.999,)
-  config.eval.nfe = (1, 2, 4)
-  config.eval.num_samples = 2000
   return config

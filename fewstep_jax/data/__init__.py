@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
-from fewstep_jax.data.pipeline import BatchIterator, stack_model_batch
+from fewstep_jax.data.pipeline import BatchIterator, HostBatches, stack_model_batch
 
 
 def data_defaults() -> ml_collections.ConfigDict:
@@ -96,10 +96,8 @@ class ToyData(DataPipeline):
     return {'x': np.asarray(self._sampler(jax.random.key(seed), n))}
 
 
-class ImageData(DataPipeline):
+class ImageData(HostBatches, DataPipeline):
   """A TFDS image dataset in a local directory: training batches from its 'train' split."""
-
-  kind = 'host'
 
   def __init__(self, tfds_name: str, config_data, *, global_batch_size: int, seed: int):
     self._builder = tfds_images.prepared_builder(tfds_name, config_data.dir)
@@ -114,15 +112,6 @@ class ImageData(DataPipeline):
         worker_count=config_data.worker_count,
         prefetch=config_data.prefetch,
     )
-
-  def next_batch(self) -> dict:
-    return next(self._batches)
-
-  def get_state(self) -> dict:
-    return self._batches.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self._batches.set_state(state)
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """The first min(n, len(split)) examples of a `seed`-permutation of `split`, resized like training data."""

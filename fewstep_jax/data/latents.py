@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from fewstep_jax.data.pipeline import BatchIterator
+from fewstep_jax.data.pipeline import BatchIterator, HostBatches
 
 
 def _missing(directory: str) -> str:
@@ -62,10 +62,9 @@ def stack_latents(records) -> dict:
   return batch
 
 
-class LatentData:
+class LatentData(HostBatches):
   """DataPipeline of a latents directory (kind 'host'); no embedded evaluator (FID needs the VAE decoder)."""
 
-  kind = 'host'
   evaluator = ''
 
   def __init__(self, config_data, *, global_batch_size: int, seed: int):
@@ -74,18 +73,6 @@ class LatentData:
     self._batches = BatchIterator(self._source, global_batch_size=global_batch_size, seed=seed,
                                   batch_fn=stack_latents, worker_count=config_data.worker_count,
                                   prefetch=config_data.prefetch)
-
-  def device_sample(self, key, n):
-    raise TypeError('latents are read on the host: use next_batch()')
-
-  def next_batch(self) -> dict:
-    return next(self._batches)
-
-  def get_state(self) -> dict:
-    return self._batches.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self._batches.set_state(state)
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """The first n latents of a seed-permutation (there is one split: `split` is ignored)."""

@@ -109,3 +109,21 @@ class BatchIterator:
     self._loader_iterator.set_state(json.dumps(state).encode())
     self._consumed_state = self._loader_iterator.get_state()
     self._fill_prefetch()
+
+
+class HostBatches:
+  """The host-side part of a DataPipeline whose batches come from `self._batches` (a BatchIterator)."""
+
+  kind = 'host'
+
+  def device_sample(self, key, n: int) -> dict:
+    raise TypeError(f'{type(self).__name__} is read on the host: use next_batch()')
+
+  def next_batch(self) -> dict:
+    return next(self._batches)
+
+  def get_state(self) -> dict:
+    return self._batches.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._batches.set_state(state)

@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from fewstep_jax.data.pipeline import BatchIterator
+from fewstep_jax.data.pipeline import BatchIterator, HostBatches
 
 INFO = 'info.json'
 ARRAYS = {'noise': 'noise.npy', 'data': 'data.npy', 'labels': 'labels.npy'}
@@ -76,11 +76,10 @@ def write_pairs(out_dir: str, noise, data, labels, info: dict) -> None:
   os.rename(partial, out_dir)
 
 
-class PairData:
+class PairData(HostBatches):
   """The DataPipeline of a pairs directory (kind 'host'). Reference samples and the evaluator are those of
   the dataset the teacher was trained on, so metrics compare with real data, not with the teacher."""
 
-  kind = 'host'
 
   def __init__(self, config_data, *, global_batch_size: int, seed: int, build_source_data):
     source = PairSource(config_data.pairs_dir)
@@ -92,18 +91,6 @@ class PairData:
     self._source_data = None
     self._batches = BatchIterator(source, global_batch_size=global_batch_size, seed=seed, batch_fn=stack_pairs,
                                   worker_count=config_data.worker_count, prefetch=config_data.prefetch)
-
-  def device_sample(self, key, n):
-    raise TypeError('reflow pairs are read on the host: use next_batch()')
-
-  def next_batch(self) -> dict:
-    return next(self._batches)
-
-  def get_state(self) -> dict:
-    return self._batches.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self._batches.set_state(state)
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     if self._source_data is None:
