@@ -125,3 +125,13 @@ def test_two_rf_plus_plus_trains_from_the_teacher_and_evaluates_on_the_source_da
   config.network.hidden = 48
   with pytest.raises(ValueError, match="fields \\['hidden'\\] differ"):
     trainer.Run(config)
+
+
+def test_network_comparison_reads_tuples_and_their_json_lists_as_equal():
+  from fewstep_jax.methods.base import network_differences
+  import ml_collections
+  ours = base_config(method='reflow', network='unet', dataset='reflow_pairs').network
+  stored = ml_collections.ConfigDict(json.loads(json.dumps(ours.to_dict())))  # As config.json holds it.
+  assert network_differences(stored, ours) == []
+  stored.channel_mult = [1, 2, 4]
+  assert network_differences(stored, ours) == ['channel_mult']

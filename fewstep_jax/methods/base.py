@@ -9,6 +9,7 @@ A method is an object built from the config with
 A method that trains one network subclasses `SingleNetworkMethod` and writes only `loss` and `sample`.
 """
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -187,6 +188,17 @@ def per_sample_mean(x):
 
 
 
+def _as_json(config) -> dict:
+  """A config as its JSON form: a run's stored config.json holds lists where a config file wrote tuples."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def network_differences(a, b) -> list:
+  """The network fields (sorted names) whose values differ between two network ConfigDicts."""
+  a, b = _as_json(a), _as_json(b)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def load_run_params(workdir: str, role: str, expect_network=None):
   """(method, params) of the trained run in `workdir` (its EMA parameters by default), for `role` ('teacher',
   'init_from') in error messages. With expect_network (a network ConfigDict) the run's network must match it,
@@ -195,9 +207,9 @@ def load_run_params(workdir: str, role: str, expect_network=None):
   if not workdir:
     raise ValueError(f'this method needs a trained run as its {role}: set --config.method.{role}=WORKDIR')
   method, params, _ = load_trained(workdir)
-  if expect_network is not None and method.config.network.to_dict() != expect_network.to_dict():
-    theirs, ours = method.config.network.to_dict(), expect_network.to_dict()
-    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+  differ = network_differences(method.config.network, expect_network) if expect_network is not None else []
+  if differ:
+    theirs, ours = _as_json(method.config.network), _as_json(expect_network)
     raise ValueError(f'method.{role}={workdir!r} has a different network: fields {differ} differ '
                      f'(run: {[theirs.get(k) for k in differ]}, this config: {[ours.get(k) for k in differ]}). '
                      'Use the same network config, or another run.')
