@@ -11,7 +11,7 @@ over the classes). Train 2-RF / 2-RF++ on the pairs with configs/*/reflow.py.
 import inspect
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +73,7 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   info = generate_pairs(FLAGS.teacher, FLAGS.out, FLAGS.num, nfe=FLAGS.nfe, solver=FLAGS.solver,
                         guidance=FLAGS.guidance, batch=FLAGS.batch, seed=FLAGS.seed)
   print(f"wrote {info['count']} pairs to {FLAGS.out}", flush=True)
