@@ -9,4 +9,8 @@ from fewstep_jax.config_base import base_config, digits_recipe
 def get_config():
   config = base_config(method='consistency_fm', network='unet', dataset='digits')
   digits_recipe(config, two_times=False)
+  # Consistency carries the data from each segment's end one dt at a time: with the reference's dt = 1e-3
+  # 2000 steps were not enough for the labels to reach the samples (2-NFE Frechet 35, accuracy 0.10);
+  # dt = 0.05 gives 17 / 0.87.
+  config.method.dt = 0.05
   return config
