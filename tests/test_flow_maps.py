@@ -275,3 +275,30 @@ def test_twinflow_one_step_sample_is_eps_minus_u():
   sample = method.sample(params, key, 8, 1)
   np.testing.assert_allclose(sample, eps - method.average_velocity(params, eps, jnp.zeros(8), jnp.ones(8)),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_shortcut_cfg_applies_to_labelled_rows_of_the_finest_level_only():
+  method = make('shortcut', target_ema=0.0, base_steps=8, bootstrap_fraction=1.0, bootstrap_guidance=1.5,
+                num_classes=3)
+  params = perturbed_params(method)
+  t, step = method.sample_times(jax.random.PRNGKey(0), 12)
+  half = step / 2
+  z = jax.random.normal(jax.random.PRNGKey(1), (12, 2))
+  y = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3])  # 3 is the null label.
+  start = method.finest_bootstrap_start(12)
+  np.testing.assert_array_equal(half[start:], 1 / 8)
+  assert bool(jnp.all(half[:start] > 1 / 8))
+  got = method.bootstrap_target(params, z, t, half, y, start)
+
+  def velocity(z, t):  # Independent: guidance on every labelled finest-level row, conditional elsewhere.
+    cond = method.step_velocity(params, z, t, half, y)
+    uncond = method.step_velocity(params, z, t, half, jnp.full_like(y, 3))
+    use = ((half <= 1 / 8) & (y != 3))[:, None]
+    return jnp.where(use, uncond + 1.5 * (cond - uncond), cond)
+
+  s1 = velocity(z, t)
+  s2 = velocity(jnp.clip(z - half[:, None] * s1, -4, 4), t - half)
+  np.testing.assert_allclose(got, jnp.clip((s1 + s2) / 2, -4, 4), rtol=1e-5, atol=1e-6)
+  # Guidance changes the labelled finest rows, so the test can tell it apart from no guidance.
+  plain = method.bootstrap_target(params, z, t, half, None)
+  assert float(jnp.max(jnp.abs(got - plain)[start:])) > 1e-4

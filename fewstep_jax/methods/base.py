@@ -187,7 +187,6 @@ def per_sample_mean(x):
   return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
 
-
 def _as_json(config) -> dict:
   """A config as its JSON form: a run's stored config.json holds lists where a config file wrote tuples."""
   return json.loads(json.dumps(config.to_dict()))

@@ -18,7 +18,6 @@ from fewstep_jax.methods.registry import register
 FLOW_TIME_SAMPLERS = {
     'uniform': lambda key, n, hp: timesteps.sample_uniform(key, n),
     'logit_normal': lambda key, n, hp: timesteps.sample_logit_normal(key, n, hp.time_mean, hp.time_std),
-    'u_shaped': lambda key, n, hp: timesteps.sample_u_shaped(key, n, hp.get('u_shape_a', 4.0)),
 }
 
 
@@ -29,7 +28,7 @@ class FlowMatching(SingleNetworkMethod):
   @classmethod
   def defaults(cls):
     return ml_collections.ConfigDict(dict(
-        time_sampler='logit_normal',  # 'uniform' | 'logit_normal' (t = sigmoid(n), n ~ N(mean, std^2)) | 'u_shaped'.
+        time_sampler='logit_normal',  # 'uniform' | 'logit_normal' (t = sigmoid(n), n ~ N(mean, std^2)).
         time_mean=0.0,
         time_std=1.0,
         label_dropout=0.1,            # Probability of training on the null label (CFG).

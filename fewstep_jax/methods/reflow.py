@@ -18,11 +18,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fewstep_jax import timesteps
 from fewstep_jax.methods import flow_matching
 from fewstep_jax.methods.base import drop_labels, load_run_params
 from fewstep_jax.methods.registry import register
 
-REFLOW_TIME_SAMPLERS = dict(flow_matching.FLOW_TIME_SAMPLERS, one_step=lambda key, n, hp: jnp.ones((n,)))
+REFLOW_TIME_SAMPLERS = dict(
+    flow_matching.FLOW_TIME_SAMPLERS,
+    u_shaped=lambda key, n, hp: timesteps.sample_u_shaped(key, n, hp.u_shape_a),
+    one_step=lambda key, n, hp: jnp.ones((n,)))
 
 
 def pseudo_huber(difference, c):

@@ -64,26 +64,33 @@ class Shortcut(AverageVelocityMethod):
   def num_bootstrap(self, batch: int) -> int:
     return round(batch * self.hparams.bootstrap_fraction)
 
-  def bootstrap_target(self, target_params, z, t, half, y):
-    """sg(clip((s1 + s2) / 2)) for the step 2 * half from t (all [B]); CFG at the finest level."""
+  def bootstrap_target(self, target_params, z, t, half, y, finest_from: int = 0):
+    """sg(clip((s1 + s2) / 2)) for the step 2 * half from t (all [B]). CFG applies to the labelled rows from
+    the static index `finest_from` on: sample_times places the finest bootstrap level last, so the
+    unconditional passes run on those rows only."""
     hp = self.hparams
-    finest = half <= 1.0 / hp.base_steps
-    guide = None
-    if y is not None and hp.bootstrap_guidance != 1.0:
-      guide = paths.expand_to(finest & (y != self.num_classes), z)
-    null = None if y is None else jnp.full_like(y, self.num_classes)
+    guided_rows = y is not None and hp.bootstrap_guidance != 1.0 and finest_from < z.shape[0]
+    rows = slice(finest_from, None)
 
     def velocity(z, t):
       cond = self.step_velocity(target_params, z, t, half, y)
-      if guide is None:
+      if not guided_rows:
         return cond
-      uncond = self.step_velocity(target_params, z, t, half, null)
-      return jnp.where(guide, uncond + hp.bootstrap_guidance * (cond - uncond), cond)
+      labelled = paths.expand_to(y[rows] != self.num_classes, z[rows])
+      uncond = self.step_velocity(target_params, z[rows], t[rows], half[rows], jnp.full_like(y[rows],
+                                                                                             self.num_classes))
+      mixed = jnp.where(labelled, uncond + hp.bootstrap_guidance * (cond[rows] - uncond), cond[rows])
+      return jnp.concatenate([cond[:finest_from], mixed])
 
     s1 = velocity(z, t)
     z_mid = jnp.clip(z - paths.expand_to(half, z) * s1, -hp.clip, hp.clip)
     s2 = velocity(z_mid, t - half)
     return jax.lax.stop_gradient(jnp.clip((s1 + s2) / 2, -hp.clip, hp.clip))
+
+  def finest_bootstrap_start(self, nb: int) -> int:
+    """First of the nb bootstrap rows on the finest level (half step 1/M): the smallest i with
+    i * levels // nb == levels - 1 (see sample_times)."""
+    return -(-(self.num_levels - 1) * nb // self.num_levels)
 
   def sample_times(self, key, n):
     """(t, D) [n] each: the first num_bootstrap(n) samples on the bootstrap levels (equal shares, coarsest
@@ -110,7 +117,8 @@ class Shortcut(AverageVelocityMethod):
     boot, flow = slice(0, nb), slice(nb, n)
     parts = []
     if nb:
-      parts.append(self.bootstrap_target(target_params, z[boot], t[boot], step[boot] / 2, take(y, boot)))
+      parts.append(self.bootstrap_target(target_params, z[boot], t[boot], step[boot] / 2, take(y, boot),
+                                         self.finest_bootstrap_start(nb)))
     if nb < n:
       parts.append(self.path.velocity(x, eps, t)[flow])
     target = jnp.concatenate(parts)

@@ -186,19 +186,21 @@ class TwinFlow(AverageVelocityMethod):
     r, t, slice_of = self.production_times(time_key, n)
     adversarial = slice_of == 3
     # Adversarial rows (the last quarter): the path runs to a one-step sample of fresh noise (no gradient).
-    last = slice(3 * quarter, n)
+    real, last = slice(0, 3 * quarter), slice(3 * quarter, n)
     fresh = jax.random.normal(fake_key, x[last].shape, x.dtype)
     ones = jnp.ones((n - 3 * quarter,))
     x_fake = fresh - self.average_velocity(params, fresh, 0 * ones, ones, None if y is None else y[last])
-    x_path = jnp.concatenate([x[:3 * quarter], jax.lax.stop_gradient(x_fake)])
+    x_path = jnp.concatenate([x[real], jax.lax.stop_gradient(x_fake)])
     z = self.path.noisy(x_path, eps, t)
     v = self.path.velocity(x_path, eps, t)
-    v_enhanced = jnp.where(paths.expand_to(adversarial, v), v, self.enhanced_velocity(target_params, z, t, v, y))
     # One call for every row: real flow map at (t, t - r), or the fake flow at (-t, 0).
     prediction = self.apply(params, z, jnp.where(adversarial, -t, t), jnp.where(adversarial, 0.0, t - r), y,
                             net_key)
-    target = jnp.where(paths.expand_to(adversarial, v), v,
-                       self.rcgm_target(target_params, prediction, z, r, t, v_enhanced, y))
+    # Targets: RCGM (with the enhanced velocity) on the real rows only; eps - x_fake on the adversarial ones.
+    y_real = None if y is None else y[real]
+    v_real = self.enhanced_velocity(target_params, z[real], t[real], v[real], y_real)
+    target = jnp.concatenate([
+        self.rcgm_target(target_params, prediction[real], z[real], r[real], t[real], v_real, y_real), v[last]])
     weight = jnp.where(adversarial, 1.0, 1.0 + jnp.tan(0.4 * jnp.pi * (1.0 - (t - r))))
     main = jnp.mean(weight * self.distance(prediction, target))
     end_to_end = slice(0, quarter)
