@@ -16,6 +16,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from fewstep_jax.kernels import flash_attention
+
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -59,13 +61,50 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
 
 
+# The Pallas kernel family for each platform, and whether to interpret it. On
+# CPU the GPU kernels run in interpret mode: slow, but the same code path, so
+# tiny networks with attention='pallas' are testable on a laptop.
+PALLAS_PLATFORMS: dict[str, tuple[str, bool]] = {
+    'tpu': ('tpu', False),
+    'gpu': ('gpu', False),
+    'cuda': ('gpu', False),
+    'rocm': ('gpu', False),
+    'cpu': ('gpu', True),
+}
+
+
+def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """`kernels.flash_attention` for the default platform (see PALLAS_PLATFORMS).
+
+  Forward, backward and JVP are Pallas kernels with O(seq) memory; gradients
+  that flow through a JVP tangent are refused (the sCM and MeanFlow losses
+  stop-gradient it).
+
+  Args:
+    q: [B, Nq, heads, head_dim].
+    k: [B, Nk, heads, head_dim].
+    v: [B, Nk, heads, head_dim].
+
+  Returns:
+    [B, Nq, heads, head_dim] in q's dtype.
+  """
+  platform = jax.default_backend()
+  if platform not in PALLAS_PLATFORMS:
+    raise ValueError(
+        f'attention impl "pallas" has no kernels for platform {platform!r}; '
+        f'supported: {sorted(PALLAS_PLATFORMS)}. Use attention "xla".')
+  backend, interpret = PALLAS_PLATFORMS[platform]
+  return flash_attention(q, k, v, backend=backend, interpret=interpret)
+
+
 ATTENTION_IMPLS: dict[str, AttentionFn] = {
     'xla': xla_attention,
     'cudnn': cudnn_attention,
+    'pallas': pallas_attention,
 }
 
 # Implementations through which `jax.jvp` works.
-FORWARD_MODE_IMPLS: set[str] = {'xla'}
+FORWARD_MODE_IMPLS: set[str] = {'xla', 'pallas'}
 
 
 def register_attention(
