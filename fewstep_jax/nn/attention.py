@@ -11,12 +11,16 @@ methods call `require_forward_mode` to fail early with a readable message rather
 than deep inside a trace.
 """
 
+import functools
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from fewstep_jax.kernels import flash_attention
+from fewstep_jax.train.sharding import BATCH_AXES
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -80,6 +84,12 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   that flow through a JVP tangent are refused (the sCM and MeanFlow losses
   stop-gradient it).
 
+  XLA cannot partition a kernel: under a multi-device jit it would gather the
+  whole batch onto every device and run it there. So when a mesh is in context
+  (the trainer sets its mesh while tracing the step; `jax.set_mesh` does in a
+  notebook) and the batch divides over the mesh's batch axes, the kernel runs
+  under `shard_map`, one batch shard per device.
+
   Args:
     q: [B, Nq, heads, head_dim].
     k: [B, Nk, heads, head_dim].
@@ -94,7 +104,24 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         f'attention impl "pallas" has no kernels for platform {platform!r}; '
         f'supported: {sorted(PALLAS_PLATFORMS)}. Use attention "xla".')
   backend, interpret = PALLAS_PLATFORMS[platform]
-  return flash_attention(q, k, v, backend=backend, interpret=interpret)
+  kernel = functools.partial(flash_attention, backend=backend,
+                             interpret=interpret)
+  return _per_batch_shard(kernel, q.shape[0])(q, k, v)
+
+
+def _per_batch_shard(fn, batch: int):
+  """`fn` under shard_map over the context mesh's batch axes, when it helps."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return fn
+  axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES)
+  shards = math.prod(mesh.shape[a] for a in axes)
+  if shards == 1 or batch % shards:
+    return fn  # One device, or a sub-batch that does not divide: as is.
+  spec = PartitionSpec(axes)
+  # check_vma=False: the Pallas kernels' outputs carry no varying-axes type.
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec,
+                       check_vma=False)
 
 
 ATTENTION_IMPLS: dict[str, AttentionFn] = {

@@ -70,7 +70,10 @@ class Run:
       if batch is None:  # Device-side data (toy): sampled here, from the step's key.
         batch = data.device_sample(data_key, batch_size)
         batch = jax.lax.with_sharding_constraint(batch, sharding_lib.batch_sharding(mesh))
-      return method.step(state, batch, method_key)
+      # The mesh in context lets kernels that XLA cannot partition (Pallas
+      # attention) run per batch shard under shard_map.
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        return method.step(state, batch, method_key)
 
     batch_shardings = None if data.kind == 'device' else sharding_lib.batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(self.state_shardings, batch_shardings),
