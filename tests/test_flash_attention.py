@@ -1,8 +1,10 @@
 """Pallas flash attention (interpret mode) against the plain-jnp reference.
 
-Shapes: N = 24 queries and M = 40 keys with 16-row (GPU) / 8- and 16-row
-(TPU) tiles, so both sequence axes have at least two tiles and neither length
-is a multiple of its tile (exercising the padding and key masking). The
+Shapes: N = 144 queries and M = 152 keys with (32, 64)-row (GPU) and
+(64, 128)-row (TPU) tiles, so both sequence axes have at least two tiles, the
+causal diagonal crosses several key tiles, and neither length is a multiple
+of its tile (exercising the padding and key masking); head_dim 8 is padded to
+16 on GPU. The
 reference is differentiated by JAX itself, independently of the kernels'
 hand-written JVP and backward.
 """
@@ -27,9 +29,9 @@ from fewstep_jax.kernels import cost_model
 from fewstep_jax.kernels import flash_attention
 from fewstep_jax.methods import build_method
 
-B, N, M, H, D = 2, 24, 40, 2, 8
-BLOCKS = {'gpu': dict(block_q=16, block_k=16),
-          'tpu': dict(block_q=8, block_k=16)}
+B, N, M, H, D = 2, 144, 152, 2, 8
+BLOCKS = {'gpu': dict(block_q=32, block_k=64),
+          'tpu': dict(block_q=64, block_k=128)}
 BACKENDS = sorted(BLOCKS)
 F32_TOL = dict(atol=2e-5, rtol=2e-5)
 
@@ -251,7 +253,9 @@ def test_tpu_kernels_under_the_tpu_interpreter():
 
 @pytest.mark.parametrize('kwargs, shapes, message', [
     (dict(backend='cuda'), None, "unknown flash_attention backend 'cuda'"),
-    (dict(block_q=12), None, 'block_q=12 must be a positive multiple of 16'),
+    (dict(block_q=48), None, 'block_q=48 must be a power of two >= 16'),
+    (dict(backend='tpu', block_k=64), None,
+     'block_k=64 must be a positive multiple of 128'),
     ({}, ((1, 8, 2, 4), (1, 8, 2, 8), (1, 8, 2, 8)), 'agree on batch, heads'),
     ({}, ((1, 8, 2, 4), (1, 8, 2, 4), (1, 9, 2, 4)), 'k and v shapes differ'),
     ({}, ((8, 2, 4), (8, 2, 4), (8, 2, 4)), r'\[batch, seq, heads, head_dim\]'),
@@ -263,6 +267,9 @@ def test_bad_arguments_are_clear_errors(kwargs, shapes, message):
     flash_attention(*args, interpret=True, **kwargs)
   with pytest.raises(ValueError, match='float32 or bfloat16'):
     flash_attention(*(jnp.zeros((1, 8, 2, 4), jnp.float16),) * 3)
+  with pytest.raises(ValueError, match='must share a dtype'):
+    flash_attention(jnp.zeros((1, 8, 2, 4), jnp.bfloat16),
+                    *(jnp.zeros((1, 8, 2, 4)),) * 2)
 
 
 def test_cost_model_ratios():

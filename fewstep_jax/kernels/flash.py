@@ -45,22 +45,30 @@ from fewstep_jax.kernels import linear_call_batching  # pylint: disable=unused-i
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
-  """A kernel family: module with `forward`, `jvp`, `backward`.
+  """A kernel family (a module with `forward`, `jvp`, `backward`) and its shape rules.
 
   Attributes:
     kernels: the module.
     row_column: whether the kernels hold per-row arrays (L, dL, delta) as
       [B, H, N, 1] (TPU tiling) rather than [B, H, N].
-    row_multiple: what block sizes must be multiples of on this backend.
+    block_q_multiple, block_k_multiple: what tile rows must be multiples of.
+    power_of_two: tiles and head_dim must be powers of two (Triton); head_dim
+      is zero-padded to one, and to at least 16 (the smallest Triton dot).
   """
   kernels: ModuleType
   row_column: bool
-  row_multiple: int
+  block_q_multiple: int
+  block_k_multiple: int
+  power_of_two: bool
 
 
 BACKENDS: dict[str, Backend] = {
-    'gpu': Backend(flash_gpu, row_column=False, row_multiple=16),
-    'tpu': Backend(flash_tpu, row_column=True, row_multiple=8),
+    'gpu': Backend(flash_gpu, row_column=False, block_q_multiple=16,
+                   block_k_multiple=16, power_of_two=True),
+    # Query tiles of 16 rows fill a bfloat16 (16, 128) vreg tile; key tiles of
+    # 128 make the score tile lane-dense.
+    'tpu': Backend(flash_tpu, row_column=True, block_q_multiple=16,
+                   block_k_multiple=128, power_of_two=False),
 }
 
 
@@ -73,7 +81,7 @@ class _Call:
   block_q: int
   block_k: int
   interpret: bool
-  num_warps: int
+  num_warps: int | None
   num_stages: int
 
 
@@ -81,28 +89,58 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def _tiles(call: _Call, n: int, m: int) -> block_math.TileConfig:
-  """Block sizes clamped to the (padded) sequence lengths."""
-  multiple = BACKENDS[call.backend].row_multiple
-  block_q = min(call.block_q, _round_up(n, multiple))
-  block_k = min(call.block_k, _round_up(m, multiple))
-  return block_math.TileConfig(
+def _next_power_of_two(n: int) -> int:
+  return 1 << max(0, n - 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How one call's arrays are padded for the kernels."""
+  tiles: block_math.TileConfig
+  n: int          # queries
+  m: int          # keys
+  d: int          # head_dim
+  padded_n: int
+  padded_d: int
+
+
+def _layout(call: _Call, n: int, m: int, d: int) -> _Layout:
+  """Tiles clamped to the sequence lengths; padded lengths and head_dim."""
+  backend = BACKENDS[call.backend]
+  if backend.power_of_two:
+    block_q = min(call.block_q, _next_power_of_two(max(n, 16)))
+    block_k = min(call.block_k, _next_power_of_two(max(m, 16)))
+    padded_d = _next_power_of_two(max(d, 16))
+  else:
+    block_q = min(call.block_q, _round_up(n, backend.block_q_multiple))
+    block_k = min(call.block_k, _round_up(m, backend.block_k_multiple))
+    padded_d = d
+  num_warps = call.num_warps or (4 if padded_d <= 64 else 8)
+  tiles = block_math.TileConfig(
       sm_scale=call.sm_scale, causal=call.causal, kv_len=m,
       padded_kv_len=_round_up(m, block_k), block_q=block_q, block_k=block_k,
-      interpret=call.interpret, num_warps=call.num_warps,
+      interpret=call.interpret, num_warps=num_warps,
       num_stages=call.num_stages)
+  return _Layout(tiles=tiles, n=n, m=m, d=d, padded_n=_round_up(n, block_q),
+                 padded_d=padded_d)
 
 
-def _to_kernel(x: jax.Array, padded: int) -> jax.Array:
-  """[B, N, H, d] -> [B, H, padded, d], zero rows appended."""
+def _to_kernel(x: jax.Array, rows: int, head_dim: int) -> jax.Array:
+  """[B, N, H, d] -> [B, H, rows, head_dim], zero rows and columns appended.
+
+  Zero columns change no dot product, and the kernels' outputs in them are
+  sliced off; zero rows are masked (keys) or sliced off (queries).
+  """
   x = jnp.swapaxes(x, 1, 2)
-  pad = padded - x.shape[2]
-  return jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0))) if pad else x
+  pad_rows, pad_d = rows - x.shape[2], head_dim - x.shape[3]
+  if pad_rows or pad_d:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, pad_rows), (0, pad_d)))
+  return x
 
 
-def _from_kernel(x: jax.Array, n: int) -> jax.Array:
-  """[B, H, padded, d] -> [B, n, H, d]."""
-  return jnp.swapaxes(x[:, :, :n], 1, 2)
+def _from_kernel(x: jax.Array, n: int, d: int) -> jax.Array:
+  """[B, H, rows, head_dim] -> [B, n, H, d]."""
+  return jnp.swapaxes(x[:, :, :n, :d], 1, 2)
 
 
 def _rows_to_kernel(x: jax.Array, padded: int, backend: Backend) -> jax.Array:
@@ -119,55 +157,52 @@ def _rows_from_kernel(x: jax.Array, n: int, backend: Backend) -> jax.Array:
 
 def _forward(call: _Call, q, k, v):
   """(O [B, N, H, d], L [B, H, N] float32) from the forward kernel."""
-  n, m = q.shape[1], k.shape[1]
-  tiles = _tiles(call, n, m)
+  lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
   backend = BACKENDS[call.backend]
-  padded_n = _round_up(n, tiles.block_q)
-  o, lse = backend.kernels.forward(
-      _to_kernel(q, padded_n), _to_kernel(k, tiles.padded_kv_len),
-      _to_kernel(v, tiles.padded_kv_len), static=tiles)
-  return _from_kernel(o, n), _rows_from_kernel(lse, n, backend)
+  queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
+  keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
+  o, lse = backend.kernels.forward(queries(q), keys(k), keys(v),
+                                   static=lay.tiles)
+  return _from_kernel(o, lay.n, lay.d), _rows_from_kernel(lse, lay.n, backend)
 
 
 def _tangent(call: _Call, present, residuals, tangents):
   """(dO, dL): the JVP kernel applied to the non-zero tangents."""
   q, k, v, o, lse = residuals
-  n, m = q.shape[1], k.shape[1]
-  tiles = _tiles(call, n, m)
+  lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
   backend = BACKENDS[call.backend]
-  padded_n = _round_up(n, tiles.block_q)
-  padded_m = tiles.padded_kv_len
+  queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
+  keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
   it = iter(tangents)
   dq, dk, dv = (next(it) if p else None for p in present)
   do, dlse = backend.kernels.jvp(
-      _to_kernel(q, padded_n), _to_kernel(k, padded_m),
-      _to_kernel(v, padded_m), _to_kernel(o, padded_n),
-      _rows_to_kernel(lse, padded_n, backend),
-      None if dq is None else _to_kernel(dq, padded_n),
-      None if dk is None else _to_kernel(dk, padded_m),
-      None if dv is None else _to_kernel(dv, padded_m),
-      static=tiles)
-  return _from_kernel(do, n), _rows_from_kernel(dlse, n, backend)
+      queries(q), keys(k), keys(v), queries(o),
+      _rows_to_kernel(lse, lay.padded_n, backend),
+      None if dq is None else queries(dq),
+      None if dk is None else keys(dk),
+      None if dv is None else keys(dv),
+      static=lay.tiles)
+  return (_from_kernel(do, lay.n, lay.d),
+          _rows_from_kernel(dlse, lay.n, backend))
 
 
 def _tangent_transpose(call: _Call, present, residuals, cotangents):
   """Transpose of `_tangent`: the flash backward with delta shifted by -gL."""
   q, k, v, o, lse = residuals
   go, glse = cotangents
-  n, m = q.shape[1], k.shape[1]
-  tiles = _tiles(call, n, m)
+  lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
   backend = BACKENDS[call.backend]
-  padded_n = _round_up(n, tiles.block_q)
-  padded_m = tiles.padded_kv_len
+  queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
+  keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
   go = go.astype(o.dtype)
   delta = jnp.einsum('bnhd,bnhd->bhn', o.astype(jnp.float32),
                      go.astype(jnp.float32)) - glse
   gq, gk, gv = backend.kernels.backward(
-      _to_kernel(q, padded_n), _to_kernel(k, padded_m),
-      _to_kernel(v, padded_m), _rows_to_kernel(lse, padded_n, backend),
-      _to_kernel(go, padded_n), _rows_to_kernel(delta, padded_n, backend),
-      static=tiles)
-  grads = (_from_kernel(gq, n), _from_kernel(gk, m), _from_kernel(gv, m))
+      queries(q), keys(k), keys(v),
+      _rows_to_kernel(lse, lay.padded_n, backend), queries(go),
+      _rows_to_kernel(delta, lay.padded_n, backend), static=lay.tiles)
+  grads = (_from_kernel(gq, lay.n, lay.d), _from_kernel(gk, lay.m, lay.d),
+           _from_kernel(gv, lay.m, lay.d))
   return tuple(g for g, p in zip(grads, present) if p)
 
 
@@ -248,7 +283,7 @@ def flash_attention(
     block_q: int = 128,
     block_k: int = 128,
     interpret: bool = False,
-    num_warps: int = 4,
+    num_warps: int | None = None,
     num_stages: int = 2,
 ) -> jax.Array:
   """softmax(s q k^T) v with Pallas kernels for forward, JVP and backward.
@@ -260,12 +295,17 @@ def flash_attention(
     causal: key j is visible to query i iff j <= i.
     sm_scale: the logit scale s; default head_dim ** -0.5.
     backend: a key of `BACKENDS` ('gpu': Triton lowering, 'tpu': Mosaic).
-    block_q, block_k: tile rows along queries / keys (clamped to the padded
-      sequence lengths; sequences are zero-padded to multiples of them and
-      padded keys masked).
-    interpret: run the kernels in interpret mode (CPU tests). For 'tpu' this is
-      the TPU interpreter, as under `pltpu.force_tpu_interpret_mode()`.
-    num_warps, num_stages: Triton launch settings ('gpu' only).
+    block_q, block_k: tile rows along queries / keys: powers of two (at least
+      16) on 'gpu'; multiples of 16 and 128 on 'tpu'. Clamped to the sequence
+      lengths; sequences are zero-padded to multiples of them and padded keys
+      masked. On 'gpu' head_dim is zero-padded to a power of two >= 16.
+    interpret: run the kernels in Pallas's generic interpreter (CPU tests).
+      For the TPU simulator (VMEM, DMAs, grid order) call the op under
+      `pltpu.force_tpu_interpret_mode()` instead; it runs eagerly only, since
+      its ordered callbacks cannot be lowered inside `linear_call` under jit.
+    num_warps: Triton warps ('gpu' only); default 4 for head_dim <= 64, else
+      8 (the JVP and dK/dV kernels hold two float32 [block, d] accumulators).
+    num_stages: Triton pipeline stages ('gpu' only).
 
   Returns:
     [batch, seq_q, heads, head_dim] in q's dtype.
@@ -275,12 +315,16 @@ def flash_attention(
         f'unknown flash_attention backend {backend!r}; known: '
         f'{sorted(BACKENDS)}')
   _check_inputs(q, k, v)
-  multiple = BACKENDS[backend].row_multiple
-  for name, block in (('block_q', block_q), ('block_k', block_k)):
-    if block <= 0 or block % multiple:
+  rules = BACKENDS[backend]
+  for name, block, multiple in (('block_q', block_q, rules.block_q_multiple),
+                                ('block_k', block_k, rules.block_k_multiple)):
+    if block <= 0 or block % multiple or (
+        rules.power_of_two and block & (block - 1)):
+      kind = 'power of two >= 16' if rules.power_of_two else (
+          f'positive multiple of {multiple}')
       raise ValueError(
-          f'flash_attention: {name}={block} must be a positive multiple of '
-          f'{multiple} on backend {backend!r}')
+          f'flash_attention: {name}={block} must be a {kind} on backend '
+          f'{backend!r}')
   if sm_scale is None:
     sm_scale = 1.0 / math.sqrt(q.shape[-1])
   call = _Call(backend=backend, causal=causal, sm_scale=float(sm_scale),
@@ -300,6 +344,10 @@ def _check_inputs(q, k, v) -> None:
       raise ValueError(
           f'flash_attention: {name} must be float32 or bfloat16, got '
           f'{x.dtype}')
+  if not q.dtype == k.dtype == v.dtype:
+    raise ValueError(
+        f'flash_attention: q, k and v must share a dtype, got {q.dtype}, '
+        f'{k.dtype} and {v.dtype}')
   if k.shape != v.shape:
     raise ValueError(
         f'flash_attention: k and v shapes differ: {k.shape} vs {v.shape}')

@@ -63,8 +63,13 @@ def _mask(q_start, k_start, static):
 
 
 def _interpret(static):
-  """The TPU interpreter (simulated VMEM and DMAs) when asked for."""
-  return True if static.interpret else False
+  """Pallas's generic interpreter when asked for.
+
+  The TPU simulator (`pltpu.force_tpu_interpret_mode()`, which overrides this)
+  runs eagerly only: its ordered callbacks cannot be lowered inside the
+  `linear_call` that carries the JVP under jit.
+  """
+  return bool(static.interpret)
 
 
 def _compiler_params():
