@@ -155,12 +155,17 @@ def _rows_from_kernel(x: jax.Array, n: int, backend: Backend) -> jax.Array:
   return x[:, :, :n]
 
 
-def _forward(call: _Call, q, k, v):
-  """(O [B, N, H, d], L [B, H, N] float32) from the forward kernel."""
+def _prepare(call: _Call, q, k):
+  """The layout, the backend, and padders for query- and key-length arrays."""
   lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
-  backend = BACKENDS[call.backend]
   queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
   keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
+  return lay, BACKENDS[call.backend], queries, keys
+
+
+def _forward(call: _Call, q, k, v):
+  """(O [B, N, H, d], L [B, H, N] float32) from the forward kernel."""
+  lay, backend, queries, keys = _prepare(call, q, k)
   o, lse = backend.kernels.forward(queries(q), keys(k), keys(v),
                                    static=lay.tiles)
   return _from_kernel(o, lay.n, lay.d), _rows_from_kernel(lse, lay.n, backend)
@@ -169,10 +174,7 @@ def _forward(call: _Call, q, k, v):
 def _tangent(call: _Call, present, residuals, tangents):
   """(dO, dL): the JVP kernel applied to the non-zero tangents."""
   q, k, v, o, lse = residuals
-  lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
-  backend = BACKENDS[call.backend]
-  queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
-  keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
+  lay, backend, queries, keys = _prepare(call, q, k)
   it = iter(tangents)
   dq, dk, dv = (next(it) if p else None for p in present)
   do, dlse = backend.kernels.jvp(
@@ -190,10 +192,7 @@ def _tangent_transpose(call: _Call, present, residuals, cotangents):
   """Transpose of `_tangent`: the flash backward with delta shifted by -gL."""
   q, k, v, o, lse = residuals
   go, glse = cotangents
-  lay = _layout(call, q.shape[1], k.shape[1], q.shape[3])
-  backend = BACKENDS[call.backend]
-  queries = lambda x: _to_kernel(x, lay.padded_n, lay.padded_d)
-  keys = lambda x: _to_kernel(x, lay.tiles.padded_kv_len, lay.padded_d)
+  lay, backend, queries, keys = _prepare(call, q, k)
   go = go.astype(o.dtype)
   delta = jnp.einsum('bnhd,bnhd->bhn', o.astype(jnp.float32),
                      go.astype(jnp.float32)) - glse
