@@ -85,3 +85,47 @@ def sample_labels(n: int, num_classes: int):
   """Labels for a class-conditional sample grid: 0, 1, ..., num_classes - 1, 0, 1, ...; None if
   unconditional."""
   return jnp.arange(n, dtype=jnp.int32) % num_classes if num_classes else None
+
+
+def consistency_sample(x0_fn, path, times, x, key, gamma: float = 1.0):
+  """Multistep consistency sampling with TCD's stochastic gamma, on any Gaussian path.
+
+  At each time t_i of `times` (decreasing, first = the start time of `x`): x0 = x0_fn(x, t_i); stop after the
+  last time; otherwise move to s = (1 - gamma) t_{i+1} along the predicted noise (x_s = alpha_s x0 + beta_s eps_hat,
+  eps_hat = (x - alpha_t x0) / beta_t) and re-noise from s to t_{i+1} with fresh noise, so that x has exactly the
+  path's marginal at t_{i+1} if x0 is exact. gamma = 1 (s = 0) is multistep consistency sampling (re-noise x0);
+  gamma = 0 is deterministic (a DDIM step). NFE = len(times), one x0_fn call per time.
+
+  Args:
+    x0_fn: (x [B, ...], time [B]) -> data prediction [B, ...].
+    path: a `paths.GaussianPath`; times are in its time variable (flow t, EDM sigma, TrigFlow tau).
+    times: the decreasing times, a sequence of Python floats or a 1-D array.
+    x: [B, ...], a sample of the path at times[0].
+    key: PRNG key for the re-noising.
+    gamma: TCD's stochasticity in [0, 1].
+
+  Returns:
+    [B, ...] the final data prediction.
+  """
+  if not 0.0 <= gamma <= 1.0:
+    raise ValueError(f'gamma must be in [0, 1], got {gamma}')
+  times = [float(t) for t in times]
+  batch = x.shape[0]
+  for i, t in enumerate(times):
+    t_now = jnp.full((batch,), t)
+    x0 = x0_fn(x, t_now)
+    if i == len(times) - 1:
+      return x0
+    t_next = times[i + 1]
+    s = (1.0 - gamma) * t_next
+    eps_hat = path.eps_from_x0(x, x0, t_now)
+    x_s = path.noisy(x0, eps_hat, jnp.full((batch,), s))
+    # Forward kernel of the path from s to t_next: x_t = (alpha_t / alpha_s) x_s + sqrt(beta_t^2 -
+    # (alpha_t / alpha_s)^2 beta_s^2) eps'; it keeps the marginal x_t = alpha_t x + beta_t eps.
+    alpha_s, beta_s, _, _ = path.coefficients(jnp.asarray(s))
+    alpha_t, beta_t, _, _ = path.coefficients(jnp.asarray(t_next))
+    ratio = alpha_t / alpha_s
+    fresh_std = jnp.sqrt(jnp.maximum(beta_t**2 - (ratio * beta_s) ** 2, 0.0))
+    key, noise_key = jax.random.split(key)
+    x = ratio * x_s + fresh_std * jax.random.normal(noise_key, x.shape, x.dtype)
+  raise ValueError('times must not be empty')

@@ -1,0 +1,228 @@
+"""Continuous-time consistency models sCT and sCD (Lu & Song 2024), METHODS.md §2.
+
+TrigFlow: x_tau = cos(tau) x + sin(tau) z, z ~ N(0, sigma_d^2 I), tau in [0, pi/2]; the consistency function is
+  f_theta(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F_theta(x_tau / sigma_d, tau),
+so f(x, 0) = x exactly. The network's time input is tau itself (c_noise(tau) = tau).
+
+Training signal (theta- = sg(theta), dx/dtau the path velocity: cos(tau) z - sin(tau) x for sCT, the teacher's
+sigma_d F_teacher for sCD):
+  (F-, J) = jvp(F_theta-, (x_tau, tau), (cos tau sin tau dx/dtau, cos tau sin tau))   J = cos tau sin tau dF-/dtau
+  g = -cos^2(tau) (sigma_d F- - dx/dtau) - w (cos(tau) sin(tau) x_tau + sigma_d J),   w = min(1, step / warmup)
+  g <- g / (||g|| + c)                                           (tangent normalisation, per sample)
+  loss = prior(tau) / (exp(l(tau)) D) ||F_theta - sg(F_theta) - g||^2 + l(tau)
+with l the network's learned log-variance head (0 without one) and prior(tau) = 1 / (sigma_d tan tau) when
+`prior_weighting` is on. With w = 1, g = cos(tau) df-/dtau, the total derivative of the consistency function
+along the path (tests/test_scm.py checks this against autodiff). One JVP gives both F_theta (its primal output,
+through which the gradient flows) and J (under stop-gradient): one network evaluation per sample.
+
+Proposal: tan(tau) = exp(n) / sigma_d, n ~ N(P_mean, P_std^2). Sampling: f(sigma_d z, pi/2) (1 NFE), then for
+more NFE re-noise to the intermediate angles (`sample_taus`, default (1.1,) as in the paper) and apply f again;
+`sample_gamma` < 1 gives TCD's stochastic sampler.
+
+Deviation: the paper initialises sCT / sCD from a pretrained TrigFlow diffusion model. Here `init_from=WORKDIR`
+copies a trained run's parameters (same network config), and without it training starts from scratch: while the
+tangent warmup w is small, g reduces to the diffusion target and the model learns one first, which is enough
+on the toy and digits setups.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax import paths, sampling, timesteps
+from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, load_run_params
+from fewstep_jax.nn.attention import require_forward_mode
+from fewstep_jax.methods.registry import register
+
+HALF_PI = math.pi / 2
+
+
+def tangent_normalizers():
+  """g -> normalised g by config name: per-sample L2 norm (the paper), per-sample RMS, or none."""
+  def per_sample(g, reduce):
+    return reduce(g.reshape(g.shape[0], -1))
+  return {
+      'l2': lambda g, c: g / (paths.expand_to(per_sample(g, lambda a: jnp.linalg.norm(a, axis=1)), g) + c),
+      'rms': lambda g, c: g / (paths.expand_to(
+          per_sample(g, lambda a: jnp.sqrt(jnp.mean(a**2, axis=1))), g) + c),
+      'none': lambda g, c: g,
+  }
+
+
+TANGENT_NORMALIZERS = tangent_normalizers()
+
+
+@register('sct')
+class SCT(SingleNetworkMethod):
+  """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
+  uses_logvar = True
+
+  @classmethod
+  def defaults(cls):
+    return ml_collections.ConfigDict(dict(
+        sigma_data=0.5,
+        p_mean=-1.0,             # Proposal tan(tau) = exp(n) / sigma_d, n ~ N(p_mean, p_std^2) (CIFAR-10).
+        p_std=1.4,
+        tangent_warmup_steps=10000,  # w = min(1, step / tangent_warmup_steps).
+        tangent_norm='l2',       # 'l2' (g / (||g|| + c), per sample) | 'rms' | 'none'.
+        tangent_norm_c=0.1,
+        prior_weighting=False,   # Multiply the loss by 1 / (sigma_d tan tau) (FastGen); off in Algorithm 1.
+        label_dropout=0.1,
+        guidance=1.0,            # Sampling CFG scale (two network calls a step when != 1).
+        sample_taus=(1.1,),      # Intermediate angles of multistep sampling after pi/2.
+        sample_gamma=1.0,        # TCD stochasticity: 1 = multistep consistency sampling, 0 = deterministic.
+        init_from='',            # Workdir of a trained run (same network config) to initialise from.
+    ))
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    if hp.tangent_norm not in TANGENT_NORMALIZERS:
+      raise ValueError(f'unknown method.tangent_norm {hp.tangent_norm!r}; known: {sorted(TANGENT_NORMALIZERS)}')
+    if 'attention' in config.network:
+      require_forward_mode(config.network.attention)
+    self.path = paths.TrigFlowPath(hp.sigma_data)
+    self.has_logvar = bool(config.network.get('logvar_head', False))
+    self.F = paths.trigflow_F(self.apply, sigma_data=hp.sigma_data)
+    self._velocity = paths.reparameterize(
+        self.F_only, self.path, 'F', paths.LinearFlowPath(), 'velocity')
+
+  def frozen_params(self):
+    if not self.hparams.init_from:
+      return {}
+    _, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
+    return {'student_init': params}
+
+  def loss_kwargs(self, state):
+    return {**super().loss_kwargs(state), 'step': state.step}
+
+  def F_only(self, params, x_tau, tau, r=None, y=None, key=None):
+    """F_theta(x_tau / sigma_d, tau) [B, ...] without the log-variance."""
+    out = self.F(params, x_tau, tau, r, y, key)
+    return out[0] if self.has_logvar else out
+
+  def consistency_fn(self, params, x_tau, tau, y=None):
+    """f(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F: the data prediction [B, ...]."""
+    return self.path.x0_from_F(x_tau, self.F_only(params, x_tau, tau, y=y), tau)
+
+  def flow_velocity(self, params, z, t, y=None):
+    return self._velocity(params, z, t, y=y)
+
+  def sample_tau(self, key, n):
+    """tau = arctan(exp(n) / sigma_d), n ~ N(p_mean, p_std^2): [n]."""
+    sigma = timesteps.sample_log_normal(key, n, self.hparams.p_mean, self.hparams.p_std)
+    return paths.tau_from_sigma(sigma, self.hparams.sigma_data)
+
+  def path_velocity(self, frozen, x, z, x_tau, tau, y):
+    """dx_tau/dtau [B, ...]: sCT's conditional velocity cos(tau) z - sin(tau) x."""
+    del frozen, x_tau, y
+    c, s = paths.expand_to(jnp.cos(tau), x), paths.expand_to(jnp.sin(tau), x)
+    return c * z - s * x
+
+  def tangent_warmup(self, step):
+    return jnp.minimum(1.0, step / max(self.hparams.tangent_warmup_steps, 1))
+
+  def prediction_and_g(self, params, x_tau, tau, dx_dtau, y, w, key=None):
+    """(F_theta, logvar, g): one JVP of the network along the path with the rearranged tangents.
+
+    F_theta [B, ...] is the JVP's primal output and carries the gradient; g [B, ...] (stop-gradient, before
+    normalisation) is -cos^2(tau) (sigma_d F- - dx/dtau) - w (cos(tau) sin(tau) x_tau + sigma_d J); logvar [B]
+    (zeros without a log-variance head).
+    """
+    sd = self.hparams.sigma_data
+    cos_sin = jnp.cos(tau) * jnp.sin(tau)
+
+    def network(x, t):
+      out = self.F(params, x, t, y=y, key=key)
+      return out if self.has_logvar else (out, jnp.zeros(x.shape[:1], x.dtype))
+
+    (F, logvar), (J, _) = jax.jvp(network, (x_tau, tau), (paths.expand_to(cos_sin, x_tau) * dx_dtau, cos_sin))
+    F_minus, J = jax.lax.stop_gradient((F, J))
+    cos2 = paths.expand_to(jnp.cos(tau) ** 2, x_tau)
+    g = -cos2 * (sd * F_minus - dx_dtau) - w * (paths.expand_to(cos_sin, x_tau) * x_tau + sd * J)
+    return F, logvar, g
+
+  def loss(self, params, batch, key, step=0, frozen=None):
+    hp = self.hparams
+    x, y = batch['x'], batch.get('y')
+    z_key, tau_key, label_key, net_key = jax.random.split(key, 4)
+    z = hp.sigma_data * jax.random.normal(z_key, x.shape, x.dtype)
+    tau = self.sample_tau(tau_key, x.shape[0])
+    x_tau = self.path.noisy(x, z / hp.sigma_data, tau)
+    y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    dx_dtau = jax.lax.stop_gradient(self.path_velocity(frozen, x, z, x_tau, tau, y))
+    w = self.tangent_warmup(step)
+    F, logvar, g = self.prediction_and_g(params, x_tau, tau, dx_dtau, y, w, key=net_key)
+    g = TANGENT_NORMALIZERS[hp.tangent_norm](g, hp.tangent_norm_c)
+    dim = math.prod(x.shape[1:])
+    squared = jnp.sum(jnp.square(F - jax.lax.stop_gradient(F) - g).reshape(x.shape[0], -1), axis=1)
+    prior = 1.0 / (hp.sigma_data * jnp.tan(tau)) if hp.prior_weighting else 1.0
+    per_sample = prior * jnp.exp(-logvar) * squared / dim + logvar
+    loss = jnp.mean(per_sample)
+    return loss, {'loss': loss, 'g_rms': jnp.sqrt(jnp.mean(g**2)), 'logvar': jnp.mean(logvar), 'warmup': w}
+
+  def sample_schedule(self, nfe: int):
+    """The angles of an `nfe`-call sampler: pi/2, then `sample_taus`, then (past them) evenly spaced angles
+    between the last configured one and 0."""
+    if nfe < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
+    taus = [HALF_PI] + [float(t) for t in self.hparams.sample_taus][:nfe - 1]
+    extra = nfe - len(taus)
+    if extra:
+      taus += [taus[-1] * (extra - i) / (extra + 1) for i in range(extra)]
+    return taus
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
+    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG): x = sigma_d z at pi/2, then
+    the consistency sampler over `sample_schedule`."""
+    hp = self.hparams
+    guidance = hp.guidance if guidance is None else guidance
+    gamma = hp.sample_gamma if gamma is None else gamma
+    steps = sampling.drift_evaluations(nfe, labels, guidance)
+    noise_key, sample_key = jax.random.split(key)
+    eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
+    x0_fn = guided(lambda x, tau, y: self.consistency_fn(params, x, tau, y=y), labels, guidance,
+                   self.num_classes)
+    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), hp.sigma_data * eps,
+                                       sample_key, gamma)
+
+
+@register('scd')
+class SCD(SCT):
+  """Consistency distillation in continuous time: dx/dtau = sigma_d F_teacher(x_tau, tau), from any teacher
+  with a velocity field (flow matching, EDM, ...) converted exactly to TrigFlow; optionally guided."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        teacher='',              # Workdir of the trained teacher run.
+        teacher_guidance=1.0,    # CFG scale of the teacher's velocity (two teacher calls when != 1).
+    ))
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    self.teacher_method = None
+
+  def frozen_params(self):
+    frozen = super().frozen_params()
+    self.teacher_method, params = load_run_params(self.hparams.teacher, 'teacher')
+    if (tuple(self.teacher_method.data_shape), self.teacher_method.num_classes) != (self.data_shape,
+                                                                                   self.num_classes):
+      raise ValueError(f'method.teacher={self.hparams.teacher!r} was trained on data of shape '
+                       f'{self.teacher_method.data_shape} with {self.teacher_method.num_classes} classes; '
+                       f'this run has {self.data_shape} and {self.num_classes}.')
+    return {**frozen, 'teacher': params}
+
+  def path_velocity(self, frozen, x, z, x_tau, tau, y):
+    """dx_tau/dtau [B, ...] of the teacher's probability-flow ODE at (x_tau, tau), guided if configured."""
+    del x, z
+    teacher = self.teacher_method
+    velocity = paths.reparameterize(
+        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
+        paths.LinearFlowPath(), 'velocity', self.path, 'velocity')
+    guided_velocity = guided(lambda x, t, y: velocity(frozen['teacher'], x, t, y=y), y,
+                             self.hparams.teacher_guidance, self.num_classes)
+    return guided_velocity(x_tau, tau)
