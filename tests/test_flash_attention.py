@@ -18,11 +18,9 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 from jax.experimental.pallas import tpu as pltpu
-import ml_collections
 import numpy as np
 import pytest
 
-from fewstep_jax import nn as nn_lib
 from fewstep_jax.config_base import base_config
 from fewstep_jax.kernels import attention_reference
 from fewstep_jax.kernels import cost_model
@@ -312,39 +310,35 @@ def test_meanflow_trains_the_same_with_pallas_and_xla_attention():
   _close(runs['pallas'][1], runs['xla'][1], atol=1e-5, rtol=1e-4)
 
 
-def test_trigflow_style_jvp_through_a_dit_matches_xla():
-  """The sCM pattern: the network's total derivative along the TrigFlow path
-  (x_t = cos t x0 + sin t eps, dx_t/dt = cos t eps - sin t x0), with the
-  gradient flowing through the primal output only."""
+def _sct_on_dit(attention):
+  config = base_config(method='sct', network='dit', dataset='digits')
+  config.network.update(hidden=16, depth=1, heads=2, patch_size=2,
+                        time_embed_dim=16, logvar_head=True,
+                        attention=attention)
+  config.method.update(label_dropout=0.0, tangent_warmup_steps=1)
+  return build_method(config, data_shape=(8, 8, 1), num_classes=10)
+
+
+def test_sct_loss_and_gradient_match_with_pallas_and_xla_attention():
+  """sCT's loss (one JVP along the TrigFlow path with the rearranged
+  tangents, gradient through the primal only) on a DiT whose adaLN-Zero layers
+  are perturbed so that attention shapes the output and its derivative."""
   keys = jax.random.split(jax.random.PRNGKey(3), 3)
-  x0 = jax.random.normal(keys[0], (4, 8, 8, 1))
-  eps = jax.random.normal(keys[1], (4, 8, 8, 1))
-  t = jax.random.uniform(keys[2], (4,), minval=0.1, maxval=1.4)
-  c, s = jnp.cos(t)[:, None, None, None], jnp.sin(t)[:, None, None, None]
-  x_t, dx_t = c * x0 + s * eps, c * eps - s * x0
+  batch = {'x': jax.random.normal(keys[0], (4, 8, 8, 1)),
+           'y': jax.random.randint(keys[1], (4,), 0, 10)}
   params = None
   results = {}
   for attention in ('xla', 'pallas'):
-    module = nn_lib.build_network(ml_collections.ConfigDict(dict(
-        name='dit', hidden=16, depth=1, heads=2, patch_size=2,
-        time_embed_dim=16, attention=attention)), num_classes=0)
-    apply = nn_lib.make_apply(module)
+    method = _sct_on_dit(attention)
     if params is None:
-      params = nn_lib.init_params(module, jax.random.PRNGKey(4), x_t[:1])
-      # adaLN-Zero starts every block as the identity; perturb the zero
-      # layers so that attention shapes the output and its derivative.
       params = jax.tree.map(
           lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(5),
-                                                 p.shape), params)
-
-    def loss(params, apply=apply):
-      f, df_dt = jax.jvp(lambda x, t: apply(params, x, t), (x_t, t),
-                         (dx_t, jnp.ones_like(t)))
-      return jnp.mean((f - jax.lax.stop_gradient(f - 0.1 * df_dt)) ** 2), df_dt
-
-    (value, df_dt), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-        params)
-    results[attention] = (value, df_dt, grads)
+                                                 p.shape),
+          method.init(jax.random.PRNGKey(4)).nets['student'].params)
+    loss = functools.partial(method.loss, batch=batch, key=keys[2], step=1)
+    (value, metrics), grads = jax.jit(jax.value_and_grad(
+        lambda p, loss=loss: loss(p), has_aux=True))(params)
+    results[attention] = (value, metrics['g_rms'], grads)
   _close(results['pallas'], results['xla'], atol=2e-5, rtol=2e-4)
 
 
