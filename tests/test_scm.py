@@ -45,6 +45,15 @@ def batch(n=16, seed=2):
   return x, z, tau
 
 
+def on_the_path():
+  """An sCT method, perturbed parameters, and (x, z, tau, x_tau, dx_tau/dtau) of a batch on the sCT path."""
+  method = make()
+  params = perturbed_params(method)
+  x, z, tau = batch()
+  x_tau = method.path.noisy(x, z / SIGMA_D, tau)
+  return method, params, (x, z, tau, x_tau, method.path_velocity(None, x, z, x_tau, tau, None))
+
+
 def test_boundary_condition_is_exact():
   method = make()
   params = perturbed_params(method)
@@ -55,11 +64,7 @@ def test_boundary_condition_is_exact():
 def test_tangent_is_a_finite_difference_of_the_network_along_the_path():
   # The network computes in float32, so h cannot be tiny: Richardson's combination of central differences at
   # h and h / 2 cancels the O(h^2) truncation term, leaving O(h^4) and rounding of about 1e-7 / h.
-  method = make()
-  params = perturbed_params(method)
-  x, z, tau = batch()
-  x_tau = method.path.noisy(x, z / SIGMA_D, tau)
-  dx = method.path_velocity(None, x, z, x_tau, tau, None)
+  method, params, (x, z, tau, x_tau, dx) = on_the_path()
   _, _, g0 = method.prediction_and_g(params, x_tau, tau, dx, None, w=0.0)
   _, _, g1 = method.prediction_and_g(params, x_tau, tau, dx, None, w=1.0)
   # g(w=1) - g(w=0) = -(cos sin x_tau + sigma_d J): recover J.
@@ -74,11 +79,7 @@ def test_tangent_is_a_finite_difference_of_the_network_along_the_path():
 
 
 def test_g_is_cos_tau_times_the_total_derivative_of_f_along_the_path():
-  method = make()
-  params = perturbed_params(method)
-  x, z, tau = batch()
-  x_tau = method.path.noisy(x, z / SIGMA_D, tau)
-  dx = method.path_velocity(None, x, z, x_tau, tau, None)
+  method, params, (x, z, tau, x_tau, dx) = on_the_path()
   _, _, g = method.prediction_and_g(params, x_tau, tau, dx, None, w=1.0)
 
   def f_along(t):

@@ -85,6 +85,15 @@ class Method:
     'student_init', which only initialises the student."""
     return {}
 
+  def load_teacher(self, workdir: str):
+    """(method, params) of the trained run in `workdir` as this run's teacher; its data (shape and label count)
+    must be this run's."""
+    method, params = load_run_params(workdir, 'teacher')
+    if (tuple(method.data_shape), method.num_classes) != (self.data_shape, self.num_classes):
+      raise ValueError(f'method.teacher={workdir!r} was trained on data of shape {method.data_shape} with '
+                       f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
+    return method, params
+
   def flow_velocity(self, params, z, t, y=None):
     """As a teacher: the velocity dz/dt [B, ...] of the linear path z_t = (1 - t) x + t eps at flow time t [B],
     converted exactly from the method's own parameterisation. Methods that cannot serve as teachers raise."""

@@ -208,12 +208,7 @@ class SCD(SCT):
 
   def frozen_params(self):
     frozen = super().frozen_params()
-    self.teacher_method, params = load_run_params(self.hparams.teacher, 'teacher')
-    if (tuple(self.teacher_method.data_shape), self.teacher_method.num_classes) != (self.data_shape,
-                                                                                   self.num_classes):
-      raise ValueError(f'method.teacher={self.hparams.teacher!r} was trained on data of shape '
-                       f'{self.teacher_method.data_shape} with {self.teacher_method.num_classes} classes; '
-                       f'this run has {self.data_shape} and {self.num_classes}.')
+    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
     return {**frozen, 'teacher': params}
 
   def path_velocity(self, frozen, x, z, x_tau, tau, y):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import drop_labels, guided, load_run_params, per_sample_mean
+from fewstep_jax.methods.base import drop_labels, guided, per_sample_mean
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 
@@ -55,12 +55,7 @@ class SplitMeanFlow(AverageVelocityMethod):
   def frozen_params(self):
     if not self.hparams.teacher:
       return {}
-    self.teacher_method, params = load_run_params(self.hparams.teacher, 'teacher')
-    if (tuple(self.teacher_method.data_shape), self.teacher_method.num_classes) != (self.data_shape,
-                                                                                    self.num_classes):
-      raise ValueError(f'method.teacher={self.hparams.teacher!r} was trained on data of shape '
-                       f'{self.teacher_method.data_shape} with {self.teacher_method.num_classes} classes; '
-                       f'this run has {self.data_shape} and {self.num_classes}.')
+    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
     return {'teacher': params}
 
   def num_split(self, batch: int) -> int:
