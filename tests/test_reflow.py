@@ -135,3 +135,5 @@ def test_network_comparison_reads_tuples_and_their_json_lists_as_equal():
   assert network_differences(stored, ours) == []
   stored.channel_mult = [1, 2, 4]
   assert network_differences(stored, ours) == ['channel_mult']
+  stored.dropout, stored.attention = 0.3, 'pallas'  # They change no parameter.
+  assert network_differences(stored, ours) == ['channel_mult']

@@ -59,6 +59,9 @@ def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
 class Method:
   """Base of every method: holds the config and the data description."""
   name = None
+  # What the raw network predicts (a key of paths.PRECONDITIONINGS: 'edm', 'trigflow', 'flow'), for methods that
+  # start from another run's parameters and must read its network the same way; None where no such key fits.
+  parameterization = None
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
@@ -201,10 +204,16 @@ def _as_json(config) -> dict:
   return json.loads(json.dumps(config.to_dict()))
 
 
+# Network fields that change how the network runs but not its parameters: a run may start from (or distil) another
+# whose values differ (ECT tunes an EDM model with more dropout; a teacher may use another attention kernel).
+PARAMETER_FREE_NETWORK_FIELDS = ('dropout', 'attention')
+
+
 def network_differences(a, b) -> list:
-  """The network fields (sorted names) whose values differ between two network ConfigDicts."""
+  """The network fields (sorted names) whose values differ between two network ConfigDicts, other than the
+  PARAMETER_FREE_NETWORK_FIELDS."""
   a, b = _as_json(a), _as_json(b)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in PARAMETER_FREE_NETWORK_FIELDS)
 
 
 def load_run_params(workdir: str, role: str, expect_network=None):

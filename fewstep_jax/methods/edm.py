@@ -17,6 +17,7 @@ from fewstep_jax.methods.registry import register
 
 @register('edm')
 class EDM(SingleNetworkMethod):
+  parameterization = 'edm'
 
   @classmethod
   def defaults(cls):

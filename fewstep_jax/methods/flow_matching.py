@@ -23,6 +23,7 @@ FLOW_TIME_SAMPLERS = {
 
 @register('flow_matching')
 class FlowMatching(SingleNetworkMethod):
+  parameterization = 'flow'
   time_samplers = FLOW_TIME_SAMPLERS
 
   @classmethod

@@ -57,6 +57,7 @@ TANGENT_NORMALIZERS = tangent_normalizers()
 class SCT(SingleNetworkMethod):
   """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
   uses_logvar = True
+  parameterization = 'trigflow'
 
   @classmethod
   def defaults(cls):
