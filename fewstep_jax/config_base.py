@@ -132,3 +132,63 @@ def scm_recipe(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   for section, values in SCM_RECIPES[dataset].items():
     config[section].update(values)
   return config
+
+
+# CD / CT / iCT / ECT at scale, shared by configs/{cifar10,imagenet64}/{cd,ct,ict,ect}.py. The networks are the
+# codebase's EDM teachers' U-Nets (c_noise = ln(sigma) / 4), so that CD's teacher and ECT's init run fit; dropout
+# may differ from the teacher's (it changes no parameter). Values from the papers (METHODS.md §2 and the papers'
+# hyperparameter tables as we read them; CM: batch 512 / 2048, Adam lr 4e-4 / 8e-6, EMA 0.9999, LPIPS; iCT: batch
+# 1024 / 4096, RAdam lr 1e-4, dropout 0.3 / 0.2, EMA 0.99993 / 0.99997; ECT: batch 128, RAdam lr 1e-4, dropout
+# 0.2, EMA 0.9999, a stage per 25k steps). ECT on ImageNet-64 (the paper uses EDM2 networks) is this codebase's
+# choice: batch 1024 with a stage per 3125 steps keeps the paper's images per stage.
+CONSISTENCY_NETWORKS = {
+    'cifar10': dict(channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_resolutions=(16,),
+                    dropout=0.0, time_scale=250.0),
+    'imagenet64': dict(channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attn_resolutions=(32, 16, 8),
+                       dropout=0.0, time_scale=250.0),
+}
+CONSISTENCY_DATA = {'cifar10': 'cifar10', 'imagenet64': 'imagenet_resized/64x64'}
+CONSISTENCY_RECIPES = {
+    ('cd', 'cifar10'): dict(
+        method=dict(num_scales=18, mu0=0.95, distance='lpips', teacher='runs/cifar10_edm'),
+        train=dict(num_steps=800_000, batch_size=512), optim=dict(name='adam', lr=4e-4, ema_rates=(0.9999,))),
+    ('ct', 'cifar10'): dict(
+        method=dict(s0=2, s1=150, mu0=0.9, distance='lpips'),
+        train=dict(num_steps=800_000, batch_size=512), optim=dict(name='adam', lr=4e-4, ema_rates=(0.9999,))),
+    ('ict', 'cifar10'): dict(
+        network=dict(dropout=0.3), method=dict(s0=10, s1=1280),
+        train=dict(num_steps=400_000, batch_size=1024), optim=dict(name='radam', lr=1e-4, ema_rates=(0.99993,))),
+    ('ect', 'cifar10'): dict(
+        network=dict(dropout=0.2), method=dict(init_from='runs/cifar10_edm', stage_steps=25_000),
+        train=dict(num_steps=400_000, batch_size=128), optim=dict(name='radam', lr=1e-4, ema_rates=(0.9999,))),
+    ('cd', 'imagenet64'): dict(
+        method=dict(num_scales=40, mu0=0.95, distance='lpips', teacher='runs/imagenet64_edm'),
+        train=dict(num_steps=600_000, batch_size=2048), optim=dict(name='adam', lr=8e-6, ema_rates=(0.9999,))),
+    ('ct', 'imagenet64'): dict(
+        method=dict(s0=2, s1=200, mu0=0.95, distance='lpips'),
+        train=dict(num_steps=800_000, batch_size=2048), optim=dict(name='adam', lr=8e-6, ema_rates=(0.9999,))),
+    ('ict', 'imagenet64'): dict(
+        network=dict(dropout=0.2), method=dict(s0=10, s1=1280),
+        train=dict(num_steps=800_000, batch_size=4096), optim=dict(name='radam', lr=1e-4, ema_rates=(0.99997,))),
+    ('ect', 'imagenet64'): dict(
+        network=dict(dropout=0.1), method=dict(init_from='runs/imagenet64_edm', stage_steps=3125),
+        train=dict(num_steps=100_000, batch_size=1024), optim=dict(name='radam', lr=1e-4, ema_rates=(0.9999,))),
+}
+
+
+def consistency_recipe(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """The CD / CT / iCT / ECT setup of config.method.name on `dataset` ('cifar10' | 'imagenet64'), in place."""
+  key = (config.method.name, dataset)
+  if key not in CONSISTENCY_RECIPES:
+    raise ValueError(f'no consistency recipe for {key}; known: {sorted(CONSISTENCY_RECIPES)}')
+  recipe = CONSISTENCY_RECIPES[key]
+  config.data.tfds_name = CONSISTENCY_DATA[dataset]
+  config.network.update(CONSISTENCY_NETWORKS[dataset])
+  config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000)
+  if dataset == 'imagenet64':
+    config.train.compute_dtype = 'bfloat16'
+  for section, values in recipe.items():
+    config[section].update(values)
+  rate = config.optim.ema_rates[0]
+  config.eval.update(params=ema_name(rate), nfe=(1, 2), at_end=False)
+  return config

@@ -4,6 +4,8 @@ Conventions (METHODS.md §0): flow time t in [0, 1] with t = 0 data; EDM sigma. 
 vectors (int32 for indices). Grids that a count `num` defines accept a traced `num` where noted, so that a
 curriculum N(k) can change inside one jitted step.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
@@ -83,3 +85,38 @@ def lognormal_index_probs(sigmas_ascending, p_mean, p_std, num_sigmas=None):
   if num_sigmas is not None:
     mass = jnp.where(jnp.arange(mass.shape[0]) < num_sigmas - 1, mass, 0.0)
   return mass / jnp.sum(mass)
+
+
+# Consistency-training curricula (METHODS.md §2). `step` may be traced; each returns int32 / float32 scalars.
+
+def cm_num_scales(step, total_steps: int, s0=2, s1=150):
+  """CM's discretisation curriculum N(k) = ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1) + 1, K = total_steps:
+  from s0 grid points at step 0 to s1 + 1 at the end."""
+  fraction = jnp.asarray(step, jnp.float32) / max(total_steps, 1)
+  inside = fraction * ((s1 + 1) ** 2 - s0**2) + s0**2
+  return (jnp.ceil(jnp.sqrt(inside) - 1.0) + 1.0).astype(jnp.int32)
+
+
+def cm_target_ema_rate(num_scales, s0=2, mu0=0.9, divisor_offset=0):
+  """CM's target-network EMA rate mu(k) = exp(s0 ln(mu0) / (N(k) - divisor_offset)).
+
+  divisor_offset = 0 is the paper's form (mu = mu0 at N = s0); 1 is the official JAX code's (mu = mu0^2 = 0.81 at
+  N = s0 = 2)."""
+  return jnp.exp(s0 * jnp.log(mu0) / (jnp.asarray(num_scales, jnp.float32) - divisor_offset))
+
+
+def ict_num_scales(step, total_steps: int, s0=10, s1=1280):
+  """iCT's doubling curriculum N(k) = min(s0 2^floor(k / K'), s1) + 1 with K' = floor(K / (log2 floor(s1/s0) + 1)):
+  the grid doubles log2(s1/s0) times, in equal stages, from s0 + 1 to s1 + 1 points."""
+  stage_steps = max(math.floor(total_steps / (math.log2(math.floor(s1 / s0)) + 1)), 1)
+  doublings = jnp.asarray(step, jnp.int32) // stage_steps
+  # Past the last doubling the grid stays at s1 + 1; capping the exponent there keeps s0 2^k inside int32.
+  doublings = jnp.minimum(doublings, math.ceil(math.log2(max(s1 / s0, 1))))
+  return (jnp.minimum(s0 * 2**doublings, s1) + 1).astype(jnp.int32)
+
+
+def ect_r_from_t(t, stage, q=2.0, k=8.0, b=1.0):
+  """ECT's second point r = max(0, t (1 - q^-(stage + 1) (1 + k sigmoid(-b t)))) for EDM noise levels t [B]:
+  r < t, the gap t - r shrinks by q each stage (continuous time in the limit), and small t map to r = 0."""
+  shrink = q ** (-(jnp.asarray(stage, jnp.float32) + 1.0)) * (1.0 + k * jax.nn.sigmoid(-b * t))
+  return jnp.maximum(0.0, t * (1.0 - shrink))

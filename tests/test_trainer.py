@@ -77,9 +77,9 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data):
   if data == 'toy':
     num_steps, kill_after, args = 1500, 250, ['--config=' + TOY, *TOY_ARGS]
   else:
-    num_steps, kill_after, args = 300, 120, ['--config=' + DIGITS, *DIGITS_TINY_ARGS,
+    num_steps, kill_after, args = 160, 60, ['--config=' + DIGITS, *DIGITS_TINY_ARGS,
                                              '--config.data.dir=' + str(tmp_path / 'data')]
-  args += [f'--config.train.num_steps={num_steps}', '--config.train.checkpoint_every=50']
+  args += [f'--config.train.num_steps={num_steps}', f'--config.train.checkpoint_every={num_steps // 6}']
   reference, interrupted = str(tmp_path / 'reference'), str(tmp_path / 'interrupted')
   run_main(args + ['--workdir=' + reference])
 

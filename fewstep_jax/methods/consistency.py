@@ -1,0 +1,373 @@
+"""Discrete-time consistency models on the EDM noise level sigma, METHODS.md §2: CT and CD (Song et al. 2023), iCT
+(Song & Dhariwal 2023) and ECT (Geng et al. 2024). sCT / sCD (continuous time, TrigFlow) are in scm.py.
+
+CT / CD / iCT. Consistency function with the boundary-shifted EDM scalings (`paths.edm_coefficients`),
+  f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in x, ln(sigma) / 4),   f(x, sigma_min) = x exactly.
+Each step picks n in {0..N-2} on the ascending Karras grid of N = N(k) points (sigma_0 = sigma_min), z ~ N(0, I):
+  x_{n+1} = x + sigma_{n+1} z,   x̂_n = x + sigma_n z (CT)  or  one Heun step of the teacher ODE from x_{n+1} (CD),
+  loss = lambda(sigma_n, sigma_{n+1}) d(f_theta(x_{n+1}, sigma_{n+1}), sg f_theta-(x̂_n, sigma_n)).
+The knobs that tell the three apart are registries below: the curriculum N(k) (`CURRICULA`), the target network
+theta- and its EMA rate (`TARGET_EMA_RATES`), the index distribution (`INDEX_DISTRIBUTIONS`), the weighting
+lambda (`WEIGHTINGS`) and the distance d (`distances.py`). The EMA target lives in state.extra['target'].
+
+ECT. Continuous-time consistency tuning of a pretrained EDM (or flow) model: sigma t ~ exp(N(P_mean, P_std^2)),
+r = max(0, t (1 - q^-(s+1) (1 + k sigmoid(-b t)))) at stage s = step // stage_steps, one eps for both points,
+  loss = d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) / (t - r),   target x where r = 0.
+Its consistency function is the init run's own parameterisation (EDM denoiser, or a flow velocity converted
+exactly to x0), so tuning starts from the pretrained model's predictions.
+
+Sampling (all four): f at sigma_max, then re-noise to `sample_sigmas` (CIFAR-10's 0.821 for 2 steps) and apply f
+again, with TCD's `sample_gamma` (`sampling.consistency_sample` on the EDM path).
+
+Choices where the papers leave room, all config: the same dropout key for the online and target passes (ECT's
+rule, used for every method here, so that the loss vanishes at consistency); the target EMA divisor of CM
+(`target_ema='cm'` is the paper's exp(s0 ln mu0 / N(k)); 'cm_code' divides by N(k) - 1 as the official code);
+multistep sampling re-noises with x0 + sigma z (not sqrt(sigma^2 - sigma_min^2)).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fewstep_jax import distances, paths, sampling, timesteps
+from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, load_run_params
+from fewstep_jax.methods.registry import register
+
+# N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
+CURRICULA = {
+    'fixed': (lambda step, hp, total: jnp.asarray(hp.num_scales, jnp.int32), lambda hp: hp.num_scales),
+    'cm': (lambda step, hp, total: timesteps.cm_num_scales(step, total, hp.s0, hp.s1), lambda hp: hp.s1 + 1),
+    'ict': (lambda step, hp, total: timesteps.ict_num_scales(step, total, hp.s0, hp.s1), lambda hp: hp.s1 + 1),
+}
+
+# theta-: (num_scales, hparams) -> EMA rate of the target network, or None for theta- = sg(theta) (iCT).
+TARGET_EMA_RATES = {
+    'none': None,
+    'fixed': lambda num_scales, hp: jnp.asarray(hp.mu0, jnp.float32),
+    'cm': lambda num_scales, hp: timesteps.cm_target_ema_rate(num_scales, hp.s0, hp.mu0, divisor_offset=0),
+    'cm_code': lambda num_scales, hp: timesteps.cm_target_ema_rate(num_scales, hp.s0, hp.mu0, divisor_offset=1),
+}
+
+# lambda(sigma_n, sigma_{n+1}) [B].
+WEIGHTINGS = {
+    'uniform': lambda sigma_n, sigma_next: jnp.ones_like(sigma_n),
+    'inverse_gap': lambda sigma_n, sigma_next: 1.0 / (sigma_next - sigma_n),  # iCT.
+}
+
+
+def _uniform_index(key, batch, num_scales, grid, hp):
+  del grid, hp
+  u = jax.random.uniform(key, (batch,))
+  return jnp.minimum(jnp.floor(u * (num_scales - 1)), num_scales - 2).astype(jnp.int32)
+
+
+def _lognormal_index(key, batch, num_scales, grid, hp):
+  probs = timesteps.lognormal_index_probs(grid, hp.p_mean, hp.p_std, num_sigmas=num_scales)
+  return timesteps.sample_discrete_index(key, batch, probs)
+
+
+# n in {0..N-2}: (key, batch, N, ascending grid buffer [max N], hparams) -> [B] int32.
+INDEX_DISTRIBUTIONS = {'uniform': _uniform_index, 'lognormal': _lognormal_index}
+
+
+def _check_choice(hp, field, registry):
+  if hp[field] not in registry:
+    raise ValueError(f'unknown method.{field} {hp[field]!r}; known: {sorted(registry)}')
+
+
+class ConsistencyModel(SingleNetworkMethod):
+  """What every discrete consistency model shares: the consistency function on EDM sigma, the distance, the
+  optional init run and the consistency sampler."""
+  parameterization = 'edm'
+
+  @classmethod
+  def defaults(cls):
+    return ml_collections.ConfigDict(dict(
+        sigma_data=0.5,
+        sigma_min=0.002,
+        sigma_max=80.0,
+        rho=7.0,
+        distance='pseudo_huber',  # 'l2' | 'pseudo_huber' | 'lpips' (distances.py).
+        huber_c=-1.0,             # Pseudo-Huber c; < 0: iCT's 0.00054 sqrt(D).
+        lpips_weights='',         # Local .npz for distance='lpips' (nn/lpips.py); nothing is downloaded.
+        lpips_resolution=224,     # Images are resized to this before VGG.
+        label_dropout=0.0,
+        guidance=1.0,             # Sampling CFG scale (two network calls a step when != 1).
+        sample_sigmas=(0.821,),   # Intermediate noise levels of multistep sampling after sigma_max.
+        sample_gamma=1.0,         # TCD stochasticity: 1 = multistep consistency sampling, 0 = deterministic.
+        init_from='',             # Workdir of a trained run (same network and parameterisation) to start from.
+    ))
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    self.path = paths.EDMPath()
+    self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,
+                                            lpips_weights=hp.lpips_weights,
+                                            lpips_resolution=hp.lpips_resolution)
+    self.denoise = self.build_consistency_fn()
+
+  def build_consistency_fn(self):
+    """f(params, x_sigma, sigma, r, y, key) -> x0 [B, ...], with f(x, sigma_min) = x exactly."""
+    return paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data, sigma_min=self.hparams.sigma_min)
+
+  def frozen_params(self):
+    distance_params = self.distance.load()
+    frozen = {'distance': distance_params} if distance_params else {}
+    if self.hparams.init_from:
+      method, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
+      if method.parameterization != self.parameterization:
+        raise ValueError(
+            f'method.init_from={self.hparams.init_from!r} is a {method.name!r} run whose network predicts in the '
+            f'{method.parameterization!r} parameterisation; this {self.name!r} run uses {self.parameterization!r}.'
+            + (' Set --config.method.parameterization to match.' if 'parameterization' in self.hparams else ''))
+      frozen['student_init'] = params
+    return frozen
+
+  def consistency_fn(self, params, x, sigma, y=None, key=None):
+    """The data prediction f(x_sigma, sigma) [B, ...]."""
+    return self.denoise(params, x, sigma, y=y, key=key)
+
+  def sample_schedule(self, nfe: int):
+    """The noise levels of an `nfe`-call sampler: sigma_max, then `sample_sigmas`, then (past them) evenly
+    spaced levels between the last configured one and 0."""
+    if nfe < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
+    sigmas = [float(self.hparams.sigma_max)] + [float(s) for s in self.hparams.sample_sigmas][:nfe - 1]
+    extra = nfe - len(sigmas)
+    return sigmas + [sigmas[-1] * (extra - i) / (extra + 1) for i in range(extra)]
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
+    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG): x = sigma_max eps, then the
+    consistency sampler over `sample_schedule`."""
+    hp = self.hparams
+    guidance = hp.guidance if guidance is None else guidance
+    gamma = hp.sample_gamma if gamma is None else gamma
+    steps = sampling.drift_evaluations(nfe, labels, guidance)
+    noise_key, sample_key = jax.random.split(key)
+    eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
+    x0_fn = guided(lambda x, sigma, y: self.consistency_fn(params, x, sigma, y=y), labels, guidance,
+                   self.num_classes)
+    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), hp.sigma_max * eps,
+                                       sample_key, gamma)
+
+
+@register('ct')
+class ConsistencyTraining(ConsistencyModel):
+  """CT (Song et al. 2023): x̂_n = x + sigma_n z, EMA target with the adaptive rate mu(k), N(k) from 2 to 151."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        curriculum='cm',          # N(k): 'cm' (CM's square-root growth) | 'ict' (doubling) | 'fixed'.
+        num_scales=18,            # N for curriculum='fixed'.
+        s0=2,                     # Curriculum start and end (N grows from s0 to s1 + 1).
+        s1=150,
+        target_ema='cm',          # theta-: 'cm' (mu(k), paper) | 'cm_code' | 'fixed' (mu0) | 'none' (sg theta).
+        mu0=0.9,
+        index_distribution='uniform',  # n: 'uniform' | 'lognormal' (iCT's erf distribution).
+        p_mean=-1.1,              # iCT's log-normal index distribution.
+        p_std=2.0,
+        weighting='uniform',      # lambda: 'uniform' | 'inverse_gap' (1 / (sigma_{n+1} - sigma_n), iCT).
+        distance='l2',
+    ))
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    for field, registry in (('curriculum', CURRICULA), ('target_ema', TARGET_EMA_RATES),
+                            ('index_distribution', INDEX_DISTRIBUTIONS), ('weighting', WEIGHTINGS)):
+      _check_choice(hp, field, registry)
+    self._num_scales, max_scales = CURRICULA[hp.curriculum]
+    self.max_scales = int(max_scales(hp))
+    if self.max_scales < 2:
+      raise ValueError(f'the grid needs at least 2 points; the curriculum reaches only {self.max_scales}')
+    self.target_rate = TARGET_EMA_RATES[hp.target_ema]
+
+  def num_scales(self, step):
+    """N(k): the number of grid points at training step `step` (traced int32)."""
+    return self._num_scales(step, self.hparams, self.config.train.num_steps)
+
+  def init(self, key, frozen=None):
+    state = super().init(key, frozen)
+    if self.target_rate is None:
+      return state
+    params = state.nets['student'].params
+    return state.replace(extra={**state.extra, 'target': jax.tree.map(lambda p: p.astype(jnp.float32), params)})
+
+  def loss_kwargs(self, state):
+    return {**super().loss_kwargs(state), 'step': state.step, 'target': state.extra.get('target')}
+
+  def step(self, state, batch, key):
+    new_state, metrics = super().step(state, batch, key)
+    if self.target_rate is None:
+      return new_state, metrics
+    rate = self.target_rate(self.num_scales(state.step), self.hparams)
+    target = jax.tree.map(lambda t, p: rate * t + (1.0 - rate) * p.astype(t.dtype),
+                          state.extra['target'], new_state.nets['student'].params)
+    return new_state.replace(extra={**new_state.extra, 'target': target}), dict(metrics, target_ema=rate)
+
+  def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
+    """x̂_n [B, ...]: CT's unbiased estimate x + sigma_n z (the same z as x_{n+1})."""
+    del frozen, x_next, sigma_next, y
+    return x + paths.expand_to(sigma_n, x) * z
+
+  def grid_pair(self, key, batch, step):
+    """(sigma_n, sigma_{n+1}) [B] each, n drawn from the index distribution on the N(step)-point ascending grid."""
+    hp = self.hparams
+    num = self.num_scales(step)
+    grid = timesteps.karras_sigma_at(jnp.arange(self.max_scales), num, hp.sigma_min, hp.sigma_max, hp.rho,
+                                     ascending=True)
+    n = INDEX_DISTRIBUTIONS[hp.index_distribution](key, batch, num, grid, hp)
+    at = lambda i: timesteps.karras_sigma_at(i, num, hp.sigma_min, hp.sigma_max, hp.rho, ascending=True)
+    return at(n), at(n + 1)
+
+  def pair_loss(self, params, target, frozen, x, y, z, sigma_n, sigma_next, key=None):
+    """lambda d(f_theta(x_{n+1}, sigma_{n+1}), sg f_theta-(x̂_n, sigma_n)) [B] for given noise z [B, ...] and
+    levels sigma_n < sigma_next [B]; target None means theta- = sg(theta). Both passes share the dropout key."""
+    x_next = x + paths.expand_to(sigma_next, x) * z
+    x_hat = jax.lax.stop_gradient(self.previous_point(frozen, x, z, x_next, sigma_next, sigma_n, y))
+    online = self.consistency_fn(params, x_next, sigma_next, y=y, key=key)
+    target_params = params if target is None else target
+    reference = jax.lax.stop_gradient(self.consistency_fn(target_params, x_hat, sigma_n, y=y, key=key))
+    weight = WEIGHTINGS[self.hparams.weighting](sigma_n, sigma_next)
+    return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
+
+  def loss(self, params, batch, key, step=0, target=None, frozen=None):
+    x, y = batch['x'], batch.get('y')
+    z_key, index_key, label_key, net_key = jax.random.split(key, 4)
+    z = jax.random.normal(z_key, x.shape, x.dtype)
+    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    sigma_n, sigma_next = self.grid_pair(index_key, x.shape[0], step)
+    loss = jnp.mean(self.pair_loss(params, target, frozen, x, y, z, sigma_n, sigma_next, net_key))
+    return loss, {'loss': loss, 'num_scales': self.num_scales(step), 'sigma_next': jnp.mean(sigma_next)}
+
+
+@register('ict')
+class ImprovedConsistencyTraining(ConsistencyTraining):
+  """iCT (Song & Dhariwal 2023): CT without an EMA target (theta- = sg theta), pseudo-Huber with
+  c = 0.00054 sqrt(D), weight 1 / (sigma_{n+1} - sigma_n), the erf log-normal index distribution and the doubling
+  curriculum from 11 to 1281 points."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(curriculum='ict', s0=10, s1=1280, target_ema='none', index_distribution='lognormal',
+                       weighting='inverse_gap', distance='pseudo_huber', huber_c=-1.0))
+    return config
+
+
+@register('cd')
+class ConsistencyDistillation(ConsistencyTraining):
+  """CD (Song et al. 2023): x̂_n is one Heun step of the teacher's probability-flow ODE dx/dsigma = (x - D) / sigma
+  from sigma_{n+1} to sigma_n, on a fixed 18-point grid with a fixed-rate EMA target. Any teacher with a velocity
+  field (flow matching, EDM, ...) serves, converted exactly to an EDM denoiser; optionally guided."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(curriculum='fixed', num_scales=18, target_ema='fixed', mu0=0.95, distance='l2',
+                       teacher='', teacher_guidance=1.0))
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    self.teacher_method = None
+
+  def frozen_params(self):
+    frozen = super().frozen_params()
+    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
+    return {**frozen, 'teacher': params}
+
+  def teacher_denoiser(self, frozen, y):
+    """(x_sigma, sigma) -> the teacher's (guided) data prediction [B, ...]."""
+    teacher = self.teacher_method
+    denoise = paths.reparameterize(
+        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
+        paths.LinearFlowPath(), 'velocity', self.path, 'x0')
+    return guided(lambda x, sigma, y: denoise(frozen['teacher'], x, sigma, y=y), y,
+                  self.hparams.teacher_guidance, self.num_classes)
+
+  def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
+    """x̂_n [B, ...]: one Heun step of dx/dsigma = (x - D_teacher(x, sigma)) / sigma from sigma_{n+1} to sigma_n."""
+    del x, z
+    denoise = self.teacher_denoiser(frozen, y)
+    sn, snext = paths.expand_to(sigma_n, x_next), paths.expand_to(sigma_next, x_next)
+    slope = (x_next - denoise(x_next, sigma_next)) / snext
+    euler = x_next + (sn - snext) * slope
+    slope_end = (euler - denoise(euler, sigma_n)) / sn
+    return x_next + (sn - snext) * 0.5 * (slope + slope_end)
+
+
+# ECT's consistency function, by the init run's parameterisation: raw network -> f(params, x_sigma, sigma, r, y,
+# key) on EDM sigma. Both give f(x, 0) = x in the limit; the loss never evaluates sigma = 0.
+ECT_PARAMETERIZATIONS = {
+    'edm': lambda apply, hp: paths.edm_denoiser(apply, sigma_data=hp.sigma_data),
+    'flow': lambda apply, hp: paths.reparameterize(paths.flow_velocity(apply), paths.LinearFlowPath(), 'velocity',
+                                                   paths.EDMPath(), 'x0'),
+}
+
+
+@register('ect')
+class ECT(ConsistencyModel):
+  """ECT (Geng et al. 2024): consistency tuning from a pretrained EDM or flow model with the continuous t -> r
+  mapping, shared noise and dropout key, and d / (t - r)."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        parameterization='edm',   # The init run's: 'edm' (a denoiser) | 'flow' (a velocity field).
+        p_mean=-1.1,              # t = exp(n), n ~ N(p_mean, p_std^2).
+        p_std=2.0,
+        q=2.0,                    # The t -> r mapping and its stages.
+        k=8.0,
+        b=1.0,
+        stage_steps=25_000,       # Steps per stage s (the gap t - r shrinks by q each stage).
+        huber_c=0.0,              # c = 0: the un-squared L2 norm.
+    ))
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    _check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+
+  @property
+  def parameterization(self):
+    return self.hparams.parameterization
+
+  def build_consistency_fn(self):
+    return ECT_PARAMETERIZATIONS[self.hparams.parameterization](self.apply, self.hparams)
+
+  def loss_kwargs(self, state):
+    return {**super().loss_kwargs(state), 'step': state.step}
+
+  def t_and_r(self, key, batch, step):
+    """(t, r) [B] each: t log-normal, r from ECT's mapping at stage step // stage_steps."""
+    hp = self.hparams
+    t = timesteps.sample_log_normal(key, batch, hp.p_mean, hp.p_std)
+    stage = jnp.asarray(step, jnp.int32) // max(int(hp.stage_steps), 1)  # s, from 0.
+    return t, timesteps.ect_r_from_t(t, stage, hp.q, hp.k, hp.b)
+
+  def pair_loss(self, params, frozen, x, y, eps, t, r, key=None):
+    """d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) / (t - r) [B] for given eps [B, ...] and 0 <= r < t [B];
+    the target is x where r = 0. Both passes share eps and the dropout key."""
+    hp = self.hparams
+    online = self.consistency_fn(params, x + paths.expand_to(t, x) * eps, t, y=y, key=key)
+    # At r = 0 the target is x itself; the network is evaluated at a positive stand-in level there and the result
+    # discarded, so that c_noise = ln(r) / 4 never sees 0.
+    r_safe = jnp.where(r > 0, r, hp.sigma_min)
+    at_r = self.consistency_fn(params, x + paths.expand_to(r_safe, x) * eps, r_safe, y=y, key=key)
+    reference = jax.lax.stop_gradient(jnp.where(paths.expand_to(r > 0, x), at_r, x))
+    return self.distance.fn(online, reference, (frozen or {}).get('distance')) / (t - r)
+
+  def loss(self, params, batch, key, step=0, frozen=None):
+    x, y = batch['x'], batch.get('y')
+    eps_key, t_key, label_key, net_key = jax.random.split(key, 4)
+    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    t, r = self.t_and_r(t_key, x.shape[0], step)
+    loss = jnp.mean(self.pair_loss(params, frozen, x, y, eps, t, r, net_key))
+    stage = jnp.asarray(step, jnp.int32) // max(int(self.hparams.stage_steps), 1)
+    return loss, {'loss': loss, 'r_zero_fraction': jnp.mean(r == 0), 'stage': stage}
