@@ -140,7 +140,8 @@ def scm_recipe(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
 # hyperparameter tables as we read them; CM: batch 512 / 2048, Adam lr 4e-4 / 8e-6, EMA 0.9999, LPIPS; iCT: batch
 # 1024 / 4096, RAdam lr 1e-4, dropout 0.3 / 0.2, EMA 0.99993 / 0.99997; ECT: batch 128, RAdam lr 1e-4, dropout
 # 0.2, EMA 0.9999, a stage per 25k steps). ECT on ImageNet-64 (the paper uses EDM2 networks) is this codebase's
-# choice: batch 1024 with a stage per 3125 steps keeps the paper's images per stage.
+# choice: batch 1024 with a stage per 3125 steps keeps the paper's images per stage; q = 4 and EDM's weighting are
+# its EDM2 code's defaults.
 CONSISTENCY_NETWORKS = {
     'cifar10': dict(channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_resolutions=(16,),
                     dropout=0.0, time_scale=250.0),
@@ -171,7 +172,8 @@ CONSISTENCY_RECIPES = {
         network=dict(dropout=0.2), method=dict(s0=10, s1=1280),
         train=dict(num_steps=800_000, batch_size=4096), optim=dict(name='radam', lr=1e-4, ema_rates=(0.99997,))),
     ('ect', 'imagenet64'): dict(
-        network=dict(dropout=0.1), method=dict(init_from='runs/imagenet64_edm', stage_steps=3125),
+        network=dict(dropout=0.1),
+        method=dict(init_from='runs/imagenet64_edm', stage_steps=3125, q=4.0, weighting='edm'),
         train=dict(num_steps=100_000, batch_size=1024), optim=dict(name='radam', lr=1e-4, ema_rates=(0.9999,))),
 }
 

@@ -163,6 +163,10 @@ def test_ect_pair_loss_targets_x_at_r_zero(parameterization):
   np.testing.assert_allclose(got, want, rtol=1e-5)
   grads = jax.grad(lambda p: jnp.sum(method.pair_loss(p, None, x, None, eps, t, r)))(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  edm_weighted = make('ect', parameterization=parameterization, weighting='edm')
+  np.testing.assert_allclose(edm_weighted.pair_loss(params, None, x, None, eps, t, r),
+                             want * np.asarray(t - r) * (np.asarray(t) ** 2 + 0.25) / (0.25 * np.asarray(t) ** 2),
+                             rtol=1e-5)
 
 
 def test_ct_target_is_the_scheduled_ema_and_ict_has_none():

@@ -12,7 +12,8 @@ lambda (`WEIGHTINGS`) and the distance d (`distances.py`). The EMA target lives 
 
 ECT. Continuous-time consistency tuning of a pretrained EDM (or flow) model: sigma t ~ exp(N(P_mean, P_std^2)),
 r = max(0, t (1 - q^-(s+1) (1 + k sigmoid(-b t)))) at stage s = step // stage_steps, one eps for both points,
-  loss = d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) / (t - r),   target x where r = 0.
+  loss = lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)),   target x where r = 0,
+with lambda = 1 / (t - r) (METHODS.md) or EDM's weight (the paper's EDM2 / ImageNet-64 code), `ECT_WEIGHTINGS`.
 Its consistency function is the init run's own parameterisation (EDM denoiser, or a flow velocity converted
 exactly to x0), so tuning starts from the pretrained model's predictions.
 
@@ -309,6 +310,14 @@ ECT_PARAMETERIZATIONS = {
 }
 
 
+# ECT's lambda(t, r) [B]: 1 / (t - r) (METHODS.md, the CIFAR-10 setup) or EDM's (t^2 + sigma_d^2) / (t sigma_d)^2
+# (the paper's ImageNet-64 / EDM2 code).
+ECT_WEIGHTINGS = {
+    'inverse_gap': lambda t, r, sigma_data: 1.0 / (t - r),
+    'edm': lambda t, r, sigma_data: (t**2 + sigma_data**2) / (t * sigma_data) ** 2,
+}
+
+
 @register('ect')
 class ECT(ConsistencyModel):
   """ECT (Geng et al. 2024): consistency tuning from a pretrained EDM or flow model with the continuous t -> r
@@ -325,12 +334,14 @@ class ECT(ConsistencyModel):
         k=8.0,
         b=1.0,
         stage_steps=25_000,       # Steps per stage s (the gap t - r shrinks by q each stage).
+        weighting='inverse_gap',  # lambda(t, r): 'inverse_gap' (1 / (t - r)) | 'edm' (ECT_WEIGHTINGS).
         huber_c=0.0,              # c = 0: the un-squared L2 norm.
     ))
     return config
 
   def __init__(self, config, *, data_shape, num_classes):
     _check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
+    _check_choice(config.method, 'weighting', ECT_WEIGHTINGS)
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
 
   @property
@@ -351,8 +362,8 @@ class ECT(ConsistencyModel):
     return t, timesteps.ect_r_from_t(t, stage, hp.q, hp.k, hp.b)
 
   def pair_loss(self, params, frozen, x, y, eps, t, r, key=None):
-    """d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) / (t - r) [B] for given eps [B, ...] and 0 <= r < t [B];
-    the target is x where r = 0. Both passes share eps and the dropout key."""
+    """lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) [B] for given eps [B, ...] and 0 <= r < t
+    [B]; the target is x where r = 0. Both passes share eps and the dropout key."""
     hp = self.hparams
     online = self.consistency_fn(params, x + paths.expand_to(t, x) * eps, t, y=y, key=key)
     # At r = 0 the target is x itself; the network is evaluated at a positive stand-in level there and the result
@@ -360,7 +371,8 @@ class ECT(ConsistencyModel):
     r_safe = jnp.where(r > 0, r, hp.sigma_min)
     at_r = self.consistency_fn(params, x + paths.expand_to(r_safe, x) * eps, r_safe, y=y, key=key)
     reference = jax.lax.stop_gradient(jnp.where(paths.expand_to(r > 0, x), at_r, x))
-    return self.distance.fn(online, reference, (frozen or {}).get('distance')) / (t - r)
+    weight = ECT_WEIGHTINGS[hp.weighting](t, r, hp.sigma_data)
+    return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
 
   def loss(self, params, batch, key, step=0, frozen=None):
     x, y = batch['x'], batch.get('y')
