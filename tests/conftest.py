@@ -21,3 +21,13 @@ def run_main(args, env_extra=None, timeout=600, check=True):
   if check and result.returncode != 0:
     raise AssertionError(f'main failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}')
   return result
+
+
+def perturbed_params(method, seed=0):
+  """A method's initial student parameters plus noise, so that a zero-initialised output layer does not make the
+  network's output 0."""
+  import jax  # Late import: the other helpers here need no JAX.
+  params = method.init(jax.random.PRNGKey(seed)).nets['student'].params
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
-from fewstep_jax import distances, paths, timesteps
+from conftest import REPO, perturbed_params
+from fewstep_jax import distances, timesteps
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
 from fewstep_jax.nn import lpips
@@ -33,14 +33,6 @@ def make(name='ct', num_classes=0, **hparams):
   config.train.num_steps = 1000
   config.method.update(hparams)
   return build_method(config, data_shape=(2,), num_classes=num_classes)
-
-
-def perturbed_params(method, seed=0):
-  """Initial parameters plus noise, so that the zero-initialised output layer does not make F = 0."""
-  params = method.init(jax.random.PRNGKey(seed)).nets['student'].params
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-  return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
 def data(n=8, seed=2):

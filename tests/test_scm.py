@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import perturbed_params
 from fewstep_jax import paths, sampling
 from fewstep_jax.config_base import base_config
 from fewstep_jax.methods import build_method
@@ -27,14 +28,6 @@ def make(name='sct', num_classes=0, **hparams):
   config.network.update(hidden=32, depth=2, time_scale=10.0, logvar_head=True)
   config.method.update(hparams)
   return build_method(config, data_shape=(2,), num_classes=num_classes)
-
-
-def perturbed_params(method, seed=0):
-  """Initial parameters plus noise, so that the zero-initialised output layer does not make F = 0."""
-  params = method.init(jax.random.PRNGKey(seed)).nets['student'].params
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-  return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
 def batch(n=16, seed=2):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import couplings, nn
+from fewstep_jax import couplings, nn, sampling
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer
 
@@ -172,6 +172,37 @@ class SingleNetworkMethod(Method):
                                  ema=state_lib.update_ema(net.ema, params, self.ema_rates))
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     return state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net}), metrics
+
+
+class ConsistencySampling:
+  """Sampling for a model with `consistency_fn(params, x, time, y) -> x0` on `self.path`: one call at the path's
+  noise end (`start_time`, x = start_scale * eps), then multistep consistency sampling (TCD's gamma from
+  hparams.sample_gamma) through `intermediate_times`, with CFG from hparams.guidance."""
+  start_time: float
+  start_scale: float
+  intermediate_times: tuple
+
+  def sample_schedule(self, nfe: int):
+    """The times of an `nfe`-call sampler: start_time, then `intermediate_times`, then (past them) evenly spaced
+    times between the last of those and 0."""
+    if nfe < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
+    times = [float(self.start_time)] + [float(t) for t in self.intermediate_times][:nfe - 1]
+    extra = nfe - len(times)
+    return times + [times[-1] * (extra - i) / (extra + 1) for i in range(extra)]
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
+    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG) over `sample_schedule`; eps =
+    `noise` if given."""
+    guidance = self.hparams.guidance if guidance is None else guidance
+    gamma = self.hparams.sample_gamma if gamma is None else gamma
+    steps = sampling.drift_evaluations(nfe, labels, guidance)
+    noise_key, sample_key = jax.random.split(key)
+    eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
+    x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, guidance,
+                   self.num_classes)
+    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), self.start_scale * eps,
+                                       sample_key, gamma)
 
 
 def drop_labels(key, y, probability: float, null_label: int):

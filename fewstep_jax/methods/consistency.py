@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fewstep_jax import distances, paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, load_run_params
+from fewstep_jax import distances, paths, timesteps
+from fewstep_jax.methods.base import (ConsistencySampling, SingleNetworkMethod, drop_labels, guided,
+                                     load_run_params)
 from fewstep_jax.methods.registry import register
 
 # N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
@@ -75,7 +76,7 @@ def _check_choice(hp, field, registry):
     raise ValueError(f'unknown method.{field} {hp[field]!r}; known: {sorted(registry)}')
 
 
-class ConsistencyModel(SingleNetworkMethod):
+class ConsistencyModel(ConsistencySampling, SingleNetworkMethod):
   """What every discrete consistency model shares: the consistency function on EDM sigma, the distance, the
   optional init run and the consistency sampler."""
   parameterization = 'edm'
@@ -128,28 +129,15 @@ class ConsistencyModel(SingleNetworkMethod):
     """The data prediction f(x_sigma, sigma) [B, ...]."""
     return self.denoise(params, x, sigma, y=y, key=key)
 
-  def sample_schedule(self, nfe: int):
-    """The noise levels of an `nfe`-call sampler: sigma_max, then `sample_sigmas`, then (past them) evenly
-    spaced levels between the last configured one and 0."""
-    if nfe < 1:
-      raise ValueError(f'nfe must be at least 1, got {nfe}')
-    sigmas = [float(self.hparams.sigma_max)] + [float(s) for s in self.hparams.sample_sigmas][:nfe - 1]
-    extra = nfe - len(sigmas)
-    return sigmas + [sigmas[-1] * (extra - i) / (extra + 1) for i in range(extra)]
+  @property
+  def start_time(self):
+    return self.hparams.sigma_max
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
-    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG): x = sigma_max eps, then the
-    consistency sampler over `sample_schedule`."""
-    hp = self.hparams
-    guidance = hp.guidance if guidance is None else guidance
-    gamma = hp.sample_gamma if gamma is None else gamma
-    steps = sampling.drift_evaluations(nfe, labels, guidance)
-    noise_key, sample_key = jax.random.split(key)
-    eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
-    x0_fn = guided(lambda x, sigma, y: self.consistency_fn(params, x, sigma, y=y), labels, guidance,
-                   self.num_classes)
-    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), hp.sigma_max * eps,
-                                       sample_key, gamma)
+  start_scale = start_time
+
+  @property
+  def intermediate_times(self):
+    return self.hparams.sample_sigmas
 
 
 @register('ct')

@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fewstep_jax import paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, load_run_params
+from fewstep_jax import paths, timesteps
+from fewstep_jax.methods.base import (ConsistencySampling, SingleNetworkMethod, drop_labels, guided,
+                                     load_run_params)
 from fewstep_jax.nn.attention import require_forward_mode
 from fewstep_jax.methods.registry import register
 
@@ -54,7 +55,7 @@ TANGENT_NORMALIZERS = tangent_normalizers()
 
 
 @register('sct')
-class SCT(SingleNetworkMethod):
+class SCT(ConsistencySampling, SingleNetworkMethod):
   """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
   uses_logvar = True
   parameterization = 'trigflow'
@@ -163,30 +164,15 @@ class SCT(SingleNetworkMethod):
     loss = jnp.mean(per_sample)
     return loss, {'loss': loss, 'g_rms': jnp.sqrt(jnp.mean(g**2)), 'logvar': jnp.mean(logvar), 'warmup': w}
 
-  def sample_schedule(self, nfe: int):
-    """The angles of an `nfe`-call sampler: pi/2, then `sample_taus`, then (past them) evenly spaced angles
-    between the last configured one and 0."""
-    if nfe < 1:
-      raise ValueError(f'nfe must be at least 1, got {nfe}')
-    taus = [HALF_PI] + [float(t) for t in self.hparams.sample_taus][:nfe - 1]
-    extra = nfe - len(taus)
-    if extra:
-      taus += [taus[-1] * (extra - i) / (extra + 1) for i in range(extra)]
-    return taus
+  start_time = HALF_PI
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
-    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG): x = sigma_d z at pi/2, then
-    the consistency sampler over `sample_schedule`."""
-    hp = self.hparams
-    guidance = hp.guidance if guidance is None else guidance
-    gamma = hp.sample_gamma if gamma is None else gamma
-    steps = sampling.drift_evaluations(nfe, labels, guidance)
-    noise_key, sample_key = jax.random.split(key)
-    eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
-    x0_fn = guided(lambda x, tau, y: self.consistency_fn(params, x, tau, y=y), labels, guidance,
-                   self.num_classes)
-    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), hp.sigma_data * eps,
-                                       sample_key, gamma)
+  @property
+  def start_scale(self):
+    return self.hparams.sigma_data
+
+  @property
+  def intermediate_times(self):
+    return self.hparams.sample_taus
 
 
 @register('scd')
