@@ -5,8 +5,8 @@ weights (same network, EDM parameterisation); 18-point grid, EMA target 0.95, sq
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/cd.py --workdir=runs/digits_cd
 
-Any teacher with a velocity field serves (e.g. --config.method.teacher=runs/quickstart, the flow-matching one);
-from scratch (--config.method.init_from=) 2000 steps reach 1-NFE Fréchet 33 instead of 7.
+Any teacher with a velocity field serves: the flow-matching one (--config.method.teacher=runs/quickstart), with the
+student from scratch (--config.method.init_from=), reaches 1-NFE Fréchet 33 in the same 2000 steps, against 7 here.
 """
 from fewstep_jax.config_base import base_config, digits_recipe
 
