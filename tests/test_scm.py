@@ -164,3 +164,8 @@ def test_training_steps_run_and_reduce_the_loss_on_a_fixed_batch():
     losses.append(float(metrics['loss']))
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
   assert float(metrics['warmup']) == 1.0
+
+
+def test_diffusion_only_keeps_the_tangent_term_off():
+  assert float(make(diffusion_only=True, tangent_warmup_steps=10).tangent_warmup(10**6)) == 0.0
+  assert float(make(tangent_warmup_steps=10).tangent_warmup(5)) == 0.5

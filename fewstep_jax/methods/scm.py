@@ -19,10 +19,10 @@ Proposal: tan(tau) = exp(n) / sigma_d, n ~ N(P_mean, P_std^2). Sampling: f(sigma
 more NFE re-noise to the intermediate angles (`sample_taus`, default (1.1,) as in the paper) and apply f again;
 `sample_gamma` < 1 gives TCD's stochastic sampler.
 
-Deviation: the paper initialises sCT / sCD from a pretrained TrigFlow diffusion model. Here `init_from=WORKDIR`
-copies a trained run's parameters (same network config), and without it training starts from scratch: while the
-tangent warmup w is small, g reduces to the diffusion target and the model learns one first, which is enough
-on the toy and digits setups.
+Initialisation: as in the paper, sCT / sCD start from a pretrained TrigFlow diffusion model, `init_from=WORKDIR`
+(same network config). `diffusion_only=True` trains that model with this very method (w = 0: g reduces to the
+diffusion target; use tangent_norm='none'), as configs/digits/trigflow.py does. Without `init_from` training starts
+from scratch, the tangent warmup training the diffusion target first: enough on toy data, not on digits.
 """
 import math
 
@@ -67,6 +67,7 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
         p_mean=-1.0,             # Proposal tan(tau) = exp(n) / sigma_d, n ~ N(p_mean, p_std^2) (CIFAR-10).
         p_std=1.4,
         tangent_warmup_steps=10000,  # w = min(1, step / tangent_warmup_steps).
+        diffusion_only=False,    # w = 0 throughout: TrigFlow diffusion pretraining, the init of Algorithm 1.
         tangent_norm='l2',       # 'l2' (g / (||g|| + c), per sample) | 'rms' | 'none'.
         tangent_norm_c=0.1,
         prior_weighting=False,   # Multiply the loss by 1 / (sigma_d tan tau) (FastGen); off in Algorithm 1.
@@ -123,6 +124,8 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
     return c * z - s * x
 
   def tangent_warmup(self, step):
+    if self.hparams.diffusion_only:
+      return jnp.zeros((), jnp.float32)
     return jnp.minimum(1.0, step / max(self.hparams.tangent_warmup_steps, 1))
 
   def prediction_and_g(self, params, x_tau, tau, dx_dtau, y, w, key=None):
