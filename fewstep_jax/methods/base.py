@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import couplings, nn, sampling
+from fewstep_jax import couplings, nn, paths, sampling
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer
 
@@ -96,6 +96,14 @@ class Method:
       raise ValueError(f'method.teacher={workdir!r} was trained on data of shape {method.data_shape} with '
                        f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
     return method, params
+
+  def teacher_model(self, teacher, teacher_params, path, kind: str, y, guidance: float):
+    """(z, time) -> a teacher run's prediction `kind` [B, ...] on `path` at labels y, converted exactly from its
+    linear-flow velocity and CFG-guided with `guidance` (two teacher calls when != 1). teacher: its method."""
+    model = paths.reparameterize(
+        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
+        paths.LinearFlowPath(), 'velocity', path, kind)
+    return guided(lambda z, time, y: model(teacher_params, z, time, y=y), y, guidance, self.num_classes)
 
   def flow_velocity(self, params, z, t, y=None):
     """As a teacher: the velocity dz/dt [B, ...] of the linear path z_t = (1 - t) x + t eps at flow time t [B],

@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import distances, paths, timesteps
-from fewstep_jax.methods.base import (ConsistencySampling, SingleNetworkMethod, drop_labels, guided,
-                                     load_run_params)
+from fewstep_jax.methods.base import ConsistencySampling, SingleNetworkMethod, drop_labels, load_run_params
 from fewstep_jax.methods.registry import register
 
 # N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
@@ -271,12 +270,8 @@ class ConsistencyDistillation(ConsistencyTraining):
 
   def teacher_denoiser(self, frozen, y):
     """(x_sigma, sigma) -> the teacher's (guided) data prediction [B, ...]."""
-    teacher = self.teacher_method
-    denoise = paths.reparameterize(
-        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
-        paths.LinearFlowPath(), 'velocity', self.path, 'x0')
-    return guided(lambda x, sigma, y: denoise(frozen['teacher'], x, sigma, y=y), y,
-                  self.hparams.teacher_guidance, self.num_classes)
+    return self.teacher_model(self.teacher_method, frozen['teacher'], self.path, 'x0', y,
+                              self.hparams.teacher_guidance)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
     """x̂_n [B, ...]: one Heun step of dx/dsigma = (x - D_teacher(x, sigma)) / sigma from sigma_{n+1} to sigma_n."""

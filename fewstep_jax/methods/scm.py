@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import (ConsistencySampling, SingleNetworkMethod, drop_labels, guided,
-                                     load_run_params)
+from fewstep_jax.methods.base import ConsistencySampling, SingleNetworkMethod, drop_labels, load_run_params
 from fewstep_jax.nn.attention import require_forward_mode
 from fewstep_jax.methods.registry import register
 
@@ -204,10 +203,6 @@ class SCD(SCT):
   def path_velocity(self, frozen, x, z, x_tau, tau, y):
     """dx_tau/dtau [B, ...] of the teacher's probability-flow ODE at (x_tau, tau), guided if configured."""
     del x, z
-    teacher = self.teacher_method
-    velocity = paths.reparameterize(
-        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
-        paths.LinearFlowPath(), 'velocity', self.path, 'velocity')
-    guided_velocity = guided(lambda x, t, y: velocity(frozen['teacher'], x, t, y=y), y,
-                             self.hparams.teacher_guidance, self.num_classes)
-    return guided_velocity(x_tau, tau)
+    velocity = self.teacher_model(self.teacher_method, frozen['teacher'], self.path, 'velocity', y,
+                                  self.hparams.teacher_guidance)
+    return velocity(x_tau, tau)
