@@ -97,14 +97,6 @@ class Method:
                        f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
     return method, params
 
-  def teacher_model(self, teacher, teacher_params, path, kind: str, y, guidance: float):
-    """(z, time) -> a teacher run's prediction `kind` [B, ...] on `path` at labels y, converted exactly from its
-    linear-flow velocity and CFG-guided with `guidance` (two teacher calls when != 1). teacher: its method."""
-    model = paths.reparameterize(
-        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
-        paths.LinearFlowPath(), 'velocity', path, kind)
-    return guided(lambda z, time, y: model(teacher_params, z, time, y=y), y, guidance, self.num_classes)
-
   def flow_velocity(self, params, z, t, y=None):
     """As a teacher: the velocity dz/dt [B, ...] of the linear path z_t = (1 - t) x + t eps at flow time t [B],
     converted exactly from the method's own parameterisation. Methods that cannot serve as teachers raise."""
@@ -161,6 +153,24 @@ class SingleNetworkMethod(Method):
         nets={'student': state_lib.init_net_state(params, self.tx, self.ema_rates)},
         frozen=frozen, extra={})
 
+  def frozen_params(self):
+    """Adds 'student_init' when the method has `method.init_from` and it names a run (see `load_init`)."""
+    frozen = super().frozen_params()
+    if self.hparams.get('init_from'):
+      frozen['student_init'] = self.load_init(self.hparams.init_from)
+    return frozen
+
+  def load_init(self, workdir: str):
+    """The parameters of the trained run in `workdir` to start the student from. Its network config (up to
+    PARAMETER_FREE_NETWORK_FIELDS) and its parameterisation must be this run's, so that they mean the same here."""
+    method, params = load_run_params(workdir, 'init_from', expect_network=self.config.network)
+    if method.parameterization != self.parameterization:
+      raise ValueError(
+          f'method.init_from={workdir!r} is a {method.name!r} run whose network predicts in the '
+          f'{method.parameterization!r} parameterisation; this {self.name!r} run uses {self.parameterization!r}.'
+          + (' Set --config.method.parameterization to match.' if 'parameterization' in self.hparams else ''))
+    return params
+
   def loss(self, params, batch, key):
     raise NotImplementedError
 
@@ -211,6 +221,34 @@ class ConsistencySampling:
                    self.num_classes)
     return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), self.start_scale * eps,
                                        sample_key, gamma)
+
+
+class DistillsTeacher:
+  """Mixin for methods that learn from a trained teacher run: `method.teacher` (its workdir) and
+  `method.teacher_guidance` (TEACHER_DEFAULTS); frozen_params loads its method into self.teacher_method and its
+  parameters into frozen['teacher']."""
+  teacher_method = None
+
+  def frozen_params(self):
+    frozen = super().frozen_params()
+    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
+    return {**frozen, 'teacher': params}
+
+  def teacher_prediction(self, frozen, path, kind: str, y):
+    """(z, time) -> the teacher's prediction `kind` [B, ...] on `path` at labels y, converted exactly from its
+    linear-flow velocity and guided with method.teacher_guidance (two teacher calls when != 1)."""
+    teacher = self.teacher_method
+    model = paths.reparameterize(
+        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
+        paths.LinearFlowPath(), 'velocity', path, kind)
+    return guided(lambda z, time, y: model(frozen['teacher'], z, time, y=y), y, self.hparams.teacher_guidance,
+                  self.num_classes)
+
+
+TEACHER_DEFAULTS = dict(
+    teacher='',              # Workdir of the trained teacher run.
+    teacher_guidance=1.0,    # CFG scale of the teacher's predictions (two teacher calls when != 1).
+)
 
 
 def drop_labels(key, y, probability: float, null_label: int):

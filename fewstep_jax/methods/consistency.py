@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import distances, paths, timesteps
-from fewstep_jax.methods.base import ConsistencySampling, SingleNetworkMethod, drop_labels, load_run_params
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, SingleNetworkMethod,
+                                     drop_labels)
 from fewstep_jax.methods.registry import register
 
 # N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
@@ -112,17 +113,9 @@ class ConsistencyModel(ConsistencySampling, SingleNetworkMethod):
     return paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data, sigma_min=self.hparams.sigma_min)
 
   def frozen_params(self):
+    frozen = super().frozen_params()
     distance_params = self.distance.load()
-    frozen = {'distance': distance_params} if distance_params else {}
-    if self.hparams.init_from:
-      method, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
-      if method.parameterization != self.parameterization:
-        raise ValueError(
-            f'method.init_from={self.hparams.init_from!r} is a {method.name!r} run whose network predicts in the '
-            f'{method.parameterization!r} parameterisation; this {self.name!r} run uses {self.parameterization!r}.'
-            + (' Set --config.method.parameterization to match.' if 'parameterization' in self.hparams else ''))
-      frozen['student_init'] = params
-    return frozen
+    return {**frozen, 'distance': distance_params} if distance_params else frozen
 
   def consistency_fn(self, params, x, sigma, y=None, key=None):
     """The data prediction f(x_sigma, sigma) [B, ...]."""
@@ -247,7 +240,7 @@ class ImprovedConsistencyTraining(ConsistencyTraining):
 
 
 @register('cd')
-class ConsistencyDistillation(ConsistencyTraining):
+class ConsistencyDistillation(DistillsTeacher, ConsistencyTraining):
   """CD (Song et al. 2023): x̂_n is one Heun step of the teacher's probability-flow ODE dx/dsigma = (x - D) / sigma
   from sigma_{n+1} to sigma_n, on a fixed 18-point grid with a fixed-rate EMA target. Any teacher with a velocity
   field (flow matching, EDM, ...) serves, converted exactly to an EDM denoiser; optionally guided."""
@@ -256,27 +249,13 @@ class ConsistencyDistillation(ConsistencyTraining):
   def defaults(cls):
     config = super().defaults()
     config.update(dict(curriculum='fixed', num_scales=18, target_ema='fixed', mu0=0.95, distance='l2',
-                       teacher='', teacher_guidance=1.0))
+                       **TEACHER_DEFAULTS))
     return config
-
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.teacher_method = None
-
-  def frozen_params(self):
-    frozen = super().frozen_params()
-    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
-    return {**frozen, 'teacher': params}
-
-  def teacher_denoiser(self, frozen, y):
-    """(x_sigma, sigma) -> the teacher's (guided) data prediction [B, ...]."""
-    return self.teacher_model(self.teacher_method, frozen['teacher'], self.path, 'x0', y,
-                              self.hparams.teacher_guidance)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
     """x̂_n [B, ...]: one Heun step of dx/dsigma = (x - D_teacher(x, sigma)) / sigma from sigma_{n+1} to sigma_n."""
     del x, z
-    denoise = self.teacher_denoiser(frozen, y)
+    denoise = self.teacher_prediction(frozen, self.path, 'x0', y)
     sn, snext = paths.expand_to(sigma_n, x_next), paths.expand_to(sigma_next, x_next)
     slope = (x_next - denoise(x_next, sigma_next)) / snext
     euler = x_next + (sn - snext) * slope
@@ -337,12 +316,15 @@ class ECT(ConsistencyModel):
   def loss_kwargs(self, state):
     return {**super().loss_kwargs(state), 'step': state.step}
 
+  def stage(self, step):
+    """s = step // stage_steps, from 0 (traced int32)."""
+    return jnp.asarray(step, jnp.int32) // max(int(self.hparams.stage_steps), 1)
+
   def t_and_r(self, key, batch, step):
-    """(t, r) [B] each: t log-normal, r from ECT's mapping at stage step // stage_steps."""
+    """(t, r) [B] each: t log-normal, r from ECT's mapping at stage s."""
     hp = self.hparams
     t = timesteps.sample_log_normal(key, batch, hp.p_mean, hp.p_std)
-    stage = jnp.asarray(step, jnp.int32) // max(int(hp.stage_steps), 1)  # s, from 0.
-    return t, timesteps.ect_r_from_t(t, stage, hp.q, hp.k, hp.b)
+    return t, timesteps.ect_r_from_t(t, self.stage(step), hp.q, hp.k, hp.b)
 
   def pair_loss(self, params, frozen, x, y, eps, t, r, key=None):
     """lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) [B] for given eps [B, ...] and 0 <= r < t
@@ -364,5 +346,4 @@ class ECT(ConsistencyModel):
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
     t, r = self.t_and_r(t_key, x.shape[0], step)
     loss = jnp.mean(self.pair_loss(params, frozen, x, y, eps, t, r, net_key))
-    stage = jnp.asarray(step, jnp.int32) // max(int(self.hparams.stage_steps), 1)
-    return loss, {'loss': loss, 'r_zero_fraction': jnp.mean(r == 0), 'stage': stage}
+    return loss, {'loss': loss, 'r_zero_fraction': jnp.mean(r == 0), 'stage': self.stage(step)}

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from fewstep_jax import distances, timesteps
 from fewstep_jax.methods import flow_matching
-from fewstep_jax.methods.base import drop_labels, load_run_params
+from fewstep_jax.methods.base import drop_labels
 from fewstep_jax.methods.registry import register
 
 REFLOW_TIME_SAMPLERS = dict(
@@ -52,12 +52,6 @@ class Reflow(flow_matching.FlowMatching):
                        '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.reflow)')
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
     self.distance = distances.make_distance(self.hparams.distance, data_shape, huber_c=self.hparams.huber_c)
-
-  def frozen_params(self):
-    if not self.hparams.init_from:
-      return {}
-    _, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
-    return {'student_init': params}
 
   def loss(self, params, batch, key):
     if 'eps' not in batch:

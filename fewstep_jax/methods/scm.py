@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import ConsistencySampling, SingleNetworkMethod, drop_labels, load_run_params
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, SingleNetworkMethod,
+                                     drop_labels)
 from fewstep_jax.nn.attention import require_forward_mode
 from fewstep_jax.methods.registry import register
 
@@ -89,12 +90,6 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
     self.F = paths.trigflow_F(self.apply, sigma_data=hp.sigma_data)
     self._velocity = paths.reparameterize(
         self.F_only, self.path, 'F', paths.LinearFlowPath(), 'velocity')
-
-  def frozen_params(self):
-    if not self.hparams.init_from:
-      return {}
-    _, params = load_run_params(self.hparams.init_from, 'init_from', expect_network=self.config.network)
-    return {'student_init': params}
 
   def loss_kwargs(self, state):
     return {**super().loss_kwargs(state), 'step': state.step}
@@ -178,31 +173,17 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
 
 
 @register('scd')
-class SCD(SCT):
+class SCD(DistillsTeacher, SCT):
   """Consistency distillation in continuous time: dx/dtau = sigma_d F_teacher(x_tau, tau), from any teacher
   with a velocity field (flow matching, EDM, ...) converted exactly to TrigFlow; optionally guided."""
 
   @classmethod
   def defaults(cls):
     config = super().defaults()
-    config.update(dict(
-        teacher='',              # Workdir of the trained teacher run.
-        teacher_guidance=1.0,    # CFG scale of the teacher's velocity (two teacher calls when != 1).
-    ))
+    config.update(TEACHER_DEFAULTS)
     return config
-
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.teacher_method = None
-
-  def frozen_params(self):
-    frozen = super().frozen_params()
-    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
-    return {**frozen, 'teacher': params}
 
   def path_velocity(self, frozen, x, z, x_tau, tau, y):
     """dx_tau/dtau [B, ...] of the teacher's probability-flow ODE at (x_tau, tau), guided if configured."""
     del x, z
-    velocity = self.teacher_model(self.teacher_method, frozen['teacher'], self.path, 'velocity', y,
-                                  self.hparams.teacher_guidance)
-    return velocity(x_tau, tau)
+    return self.teacher_prediction(frozen, self.path, 'velocity', y)(x_tau, tau)
