@@ -116,16 +116,25 @@ def consistency_sample(x0_fn, path, times, x, key, gamma: float = 1.0):
     x0 = x0_fn(x, t_now)
     if i == len(times) - 1:
       return x0
-    t_next = times[i + 1]
-    s = (1.0 - gamma) * t_next
-    eps_hat = path.eps_from_x0(x, x0, t_now)
-    x_s = path.noisy(x0, eps_hat, jnp.full((batch,), s))
-    # Forward kernel of the path from s to t_next: x_t = (alpha_t / alpha_s) x_s + sqrt(beta_t^2 -
-    # (alpha_t / alpha_s)^2 beta_s^2) eps'; it keeps the marginal x_t = alpha_t x + beta_t eps.
-    alpha_s, beta_s, _, _ = path.coefficients(jnp.asarray(s))
-    alpha_t, beta_t, _, _ = path.coefficients(jnp.asarray(t_next))
-    ratio = alpha_t / alpha_s
-    fresh_std = jnp.sqrt(jnp.maximum(beta_t**2 - (ratio * beta_s) ** 2, 0.0))
     key, noise_key = jax.random.split(key)
-    x = ratio * x_s + fresh_std * jax.random.normal(noise_key, x.shape, x.dtype)
-  raise ValueError('times must not be empty')
+    x = consistency_step(path, x, x0, t_now, times[i + 1], jax.random.normal(noise_key, x.shape, x.dtype), gamma)
+
+
+def consistency_step(path, x, x0, time, time_next, noise, gamma: float):
+  """One move of `consistency_sample`: from x at `time` [B] with data prediction x0 to the path at the scalar
+  `time_next` (a Python float or traced), with TCD's gamma and the fresh standard normal `noise` shaped like x.
+
+  It moves to s = (1 - gamma) time_next along the predicted noise (x_s = alpha_s x0 + beta_s eps_hat,
+  eps_hat = (x - alpha_t x0) / beta_t), then re-noises from s to time_next, so that the result has exactly the
+  path's marginal at time_next if x0 is exact.
+  """
+  s = (1.0 - gamma) * jnp.asarray(time_next, jnp.float32)
+  eps_hat = path.eps_from_x0(x, x0, time)
+  x_s = path.noisy(x0, eps_hat, jnp.full(x.shape[:1], s))
+  # Forward kernel of the path from s to time_next: x_t = (alpha_t / alpha_s) x_s + sqrt(beta_t^2 -
+  # (alpha_t / alpha_s)^2 beta_s^2) eps'; it keeps the marginal x_t = alpha_t x + beta_t eps.
+  alpha_s, beta_s, _, _ = path.coefficients(s)
+  alpha_t, beta_t, _, _ = path.coefficients(jnp.asarray(time_next, jnp.float32))
+  ratio = alpha_t / alpha_s
+  fresh_std = jnp.sqrt(jnp.maximum(beta_t**2 - (ratio * beta_s) ** 2, 0.0))
+  return ratio * x_s + fresh_std * noise

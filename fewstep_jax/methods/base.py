@@ -3,7 +3,8 @@
 A method is an object built from the config with
   init(key, frozen) -> TrainState                  frozen: the dict `frozen_params()` returned
   frozen_params() -> dict of parameters loaded from other runs (a teacher; 'student_init' to start from)
-  step(state, batch, key) -> (state, metrics)      pure; the trainer jits it once
+  step(state, batch, key, **step_options(step)) -> (state, metrics)
+                                                   pure; the trainer jits it once per distinct step_options
   sample(state_params, key, n, nfe, labels=None) -> samples [n, *data_shape]
   sampling_params(state) -> the parameters `sample` should use (an EMA copy by default)
 A method that trains one network subclasses `SingleNetworkMethod` and writes only `loss` and `sample`.
@@ -81,6 +82,12 @@ class Method:
     (couplings.py; within classes when labels y [B] are given)."""
     eps = jax.random.normal(key, x.shape, x.dtype)
     return couplings.couple(self.hparams.get('coupling', 'independent'), jax.random.fold_in(key, 1), x, eps, y)
+
+  def step_options(self, step: int) -> dict:
+    """Static keyword arguments of `step` at host step `step` (hashable values; none by default). The trainer
+    compiles one step function per distinct value, so that a fixed schedule costs no traced branch."""
+    del step
+    return {}
 
   def frozen_params(self) -> dict:
     """Parameters the run reads from other runs, loaded once on the host: name -> params. They enter

@@ -114,6 +114,35 @@ def make_apply(module: linen.Module) -> ApplyFn:
   return apply
 
 
+def make_features(module: linen.Module) -> Callable:
+  """Wraps `module` as `features(params, x, t, y=None) -> [B, ...]`: the bottleneck activations every network
+  sows under 'bottleneck' (U-Net: after the middle blocks; MLP and DiT: the last hidden state), deterministic.
+  Under jit the layers after the bottleneck are dead code, so a features pass costs only the layers before it."""
+
+  def features(params, x, t, y=None):
+    _, variables = module.apply({'params': params}, x, t, None, y, train=False,
+                                mutable=['intermediates'])
+    return variables['intermediates']['bottleneck'][0]
+
+  return features
+
+
+class GanHead(linen.Module):
+  """A small discriminator on bottleneck features [B, ...] -> logits [B]: for feature maps [B, H, W, C] a 3x3
+  convolution, SiLU and a global average; then a two-layer MLP to one logit."""
+  hidden: int = 128
+
+  @linen.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    h = features.astype(jnp.float32)
+    if h.ndim == 4:
+      h = linen.silu(linen.Conv(self.hidden, (3, 3))(h)).mean(axis=(1, 2))
+    elif h.ndim == 3:  # Tokens [B, N, C].
+      h = linen.silu(linen.Dense(self.hidden)(h)).mean(axis=1)
+    h = linen.silu(linen.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
+    return linen.Dense(1)(h)[:, 0]
+
+
 def init_params(
     module: linen.Module,
     key: jax.Array,

@@ -165,6 +165,8 @@ class DiT(nn.Module):
           self.attention, dtype=self.dtype, param_dtype=self.param_dtype)(
               tokens, cond, train)
 
+    # The final tokens serve as bottleneck features for a GAN head (nn.make_features).
+    self.sow('intermediates', 'bottleneck', tokens)
     shift, scale = jnp.split(
         dense(2 * self.hidden, kernel_init=nn.initializers.zeros,
               name='final_adaln')(nn.silu(cond))[:, None], 2, -1)

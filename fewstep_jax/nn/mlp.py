@@ -97,6 +97,8 @@ class MLP(nn.Module):
       h = ResidualMLPBlock(
           self.hidden, self.dropout, dtype=self.dtype,
           param_dtype=self.param_dtype)(h, cond, train)
+    # The last hidden state serves as bottleneck features for a GAN head (nn.make_features).
+    self.sow('intermediates', 'bottleneck', h)
     h = nn.silu(nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h))
     out = nn.Dense(
         x[0].size, kernel_init=nn.initializers.zeros, dtype=self.dtype,

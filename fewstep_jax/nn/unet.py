@@ -173,6 +173,8 @@ class UNet(nn.Module):
     h = res_block(h.shape[-1])(h, cond, train)
     h = attention_block()(h)
     h = res_block(h.shape[-1])(h, cond, train)
+    # The GAN head of score distillation reads these (nn.make_features); a no-op in a plain apply.
+    self.sow('intermediates', 'bottleneck', h)
 
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       for _ in range(self.num_res_blocks + 1):

@@ -59,8 +59,9 @@ class Run:
   def init_state(self):
     return jax.jit(self.method.init, out_shardings=self.state_shardings)(self.init_key, self.frozen)
 
-  def make_train_step(self):
-    """jit(state, batch) -> (state, metrics): per-step key from fold_in(step_key, step), donated state."""
+  def make_train_step(self, **options):
+    """jit(state, batch) -> (state, metrics): per-step key from fold_in(step_key, step), donated state.
+    options: static keyword arguments of method.step (see `Method.step_options`)."""
     data, method, mesh = self.data, self.method, self.mesh
     batch_size = self.config.train.batch_size
 
@@ -73,12 +74,28 @@ class Run:
       # The mesh in context lets kernels that XLA cannot partition (Pallas
       # attention) run per batch shard under shard_map.
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return method.step(state, batch, method_key)
+        return method.step(state, batch, method_key, **options)
 
     batch_shardings = None if data.kind == 'device' else sharding_lib.batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(self.state_shardings, batch_shardings),
                    out_shardings=(self.state_shardings, sharding_lib.replicated(mesh)),
                    donate_argnums=0)
+
+  def step_dispatcher(self):
+    """(state, batch, step) -> (state, metrics): the train step for host step `step` (= state.step), jitted once
+    per distinct `method.step_options(step)`: a method whose steps differ on a fixed schedule (a critic updated every
+    step, a student every k-th) gets one compiled function per kind of step instead of a traced lax.cond, whose
+    branches XLA:CPU runs several times slower than the same computation unconditioned."""
+    compiled = {}
+
+    def train_step(state, batch, step: int):
+      options = self.method.step_options(step)
+      signature = tuple(sorted(options.items()))
+      if signature not in compiled:
+        compiled[signature] = self.make_train_step(**options)
+      return compiled[signature](state, batch)
+
+    return train_step
 
   def next_global_batch(self):
     if self.data.kind == 'device':
@@ -228,7 +245,7 @@ def train(config, workdir: str, *, on_sample=None):
     print(f'{name}: {count_params(net.params):,} parameters', flush=True)
   writer = MetricWriter(workdir, start, tc.num_steps, tensorboard=tc.tensorboard)
   metrics_buffer = _MetricBuffer(writer, tc.log_every, tc.num_steps, interval)
-  train_step = run.make_train_step()
+  train_step = run.step_dispatcher()
 
   def save(step_done, force=False):
     metrics_buffer.flush()  # Never checkpoint a state whose loss went non-finite.
@@ -241,7 +258,7 @@ def train(config, workdir: str, *, on_sample=None):
   try:
     with _StopRequest(sync_every=tc.log_every) as stop:
       while step < tc.num_steps and not stopped:
-        state, metrics = train_step(state, run.next_global_batch())
+        state, metrics = train_step(state, run.next_global_batch(), step)
         step += 1
         metrics_buffer.add(step, metrics)
         if step % tc.log_every == 0:
