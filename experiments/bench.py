@@ -11,12 +11,25 @@ Prints one JSON object:
   data_s          median host input time per step (next batch + transfer to devices; 0 for device-side data)
 FLOPs and bytes come from XLA and do not depend on machine noise; times do, so compare them as ratios taken in
 one run on one machine.
+
+  python experiments/bench.py --config=configs/digits/dmd2.py --passes [--config.method.teacher=runs/digits_edm]
+
+For a score-distillation config (DMD2 and its relatives), --passes prints instead the compiled FLOPs of the
+student update and of the critic update (method.student_update / critic_update, each jitted alone), and each
+divided by the FLOPs of the network passes it needs, compiled one by one:
+  student update  student forward + backward to its parameters, teacher forward(s) (two under CFG), critic
+                  forward; with the GAN, critic features + head forward and backward to their input;
+  critic update   student forward; critic forward + backward to its parameters; with the GAN, twice critic
+                  features + head forward and backward to their parameters (generated and real images).
+A ratio near 1 (at most 1.05) says that no network pass is computed twice and the rest (noise, losses, the
+optimizer and EMA updates) is small.
 """
 import json
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -26,6 +39,7 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 flags.DEFINE_integer('steps', 20, 'Timed steps.')
 flags.DEFINE_bool('json', False, 'Print only the JSON object.')
+flags.DEFINE_bool('passes', False, 'Score distillation: FLOPs of the student and critic updates over their network passes.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -40,7 +54,8 @@ def _cost(compiled, key):
 def benchmark(config, warmup: int, steps: int) -> dict:
   run = trainer.Run(config)
   state = run.init_state()
-  train_step = run.make_train_step()
+  # Step 0's kind: for a method with a schedule (a student updated every k-th step), the step updating every net.
+  train_step = run.make_train_step(**run.method.step_options(0))
   batch = run.next_global_batch()
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
@@ -73,9 +88,74 @@ def benchmark(config, warmup: int, steps: int) -> dict:
   }
 
 
+def _flops(fn, *args) -> float:
+  return _cost(jax.jit(fn).lower(*args).compile(), 'flops')
+
+
+def distillation_passes(config) -> dict:
+  """Compiled FLOPs of a score-distillation run's student and critic updates over the sum of their passes."""
+  run = trainer.Run(config)
+  method = run.method
+  if not hasattr(method, 'critic_update'):
+    raise ValueError(f'--passes needs a score-distillation method; {method.name!r} is not one')
+  state = run.init_state()
+  batch = run.next_global_batch()
+  if batch is None:
+    batch = run.data.device_sample(jax.random.PRNGKey(0), config.train.batch_size)
+  key = jax.random.PRNGKey(0)
+  nets, y = state.nets, batch.get('y')
+  x = batch['x']
+  sigma = jnp.full((x.shape[0],), 1.0)
+  cotangent = jnp.ones_like(x)
+  student, critic = nets['student'].params, nets['critic'].params
+
+  def forward(params, x):
+    return method.denoise(params, x, sigma, y)
+
+  def forward_backward(params, x):  # Backward to the parameters only, as a generator or critic update needs.
+    return jax.grad(lambda p: jnp.vdot(forward(p, x), cotangent))(params)
+
+  def teacher(frozen, x):
+    return method.real_denoiser(frozen, y)(x, sigma)
+
+  def gan_to_input(critic, head, x):
+    return jax.grad(lambda x: jnp.sum(method.head.apply({'params': head}, method.features(critic, x, sigma, y))))(x)
+
+  def gan_to_params(critic, head, x):
+    return jax.grad(lambda p: jnp.sum(method.head.apply({'params': p[1]}, method.features(p[0], x, sigma, y))))(
+        (critic, head))
+
+  passes = {'student_forward_backward': _flops(forward_backward, student, x),
+            'student_forward': _flops(forward, student, x),
+            'teacher_forward': _flops(teacher, state.frozen, x),
+            'critic_forward': _flops(forward, critic, x),
+            'critic_forward_backward': _flops(forward_backward, critic, x)}
+  student_sum = passes['student_forward_backward'] + passes['teacher_forward'] + passes['critic_forward']
+  critic_sum = passes['student_forward'] + passes['critic_forward_backward']
+  if 'head' in nets:
+    head = nets['head'].params
+    passes['gan_forward_backward_to_input'] = _flops(gan_to_input, critic, head, x)
+    passes['gan_forward_backward_to_params'] = _flops(gan_to_params, critic, head, x)
+    if config.method.gan_generator_weight > 0:
+      student_sum += passes['gan_forward_backward_to_input']
+    if config.method.gan_weight > 0:
+      critic_sum += 2 * passes['gan_forward_backward_to_params']
+  student_flops = _flops(method.student_update, state, batch, key)
+  critic_flops = _flops(lambda s, b, k: method.critic_update(s, b, k)[0], state, batch, key)
+  return {'config': config.method.name + '/' + config.data.name + '/' + config.network.name,
+          'batch_size': config.train.batch_size, 'passes': passes,
+          'student_update_flops': student_flops, 'student_passes_flops': student_sum,
+          'student_ratio': student_flops / student_sum,
+          'critic_update_flops': critic_flops, 'critic_passes_flops': critic_sum,
+          'critic_ratio': critic_flops / critic_sum}
+
+
 def main(argv):
   del argv
-  result = benchmark(FLAGS.config, FLAGS.warmup, FLAGS.steps)
+  if FLAGS.passes:
+    result = distillation_passes(FLAGS.config)
+  else:
+    result = benchmark(FLAGS.config, FLAGS.warmup, FLAGS.steps)
   if not FLAGS.json:
     for name, value in result.items():
       print(f'{name:16s} {value}')

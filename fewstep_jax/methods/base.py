@@ -95,10 +95,10 @@ class Method:
     'student_init', which only initialises the student."""
     return {}
 
-  def load_teacher(self, workdir: str):
+  def load_teacher(self, workdir: str, expect_network=None):
     """(method, params) of the trained run in `workdir` as this run's teacher; its data (shape and label count)
-    must be this run's."""
-    method, params = load_run_params(workdir, 'teacher')
+    must be this run's, and with expect_network (a network ConfigDict) so must its network."""
+    method, params = load_run_params(workdir, 'teacher', expect_network=expect_network)
     if (tuple(method.data_shape), method.num_classes) != (self.data_shape, self.num_classes):
       raise ValueError(f'method.teacher={workdir!r} was trained on data of shape {method.data_shape} with '
                        f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
@@ -122,6 +122,16 @@ class Method:
     return net.ema[name]
 
 
+def check_eval_params(config):
+  """config.eval.params must name the student's parameters or one of its EMA copies: fail before training, not at
+  the first sample grid."""
+  rates = tuple(config.optim.ema_rates)
+  available = ['params'] + [state_lib.ema_name(rate) for rate in rates]
+  if config.eval.params not in available:
+    raise ValueError(f'eval.params={config.eval.params!r} names no parameters of this run '
+                     f'(optim.ema_rates={rates}); use one of {available}.')
+
+
 class SingleNetworkMethod(Method):
   """One trained network ('student') with one optimizer and EMA copies.
 
@@ -139,11 +149,7 @@ class SingleNetworkMethod(Method):
     self.apply = nn.make_apply(self.network)
     self.tx = make_optimizer(config.optim, config.train.num_steps)
     self.ema_rates = tuple(config.optim.ema_rates)
-    # Fail before training, not at the first sample grid.
-    available = ['params'] + [state_lib.ema_name(rate) for rate in self.ema_rates]
-    if config.eval.params not in available:
-      raise ValueError(f'eval.params={config.eval.params!r} names no parameters of this run '
-                       f'(optim.ema_rates={self.ema_rates}); use one of {available}.')
+    check_eval_params(config)
     if config.network.get('logvar_head', False) and not self.uses_logvar:
       raise ValueError(f'network.logvar_head=True, but method {self.name!r} does not use a learned '
                        'log-variance; set --config.network.logvar_head=False.')

@@ -1,0 +1,14 @@
+"""Diff-Instruct (Luo et al. 2023) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling
+the digits EDM teacher: the unnormalised matching gradient, 1:1 updates.
+Settings: `config_base.DISTILLATION_SETUPS['digits']`.
+FIGURES
+  python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
+  python -m fewstep_jax.main --config=configs/digits/diff_instruct.py --workdir=runs/digits_diff_instruct
+"""
+from fewstep_jax.config_base import base_config, distillation_recipe
+
+
+def get_config():
+  config = base_config(method='diff_instruct', network='unet', dataset='digits')
+  distillation_recipe(config, 'digits')
+  return config

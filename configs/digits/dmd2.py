@@ -1,0 +1,18 @@
+"""DMD2 (Yin et al. 2024) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling the
+digits EDM teacher: normalised matching gradient, critic every step and student every 5th.
+Settings: `config_base.DISTILLATION_SETUPS['digits']`.
+FIGURES
+  python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
+  python -m fewstep_jax.main --config=configs/digits/dmd2.py --workdir=runs/digits_dmd2
+"""
+from fewstep_jax.config_base import base_config, distillation_recipe
+
+
+def get_config():
+  config = base_config(method='dmd2', network='unet', dataset='digits')
+  distillation_recipe(config, 'digits')
+  config.method.update(gan_weight=1e-2, gan_generator_weight=3e-3)
+  # Student updates every 5th step: 2.5 times the steps and 3 times the lr of the 1:1 methods.
+  config.train.num_steps = 2500
+  config.optim.lr = 3e-4
+  return config

@@ -1,0 +1,14 @@
+"""SIM (Luo et al. 2024) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling the digits
+EDM teacher: pseudo-Huber c = 1 on the score difference, generator from sigma_init 2.5, 1:1 updates.
+Settings: `config_base.DISTILLATION_SETUPS['digits']`.
+FIGURES
+  python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
+  python -m fewstep_jax.main --config=configs/digits/sim.py --workdir=runs/digits_sim
+"""
+from fewstep_jax.config_base import base_config, distillation_recipe
+
+
+def get_config():
+  config = base_config(method='sim', network='unet', dataset='digits')
+  distillation_recipe(config, 'digits')
+  return config

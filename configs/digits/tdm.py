@@ -1,0 +1,16 @@
+"""TDM (Luo et al. 2025) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling the digits
+EDM teacher: a 4-stage deterministic student (sigma 80, 10, 2, 0.5), the student's lr a fifth of the critic's.
+Settings: `config_base.DISTILLATION_SETUPS['digits']`.
+FIGURES
+  python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
+  python -m fewstep_jax.main --config=configs/digits/tdm.py --workdir=runs/digits_tdm
+"""
+from fewstep_jax.config_base import base_config, distillation_recipe
+
+
+def get_config():
+  config = base_config(method='tdm', network='unet', dataset='digits')
+  distillation_recipe(config, 'digits')
+  config.method.critic_optim.lr = 5 * config.optim.lr
+  config.eval.nfe = (1, 2, 4)
+  return config

@@ -1,0 +1,14 @@
+"""SiD (Zhou et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: alpha 1.2, generator from
+sigma_init 2.5, 1:1 updates, critic first.
+Settings: `config_base.DISTILLATION_SETUPS['toy']`.
+FIGURES
+  python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
+  python -m fewstep_jax.main --config=configs/toy/sid.py --workdir=runs/toy_sid
+"""
+from fewstep_jax.config_base import base_config, distillation_recipe
+
+
+def get_config():
+  config = base_config(method='sid', network='mlp', dataset='toy')
+  distillation_recipe(config, 'toy')
+  return config

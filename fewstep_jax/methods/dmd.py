@@ -1,0 +1,158 @@
+"""Distribution matching distillation, METHODS.md §4: DMD2 (Yin et al. 2024), DMD (Yin et al. 2023) and
+Diff-Instruct / VSD (Luo et al. 2023; Wang et al. 2023). Roles, critic and schedule: score_distillation.py.
+
+Generator gradient (no gradient into either denoiser): sigma on the ascending 1000-level Karras grid between the
+min_level and max_level fractions (2% and 98%), x_t = sg(x) + sigma n,
+  p_real = x - D_real(x_t; sigma)   (the teacher, CFG-guided with teacher_guidance),
+  p_fake = x - D_fake(x_t; sigma)   (the critic),
+  DMD / DMD2:     grad = (p_real - p_fake) / mean_chw |p_real|,
+  Diff-Instruct:  grad = w(sigma) (p_real - p_fake)   (unnormalised, time-weighted; DI_WEIGHTINGS),
+  loss = 0.5 mean (x - sg(x - grad))^2,   so d loss / d x = grad / (B D).
+The mean over every element (not a per-sample sum) is the DMD2 code's reduction; Adam makes the scale immaterial.
+
+DMD2 adds the GAN head (score_distillation: method.gan_weight 1e-2, gan_generator_weight 3e-3), the two time-scale
+rule (student_every=5) and multi-step students with backward simulation (student_sigmas). DMD (v1) updates 1:1 and
+adds `regression_weight` (0.25) times d(G(z_ref), y_ref) on teacher ODE pairs generated once and stored
+(`python -m fewstep_jax.reflow`, read whole into state.frozen['regression_pairs']), LPIPS in the paper.
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fewstep_jax import distances
+from fewstep_jax.data import reflow_pairs
+from fewstep_jax.methods.base import per_sample_mean
+from fewstep_jax.methods.registry import register
+from fewstep_jax.methods.score_distillation import ScoreDistillation, karras_grid_sigma
+
+
+class DistributionMatching(ScoreDistillation):
+  """The DMD family's generator loss; `matching_gradient` says how p_real - p_fake is scaled."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        min_level=0.02,   # The matching levels: indices [min_level N, max_level N) of the N-level Karras grid.
+        max_level=0.98,
+    ))
+    return config
+
+  def matching_point(self, key, x):
+    """(sigma [B], n [B, ...]): the level and the noise of the generator gradient at samples x."""
+    sigma_key, noise_key = jax.random.split(key)
+    hp = self.hparams
+    sigma = karras_grid_sigma(sigma_key, x.shape[0], hp, hp.min_level, hp.max_level)
+    return sigma, jax.random.normal(noise_key, x.shape, x.dtype)
+
+  def matching_gradient(self, p_real, p_fake, sigma):
+    """DMD / DMD2: the normalised difference (p_real - p_fake) / mean_chw |p_real| [B, ...]."""
+    del sigma
+    scale = per_sample_mean(jnp.abs(p_real)).reshape((-1,) + (1,) * (p_real.ndim - 1))
+    return (p_real - p_fake) / scale
+
+  def generator_loss(self, x, y, key, *, frozen, critic, **unused):
+    sigma, noise = self.matching_point(key, x)
+    x_sg = jax.lax.stop_gradient(x)
+    x_t = self.path.noisy(x_sg, noise, sigma)
+    p_real = x_sg - self.real_denoiser(frozen, y)(x_t, sigma)
+    p_fake = x_sg - self.denoise(critic, x_t, sigma, y)
+    grad = jnp.nan_to_num(self.matching_gradient(p_real, p_fake, sigma))
+    loss = 0.5 * jnp.mean(jnp.square(x - jax.lax.stop_gradient(x - grad)))
+    return loss, {'matching_loss': loss, 'matching_grad_norm': jnp.sqrt(jnp.mean(jnp.square(grad)))}
+
+
+@register('dmd2')
+class DMD2(DistributionMatching):
+  """DMD2: normalised matching gradient, optional GAN head, critic updated every step and student every 5th."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(student_every=5, critic_first=False))  # The paper's code: generator, then critic.
+    return config
+
+
+@register('dmd')
+class DMD(DistributionMatching):
+  """DMD (v1): 1:1 updates and a regression loss on stored teacher ODE pairs."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        regression_pairs='',        # Directory of teacher ODE pairs (python -m fewstep_jax.reflow).
+        regression_weight=0.25,
+        regression_batch=32,        # Pairs per student update.
+        regression_distance='l2',   # 'l2' | 'pseudo_huber' | 'lpips' (the paper's), distances.py.
+        huber_c=-1.0,
+        lpips_weights='',
+        lpips_resolution=224,
+    ))
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    self.regression_distance = distances.make_distance(
+        hp.regression_distance, self.data_shape, huber_c=hp.huber_c, lpips_weights=hp.lpips_weights,
+        lpips_resolution=hp.lpips_resolution)
+
+  def frozen_params(self):
+    """Adds the stored pairs {'noise', 'x'[, 'y']} and the distance's weights (LPIPS)."""
+    frozen = super().frozen_params()
+    directory = self.hparams.regression_pairs
+    info = reflow_pairs.read_info(directory)
+    if tuple(info['data_shape']) != self.data_shape or info['num_classes'] != self.num_classes:
+      raise ValueError(f'method.regression_pairs={directory!r} holds data of shape {info["data_shape"]} with '
+                       f'{info["num_classes"]} classes; this run has {self.data_shape} and {self.num_classes}.')
+    load = lambda name: np.load(os.path.join(directory, reflow_pairs.ARRAYS[name]))
+    pairs = {'noise': load('noise'), 'x': load('data')}
+    if self.num_classes:
+      pairs['y'] = load('labels')
+    frozen['regression_pairs'] = pairs
+    distance_params = self.regression_distance.load()
+    if distance_params:
+      frozen['distance'] = distance_params
+    return frozen
+
+  def student_loss(self, params, batch, key, *, frozen, critic, head):
+    matching_key, pair_key = jax.random.split(key)
+    loss, metrics = super().student_loss(params, batch, matching_key, frozen=frozen, critic=critic, head=head)
+    pairs = frozen['regression_pairs']
+    index = jax.random.randint(pair_key, (self.hparams.regression_batch,), 0, pairs['noise'].shape[0])
+    y_ref = pairs['y'][index] if 'y' in pairs else None
+    sigma = jnp.full(index.shape, self.hparams.sigma_init)
+    x_ref = self.denoise(params, self.hparams.sigma_init * pairs['noise'][index], sigma, y_ref)
+    regression = jnp.mean(self.regression_distance.fn(x_ref, pairs['x'][index], frozen.get('distance')))
+    loss = loss + self.hparams.regression_weight * regression
+    return loss, dict(metrics, regression_loss=regression, generator_loss=loss)
+
+
+# Diff-Instruct's time weighting of p_real - p_fake: sigma [B] -> w [B].
+DI_WEIGHTINGS = {
+    'unit': lambda sigma, hp: jnp.ones_like(sigma),
+    'snr': lambda sigma, hp: hp.sigma_data**2 / sigma**2,
+}
+
+
+@register('diff_instruct')
+class DiffInstruct(DistributionMatching):
+  """Diff-Instruct / VSD: the matching gradient without the mean |p_real| normalisation, weighted by w(sigma)."""
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(weighting='unit'))  # w(sigma): DI_WEIGHTINGS.
+    return config
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    if self.hparams.weighting not in DI_WEIGHTINGS:
+      raise ValueError(f'unknown method.weighting {self.hparams.weighting!r}; known: {sorted(DI_WEIGHTINGS)}')
+
+  def matching_gradient(self, p_real, p_fake, sigma):
+    weight = DI_WEIGHTINGS[self.hparams.weighting](sigma, self.hparams)
+    return weight.reshape((-1,) + (1,) * (p_real.ndim - 1)) * (p_real - p_fake)

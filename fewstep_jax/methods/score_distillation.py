@@ -1,0 +1,326 @@
+"""Distribution matching and score distillation, METHODS.md §4: what DMD2, DMD, Diff-Instruct, SiD, SIM and TDM
+share. The objectives themselves are in dmd.py, sid.py and tdm.py.
+
+Three roles, each its own state:
+  student G   state.nets['student']  the few-step generator (its own optimizer, config.optim, and EMA copies);
+  critic      state.nets['critic']   the fake score: a denoiser of G's samples (its own optimizer,
+                                     method.critic_optim), plus state.nets['head'], a GAN discriminator on the
+                                     critic's bottleneck features (nn.make_features), when method.gan_weight > 0;
+  teacher     state.frozen['teacher'] the real score, frozen.
+All three are the teacher run's network, in the teacher's own parameterisation, read as EDM denoisers
+D(x_sigma; sigma, y) through the exact conversions of paths.py: an EDM teacher as is, a flow-matching teacher's
+velocity converted. So the student and the critic start from the teacher's weights (at step 0 the critic equals the
+teacher and every matching gradient is zero), and any teacher run serves. The network config must be the teacher's.
+
+Generator. One step: x = D_student(sigma_init z; sigma_init, y), z ~ N(0, I). A k-step student (student_sigmas,
+descending, after sigma_init) alternates D_student with `sampling.consistency_step` (fresh noise with
+sample_gamma = 1, DMD2's multistep generator; the deterministic DDIM move with 0, TDM's). With
+backward_simulation a training step draws j ~ U{0..k-1}, runs the student j steps from noise without gradient and
+trains its prediction at the j-th level, so it learns on its own intermediate states (DMD2).
+
+Critic. The EDM denoising loss lambda(sigma) ||D_critic(sg(x) + sigma n; sigma) - sg(x)||^2 on G's samples, with
+sigma over the 1000-level Karras grid (DMD2) or log-normal (SiD), plus with a GAN head the critic-side losses
+softplus(l(fake)) + softplus(-l(real)) on real and generated images noised at a critic level.
+
+Schedule. A step updates the critic every step and the student on steps where step % student_every == 0 (DMD2's
+two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says; on the other steps the student's
+parameters, optimizer state and EMA copies are untouched. The trainer passes the schedule as a static option
+(`step_options`), compiling a critic-only and a critic-and-student step: XLA:CPU runs a traced lax.cond's branch
+about 8x slower than the same computation outside one (digits SiD student update: 3.3 s against 0.42 s). Called
+without it, `step` decides on device with lax.cond, one function for every step. The logged generator figures are those
+of the last student update (state.extra). `student_update` and `critic_update` are also the units that
+experiments/bench.py compiles and counts network passes for.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from fewstep_jax import nn, paths, sampling, timesteps
+from fewstep_jax.methods.registry import build_method
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, Method, _dtype,
+                                     accumulate_gradients, check_eval_params, per_sample_mean)
+from fewstep_jax.train import state as state_lib
+from fewstep_jax.train.optim import make_optimizer, optim_defaults
+
+
+def karras_grid_sigma(key, n: int, hp, lo_fraction: float = 0.0, hi_fraction: float = 1.0):
+  """sigma [n]: a uniform index among [lo_fraction N, hi_fraction N) of the ascending N-level Karras grid
+  (N = hp.num_train_sigmas), as DMD2 picks its levels."""
+  num = hp.num_train_sigmas
+  lo = int(lo_fraction * num)
+  index = jax.random.randint(key, (n,), lo, max(int(hi_fraction * num), lo + 1))
+  return timesteps.karras_sigma_at(index, num, hp.sigma_min, hp.sigma_max, hp.rho, ascending=True)
+
+
+# Noise levels of the critic's denoising loss (and of the GAN's noised inputs): (key, n, hparams) -> sigma [n].
+CRITIC_SIGMAS = {
+    'karras_grid': lambda key, n, hp: karras_grid_sigma(key, n, hp),                        # DMD2: all levels.
+    'lognormal': lambda key, n, hp: timesteps.sample_log_normal(key, n, hp.p_mean, hp.p_std),  # SiD: EDM's.
+}
+
+
+def edm_weight(sigma, sigma_data):
+  """EDM's loss weight lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2 [B]."""
+  return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def critic_optim_defaults() -> ml_collections.ConfigDict:
+  """The critic's optimizer block: config.optim's fields without EMA (the critic is never sampled from)."""
+  config = optim_defaults()
+  del config['ema_rates']
+  return config
+
+
+class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
+  """Student, critic (and GAN head) trained against a frozen teacher; subclasses write `generator_loss`.
+
+  Subclass interface:
+    generator_loss(x, y, key, *, frozen, critic, x_in, sigma_in) -> (scalar, metrics): the student's loss on its
+      samples x [B, ...] (with gradient into the student) generated from x_in at sigma_in [B], labels y;
+      `frozen` holds the teacher, `critic` the critic's parameters (no gradient flows into them).
+    critic_sigma(key, n) and critic_weight(sigma) may be overridden for another fake-score loss.
+  """
+  parameterization = None  # The teacher's, whatever it is.
+
+  @classmethod
+  def defaults(cls):
+    return ml_collections.ConfigDict(dict(
+        **TEACHER_DEFAULTS,
+        sigma_data=0.5,
+        sigma_min=0.002,
+        sigma_max=80.0,
+        rho=7.0,
+        num_train_sigmas=1000,     # The Karras grid of the matching and critic levels (DMD2).
+        sigma_init=80.0,           # The generator's input noise level: x = G(sigma_init z).
+        student_sigmas=(),         # Later levels of a multi-step student (descending, below sigma_init).
+        sample_gamma=1.0,          # Multi-step moves: 1 re-noises x0 with fresh noise, 0 is the DDIM move.
+        backward_simulation=True,  # Multi-step: train on the student's own intermediate states.
+        student_every=1,           # The student updates on steps where step % student_every == 0.
+        critic_first=True,         # Within a step: critic update, then student update (False: the reverse).
+        critic_optim=critic_optim_defaults(),
+        critic_sigmas='karras_grid',  # Levels of the critic's denoising loss: CRITIC_SIGMAS.
+        p_mean=-1.2,               # ln sigma ~ N(p_mean, p_std^2) for critic_sigmas='lognormal'.
+        p_std=1.2,
+        gan_weight=0.0,            # > 0: a GAN head on the critic; its critic-side loss weight (DMD2: 1e-2).
+        gan_generator_weight=0.0,  # The generator-side GAN loss weight (DMD2: 3e-3).
+        gan_head_width=128,
+        guidance=1.0,              # Sampling CFG of the student (the teacher's guidance is distilled in).
+    ))
+
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    hp = self.hparams
+    if hp.critic_sigmas not in CRITIC_SIGMAS:
+      raise ValueError(f'unknown method.critic_sigmas {hp.critic_sigmas!r}; known: {sorted(CRITIC_SIGMAS)}')
+    if hp.student_every < 1:
+      raise ValueError(f'method.student_every must be at least 1, got {hp.student_every}')
+    levels = (hp.sigma_init,) + tuple(hp.student_sigmas)
+    if any(b >= a for a, b in zip(levels, levels[1:])) or min(levels) <= 0:
+      raise ValueError(f'method.sigma_init and method.student_sigmas must be positive and descending, got {levels}')
+    self.param_dtype = _dtype(config.train.param_dtype)
+    self.network = nn.build_network(config.network, num_classes=num_classes,
+                                    dtype=_dtype(config.train.compute_dtype))
+    self.features = nn.make_features(self.network)
+    self.head = nn.GanHead(hidden=hp.gan_head_width)
+    self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
+    # The student's schedule counts its own updates: one every student_every steps.
+    self.tx = make_optimizer(config.optim, -(-config.train.num_steps // hp.student_every))
+    self.critic_tx = make_optimizer(hp.critic_optim, config.train.num_steps)
+    self.ema_rates = tuple(config.optim.ema_rates)
+    check_eval_params(config)
+    self.path = paths.EDMPath()
+    self.levels = levels
+    self.model_method = None  # Set by frozen_params: the teacher's method on this config's network.
+
+  # --- The three roles as EDM denoisers. ---
+
+  def frozen_params(self):
+    """The teacher (state.frozen['teacher']); it also fixes how the student and critic read their network."""
+    # The student and critic start from the teacher's parameters, so the network must be the teacher's.
+    self.teacher_method, params = self.load_teacher(self.hparams.teacher, expect_network=self.config.network)
+    model_config = self.teacher_method.config.copy_and_resolve_references()
+    model_config.unlock()
+    model_config.network = self.config.network.copy_and_resolve_references()
+    model_config.train.compute_dtype = self.config.train.compute_dtype
+    self.model_method = build_method(model_config, data_shape=self.data_shape, num_classes=self.num_classes)
+    self.parameterization = self.teacher_method.parameterization
+    return {'teacher': params}
+
+  def denoise(self, params, x, sigma, y=None):
+    """D(x_sigma; sigma, y) [B, ...] of the student's or critic's `params`, exactly converted from the teacher's
+    parameterisation on this config's network."""
+    if self.model_method is None:
+      raise RuntimeError('call frozen_params() first: it loads the teacher, which fixes the parameterisation')
+    model = self.model_method
+    x0 = paths.reparameterize(lambda p, z, t, r=None, y=None, key=None: model.flow_velocity(p, z, t, y),
+                              paths.LinearFlowPath(), 'velocity', self.path, 'x0')
+    return x0(params, x, sigma, y=y)
+
+  def real_denoiser(self, frozen, y):
+    """(x_sigma, sigma) -> the teacher's D [B, ...] at labels y, CFG-guided with method.teacher_guidance."""
+    return self.teacher_prediction(frozen, self.path, 'x0', y)
+
+  # --- ConsistencySampling: the student's few-step sampler. ---
+
+  def consistency_fn(self, params, x, sigma, y=None, key=None):
+    del key
+    return self.denoise(params, x, sigma, y)
+
+  @property
+  def start_time(self):
+    return self.hparams.sigma_init
+
+  start_scale = start_time
+
+  @property
+  def intermediate_times(self):
+    return tuple(self.hparams.student_sigmas)
+
+  # --- State. ---
+
+  def init(self, key, frozen=None) -> state_lib.TrainState:
+    """Student and critic start from frozen['teacher']; without one (shape checks) from a fresh initialisation."""
+    frozen = dict(frozen or {})
+    init_key, head_key = jax.random.split(key)
+    example = jnp.zeros((1,) + self.data_shape, jnp.float32)
+    start = frozen['teacher'] if 'teacher' in frozen else nn.init_params(self.network, init_key, example)
+    start = jax.tree.map(lambda p: p.astype(self.param_dtype), start)
+    nets = {'student': state_lib.init_net_state(start, self.tx, self.ema_rates),
+            'critic': state_lib.init_net_state(start, self.critic_tx, ())}
+    if self.use_gan:
+      feats = jax.eval_shape(self.features, start, example, jnp.ones((1,)),
+                             jnp.zeros((1,), jnp.int32) if self.num_classes else None)
+      head_params = self.head.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params']
+      nets['head'] = state_lib.init_net_state(head_params, self.critic_tx, ())
+    zero = jnp.zeros((), jnp.float32)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=frozen,
+                                extra={'generator_loss': zero, 'generator_grad_norm': zero})
+
+  # --- The generator. ---
+
+  def generator_input(self, params, key, n: int, y):
+    """(x_in [n, ...], sigma_in [n]): where the trained student call starts. One step: sigma_init z. Multi-step with
+    backward simulation: j ~ U{0..k-1} student steps from sigma_init z without gradient (a while loop: exactly j
+    student calls), then the j-th level."""
+    noise_key, steps_key, move_key = jax.random.split(key, 3)
+    x = self.levels[0] * jax.random.normal(noise_key, (n,) + self.data_shape)
+    levels = jnp.asarray(self.levels, jnp.float32)
+    if len(self.levels) == 1 or not self.hparams.backward_simulation:
+      return x, jnp.full((n,), levels[0])
+    steps = jax.random.randint(steps_key, (), 0, len(self.levels))
+    params = jax.lax.stop_gradient(params)
+
+    def student_move(i, x):
+      sigma = jnp.full((n,), levels[i])
+      x0 = self.denoise(params, x, sigma, y)
+      noise = jax.random.normal(jax.random.fold_in(move_key, i), x.shape, x.dtype)
+      return sampling.consistency_step(self.path, x, x0, sigma, levels[i + 1], noise, self.hparams.sample_gamma)
+
+    x = jax.lax.fori_loop(0, steps, student_move, x)
+    return x, jnp.full((n,), levels[steps])
+
+  def generator_loss(self, x, y, key, *, frozen, critic, x_in, sigma_in):
+    raise NotImplementedError
+
+  def gan_logits(self, critic, head, x, y, key):
+    """l [B]: the head on the critic's bottleneck features of x noised at a critic level."""
+    sigma_key, noise_key = jax.random.split(key)
+    sigma = self.critic_sigma(sigma_key, x.shape[0])
+    x_noisy = self.path.noisy(x, jax.random.normal(noise_key, x.shape, x.dtype), sigma)
+    return self.head.apply({'params': head}, self.features(critic, x_noisy, sigma, y))
+
+  def student_loss(self, params, batch, key, *, frozen, critic, head):
+    y = batch.get('y')
+    input_key, loss_key, gan_key = jax.random.split(key, 3)
+    x_in, sigma_in = self.generator_input(params, input_key, batch['x'].shape[0], y)
+    x = self.denoise(params, x_in, sigma_in, y)
+    loss, metrics = self.generator_loss(x, y, loss_key, frozen=frozen, critic=critic, x_in=x_in, sigma_in=sigma_in)
+    if self.hparams.gan_generator_weight > 0:
+      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(critic, head, x, y, gan_key)))
+      loss = loss + self.hparams.gan_generator_weight * gan
+      metrics = dict(metrics, generator_gan_loss=gan)
+    return loss, dict(metrics, generator_loss=loss)
+
+  # --- The critic. ---
+
+  def critic_sigma(self, key, n: int):
+    return CRITIC_SIGMAS[self.hparams.critic_sigmas](key, n, self.hparams)
+
+  def critic_weight(self, sigma):
+    return edm_weight(sigma, self.hparams.sigma_data)
+
+  def critic_loss(self, trained, batch, key, *, student):
+    """The fake-score loss on sg(G's samples) (+ the GAN's critic side); trained = {'critic', 'head'?}."""
+    y, n = batch.get('y'), batch['x'].shape[0]
+    input_key, sigma_key, noise_key, fake_key, real_key = jax.random.split(key, 5)
+    x_in, sigma_in = self.generator_input(student, input_key, n, y)
+    x = jax.lax.stop_gradient(self.denoise(student, x_in, sigma_in, y))
+    sigma = self.critic_sigma(sigma_key, n)
+    x_noisy = self.path.noisy(x, jax.random.normal(noise_key, x.shape, x.dtype), sigma)
+    denoised = self.denoise(trained['critic'], x_noisy, sigma, y)
+    loss = jnp.mean(self.critic_weight(sigma) * per_sample_mean(jnp.square(denoised - x)))
+    metrics = {'critic_loss': loss}
+    if self.hparams.gan_weight > 0:
+      fake = self.gan_logits(trained['critic'], trained['head'], x, y, fake_key)
+      real = self.gan_logits(trained['critic'], trained['head'], batch['x'], y, real_key)
+      gan = jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
+      loss = loss + self.hparams.gan_weight * gan
+      metrics = dict(metrics, critic_gan_loss=gan, real_logit=jnp.mean(real), fake_logit=jnp.mean(fake))
+    return loss, metrics
+
+  # --- Updates. ---
+
+  def _apply(self, net, grads, tx, ema_rates):
+    updates, opt_state = tx.update(grads, net.opt_state, net.params)
+    params = optax.apply_updates(net.params, updates)
+    return state_lib.NetState(params=params, opt_state=opt_state,
+                              ema=state_lib.update_ema(net.ema, params, ema_rates))
+
+  def student_update(self, state, batch, key):
+    """The student's update: one generator gradient, optimizer step and EMA update. Returns the new state."""
+    nets = state.nets
+    loss_fn = functools.partial(self.student_loss, frozen=state.frozen, critic=nets['critic'].params,
+                                head=nets['head'].params if 'head' in nets else None)
+    grads, metrics = accumulate_gradients(loss_fn, nets['student'].params, batch, key,
+                                          self.config.train.micro_batches)
+    student = self._apply(nets['student'], grads, self.tx, self.ema_rates)
+    extra = {**state.extra, 'generator_loss': metrics['generator_loss'],
+             'generator_grad_norm': optax.tree.norm(grads)}
+    return state.replace(nets={**nets, 'student': student}, extra=extra)
+
+  def critic_update(self, state, batch, key):
+    """The critic's (and GAN head's) update. Returns (new state, metrics)."""
+    nets = state.nets
+    roles = ('critic', 'head') if 'head' in nets else ('critic',)
+    loss_fn = functools.partial(self.critic_loss, student=nets['student'].params)
+    grads, metrics = accumulate_gradients(loss_fn, {role: nets[role].params for role in roles}, batch, key,
+                                          self.config.train.micro_batches)
+    updated = {role: self._apply(nets[role], grads[role], self.critic_tx, ()) for role in roles}
+    return state.replace(nets={**nets, **updated}), dict(metrics, critic_grad_norm=optax.tree.norm(grads))
+
+  def step_options(self, step: int) -> dict:
+    return {'update_student': step % self.hparams.student_every == 0}
+
+  def step(self, state, batch, key, update_student=None):
+    """update_student: whether this step updates the student (a Python bool from `step_options`, so that the
+    trainer compiles a critic-only and a critic-and-student step); None decides on device from state.step with
+    lax.cond, one function for every step."""
+    critic_key, student_key = jax.random.split(key)
+    if update_student is None:
+      update_student = state.step % self.hparams.student_every == 0
+      maybe_student = lambda s: jax.lax.cond(update_student, lambda s: self.student_update(s, batch, student_key),
+                                             lambda s: s, s)
+    else:
+      maybe_student = lambda s: self.student_update(s, batch, student_key) if update_student else s
+    if self.hparams.critic_first:
+      state, metrics = self.critic_update(state, batch, critic_key)
+      state = maybe_student(state)
+    else:
+      state = maybe_student(state)
+      state, metrics = self.critic_update(state, batch, critic_key)
+    metrics = {'loss': state.extra['generator_loss'], **metrics, **state.extra,
+               'student_updated': jnp.asarray(update_student, jnp.float32)}
+    return state.replace(step=state.step + 1), metrics

@@ -1,0 +1,298 @@
+"""DMD2, DMD, Diff-Instruct, SiD, SIM and TDM against independent math.
+
+Gaussian data N(mu_r, S_r^2 I) and a Gaussian generator N(mu_g, S_g^2 I) have closed-form denoisers
+D(x_sigma; sigma) = mu + S^2 / (S^2 + sigma^2) (x_sigma - mu). Plugged in as teacher and critic:
+- each generator loss's gradient with respect to the samples equals METHODS.md's formula, written out here by hand
+  (for SiD and SIM differentiated by hand through the denoisers' inputs), and is zero when generator = data;
+- SIM's surrogate has the gradient of its divergence E sigma^2 d(s_real - s_fake) (closed form when the variances
+  agree);
+- TDM's critic target averages, given the re-noised stage output, to Tweedie's denoiser of that distribution.
+With a tiny trained teacher run: the schedule leaves the student's parameters, optimizer state and EMA untouched on
+the steps it skips; backward simulation makes the drawn number of student calls, without gradient; every method
+takes a step from an EDM and from a flow-matching teacher; and bad configs are clear errors.
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO
+from fewstep_jax.config_base import base_config, load_config
+from fewstep_jax.methods import build_method
+
+METHODS = ('dmd2', 'dmd', 'diff_instruct', 'sid', 'sim', 'tdm')
+
+
+def gaussian_denoiser(params):
+  """(x_sigma [B, D], sigma [B]) -> the exact denoiser of N(mean, var I) data."""
+  def denoise(x, sigma):
+    shrink = params['var'] / (params['var'] + sigma**2)
+    return params['mean'] + shrink[:, None] * (x - params['mean'])
+  return denoise
+
+
+def analytic_method(name, **hparams):
+  """The method with the closed-form Gaussian denoisers as teacher (frozen['teacher']) and critic."""
+  config = base_config(method=name, network='mlp', dataset='toy')
+  config.method.update(hparams)
+  method = build_method(config, data_shape=(2,), num_classes=0)
+  method.denoise = lambda params, x, sigma, y=None: gaussian_denoiser(params)(x, sigma)
+  method.real_denoiser = lambda frozen, y: gaussian_denoiser(frozen['teacher'])
+  return method
+
+
+DATA = {'mean': jnp.array([0.5, -1.0]), 'var': jnp.array(0.3)}
+GENERATOR = {'mean': jnp.array([1.5, 0.2]), 'var': jnp.array(0.6)}
+
+
+def samples(params, n=6, seed=0):
+  return params['mean'] + jnp.sqrt(params['var']) * jax.random.normal(jax.random.PRNGKey(seed), (n, 2))
+
+
+def loss_gradient(method, x, key, critic):
+  loss = lambda x: method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic)[0]
+  return jax.grad(loss)(x)
+
+
+def shrink(params, sigma):
+  return (params['var'] / (params['var'] + sigma**2))[:, None]
+
+
+@pytest.mark.parametrize('name', ['dmd2', 'dmd_like_diff_instruct_snr'])
+def test_dmd_gradients_are_the_normalised_and_weighted_score_differences(name):
+  method = (analytic_method('dmd2') if name == 'dmd2'
+            else analytic_method('diff_instruct', weighting='snr'))
+  x, key = samples(GENERATOR), jax.random.PRNGKey(3)
+  sigma, n = method.matching_point(key, x)
+  x_t = np.asarray(x + sigma[:, None] * n)
+  d_real = DATA['mean'] + shrink(DATA, sigma) * (x_t - DATA['mean'])
+  d_fake = GENERATOR['mean'] + shrink(GENERATOR, sigma) * (x_t - GENERATOR['mean'])
+  p_real, p_fake = x - d_real, x - d_fake
+  if name == 'dmd2':
+    direction = (p_real - p_fake) / np.mean(np.abs(p_real), axis=1, keepdims=True)
+  else:
+    direction = (0.25 / sigma**2)[:, None] * (p_real - p_fake)
+  np.testing.assert_allclose(loss_gradient(method, x, key, GENERATOR), direction / x.size, rtol=2e-3, atol=1e-9)
+  assert np.all((sigma >= 0.002) & (sigma <= 80.0))
+  np.testing.assert_allclose(loss_gradient(method, samples(DATA), key, DATA), 0.0, atol=1e-9)
+
+
+def test_sid_gradient_flows_through_both_denoisers_inputs():
+  alpha = 1.2
+  method = analytic_method('sid', alpha=alpha)
+  x, key = samples(GENERATOR), jax.random.PRNGKey(4)
+  sigma, n = method.matching_point(key, x)
+  x_t = x + sigma[:, None] * n
+  a_r, a_f = shrink(DATA, sigma), shrink(GENERATOR, sigma)
+  f_real = DATA['mean'] + a_r * (x_t - DATA['mean'])
+  f_fake = GENERATOR['mean'] + a_f * (x_t - GENERATOR['mean'])
+  delta, e = f_real - f_fake, f_real - x
+  w = np.mean(np.abs(x - f_real), axis=1, keepdims=True)
+  # d/dx of sum delta (e - alpha delta) / w, with d delta/dx = (a_r - a_f) I and d e/dx = (a_r - 1) I.
+  want = ((a_r - a_f) * (e - alpha * delta) + delta * ((a_r - 1) - alpha * (a_r - a_f))) / w / x.shape[0]
+  np.testing.assert_allclose(loss_gradient(method, x, key, GENERATOR), want, rtol=1e-5, atol=1e-9)
+  assert np.all(sigma >= 0.08) and np.all(sigma <= 80.0)
+  np.testing.assert_allclose(loss_gradient(method, samples(DATA), key, DATA), 0.0, atol=1e-9)
+
+
+def test_sim_gradient_is_the_pseudo_huber_direction_through_the_teacher_input():
+  c = 0.5
+  method = analytic_method('sim', huber_c=c)
+  x, key = samples(GENERATOR), jax.random.PRNGKey(5)
+  sigma, n = method.matching_point(key, x)
+  x_t = x + sigma[:, None] * n
+  a_r = shrink(DATA, sigma)
+  y = (DATA['mean'] + a_r * (x_t - DATA['mean'])) - (GENERATOR['mean'] + shrink(GENERATOR, sigma) * (
+      x_t - GENERATOR['mean']))
+  y = y / sigma[:, None]**2  # The score difference.
+  d_prime = y / np.sqrt(np.sum(y**2, axis=1, keepdims=True) + c**2)
+  np.testing.assert_allclose(loss_gradient(method, x, key, GENERATOR), d_prime * (a_r - 1) / x.shape[0],
+                             rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(loss_gradient(method, samples(DATA), key, DATA), 0.0, atol=1e-9)
+
+
+def test_sim_surrogate_has_the_gradient_of_its_divergence():
+  """Generator x = m + S z with the data's variance: D_real - D_fake = (1 - a)(mu_r - m) whatever x_t, so the
+  divergence is sigma^2 d((1 - a)(mu_r - m) / sigma^2) at each level; its m-gradient (central differences) equals
+  the surrogate's."""
+  c = 0.3
+  method = analytic_method('sim', huber_c=c)
+  z, key = jax.random.normal(jax.random.PRNGKey(6), (1, 2)), jax.random.PRNGKey(7)
+
+  def surrogate(m):
+    critic = {'mean': jax.lax.stop_gradient(m), 'var': DATA['var']}
+    x = m + jnp.sqrt(DATA['var']) * z
+    return method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic)[0]
+
+  def divergence(m):
+    sigma, _ = method.matching_point(key, m + 0 * z)
+    y = (1 - shrink(DATA, sigma)) * (DATA['mean'] - m) / sigma[:, None]**2  # The score difference.
+    return np.sum(sigma**2 * (np.sqrt(np.sum(y**2, axis=1) + c**2) - c))
+
+  m = np.array([1.0, -0.4])
+  h = 1e-3
+  numeric = [(divergence(m + h * e) - divergence(m - h * e)) / (2 * h) for e in np.eye(2)]
+  np.testing.assert_allclose(jax.grad(surrogate)(jnp.asarray(m)), numeric, rtol=1e-3)
+
+
+def test_tdm_generator_gradient_is_the_teacher_minus_fake_prediction_at_the_renoised_stage_output():
+  method = analytic_method('tdm')  # Stages 80 > 10 > 2 > 0.5 > 0.
+  x_hat0, key = samples(GENERATOR), jax.random.PRNGKey(4)
+  sigma_in = jnp.full((6,), 10.0)
+  x_in = x_hat0 + 10.0 * jax.random.normal(jax.random.PRNGKey(5), x_hat0.shape)
+  x_s, s, b, x_b = method.stage_output(x_hat0, x_in, sigma_in, key)
+  np.testing.assert_allclose(b, 2.0)
+  np.testing.assert_allclose(x_b, x_hat0 + 2.0 * (x_in - x_hat0) / 10.0, rtol=1e-5)  # DDIM: same noise, level b.
+  assert np.all(s >= 2.0) and np.all(s <= 80.0)
+  real, fake = gaussian_denoiser(DATA)(x_s, s), gaussian_denoiser(GENERATOR)(x_s, s)
+  scale = jnp.mean(jnp.abs(x_hat0 - real), 1, keepdims=True)
+  loss = lambda x, critic: method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic,
+                                                 x_in=x_in, sigma_in=sigma_in)[0]
+  np.testing.assert_allclose(jax.grad(loss)(x_hat0, GENERATOR), -2 * (real - fake) / (6 * scale),
+                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(loss)(x_hat0, DATA), 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize('b', [0.0, 0.5])
+def test_tdm_critic_target_averages_to_the_denoiser_of_the_renoised_stage_marginal(b):
+  """Stage outputs x_b ~ N(m, v), x_s = x_b + sqrt(s^2 - b^2) n: the least-squares fit of the target on x_s is
+  Tweedie's denoiser at level s of N(m, v + s^2 - b^2), x_s - s^2 (x_s - m) / (v + s^2 - b^2)."""
+  from fewstep_jax.methods.tdm import TDM
+  m, v, s, n = 0.7, 0.3, 1.2, 400_000
+  x_b = m + np.sqrt(v) * jax.random.normal(jax.random.PRNGKey(0), (n, 1))
+  x_s = x_b + np.sqrt(s**2 - b**2) * jax.random.normal(jax.random.PRNGKey(1), (n, 1))
+  target = TDM.critic_target(x_s, x_b, jnp.full((n,), s), jnp.full((n,), b))
+  slope, intercept = np.polyfit(np.asarray(x_s[:, 0]), np.asarray(target[:, 0]), 1)
+  shrinkage = s**2 / (v + s**2 - b**2)
+  np.testing.assert_allclose([slope, intercept], [1 - shrinkage, m * shrinkage], atol=0.01)
+  if b == 0.0:
+    np.testing.assert_allclose(target, x_b, rtol=1e-5, atol=1e-5)
+
+
+# --- With a trained (tiny) teacher run. ---
+
+SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 4, 'train.batch_size': 16,
+         'train.log_every': 1, 'train.tensorboard': False, 'eval.at_end': False}
+
+
+@pytest.fixture(scope='module')
+def teachers(tmp_path_factory):
+  """Workdirs of two tiny toy teachers: an EDM denoiser and a flow-matching velocity (2 steps each)."""
+  from fewstep_jax.train import trainer
+  runs = {}
+  for name, time_scale in (('edm', 250.0), ('flow_matching', 1000.0)):
+    workdir = str(tmp_path_factory.mktemp(name))
+    trainer.train(load_config(os.path.join(REPO, f'configs/toy/{name}.py'),
+                              dict(SMALL, **{'train.num_steps': 2, 'network.time_scale': time_scale})), workdir)
+    runs[name] = (workdir, time_scale)
+  return runs
+
+
+def distiller(teachers, name, teacher='edm', **overrides):
+  """(method, frozen) of `configs/toy/<name>.py` on a tiny teacher."""
+  from fewstep_jax.train import trainer
+  workdir, time_scale = teachers[teacher]
+  settings = dict(SMALL, **{'method.teacher': workdir, 'network.time_scale': time_scale})
+  settings.update(overrides)
+  config = load_config(os.path.join(REPO, f'configs/toy/{name}.py'), settings)
+  run = trainer.Run(config)
+  return run.method, run.frozen
+
+
+def tree_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('schedule', ['static', 'traced'])
+def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
+  """Both ways of running the schedule: the trainer's static step_options, and lax.cond on state.step."""
+  method, frozen = distiller(teachers, 'dmd2', **{'method.student_every': 3, 'method.gan_weight': 1e-2,
+                                                  'method.gan_generator_weight': 3e-3})
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  batch = {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
+  traced = jax.jit(method.step)
+  static = {flag: jax.jit(lambda s, b, k, flag=flag: method.step(s, b, k, update_student=flag)) for flag in (0, 1)}
+  for k in range(4):
+    step = traced if schedule == 'traced' else static[method.step_options(k)['update_student']]
+    new, metrics = step(state, batch, jax.random.PRNGKey(10 + k))
+    student_moved = not tree_equal(new.nets['student'], state.nets['student'])
+    assert student_moved == (k % 3 == 0), k
+    assert metrics['student_updated'] == float(k % 3 == 0)
+    for role in ('critic', 'head'):
+      assert not tree_equal(new.nets[role].params, state.nets[role].params), (role, k)
+    assert np.all([np.isfinite(v) for v in metrics.values()])
+    state = new
+  # Step 0 starts the critic at the teacher, so the first matching gradient is exactly zero.
+  assert int(state.step) == 4
+
+
+def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_gradient(teachers):
+  method, frozen = distiller(teachers, 'dmd2', **{'method.student_sigmas': (2.0, 0.5, 0.1)})
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  params = state.nets['student'].params
+  calls, inner = [], method.denoise
+
+  def counting_denoise(params, x, sigma, y=None):
+    jax.debug.callback(lambda: calls.append(1))
+    return inner(params, x, sigma, y)
+
+  method.denoise = counting_denoise
+  seen = set()
+  for seed in range(4):  # These four keys draw 2, 0, 3 and 1 student steps.
+    key = jax.random.PRNGKey(seed)
+    calls.clear()
+    x_in, sigma_in = jax.jit(method.generator_input, static_argnums=2)(params, key, 5, None)
+    jax.effects_barrier()
+    steps = int(jax.random.randint(jax.random.split(key, 3)[1], (), 0, 4))
+    seen.add(steps)
+    assert len(calls) == steps
+    np.testing.assert_allclose(sigma_in, [80.0, 2.0, 0.5, 0.1][steps])
+    # The same chain by hand: D, then re-noise with fresh noise (sample_gamma = 1).
+    noise_key, _, move_key = jax.random.split(key, 3)
+    x = 80.0 * jax.random.normal(noise_key, (5, 2))
+    levels = [80.0, 2.0, 0.5, 0.1]
+    for i in range(steps):
+      x = inner(params, x, jnp.full((5,), levels[i])) + levels[i + 1] * jax.random.normal(
+          jax.random.fold_in(move_key, i), x.shape)
+    np.testing.assert_allclose(x_in, x, rtol=1e-5, atol=1e-5)
+  assert seen == {0, 1, 2, 3}
+  gradient = jax.grad(lambda p: jnp.sum(method.generator_input(p, jax.random.PRNGKey(3), 5, None)[0]))(params)
+  assert all(np.all(g == 0) for g in jax.tree.leaves(gradient))
+
+
+@pytest.mark.parametrize('name,teacher', [(name, 'edm') for name in METHODS] + [('tdm', 'flow_matching')])
+def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, teacher, tmp_path):
+  overrides = {}
+  if name == 'dmd':
+    from fewstep_jax import reflow
+    pairs = str(tmp_path / 'pairs')
+    reflow.generate_pairs(teachers[teacher][0], pairs, 8, nfe=2, batch=8)
+    overrides['method.regression_pairs'] = pairs
+  method, frozen = distiller(teachers, name, teacher, **overrides)
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  x, sigma = jax.random.normal(jax.random.PRNGKey(1), (4, 2)), jnp.array([0.1, 1.0, 5.0, 40.0])
+  teacher_x0 = method.real_denoiser(frozen, None)(x, sigma)
+  for role in ('student', 'critic'):
+    np.testing.assert_allclose(method.denoise(state.nets[role].params, x, sigma), teacher_x0, rtol=1e-5, atol=1e-5)
+  new, metrics = jax.jit(method.step)(state, {'x': x}, jax.random.PRNGKey(2))
+  assert all(np.isfinite(v) for v in jax.device_get(metrics).values()), metrics
+  assert not tree_equal(new.nets['critic'].params, state.nets['critic'].params)
+  samples = method.sample(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
+  assert samples.shape == (6, 2) and np.all(np.isfinite(samples))
+
+
+def test_bad_configs_are_clear_errors(teachers, tmp_path):
+  with pytest.raises(ValueError, match="has a different network: fields \\['depth'\\] differ"):
+    distiller(teachers, 'dmd2', **{'network.depth': 2})
+  with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
+    distiller(teachers, 'sid', **{'method.teacher': ''})
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.reflow'):
+    distiller(teachers, 'dmd', **{'method.regression_pairs': str(tmp_path / 'none')})
+  with pytest.raises(ValueError, match='positive and descending'):
+    distiller(teachers, 'dmd2', **{'method.student_sigmas': (90.0,)})
+  with pytest.raises(ValueError, match='unknown method.critic_sigmas'):
+    distiller(teachers, 'sid', **{'method.critic_sigmas': 'uniform'})
+  with pytest.raises(ValueError, match='TDM has no GAN head'):
+    distiller(teachers, 'tdm', **{'method.gan_weight': 1e-2})
