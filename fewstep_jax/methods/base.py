@@ -250,12 +250,17 @@ class DistillsTeacher:
   def teacher_prediction(self, frozen, path, kind: str, y):
     """(z, time) -> the teacher's prediction `kind` [B, ...] on `path` at labels y, converted exactly from its
     linear-flow velocity and guided with method.teacher_guidance (two teacher calls when != 1)."""
-    teacher = self.teacher_method
-    model = paths.reparameterize(
-        lambda params, z_t, t, r=None, y=None, key=None: teacher.flow_velocity(params, z_t, t, y),
-        paths.LinearFlowPath(), 'velocity', path, kind)
+    model = converted_prediction(self.teacher_method, path, kind)
     return guided(lambda z, time, y: model(frozen['teacher'], z, time, y=y), y, self.hparams.teacher_guidance,
                   self.num_classes)
+
+
+def converted_prediction(method, path, kind: str):
+  """(params, z, time, y=None) -> `method`'s prediction `kind` [B, ...] on `path`, converted exactly from its
+  linear-flow velocity (any parameterisation, any path)."""
+  return paths.reparameterize(
+      lambda params, z_t, t, r=None, y=None, key=None: method.flow_velocity(params, z_t, t, y),
+      paths.LinearFlowPath(), 'velocity', path, kind)
 
 
 TEACHER_DEFAULTS = dict(

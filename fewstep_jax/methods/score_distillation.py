@@ -41,7 +41,8 @@ import optax
 from fewstep_jax import nn, paths, sampling, timesteps
 from fewstep_jax.methods.registry import build_method
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, Method, _dtype,
-                                     accumulate_gradients, check_eval_params, per_sample_mean)
+                                     accumulate_gradients, check_eval_params, converted_prediction,
+                                     per_sample_mean)
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer, optim_defaults
 
@@ -154,10 +155,7 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
     parameterisation on this config's network."""
     if self.model_method is None:
       raise RuntimeError('call frozen_params() first: it loads the teacher, which fixes the parameterisation')
-    model = self.model_method
-    x0 = paths.reparameterize(lambda p, z, t, r=None, y=None, key=None: model.flow_velocity(p, z, t, y),
-                              paths.LinearFlowPath(), 'velocity', self.path, 'x0')
-    return x0(params, x, sigma, y=y)
+    return converted_prediction(self.model_method, self.path, 'x0')(params, x, sigma, y=y)
 
   def real_denoiser(self, frozen, y):
     """(x_sigma, sigma) -> the teacher's D [B, ...] at labels y, CFG-guided with method.teacher_guidance."""
