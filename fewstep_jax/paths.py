@@ -297,17 +297,29 @@ def edm_coefficients(sigma, sigma_data=SIGMA_DATA, sigma_min=0.0):
   return c_skip, sigma_data * shifted / total_std, 1.0 / total_std
 
 
+def edm_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA):
+  """(c_in x_sigma [B, ...], c_noise [B]): what EDM's preconditioning hands its raw network."""
+  sigma = _per_example(sigma, x_sigma)
+  c_in = edm_coefficients(sigma, sigma_data)[2]
+  return expand_to(c_in, x_sigma) * x_sigma, edm_c_noise(sigma)
+
+
 def edm_denoiser(raw_apply: RawApply, sigma_data=SIGMA_DATA, sigma_min=0.0):
   """Wraps a raw network into the EDM denoiser D(params, x_sigma, sigma, r, y, key) -> x0 prediction [B, ...]."""
 
   def denoise(params, x_sigma, sigma, r=None, y=None, key=None):
     sigma = _per_example(sigma, x_sigma)
-    c_skip, c_out, c_in = (expand_to(c, x_sigma) for c in edm_coefficients(sigma, sigma_data, sigma_min))
+    c_skip, c_out, _ = (expand_to(c, x_sigma) for c in edm_coefficients(sigma, sigma_data, sigma_min))
     r_noise = None if r is None else edm_c_noise(_per_example(r, x_sigma))
-    output = raw_apply(params, c_in * x_sigma, edm_c_noise(sigma), r_noise, y, key)
+    output = raw_apply(params, *edm_network_input(x_sigma, sigma, sigma_data), r_noise, y, key)
     return c_skip * x_sigma + c_out * output
 
   return denoise
+
+
+def trigflow_network_input(x_tau, tau, sigma_data=SIGMA_DATA, c_noise=lambda tau: tau):
+  """(x_tau / sigma_d [B, ...], c_noise(tau) [B]): what TrigFlow's preconditioning hands its raw network."""
+  return x_tau / sigma_data, c_noise(_per_example(tau, x_tau))
 
 
 def trigflow_F(raw_apply: RawApply, sigma_data=SIGMA_DATA, c_noise=lambda tau: tau):
@@ -319,9 +331,15 @@ def trigflow_F(raw_apply: RawApply, sigma_data=SIGMA_DATA, c_noise=lambda tau: t
 
   def F(params, x_tau, tau, r=None, y=None, key=None):
     r_noise = None if r is None else c_noise(_per_example(r, x_tau))
-    return raw_apply(params, x_tau / sigma_data, c_noise(_per_example(tau, x_tau)), r_noise, y, key)
+    return raw_apply(params, *trigflow_network_input(x_tau, tau, sigma_data, c_noise), r_noise, y, key)
 
   return F
+
+
+def flow_network_input(z_t, t, sigma_data=SIGMA_DATA):
+  """(z_t [B, ...], t [B]): what the flow velocity hands its raw network (sigma_data unused: a common signature)."""
+  del sigma_data
+  return z_t, _per_example(t, z_t)
 
 
 def flow_velocity(raw_apply: RawApply):
@@ -329,12 +347,31 @@ def flow_velocity(raw_apply: RawApply):
 
   def velocity(params, z_t, t, r=None, y=None, key=None):
     r = None if r is None else _per_example(r, z_t)
-    return raw_apply(params, z_t, _per_example(t, z_t), r, y, key)
+    return raw_apply(params, *flow_network_input(z_t, t), r, y, key)
 
   return velocity
 
 
 PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity}
+
+# Each preconditioning's own path (built from sigma_data) and its map (z, time, sigma_data) -> the raw network's
+# (x, c_noise), as its wrapper above computes them.
+NETWORK_INPUTS = {
+    'edm': (lambda sigma_data: EDMPath(), edm_network_input),
+    'trigflow': (TrigFlowPath, trigflow_network_input),
+    'flow': (lambda sigma_data: LinearFlowPath(), flow_network_input),
+}
+
+
+def network_input(parameterization: str, z, time, path: GaussianPath, sigma_data=SIGMA_DATA):
+  """(x [B, ...], c_noise [B]): the raw network's input for the noisy sample z [B, ...] at `time` on `path`, as the
+  preconditioning `parameterization` (a key of PRECONDITIONINGS) computes it, after moving z exactly to that
+  preconditioning's own path. E.g. the features of a network at the very input its denoiser call sees."""
+  if parameterization not in NETWORK_INPUTS:
+    raise ValueError(f'unknown parameterisation {parameterization!r}; use one of {sorted(NETWORK_INPUTS)}')
+  make_own_path, own_input = NETWORK_INPUTS[parameterization]
+  z_own, time_own = change_path(z, time, path, make_own_path(sigma_data))
+  return own_input(z_own, time_own, sigma_data)
 
 
 def reparameterize(model, src: GaussianPath, src_kind: str, dst: GaussianPath, dst_kind: str):

@@ -93,8 +93,60 @@ def test_sid_gradient_flows_through_both_denoisers_inputs():
   # d/dx of sum delta (e - alpha delta) / w, with d delta/dx = (a_r - a_f) I and d e/dx = (a_r - 1) I.
   want = ((a_r - a_f) * (e - alpha * delta) + delta * ((a_r - 1) - alpha * (a_r - a_f))) / w / x.shape[0]
   np.testing.assert_allclose(loss_gradient(method, x, key, GENERATOR), want, rtol=1e-5, atol=1e-9)
-  assert np.all(sigma >= 0.08) and np.all(sigma <= 80.0)
+  assert np.all(sigma >= 0.002) and np.all(sigma <= 24.5)
   np.testing.assert_allclose(loss_gradient(method, samples(DATA), key, DATA), 0.0, atol=1e-9)
+
+
+def karras_level(u, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+  """The Karras map counted from sigma_min upward: u = 0 -> sigma_min, u = 1 -> sigma_max."""
+  lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+  return (lo + np.asarray(u, np.float64) * (hi - lo)) ** rho
+
+
+@pytest.mark.parametrize('name', ['sid', 'sim'])
+def test_sid_levels_are_the_karras_map_from_sigma_min_up_to_level_800(name):
+  """The official generator levels (SiD's training/sid_loss.py, `1 - rnd_t`): u ~ U[0, 0.8) with u = 0 at sigma_min,
+  so sigma in [0.002, 24.4] with median at u = 0.4 (0.965): mapped back to u, 20,000 draws have U[0, 0.8)'s
+  quantiles."""
+  method = analytic_method(name)
+  sigma, _ = method.matching_point(jax.random.PRNGKey(0), jnp.zeros((20_000, 2)))
+  sigma = np.asarray(sigma, np.float64)
+  lo, hi = 0.002 ** (1 / 7), 80.0 ** (1 / 7)
+  u = (sigma ** (1 / 7) - lo) / (hi - lo)
+  levels = np.linspace(0.05, 0.95, 19)
+  np.testing.assert_allclose(np.quantile(u, levels), 0.8 * levels, atol=0.01)
+  assert sigma.min() >= 0.002 and sigma.max() <= karras_level(0.8) * (1 + 1e-5)
+  np.testing.assert_allclose(karras_level(0.8), 24.4, rtol=2e-3)
+  np.testing.assert_allclose(np.median(sigma), karras_level(0.4), rtol=0.1)  # 0.965.
+
+
+def test_sid_weight_is_clipped_as_the_official():
+  """w = sg(max(mean |x_g - f_real|, 1e-5)): with a teacher whose prediction is x_g itself the loss stays finite,
+  sum -alpha delta^2 / 1e-5 per sample."""
+  method = analytic_method('sid', alpha=1.2)
+  x = samples(GENERATOR)
+  method.real_denoiser = lambda frozen, y: (lambda x_t, sigma: x)
+  loss, _ = method.generator_loss(x, None, jax.random.PRNGKey(1), frozen={'teacher': DATA}, critic=DATA)
+  sigma, n = method.matching_point(jax.random.PRNGKey(1), x)
+  delta = x - (DATA['mean'] + shrink(DATA, sigma) * (x + sigma[:, None] * n - DATA['mean']))
+  np.testing.assert_allclose(loss, np.mean(np.sum(-1.2 * delta**2, axis=1) / 1e-5), rtol=1e-5)
+
+
+def test_dmd2_matching_levels_are_the_official_indices_20_to_980():
+  """DMD2's randint(min_step, min(max_step + 1, N)) over the ascending 1000-level Karras grid: 20..980, both ends
+  drawn; the critic's levels: every index 0..999."""
+  from fewstep_jax import timesteps
+  from fewstep_jax.methods.score_distillation import karras_grid_sigma
+  method = analytic_method('dmd2')
+  hp = method.hparams
+  grid = np.asarray(timesteps.karras_sigma_at(jnp.arange(1000), 1000, hp.sigma_min, hp.sigma_max, hp.rho,
+                                              ascending=True))
+  sigma, _ = method.matching_point(jax.random.PRNGKey(0), jnp.zeros((50_000, 2)))
+  index = np.searchsorted(grid, np.asarray(sigma) * (1 - 1e-6))
+  np.testing.assert_allclose(grid[index], sigma, rtol=1e-6)
+  assert set(index.tolist()) == set(range(20, 981))
+  critic = karras_grid_sigma(jax.random.PRNGKey(1), 50_000, hp)
+  assert set(np.searchsorted(grid, np.asarray(critic) * (1 - 1e-6)).tolist()) == set(range(1000))
 
 
 def test_sim_gradient_is_the_pseudo_huber_direction_through_the_teacher_input():
@@ -126,9 +178,10 @@ def test_sim_surrogate_has_the_gradient_of_its_divergence():
     x = m + jnp.sqrt(DATA['var']) * z
     return method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic)[0]
 
-  def divergence(m):
-    sigma, _ = method.matching_point(key, m + 0 * z)
-    y = (1 - shrink(DATA, sigma)) * (DATA['mean'] - m) / sigma[:, None]**2  # The score difference.
+  def divergence(m):  # In float64: at low levels y is large and the central difference needs the precision.
+    sigma = np.asarray(method.matching_point(key, m + 0 * z)[0], np.float64)
+    data = {name: np.asarray(value, np.float64) for name, value in DATA.items()}
+    y = (1 - shrink(data, sigma)) * (data['mean'] - m) / sigma[:, None]**2  # The score difference.
     return np.sum(sigma**2 * (np.sqrt(np.sum(y**2, axis=1) + c**2) - c))
 
   m = np.array([1.0, -0.4])
@@ -226,6 +279,35 @@ def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
     state = new
   # Step 0 starts the critic at the teacher, so the first matching gradient is exactly zero.
   assert int(state.step) == 4
+
+
+@pytest.mark.parametrize('teacher', ['edm', 'flow_matching'])
+def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teachers, teacher):
+  """DMD2's discriminator (main/edm/edm_guidance.py, `compute_cls_logits`) calls the preconditioned fake score with
+  return_bottleneck=True: the network sees what the critic's denoising pass gives it. EDM critic: c_in(sigma) x_sigma
+  and ln(sigma) / 4; flow critic: z_t = x_sigma / (1 + sigma) at t = sigma / (1 + sigma)."""
+  from fewstep_jax import nn
+  method, frozen = distiller(teachers, 'dmd2', teacher, **{'method.gan_weight': 1e-2,
+                                                           'method.gan_generator_weight': 3e-3})
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  critic, head = state.nets['critic'].params, state.nets['head'].params
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
+  sigma = jnp.array([0.01, 0.5, 3.0, 60.0])
+  features = nn.make_features(method.network)
+  if teacher == 'edm':
+    want = features(critic, x / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4)
+  else:
+    want = features(critic, x / (1 + sigma)[:, None], sigma / (1 + sigma))
+  np.testing.assert_allclose(method.critic_features(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
+  # The logits: the head on those features of x noised at a critic level.
+  key = jax.random.PRNGKey(2)
+  sigma_key, noise_key = jax.random.split(key)
+  level = method.critic_sigma(sigma_key, 4)
+  noisy = x + level[:, None] * jax.random.normal(noise_key, x.shape)
+  x_net = (noisy / jnp.sqrt(level**2 + 0.25)[:, None], jnp.log(level) / 4) if teacher == 'edm' else (
+      noisy / (1 + level)[:, None], level / (1 + level))
+  np.testing.assert_allclose(method.gan_logits(critic, head, x, None, key),
+                             method.head.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
 
 
 def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_gradient(teachers):

@@ -1,8 +1,10 @@
 """Distribution matching distillation, METHODS.md §4: DMD2 (Yin et al. 2024), DMD (Yin et al. 2023) and
 Diff-Instruct / VSD (Luo et al. 2023; Wang et al. 2023). Roles, critic and schedule: score_distillation.py.
 
-Generator gradient (no gradient into either denoiser): sigma on the ascending 1000-level Karras grid between the
-min_level and max_level fractions (2% and 98%), x_t = sg(x) + sigma n,
+Generator gradient (no gradient into either denoiser): sigma from MATCHING_SIGMAS (DMD / DMD2: the ascending
+1000-level Karras grid between the min_level and max_level fractions, 2% and 98%: indices 20..980, both included,
+as the official tianweiy/DMD2 main/edm/edm_guidance.py `compute_distribution_matching_loss`; Diff-Instruct:
+log-normal), x_t = sg(x) + sigma n,
   p_real = x - D_real(x_t; sigma)   (the teacher, CFG-guided with teacher_guidance),
   p_fake = x - D_fake(x_t; sigma)   (the critic),
   DMD / DMD2:     grad = (p_real - p_fake) / mean_chw |p_real|,
@@ -21,11 +23,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import distances
+from fewstep_jax import distances, timesteps
 from fewstep_jax.data import reflow_pairs
 from fewstep_jax.methods.base import per_sample_mean
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.score_distillation import ScoreDistillation, karras_grid_sigma
+
+
+# Levels of the generator's matching gradient: (key, n, hparams) -> sigma [n].
+MATCHING_SIGMAS = {
+    # DMD / DMD2: indices min_level N .. max_level N of the ascending Karras grid.
+    'karras_grid': lambda key, n, hp: karras_grid_sigma(key, n, hp, hp.min_level, hp.max_level),
+    # Diff-Instruct: EDM's ln sigma ~ N(p_mean, p_std^2).
+    'lognormal': lambda key, n, hp: timesteps.sample_log_normal(key, n, hp.p_mean, hp.p_std),
+}
 
 
 class DistributionMatching(ScoreDistillation):
@@ -35,16 +46,22 @@ class DistributionMatching(ScoreDistillation):
   def defaults(cls):
     config = super().defaults()
     config.update(dict(
-        min_level=0.02,   # The matching levels: indices [min_level N, max_level N) of the N-level Karras grid.
+        matching_sigmas='karras_grid',  # The matching levels: MATCHING_SIGMAS.
+        min_level=0.02,   # karras_grid: indices min_level N .. max_level N (both in) of the Karras grid.
         max_level=0.98,
     ))
     return config
 
+  def __init__(self, config, *, data_shape, num_classes):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    if self.hparams.matching_sigmas not in MATCHING_SIGMAS:
+      raise ValueError(f'unknown method.matching_sigmas {self.hparams.matching_sigmas!r}; '
+                       f'known: {sorted(MATCHING_SIGMAS)}')
+
   def matching_point(self, key, x):
     """(sigma [B], n [B, ...]): the level and the noise of the generator gradient at samples x."""
     sigma_key, noise_key = jax.random.split(key)
-    hp = self.hparams
-    sigma = karras_grid_sigma(sigma_key, x.shape[0], hp, hp.min_level, hp.max_level)
+    sigma = MATCHING_SIGMAS[self.hparams.matching_sigmas](sigma_key, x.shape[0], self.hparams)
     return sigma, jax.random.normal(noise_key, x.shape, x.dtype)
 
   def matching_gradient(self, p_real, p_fake, sigma):
@@ -140,12 +157,25 @@ DI_WEIGHTINGS = {
 
 @register('diff_instruct')
 class DiffInstruct(DistributionMatching):
-  """Diff-Instruct / VSD: the matching gradient without the mean |p_real| normalisation, weighted by w(sigma)."""
+  """Diff-Instruct / VSD: the matching gradient without the mean |p_real| normalisation, weighted by w(sigma).
+
+  Followed: pkulwj1994/diff_instruct, training/di_loss.py `DI_EDMLoss.gloss` (log-normal levels, weight 1, the
+  gradient D_fake - D_real = p_real - p_fake) and `__call__` (the critic's EDM loss at log-normal levels),
+  training/di_training_loop.py (critic first, then the generator, 1:1) and the README's CIFAR-10 command
+  (init_sigma 1.0). Deviation: the official calls both denoisers in training mode with one replayed RNG state
+  (shared dropout masks); ours are deterministic.
+  """
 
   @classmethod
   def defaults(cls):
     config = super().defaults()
-    config.update(dict(weighting='unit'))  # w(sigma): DI_WEIGHTINGS.
+    config.update(dict(
+        weighting='unit',          # w(sigma): DI_WEIGHTINGS; the official weight is 1.
+        matching_sigmas='lognormal',
+        critic_sigmas='lognormal',
+        sigma_init=1.0,
+        critic_first=True,
+    ))
     return config
 
   def __init__(self, config, *, data_shape, num_classes):

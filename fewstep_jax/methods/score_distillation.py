@@ -5,7 +5,8 @@ Three roles, each its own state:
   student G   state.nets['student']  the few-step generator (its own optimizer, config.optim, and EMA copies);
   critic      state.nets['critic']   the fake score: a denoiser of G's samples (its own optimizer,
                                      method.critic_optim), plus state.nets['head'], a GAN discriminator on the
-                                     critic's bottleneck features (nn.make_features), when method.gan_weight > 0;
+                                     critic's bottleneck features (nn.make_features) at the inputs its own
+                                     preconditioned call sees (`critic_features`), when method.gan_weight > 0;
   teacher     state.frozen['teacher'] the real score, frozen.
 All three are the teacher run's network, in the teacher's own parameterisation, read as EDM denoisers
 D(x_sigma; sigma, y) through the exact conversions of paths.py: an EDM teacher as is, a flow-matching teacher's
@@ -48,11 +49,12 @@ from fewstep_jax.train.optim import make_optimizer, optim_defaults
 
 
 def karras_grid_sigma(key, n: int, hp, lo_fraction: float = 0.0, hi_fraction: float = 1.0):
-  """sigma [n]: a uniform index among [lo_fraction N, hi_fraction N) of the ascending N-level Karras grid
-  (N = hp.num_train_sigmas), as DMD2 picks its levels."""
+  """sigma [n]: a uniform index among int(lo_fraction N) .. int(hi_fraction N), both included and at most N - 1, of
+  the ascending N-level Karras grid (N = hp.num_train_sigmas), as DMD2 picks its levels (main/edm/edm_guidance.py:
+  randint(min_step, min(max_step + 1, N)); 20..980 for the matching levels, 0..999 for the critic's)."""
   num = hp.num_train_sigmas
   lo = int(lo_fraction * num)
-  index = jax.random.randint(key, (n,), lo, max(int(hi_fraction * num), lo + 1))
+  index = jax.random.randint(key, (n,), lo, max(min(int(hi_fraction * num) + 1, num), lo + 1))
   return timesteps.karras_sigma_at(index, num, hp.sigma_min, hp.sigma_max, hp.rho, ascending=True)
 
 
@@ -148,6 +150,11 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
     model_config.train.compute_dtype = self.config.train.compute_dtype
     self.model_method = build_method(model_config, data_shape=self.data_shape, num_classes=self.num_classes)
     self.parameterization = self.teacher_method.parameterization
+    if self.use_gan and self.parameterization not in paths.NETWORK_INPUTS:
+      raise ValueError(f'method.teacher={self.hparams.teacher!r} is a {self.teacher_method.name!r} run, whose network '
+                       f'inputs are not known (parameterisation {self.parameterization!r}), so the GAN head cannot '
+                       'read its bottleneck: distil an edm, flow_matching or TrigFlow (sct) run, or set '
+                       '--config.method.gan_weight=0 --config.method.gan_generator_weight=0.')
     return {'teacher': params}
 
   def denoise(self, params, x, sigma, y=None):
@@ -223,12 +230,21 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
   def generator_loss(self, x, y, key, *, frozen, critic, x_in, sigma_in):
     raise NotImplementedError
 
+  def critic_features(self, params, x_sigma, sigma, y=None):
+    """The bottleneck features [B, ...] of the critic's network at x_sigma [B, ...], sigma [B], computed from the
+    inputs its own preconditioned call gives the network (EDM: c_in(sigma) x_sigma and c_noise(sigma); a flow or
+    TrigFlow critic: its own path's sample and time), as DMD2's `return_bottleneck=True` call of the
+    preconditioned fake score does."""
+    sigma_data = self.model_method.hparams.get('sigma_data', paths.SIGMA_DATA)
+    x_net, c_noise = paths.network_input(self.parameterization, x_sigma, sigma, self.path, sigma_data)
+    return self.features(params, x_net, c_noise, y)
+
   def gan_logits(self, critic, head, x, y, key):
     """l [B]: the head on the critic's bottleneck features of x noised at a critic level."""
     sigma_key, noise_key = jax.random.split(key)
     sigma = self.critic_sigma(sigma_key, x.shape[0])
     x_noisy = self.path.noisy(x, jax.random.normal(noise_key, x.shape, x.dtype), sigma)
-    return self.head.apply({'params': head}, self.features(critic, x_noisy, sigma, y))
+    return self.head.apply({'params': head}, self.critic_features(critic, x_noisy, sigma, y))
 
   def student_loss(self, params, batch, key, *, frozen, critic, head):
     y = batch.get('y')

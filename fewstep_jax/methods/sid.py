@@ -3,10 +3,17 @@ METHODS.md §4. Roles, critic and schedule: score_distillation.py; here 1:1 upda
 levels log-normal (EDM's), and the generator from sigma_init = 2.5 (SiD).
 
 Unlike DMD, the gradient flows into x_g = G(z) through both frozen denoisers' inputs. The level: the Karras map of
-u ~ U[0, t_max] (u = 0 is sigma_max; t_max = 0.8 keeps sigma above 0.085), x_t = x_g + sigma n.
+u ~ U[0, t_max) counted from sigma_min upward, sigma = (sigma_min^(1/rho) + u (sigma_max^(1/rho) -
+sigma_min^(1/rho)))^rho, so u = 0 is sigma_min and t_max = 0.8 (level 800 of 1000, the official `--tmax`, "the
+largest allowed noise level") is sigma = 24.4; x_t = x_g + sigma n.
 
-SiD:  f_real = D_real(x_t; sigma) (CFG-guided), f_fake = D_fake(x_t; sigma), w = sg(mean_chw |x_g - f_real|),
+SiD:  f_real = D_real(x_t; sigma) (CFG-guided), f_fake = D_fake(x_t; sigma), w = sg(max(mean_chw |x_g - f_real|, 1e-5)),
   loss = mean_B sum_chw (f_real - f_fake) * ((f_real - x_g) - alpha (f_real - f_fake)) / w,   alpha = 1.2.
+Followed: mingyuanzhou/SiD, training/sid_loss.py `SID_EDMLoss.generator_loss` (the level map with `1 - rnd_t`, the
+weight's clip(min=1e-5)) and training/sid_training_loop.py (fake score first, then the generator, 1:1). Deviations:
+the official drops samples whose outputs hold a NaN from the loss and zeroes non-finite parameter gradients; here a
+non-finite loss stops the run instead. Its fake-score loss sums over pixels where ours averages (a constant factor
+that Adam removes up to its epsilon).
 
 SIM, with the pseudo-Huber distance d(y) = sqrt(||y||^2 + c^2) - c on the score difference
 y = sg(s_real - s_fake) = sg(f_real - f_fake) / sigma^2, d'(y) = y / sqrt(||y||^2 + c^2), and time weighting sigma^2:
@@ -37,7 +44,7 @@ class ScoreIdentity(ScoreDistillation):
         critic_sigmas='lognormal',
         student_every=1,
         critic_first=True,
-        t_max=0.8,     # The generator's levels: the Karras map of u ~ U[0, t_max], u = 0 at sigma_max.
+        t_max=0.8,     # The generator's levels: the Karras map of u ~ U[0, t_max), u = 0 at sigma_min.
     ))
     return config
 
@@ -46,7 +53,7 @@ class ScoreIdentity(ScoreDistillation):
     sigma_key, noise_key = jax.random.split(key)
     hp = self.hparams
     u = jax.random.uniform(sigma_key, (x.shape[0],), maxval=hp.t_max)
-    sigma = (hp.sigma_max ** (1 / hp.rho) + u * (hp.sigma_min ** (1 / hp.rho) - hp.sigma_max ** (1 / hp.rho))) ** hp.rho
+    sigma = (hp.sigma_min ** (1 / hp.rho) + u * (hp.sigma_max ** (1 / hp.rho) - hp.sigma_min ** (1 / hp.rho))) ** hp.rho
     return sigma, jax.random.normal(noise_key, x.shape, x.dtype)
 
   def predictions(self, x, y, key, frozen, critic):
@@ -70,7 +77,7 @@ class SiD(ScoreIdentity):
 
   def generator_loss(self, x, y, key, *, frozen, critic, **unused):
     _, f_real, f_fake = self.predictions(x, y, key, frozen, critic)
-    weight = jax.lax.stop_gradient(per_sample_mean(jnp.abs(x - f_real)))
+    weight = jax.lax.stop_gradient(jnp.maximum(per_sample_mean(jnp.abs(x - f_real)), 1e-5))  # The official clip.
     difference = f_real - f_fake
     per_sample = jnp.sum((difference * ((f_real - x) - self.hparams.alpha * difference)).reshape(x.shape[0], -1), 1)
     loss = jnp.mean(per_sample / weight)
