@@ -218,7 +218,7 @@ def test_twinflow_rectification_vanishes_when_the_fake_flow_equals_the_real_flow
 
   def rectify_only(params):
     return method.tutorial_loss(params, params, x, jax.random.normal(jax.random.PRNGKey(2), x.shape), None,
-                                jax.random.PRNGKey(3), None, jax.random.PRNGKey(4))[1]['rectify']
+                                jax.random.PRNGKey(3), jax.random.PRNGKey(5), jax.random.PRNGKey(4))[1]['rectify']
   grads = jax.grad(rectify_only)(params)
   assert float(rectify_only(params)) == 0.0
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
@@ -244,6 +244,56 @@ def test_twinflow_rcgm_target_is_consistent_for_the_exact_flow_map():
   zz, vv = z[:4], v[:4]
   uu = vv + 0.2
   np.testing.assert_allclose(method.rcgm_target(None, uu, zz, near_r, near_t, vv, None), vv, rtol=1e-5)
+
+
+def label_constant_network(params, z, t, d, y=None, key=None):
+  """A stand-in network whose output is y + 1 everywhere (null label 3 -> 4), whatever z, times and key."""
+  return jnp.broadcast_to((y + 1.0)[:, None], z.shape)
+
+
+def test_twinflow_one_step_rcgm_target_uses_the_cfg_enhanced_velocity():
+  """With u = y + 1 the RCGM residual at (t = 1, r = 0) is (y + 1) - v, so the one-step term is
+  mean clip((y + 1) - v)^2 with v = eps - x + cfg_ratio ((y + 1) - 4), the guided velocity (the reference's
+  `target`); eps is placed so that this residual is a small w inside the clip, hence the term is mean w^2."""
+  method = make('twinflow', target_ema=0.0, cfg_ratio=0.5, num_classes=3)
+  method.apply = label_constant_network
+  y = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
+  w = 0.3 * jax.random.uniform(jax.random.PRNGKey(1), (8, 2), minval=-1.0)
+  guidance = 0.5 * (y - 3.0)[:, None]
+  eps = x + (y + 1.0)[:, None] - guidance - w
+  terms = method.tutorial_loss(None, None, x, eps, y, jax.random.PRNGKey(2), jax.random.PRNGKey(3),
+                               jax.random.PRNGKey(4))[1]
+  np.testing.assert_allclose(terms['one_step'], jnp.mean(w**2), rtol=1e-4)
+  # The un-guided eps - x would leave the residual guidance + w, mostly outside the clip.
+  assert float(jnp.mean(jnp.clip(guidance + w, -1, 1) ** 2)) > 10 * float(jnp.mean(w**2))
+
+
+@pytest.mark.parametrize('production_split', [False, True])
+def test_twinflow_dropout_keys_follow_the_reference_rng(production_split):
+  """Each trained call and each rectification call draws its own dropout key; the target network's calls (CFG and
+  RCGM) replay the first trained call's key, as the reference restores its RNG state before each."""
+  method = make('twinflow', target_ema=0.0, cfg_ratio=0.5, num_classes=3, production_split=production_split)
+  calls = []
+
+  def recording_network(params, z, t, d, y=None, key=None):
+    calls.append((params, None if key is None else tuple(np.asarray(jax.random.key_data(key)).ravel())))
+    return label_constant_network(params, z, t, d, y, key) + 0.1 * z
+
+  method.apply = recording_network
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
+  y = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
+  eps = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
+  keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3), jax.random.PRNGKey(4))
+  if production_split:
+    method.production_loss('live', 'target', x, eps, y, *keys, jax.random.PRNGKey(5))
+  else:
+    method.tutorial_loss('live', 'target', x, eps, y, *keys)
+  trained = [key for params, key in calls if params == 'live']
+  target = [key for params, key in calls if params == 'target']
+  assert None not in trained and len(set(trained)) == len(trained), trained
+  assert target and set(target) == {trained[0] if not production_split else trained[1]}
+  assert len(trained) == (4 if production_split else 6)  # Production: generation, one pass, rectification's two.
 
 
 def test_twinflow_production_split_times_weights_and_training():

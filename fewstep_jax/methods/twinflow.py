@@ -29,6 +29,11 @@ the network; the non-adversarial rows regress on the RCGM target with per-sample
 w = 1 + tan(0.4 pi (1 - (t - r))) (1 on adversarial rows), plus `rectify_weight` times the rectification term
 on the end-to-end rows with dv clipped to ±rectify_clip. `robust_loss` replaces the squared error by Barron's
 reweighting (alpha, c) = (1, 1e-3): mse sg((mse / c^2 / |alpha - 2| + 1)^((alpha - 2) / 2)) / c.
+Both recipes feed the RCGM targets, L5's included, the CFG-enhanced v (tutorials/mnist/methodes.py,
+`TwinFlow.training_step`; src/methodes/twinflow/twinflow.py, `training_step`). Dropout keys as the reference's RNG:
+each trained call, and each of the rectification's two calls (run in training mode there), draws its own mask;
+the target network's calls (CFG and RCGM) replay the first trained call's key, as the reference restores its RNG
+state before each of them.
 Deviations from the reference: its "unconditional" CFG branch is a shuffled label, ours is the null label with
 label dropout; its MNIST network embeds raw times, ours uses the sinusoidal embedding (odd in t, so the sign of
 the fake branch is visible to it).
@@ -99,18 +104,20 @@ class TwinFlow(AverageVelocityMethod):
       return barron(error, self.hparams.robust_alpha, self.hparams.robust_c)
     return error
 
-  def enhanced_velocity(self, target_params, z, t, v, y):
-    """v + cfg_ratio (u(z,t,t|y) - u(z,t,t|∅)) for labelled samples with 0 < t < 1, without gradient."""
+  def enhanced_velocity(self, target_params, z, t, v, y, key=None):
+    """v + cfg_ratio (u(z,t,t|y) - u(z,t,t|∅)) for labelled samples with 0 < t < 1, without gradient; both calls
+    with dropout key `key` (the reference replays one RNG state for its target passes)."""
     hp = self.hparams
     if y is None or not hp.cfg_ratio:
       return v
-    cond = self.average_velocity(target_params, z, t, t, y)
-    uncond = self.average_velocity(target_params, z, t, t, jnp.full_like(y, self.num_classes))
+    cond = self.average_velocity(target_params, z, t, t, y, key)
+    uncond = self.average_velocity(target_params, z, t, t, jnp.full_like(y, self.num_classes), key)
     apply = (y != self.num_classes) & (t > 0) & (t < 1)
     return jnp.where(paths.expand_to(apply, v), jax.lax.stop_gradient(v + hp.cfg_ratio * (cond - uncond)), v)
 
-  def rcgm_target(self, target_params, u, z, r, t, v, y):
-    """sg(u - clip(R)) [B, ...] for the prediction u = u(z_t, r, t); see the module docstring."""
+  def rcgm_target(self, target_params, u, z, r, t, v, y, key=None):
+    """sg(u - clip(R)) [B, ...] for the prediction u = u(z_t, r, t); see the module docstring. Every Euler step of
+    the target network uses dropout key `key`."""
     hp = self.hparams
     delta = hp.rcgm_delta
     t_m = jnp.maximum(t - delta, r)
@@ -119,18 +126,22 @@ class TwinFlow(AverageVelocityMethod):
     for k in range(hp.rcgm_order):
       s_from = t_m + (r - t_m) * (k / hp.rcgm_order)
       s_to = t_m + (r - t_m) * ((k + 1) / hp.rcgm_order)
-      z_k = z_k - paths.expand_to(s_from - s_to, z) * self.average_velocity(target_params, z_k, s_to, s_from, y)
+      z_k = z_k - paths.expand_to(s_from - s_to, z) * self.average_velocity(target_params, z_k, s_to, s_from, y,
+                                                                             key)
     displacement = z_m - z_k
     gap = paths.expand_to(t - r, z)
     residual = jnp.where(gap >= delta, (gap * u - displacement - delta * v) / delta, u - v)
     return jax.lax.stop_gradient(u - jnp.clip(residual, -hp.rcgm_clip, hp.rcgm_clip))
 
-  def rectification_direction(self, params, x_fake, key, y):
-    """dv [B, ...] = v_fake(z'_s, s) - u(z'_s, s, s) on fresh paths toward sg(x_fake), without gradient."""
-    noise_key, time_key = jax.random.split(key)
+  def rectification_direction(self, params, x_fake, key, y, dropout=False):
+    """dv [B, ...] = v_fake(z'_s, s) - u(z'_s, s, s) on fresh paths toward sg(x_fake), without gradient. With
+    `dropout`, each of the two calls draws its own dropout mask (the reference runs them in training mode)."""
+    noise_key, time_key, fake_key, real_key = jax.random.split(key, 4)
+    fake_key, real_key = (fake_key, real_key) if dropout else (None, None)
     s = jax.random.uniform(time_key, (x_fake.shape[0],))
     z_s = self.path.noisy(jax.lax.stop_gradient(x_fake), jax.random.normal(noise_key, x_fake.shape), s)
-    return jax.lax.stop_gradient(self.fake_velocity(params, z_s, s, y) - self.average_velocity(params, z_s, s, s, y))
+    return jax.lax.stop_gradient(self.fake_velocity(params, z_s, s, y, fake_key) -
+                                 self.average_velocity(params, z_s, s, s, y, real_key))
 
   def loss(self, params, batch, key, target_params=None):
     x, y = batch['x'], batch.get('y')
@@ -145,23 +156,25 @@ class TwinFlow(AverageVelocityMethod):
   def tutorial_loss(self, params, target_params, x, eps, y, time_key, net_key, rectify_key):
     n = x.shape[0]
     t_key, r_key = jax.random.split(time_key)
+    # Each trained call draws its own dropout mask; the target network's calls replay the first call's key.
+    any_key, real_key, one_key, fake_key = jax.random.split(net_key, 4)
     t = jax.random.uniform(t_key, (n,))
     r = t - jax.random.uniform(r_key, (n,)) * t
     z = self.path.noisy(x, eps, t)
-    v = self.enhanced_velocity(target_params, z, t, self.path.velocity(x, eps, t), y)
-    u = self.average_velocity(params, z, r, t, y, net_key)
-    any_step = self.distance(u, self.rcgm_target(target_params, u, z, r, t, v, y))
-    real = self.distance(self.average_velocity(params, z, t, t, y, net_key), v)
+    v = self.enhanced_velocity(target_params, z, t, self.path.velocity(x, eps, t), y, any_key)
+    u = self.average_velocity(params, z, r, t, y, any_key)
+    any_step = self.distance(u, self.rcgm_target(target_params, u, z, r, t, v, y, any_key))
+    real = self.distance(self.average_velocity(params, z, t, t, y, real_key), v)
     ones, zeros = jnp.ones((n,)), jnp.zeros((n,))
-    u_one = self.average_velocity(params, eps, zeros, ones, y, net_key)
+    u_one = self.average_velocity(params, eps, zeros, ones, y, one_key)
     x_fake = eps - u_one
     z_fake = self.path.noisy(jax.lax.stop_gradient(x_fake), eps, t)
-    fake = self.distance(self.fake_velocity(params, z_fake, t, y, net_key),
+    fake = self.distance(self.fake_velocity(params, z_fake, t, y, fake_key),
                          eps - jax.lax.stop_gradient(x_fake))
-    dv = self.rectification_direction(params, x_fake, rectify_key, y)
+    dv = self.rectification_direction(params, x_fake, rectify_key, y, dropout=True)
     rectify = self.distance(u_one, jax.lax.stop_gradient(u_one - dv))
-    v_one = self.path.velocity(x, eps, ones)
-    one_step = self.distance(u_one, self.rcgm_target(target_params, u_one, eps, zeros, ones, v_one, y))
+    # The reference's last term passes its (CFG-enhanced) target v, not the plain eps - x.
+    one_step = self.distance(u_one, self.rcgm_target(target_params, u_one, eps, zeros, ones, v, y, any_key))
     terms = {'any_step': any_step, 'real': real, 'fake': fake, 'rectify': rectify, 'one_step': one_step}
     terms = {name: jnp.mean(value) for name, value in terms.items()}
     terms['rectify'] = self.hparams.rectify_weight * terms['rectify']
@@ -187,26 +200,30 @@ class TwinFlow(AverageVelocityMethod):
     adversarial = slice_of == 3
     # Adversarial rows (the last quarter): the path runs to a one-step sample of fresh noise (no gradient).
     real, last = slice(0, 3 * quarter), slice(3 * quarter, n)
-    fresh = jax.random.normal(fake_key, x[last].shape, x.dtype)
+    fresh_key, generate_key = jax.random.split(fake_key)
+    fresh = jax.random.normal(fresh_key, x[last].shape, x.dtype)
     ones = jnp.ones((n - 3 * quarter,))
-    x_fake = fresh - self.average_velocity(params, fresh, 0 * ones, ones, None if y is None else y[last])
+    x_fake = fresh - self.average_velocity(params, fresh, 0 * ones, ones, None if y is None else y[last],
+                                           generate_key)
     x_path = jnp.concatenate([x[real], jax.lax.stop_gradient(x_fake)])
     z = self.path.noisy(x_path, eps, t)
     v = self.path.velocity(x_path, eps, t)
     # One call for every row: real flow map at (t, t - r), or the fake flow at (-t, 0).
     prediction = self.apply(params, z, jnp.where(adversarial, -t, t), jnp.where(adversarial, 0.0, t - r), y,
                             net_key)
-    # Targets: RCGM (with the enhanced velocity) on the real rows only; eps - x_fake on the adversarial ones.
+    # Targets: RCGM (with the enhanced velocity, which the reference also feeds its RCGM target) on the real rows
+    # only; eps - x_fake on the adversarial ones. The target network's calls replay the prediction's dropout key.
     y_real = None if y is None else y[real]
-    v_real = self.enhanced_velocity(target_params, z[real], t[real], v[real], y_real)
+    v_real = self.enhanced_velocity(target_params, z[real], t[real], v[real], y_real, net_key)
     target = jnp.concatenate([
-        self.rcgm_target(target_params, prediction[real], z[real], r[real], t[real], v_real, y_real), v[last]])
+        self.rcgm_target(target_params, prediction[real], z[real], r[real], t[real], v_real, y_real, net_key),
+        v[last]])
     weight = jnp.where(adversarial, 1.0, 1.0 + jnp.tan(0.4 * jnp.pi * (1.0 - (t - r))))
     main = jnp.mean(weight * self.distance(prediction, target))
     end_to_end = slice(0, quarter)
     u_one = prediction[end_to_end]
     dv = self.rectification_direction(params, eps[end_to_end] - u_one, rectify_key,
-                                      None if y is None else y[end_to_end])
+                                      None if y is None else y[end_to_end], dropout=True)
     dv = jnp.clip(dv, -hp.rectify_clip, hp.rectify_clip)
     rectify = hp.rectify_weight * jnp.mean(self.distance(u_one, jax.lax.stop_gradient(u_one - dv)))
     loss = main + rectify
