@@ -30,9 +30,10 @@ def exact_average_velocity(params, z, r, t, y=None, key=None):
   return jnp.where(t_ - r_ > 0, z * (1 - sigma(r_) / sigma(t_)) / interval, marginal)
 
 
-def make(time_scale=1000.0, **hparams):
+def make(time_scale=1000.0, dropout=0.0, **hparams):
   config = base_config(method='meanflow', network='mlp', dataset='toy')
   config.network.time_scale = time_scale
+  config.network.dropout = dropout
   config.network.hidden = 32
   config.network.depth = 2
   config.network.two_times = True
@@ -112,6 +113,36 @@ def test_sub_batch_jvp_gives_the_full_batch_loss_and_gradients():
   np.testing.assert_allclose(metrics_sub['mse'], metrics_full['mse'], rtol=1e-5)
   for got, want in zip(jax.tree.leaves(grads_sub), jax.tree.leaves(grads_full)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_sub_batch_jvp_with_dropout_is_the_full_batch_loss_with_the_same_per_row_masks():
+  """With dropout the two parts draw their masks from fold_in(key, 0) (the r != t head) and fold_in(key, 1) (the
+  tail). Reference: the full-batch JVP through a network whose rows get exactly those masks."""
+  full, sub = make(jvp_sub_batch=False, dropout=0.3), make(jvp_sub_batch=True, dropout=0.3)
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(5), p.shape),
+                        full.init(jax.random.PRNGKey(0)).nets['student'].params)
+  batch = {'x': S * jax.random.normal(jax.random.PRNGKey(1), (32, 2))}
+  key = jax.random.PRNGKey(2)
+  head = sub.num_jvp(32)
+  network = full.average_velocity
+
+  def per_row_masks(params, z, r, t, y=None, key=None):
+    parts = [network(params, z[rows], r[rows], t[rows], None, jax.random.fold_in(key, i))
+             for i, rows in enumerate((slice(0, head), slice(head, None)))]
+    return jnp.concatenate(parts)
+
+  (loss_sub, _), grads_sub = jax.value_and_grad(sub.loss, has_aux=True)(params, batch, key)
+  (loss_one_key, _), _ = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
+  full.average_velocity = per_row_masks
+  (loss_ref, _), grads_ref = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
+  np.testing.assert_allclose(loss_sub, loss_ref, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads_sub), jax.tree.leaves(grads_ref)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  assert abs(float(loss_one_key) - float(loss_sub)) > 1e-3 * abs(float(loss_sub))  # Dropout is on: masks matter.
+  # Tail row j does not reuse head row j's mask.
+  z = jnp.ones((32, 2))
+  u = sub.prediction_and_target(params, z, jnp.zeros(32), jnp.full((32,), 0.5), z, None, key)[0]
+  assert not np.allclose(u[:head], u[head:2 * head])
 
 
 def test_time_pairs_are_ordered_with_the_configured_share_of_r_equal_t():

@@ -11,7 +11,8 @@ the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction 
 - Times: t, r logit-normal(time_mean, time_std), sorted so t >= r; a fixed fraction `ratio_r_equal_t` of the
   batch gets r = t, where the identity reduces to flow matching (u = v). That fraction is a fixed slice of the
   batch, so with `jvp_sub_batch` the JVP runs on the r != t part only and a plain forward pass on the rest:
-  the same loss and gradients (the tangent term is multiplied by t - r = 0) at a fraction of the cost. The
+  the same loss and gradients (the tangent term is multiplied by t - r = 0) at a fraction of the cost; the two
+  parts draw their dropout masks from two keys (fold_in(key, 0) and fold_in(key, 1)), so every row has its own. The
   batch order is random, so a positional slice is a random subset; it is independent of the label-dropout
   mask (the reference draws both from the front of the batch).
 - Loss: per sample L = ||u - u_tgt||^2 (summed over data dimensions, as the reference), adaptively weighted
@@ -79,11 +80,11 @@ class MeanFlow(AverageVelocityMethod):
 
   def prediction_and_target(self, params, z, r, t, v, y, key):
     """(u [B, ...] with gradient, u_tgt [B, ...] without) for the tangent v; see the module docstring."""
-    def u_of(z, r, t, y):
+    def u_of(z, r, t, y, key=key):
       return self.average_velocity(params, z, r, t, y, key)
 
-    def with_tangent(z, r, t, v, y):
-      return jax.jvp(lambda z, r, t: u_of(z, r, t, y), (z, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
+    def with_tangent(z, r, t, v, y, key=key):
+      return jax.jvp(lambda z, r, t: u_of(z, r, t, y, key), (z, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
 
     batch = z.shape[0]
     num_jvp = self.num_jvp(batch)
@@ -92,9 +93,11 @@ class MeanFlow(AverageVelocityMethod):
     elif self.hparams.jvp_sub_batch and num_jvp < batch:
       head = slice(0, num_jvp)
       take = lambda a, part: None if a is None else a[part]
-      u_head, dudt_head = with_tangent(z[head], r[head], t[head], v[head], take(y, head))
+      # Each half draws its own dropout masks: one key for both would give tail row j head row j's mask.
+      head_key, tail_key = (None, None) if key is None else (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
+      u_head, dudt_head = with_tangent(z[head], r[head], t[head], v[head], take(y, head), head_key)
       tail = slice(num_jvp, batch)
-      u_tail = u_of(z[tail], r[tail], t[tail], take(y, tail))
+      u_tail = u_of(z[tail], r[tail], t[tail], take(y, tail), tail_key)
       u = jnp.concatenate([u_head, u_tail])
       dudt = jnp.concatenate([dudt_head, jnp.zeros_like(u_tail)])  # Multiplied by t - r = 0 there.
     else:
