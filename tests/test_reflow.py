@@ -86,7 +86,7 @@ def test_reflow_losses_against_hand_formulas():
   v = method.velocity(params, batch['eps'], jnp.ones(8))
   np.testing.assert_allclose(loss, jnp.mean(jnp.square(batch['eps'] - v - batch['x'])), rtol=1e-5)
   huber = make(time_sampler='one_step', distance='pseudo_huber')
-  c = 0.00054 * np.sqrt(2)
+  c = 0.00054 * 2  # 2-RF++'s c = 0.00054 dim (sangyun884/rfpp train.py).
   loss_h, _ = huber.loss(params, batch, jax.random.PRNGKey(2))
   diff = np.asarray(v - (batch['eps'] - batch['x']))
   np.testing.assert_allclose(loss_h, np.mean(np.sqrt((diff**2).sum(1) + c**2) - c), rtol=1e-5)

@@ -1,8 +1,10 @@
-"""Diff-Instruct (Luo et al. 2023) on CIFAR-10 from the class-conditional EDM teacher, 1 NFE: the unnormalised,
-time-weighted matching gradient; Adam lr 1e-5, betas (0, 0.999), 1:1 updates.
+"""Diff-Instruct (Luo et al. 2023) on unconditional CIFAR-10 from the unconditional EDM teacher
+(runs/cifar10_edm_uncond: configs/cifar10/edm.py with --config.data.conditional=False), 1 NFE: the unnormalised
+matching gradient at log-normal levels from sigma_init 1; as the official README's command: Adam lr 1e-5, betas
+(0, 0.999), batch 128, 1:1 updates, critic first, EMA half-life 0.5 Mimg.
 Settings: `config_base.DISTILLATION_SETUPS['cifar10']` and `DISTILLATION_RECIPES['diff_instruct']`.
   python -m fewstep_jax.main --config=configs/cifar10/diff_instruct.py --workdir=runs/cifar10_diff_instruct \
-      --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.teacher=runs/cifar10_edm
+      --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.teacher=runs/cifar10_edm_uncond
 """
 from fewstep_jax.config_base import base_config, distillation_recipe
 

@@ -1,6 +1,6 @@
 """2-RF++ on CIFAR-10 (Lee et al. 2024), for accelerators: reflow on pairs from an unconditional EDM teacher
 (the paper generates 1M pairs with EDM's 35-NFE Heun sampler), U-shaped times (a = 4), pseudo-Huber distance
-(the paper's best uses LPIPS-Huber, whose weights we do not ship), initialised from the teacher; batch 512,
+with c = 0.00054 dim (the official code's; the paper's best adds LPIPS, whose weights we do not ship), initialised from the teacher; batch 512,
 Adam lr 2e-4 with 5000 warmup steps, EMA 0.9999, 800k steps, dropout 0.13. The student's network must equal
 the teacher's (the paper wraps the EDM denoiser as a velocity model; here init_from needs a flow-matching run of
 the same network, e.g. configs/cifar10/flow_matching.py with --config.data.conditional=False).

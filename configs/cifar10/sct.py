@@ -1,5 +1,5 @@
-"""sCT on CIFAR-10 (class-conditional U-Net with a log-variance head), for accelerators; reference 2.97 / 2.06
-FID at 1 / 2 NFE. Settings: `config_base.SCM_RECIPES['cifar10']`.
+"""sCT on unconditional CIFAR-10 (U-Net with a log-variance head), for accelerators; reference 2.85 / 2.06 FID at
+1 / 2 NFE (sCM, ICLR 2025, Table 1; arXiv v1 gave 2.97). Settings: `config_base.SCM_RECIPES['cifar10']`.
 
   python -m fewstep_jax.main --config=configs/cifar10/sct.py --workdir=runs/cifar10_sct \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 [--config.method.init_from=RUN]

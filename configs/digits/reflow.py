@@ -21,6 +21,7 @@ def get_config():
   config.network.attn_resolutions = (4,)
   config.method.time_sampler = 'u_shaped'
   config.method.distance = 'pseudo_huber'
+  config.method.huber_c = 0.00054 * 8.0  # iCT's c = 0.00054 sqrt(dim), with which the figures above were measured.
   config.method.init_from = 'runs/quickstart'
   config.method.label_dropout = 0.0
   config.train.num_steps = 2000

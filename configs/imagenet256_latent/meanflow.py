@@ -34,7 +34,7 @@ def get_config():
   config.train.log_every = 100
   config.train.checkpoint_every = 10_000
   config.train.sample_every = 100_000
-  config.train.compute_dtype = 'bfloat16'
+  config.train.compute_dtype = 'float32'  # The official configs/default.py: half_precision=False.
   config.optim.name = 'adamw'
   config.optim.lr = 1e-4
   config.optim.b2 = 0.95

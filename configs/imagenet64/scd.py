@@ -1,5 +1,6 @@
 """sCD on ImageNet-64 from the ImageNet-64 EDM teacher (configs/imagenet64/edm.py), converted exactly to
-TrigFlow, for accelerators; reference 2.44 / 1.66 FID at 1 / 2 NFE. Settings: `config_base.SCM_RECIPES['imagenet64']`.
+TrigFlow, for accelerators; reference 2.44 / 1.66 FID at 1 / 2 NFE
+(EDM2-XL, sCM Table 1; 2.97 / 2.07 at EDM2-S size, Table 8). Settings: `config_base.SCM_RECIPES['imagenet64']`.
 
   python -m fewstep_jax.main --config=configs/imagenet64/scd.py --workdir=runs/imagenet64_scd \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=32 --config.mesh.fsdp=8 \

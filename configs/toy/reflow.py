@@ -19,6 +19,7 @@ def get_config():
   config.network.depth = 3
   config.method.time_sampler = 'u_shaped'
   config.method.distance = 'pseudo_huber'
+  config.method.huber_c = 0.00054 * 2 ** 0.5  # iCT's c = 0.00054 sqrt(dim), with which the figures above were measured.
   config.method.init_from = 'runs/toy_flow_matching'
   config.method.label_dropout = 0.0
   config.train.num_steps = 3000

@@ -20,7 +20,9 @@ the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction 
 - CFG folded into training (Eq. 13-19 of the paper's guidance section): for labelled samples with t in
   [guidance_t_start, guidance_t_end], v is replaced in the tangent and the target by
   v_g = omega v + (1 - omega - kappa) u(z_t, t, t | ∅) + kappa u(z_t, t, t | y), the two u terms without
-  gradient and without dropout. omega = 1, kappa = 0 switches it off (no extra passes). 10% label dropout.
+  gradient and without dropout. omega = 1, kappa = 0 switches it off (no extra passes). 10% label dropout. The
+  defaults omega = 1, kappa = 0.5 on [0, 1] are the official configs/default.py (DiT-B/4); the paper-row configs
+  set their table's values (configs/imagenet256_latent/meanflow.py: XL/2's omega 0.2, kappa 0.92 on [0, 0.75]).
 - Network conditioning (t, t - r) and the k-step sampler: flow_map.AverageVelocityMethod.
 """
 import jax
@@ -47,8 +49,8 @@ class MeanFlow(AverageVelocityMethod):
         adaptive_c=0.01,
         label_dropout=0.1,
         coupling='independent',       # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
-        omega=1.0,              # Folded CFG scale on the conditional velocity.
-        kappa=0.0,              # Folded CFG weight on the model's own conditional prediction.
+        omega=1.0,              # Folded CFG scale on the conditional velocity (the official default config's).
+        kappa=0.5,              # Folded CFG weight on the model's own conditional prediction (same).
         guidance_t_start=0.0,   # Folded CFG applies for t in [start, end].
         guidance_t_end=1.0,
         jvp_sub_batch=True,     # JVP on the r != t part of the batch only (same loss and gradients).

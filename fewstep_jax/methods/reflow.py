@@ -7,13 +7,16 @@ learned flow is straighter and few Euler steps suffice.
 
 - One-step distillation: `time_sampler='one_step'` trains only t = 1, i.e. x̂ ≈ eps - v(eps, 1).
 - 2-RF++ (Lee et al. 2024): `time_sampler='u_shaped'` (p(t) ∝ e^(a t) + e^(a (1 - t)), a = 4),
-  `distance='pseudo_huber'` (sqrt(||v - v_tgt||^2 + c^2) - c with c = 0.00054 sqrt(dim), iCT's constant; the
-  paper's best uses LPIPS-Huber on the x prediction, not offered here), and `init_from` = the 1-RF workdir
+  `distance='pseudo_huber'` (sqrt(||v - v_tgt||^2 + c^2) - c with c = 0.00054 dim, as the official
+  sangyun884/rfpp train.py `loss_type='huber'`, which also divides by dim, a constant; the paper's best adds LPIPS
+  on the x prediction, not offered here), and `init_from` = the 1-RF workdir
   (same network config). Our pseudo-Huber is on the velocity; on the x prediction z_t - t v it is the same up
   to the factor t inside the root.
 - Minibatch couplings do not apply (the pairs are the coupling). Labels: the class the teacher drew x̂ for,
   with label dropout for CFG. Sampling: Euler with `nfe` steps (or Heun, via method.solver).
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -21,6 +24,8 @@ from fewstep_jax import distances, timesteps
 from fewstep_jax.methods import flow_matching
 from fewstep_jax.methods.base import drop_labels
 from fewstep_jax.methods.registry import register
+
+RFPP_HUBER_C_PER_DIM = 0.00054  # 2-RF++'s c = 0.00054 dim (iCT's constant times sqrt(dim)).
 
 REFLOW_TIME_SAMPLERS = dict(
     flow_matching.FLOW_TIME_SAMPLERS,
@@ -38,7 +43,7 @@ class Reflow(flow_matching.FlowMatching):
     config.time_sampler = 'uniform'     # + 'u_shaped' (2-RF++), 'one_step' (distillation at t = 1).
     config.u_shape_a = 4.0
     config.distance = 'l2'              # 'l2' (mean over dims) | 'pseudo_huber' (2-RF++).
-    config.huber_c = -1.0               # < 0: iCT's 0.00054 sqrt(dim).
+    config.huber_c = -1.0               # < 0: 2-RF++'s 0.00054 dim.
     config.init_from = ''               # Workdir of the 1-RF run to start from (2-RF++).
     config.solver = 'euler'
     del config['coupling']
@@ -51,7 +56,10 @@ class Reflow(flow_matching.FlowMatching):
       raise ValueError('reflow trains on stored couplings: set --config.data.name=reflow_pairs and '
                        '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.reflow)')
     super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.distance = distances.make_distance(self.hparams.distance, data_shape, huber_c=self.hparams.huber_c)
+    huber_c = self.hparams.huber_c
+    if huber_c < 0:
+      huber_c = RFPP_HUBER_C_PER_DIM * math.prod(data_shape)
+    self.distance = distances.make_distance(self.hparams.distance, data_shape, huber_c=huber_c)
 
   def loss(self, params, batch, key):
     if 'eps' not in batch:
