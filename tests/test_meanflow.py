@@ -101,23 +101,10 @@ def test_r_equal_t_reduces_to_flow_matching():
   np.testing.assert_allclose(u, method.average_velocity(params, z, t, t), rtol=1e-6)
 
 
-def test_sub_batch_jvp_gives_the_full_batch_loss_and_gradients():
-  full, sub = make(jvp_sub_batch=False), make(jvp_sub_batch=True)
-  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(5), p.shape),
-                        full.init(jax.random.PRNGKey(0)).nets['student'].params)
-  batch = {'x': S * jax.random.normal(jax.random.PRNGKey(1), (32, 2))}
-  key = jax.random.PRNGKey(2)
-  (loss_full, metrics_full), grads_full = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
-  (loss_sub, metrics_sub), grads_sub = jax.value_and_grad(sub.loss, has_aux=True)(params, batch, key)
-  np.testing.assert_allclose(loss_sub, loss_full, rtol=1e-5)
-  np.testing.assert_allclose(metrics_sub['mse'], metrics_full['mse'], rtol=1e-5)
-  for got, want in zip(jax.tree.leaves(grads_sub), jax.tree.leaves(grads_full)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-
-
 def test_sub_batch_jvp_with_dropout_is_the_full_batch_loss_with_the_same_per_row_masks():
-  """With dropout the two parts draw their masks from fold_in(key, 0) (the r != t head) and fold_in(key, 1) (the
-  tail). Reference: the full-batch JVP through a network whose rows get exactly those masks."""
+  """The JVP on the r != t head and a plain pass on the r = t tail give the full-batch loss and gradients. With
+  dropout the two parts draw their masks from fold_in(key, 0) (the head) and fold_in(key, 1) (the tail);
+  reference: the full-batch JVP through a network whose rows get exactly those masks."""
   full, sub = make(jvp_sub_batch=False, dropout=0.3), make(jvp_sub_batch=True, dropout=0.3)
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(5), p.shape),
                         full.init(jax.random.PRNGKey(0)).nets['student'].params)
@@ -131,11 +118,12 @@ def test_sub_batch_jvp_with_dropout_is_the_full_batch_loss_with_the_same_per_row
              for i, rows in enumerate((slice(0, head), slice(head, None)))]
     return jnp.concatenate(parts)
 
-  (loss_sub, _), grads_sub = jax.value_and_grad(sub.loss, has_aux=True)(params, batch, key)
-  (loss_one_key, _), _ = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
+  (loss_sub, metrics_sub), grads_sub = jax.value_and_grad(sub.loss, has_aux=True)(params, batch, key)
+  loss_one_key, _ = full.loss(params, batch, key)
   full.average_velocity = per_row_masks
-  (loss_ref, _), grads_ref = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
+  (loss_ref, metrics_ref), grads_ref = jax.value_and_grad(full.loss, has_aux=True)(params, batch, key)
   np.testing.assert_allclose(loss_sub, loss_ref, rtol=1e-5)
+  np.testing.assert_allclose(metrics_sub['mse'], metrics_ref['mse'], rtol=1e-5)
   for got, want in zip(jax.tree.leaves(grads_sub), jax.tree.leaves(grads_ref)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   assert abs(float(loss_one_key) - float(loss_sub)) > 1e-3 * abs(float(loss_sub))  # Dropout is on: masks matter.

@@ -24,6 +24,9 @@ Choices where the papers leave room, all config: the same dropout key for the on
 rule, used for every method here, so that the loss vanishes at consistency); the target EMA divisor of CM
 (`target_ema='cm'` is the paper's exp(s0 ln mu0 / N(k)); 'cm_code' divides by N(k) - 1 as the official code);
 multistep sampling re-noises with x0 + sigma z (not sqrt(sigma^2 - sigma_min^2)).
+Official code: CT / CD, openai/consistency_models_cifar10 jcm/losses.py `get_consistency_loss_fn` and
+`get_ema_scales_fn` (an independent port agrees with CT's and CD's losses to float32 rounding); ECT, locuslab/ect
+training/loss.py `ECMLoss.__call__` (the imgnet branch for ImageNet-64's settings).
 """
 import jax
 import jax.numpy as jnp

@@ -19,6 +19,8 @@ dt = 1e-3, alpha = 1e-5 (reference). t ~ U(0, 1] as in the reference; label drop
 Sampling: `nfe` Euler steps on the uniform grid (with K segments and nfe = K, one straight step per segment;
 fewer steps than segments cross segment ends, where the flow is only straight piecewise). With guidance != 1
 each step costs two calls.
+Official code: YangLing0818/consistency_flow_matching, losses.py `get_consistency_flow_matching_loss_fn`. Not
+reproduced: its CIFAR-10 two-stage boundary schedule (boundary 0 for 100k steps, then 0.9).
 """
 import jax
 import jax.numpy as jnp

@@ -5,6 +5,8 @@
 
 Sampling: Heun on the Karras grid (descending, sigma_max -> sigma_min, then 0) of dx/dsigma = (x - D) / sigma;
 18 grid steps cost 35 NFE. Label dropout and CFG as in flow matching (a guided denoiser D_∅ + w (D_y - D_∅)).
+Official code: NVlabs/edm, training/loss.py `EDMLoss` and training/networks.py `EDMPrecond`. Deviations: label
+dropout (EDM trains no null label; its paper-row configs set 0), no augmentation pipeline.
 """
 import jax
 import jax.numpy as jnp

@@ -24,6 +24,10 @@ the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction 
   defaults omega = 1, kappa = 0.5 on [0, 1] are the official configs/default.py (DiT-B/4); the paper-row configs
   set their table's values (configs/imagenet256_latent/meanflow.py: XL/2's omega 0.2, kappa 0.92 on [0, 0.75]).
 - Network conditioning (t, t - r) and the k-step sampler: flow_map.AverageVelocityMethod.
+Official code: Gsunshine/meanflow, meanflow.py (`MeanFlow.forward`, `sample_tr`, `guidance_fn`); an
+independent port of it on the same network, weights and draws agrees with this loss to float32 rounding.
+Deviation: the label-dropout and r = t masks are drawn independently (the official takes both from the front of
+the batch).
 """
 import jax
 import jax.numpy as jnp

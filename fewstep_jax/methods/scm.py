@@ -23,6 +23,8 @@ Initialisation: as in the paper, sCT / sCD start from a pretrained TrigFlow diff
 (same network config). `diffusion_only=True` trains that model with this very method (w = 0: g reduces to the
 diffusion target; use tangent_norm='none'), as configs/digits/trigflow.py does. Without `init_from` training starts
 from scratch, the tangent warmup training the diffusion target first: enough on toy data, not on digits.
+Official-style code: NVlabs/FastGen fastgen/methods/consistency_model/sCM.py (`SCMModel`; the paper's authors
+published none); an independent port of it agrees with sCT's and sCD's losses to float32 rounding.
 """
 import math
 

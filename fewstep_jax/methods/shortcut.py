@@ -18,6 +18,8 @@ sampling costs one call a step. METHODS.md writes the bootstrap levels as d in {
 2d; the reference trains D in {1, ..., 1/64} (D = 2/M) from half steps D/2, which is what is implemented here.
 Labels are dropped with `label_dropout` for both parts (the dropped ones get no guidance).
 Sampling: k uniform steps of size 1/k (k a power of two up to M matches the trained levels).
+Official code: kvfrans/shortcut-models, targets_shortcut.py `get_targets`; an independent port of it agrees with
+this loss to float32 rounding (same network, weights and draws).
 """
 import math
 
