@@ -2,8 +2,8 @@
 digits EDM teacher: normalised matching gradient, critic every step and student every 5th, the GAN head
 (weights 1e-2 and 3e-3).
 Settings: `config_base.DISTILLATION_SETUPS['digits']`.
-Measured here (2500 steps, 18 minutes on 2 CPU cores shared
-with a test run): Fréchet 5.84, class accuracy 99.1% at 1 NFE
+Measured here (2500 steps, 25 minutes on 2 CPU cores shared
+with a test run): Fréchet 4.66, class accuracy 98.4% at 1 NFE
 (the teacher 3.95 / 96.4% at 50 NFE, floor 1.94).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/dmd2.py --workdir=runs/digits_dmd2

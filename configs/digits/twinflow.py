@@ -1,6 +1,7 @@
 """Class-conditional TwinFlow on the 8x8 digits with the production batch split (end-to-end, near-diagonal,
 any-interval and adversarial quarters; one network call per row) and the tutorial's CFG-enhanced target
-(ratio 0.5), so that sampling costs one call a step.
+(ratio 0.5), so that sampling costs one call a step. Measured here (2000 steps, 14 minutes on 2 CPU cores), Fréchet /
+class accuracy: 8.79 / 74.6% at 1 NFE, 6.41 / 80.8% at 2, 5.00 / 89.3% at 4 (floor 1.94).
 
   python -m fewstep_jax.main --config=configs/digits/twinflow.py --workdir=runs/digits_twinflow
 """

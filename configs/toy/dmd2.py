@@ -1,7 +1,7 @@
 """DMD2 (Yin et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: normalised matching
 gradient, critic every step and student every 5th.
 Settings: `config_base.DISTILLATION_SETUPS['toy']`.
-Measured here (12000 steps, 6 minutes on 2 CPU cores): sliced W2 0.0064 at 1 NFE (the teacher 0.62 at 1 NFE and
+Measured here (12000 steps, 2 minutes on 2 CPU cores): sliced W2 0.0081 at 1 NFE (the teacher 0.62 at 1 NFE and
 0.0066 at 50, floor 0.0022).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/dmd2.py --workdir=runs/toy_dmd2

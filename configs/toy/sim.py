@@ -1,7 +1,7 @@
 """SIM (Luo et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: pseudo-Huber c = 0.01 on the
 score difference, generator from sigma_init 2.5, 1:1 updates.
 Settings: `config_base.DISTILLATION_SETUPS['toy']`.
-Measured here (4000 steps, 3 minutes on 2 CPU cores): sliced W2 0.045 at 1 NFE (the teacher 0.62 at 1 NFE and 0.0066
+Measured here (4000 steps, 2.5 minutes on 2 CPU cores): sliced W2 0.036 at 1 NFE (the teacher 0.62 at 1 NFE and 0.0066
 at 50, floor 0.0022).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/sim.py --workdir=runs/toy_sim

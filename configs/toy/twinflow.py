@@ -1,5 +1,6 @@
 """TwinFlow on 2-D toy data (8 gaussians by default): one network, its negated-time branch the fake flow of its
-own one-step samples; the MNIST tutorial's five terms on every batch.
+own one-step samples; the MNIST tutorial's five terms on every batch. Measured here (6000 steps, 6 minutes on 2 CPU
+cores): sliced W2 0.0066 / 0.0070 / 0.0072 at 1 / 2 / 4 NFE (floor 0.0022).
 
   python -m fewstep_jax.main --config=configs/toy/twinflow.py --workdir=runs/toy_twinflow
 """
