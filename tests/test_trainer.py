@@ -70,7 +70,12 @@ DIGITS_TINY_ARGS = ['--config.network.channels=8', '--config.network.attn_resolu
                     '--config.train.tensorboard=False', '--config.optim.schedule=constant']
 
 
-@pytest.mark.parametrize('data', ['toy', 'digits'])
+# The digits runs (host pipeline, about two minutes each) are slow tests; the toy ones stay in the default run, and
+# test_resume_restores_data_iterator_and_log_interval_exactly covers the host pipeline's resume there.
+TOY_AND_SLOW_DIGITS = ['toy', pytest.param('digits', marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize('data', TOY_AND_SLOW_DIGITS)
 def test_resume_after_sigkill_is_bit_exact(tmp_path, data):
   """Killed between checkpoints (with the host pipeline's prefetch thread running, for digits), then started
   again with the same command: every logged loss equals the uninterrupted run's."""
@@ -130,7 +135,7 @@ def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
   assert checkpoint_steps(workdir)[-1] == last_logged, output[-2000:]
 
 
-@pytest.mark.parametrize('data', ['toy', 'digits'])
+@pytest.mark.parametrize('data', TOY_AND_SLOW_DIGITS)
 def test_sharded_run_matches_single_device(tmp_path, data):
   """2 x 4 mesh on 8 simulated devices vs. one device: the same losses. Digits also runs host batches
   through make_array_from_process_local_data and two accumulated micro-batches."""
