@@ -23,19 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import distances, timesteps
+from fewstep_jax import distances
 from fewstep_jax.data import reflow_pairs
 from fewstep_jax.methods.base import per_sample_mean
 from fewstep_jax.methods.registry import register
-from fewstep_jax.methods.score_distillation import ScoreDistillation, karras_grid_sigma
+from fewstep_jax.methods.score_distillation import CRITIC_SIGMAS, ScoreDistillation, karras_grid_sigma
 
 
 # Levels of the generator's matching gradient: (key, n, hparams) -> sigma [n].
 MATCHING_SIGMAS = {
     # DMD / DMD2: indices min_level N .. max_level N of the ascending Karras grid.
     'karras_grid': lambda key, n, hp: karras_grid_sigma(key, n, hp, hp.min_level, hp.max_level),
-    # Diff-Instruct: EDM's ln sigma ~ N(p_mean, p_std^2).
-    'lognormal': lambda key, n, hp: timesteps.sample_log_normal(key, n, hp.p_mean, hp.p_std),
+    # Diff-Instruct: EDM's ln sigma ~ N(p_mean, p_std^2), the critic's log-normal levels.
+    'lognormal': CRITIC_SIGMAS['lognormal'],
 }
 
 
