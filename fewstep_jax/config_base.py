@@ -213,7 +213,7 @@ def consistency_recipe(config: ml_collections.ConfigDict, dataset: str) -> ml_co
   return config
 
 
-# Score distillation (METHODS.md §4), shared by configs/<dataset>/{dmd2,dmd,diff_instruct,sid,sim,tdm}.py. The
+# Score distillation, shared by configs/<dataset>/{dmd2,dmd,diff_instruct,sid,sim,tdm}.py. The
 # student and the critic start from the teacher, so each dataset's network is its EDM teacher's
 # (configs/<dataset>/edm.py) and `method.teacher` names that run. `optim` is the student's optimizer and
 # `critic_optim` the critic's (and GAN head's).
@@ -249,7 +249,7 @@ DISTILLATION_SETUPS = {
         eval=dict(nfe=(1,), at_end=False)),
 }
 
-# The papers' optimizers at scale (METHODS.md §4), applied after an EMA of 0.9999 for the student. DMD2 / DMD
+# The papers' optimizers at scale, applied after an EMA of 0.9999 for the student. DMD2 / DMD
 # (tianweiy/DMD2, experiments/imagenet/*.sh and main/edm/train_edm.py): AdamW lr 2e-6 for both roles, betas
 # (0.9, 0.999), weight decay 0.01, 500 warmup steps, clipping at 10, batch 280, no EMA (the raw generator is
 # evaluated); DMD2 reports no CIFAR-10 run, so that config is this codebase's transfer of the same settings; the GAN

@@ -1,5 +1,5 @@
 """Minibatch noise-data couplings (Multisample Flow Matching, Pooladian et al. 2023; Immiscible Diffusion,
-Li et al. 2024), METHODS.md §3: an option of every path-based method (`method.coupling`).
+Li et al. 2024), an option of every path-based method (`method.coupling`).
 
 Inside a batch the noise is permuted to pair each x_i with eps_pi(i), making sum_i ||x_i - eps_pi(i)||^2
 small. A permutation of i.i.d. noise keeps both marginals: every x is still a data sample and the set of noise

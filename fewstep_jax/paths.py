@@ -1,6 +1,6 @@
 """Noise paths, and exact conversions between their times, noisy samples and predictions.
 
-The one convention of the codebase (METHODS.md §0), with eps ~ N(0, I) in every path:
+The one convention of the codebase, with eps ~ N(0, I) in every path:
 
   linear flow  z_t     = (1 - t) x + t eps            t in [0, 1], t = 0 data, t = 1 noise
   EDM          x_sigma = x + sigma eps                sigma in [0, inf), sigma_data = 0.5

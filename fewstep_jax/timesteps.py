@@ -1,6 +1,6 @@
 """Time and noise-level samplers and discretisations: pure jnp functions, jittable, no Python-side state.
 
-Conventions (METHODS.md §0): flow time t in [0, 1] with t = 0 data; EDM sigma. Samplers return float32 [n]
+Conventions (paths.py): flow time t in [0, 1] with t = 0 data; EDM sigma. Samplers return float32 [n]
 vectors (int32 for indices). Grids that a count `num` defines accept a traced `num` where noted, so that a
 curriculum N(k) can change inside one jitted step.
 """
@@ -87,7 +87,7 @@ def lognormal_index_probs(sigmas_ascending, p_mean, p_std, num_sigmas=None):
   return mass / jnp.sum(mass)
 
 
-# Consistency-training curricula (METHODS.md §2). `step` may be traced; each returns int32 / float32 scalars.
+# Consistency-training curricula. `step` may be traced; each returns int32 / float32 scalars.
 
 def cm_num_scales(step, total_steps: int, s0=2, s1=150):
   """CM's discretisation curriculum N(k) = ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1) + 1, K = total_steps:

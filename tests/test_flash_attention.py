@@ -272,7 +272,7 @@ def test_bad_arguments_are_clear_errors(kwargs, shapes, message):
 
 
 def test_cost_model_ratios():
-  """The DESIGN.md ratios: JVP 2.5x and backward 3.5x the forward FLOPs."""
+  """The modeled ratios (kernels/cost.py): JVP 2.5x and backward 3.5x the forward FLOPs."""
   cost = cost_model(1024, 2048, 64)
   assert cost['forward']['flops'] == 4 * 1024 * 2048 * 64
   assert cost['jvp']['flops'] / cost['forward']['flops'] == 2.5

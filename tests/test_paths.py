@@ -1,4 +1,4 @@
-"""Time conversions, path rescalings and prediction conversions against closed forms of METHODS.md §0."""
+"""Time conversions, path rescalings and prediction conversions against closed forms."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -2,7 +2,7 @@
 
 Gaussian data N(mu_r, S_r^2 I) and a Gaussian generator N(mu_g, S_g^2 I) have closed-form denoisers
 D(x_sigma; sigma) = mu + S^2 / (S^2 + sigma^2) (x_sigma - mu). Plugged in as teacher and critic:
-- each generator loss's gradient with respect to the samples equals METHODS.md's formula, written out here by hand
+- each generator loss's gradient with respect to the samples equals the paper's formula, written out here by hand
   (for SiD and SIM differentiated by hand through the denoisers' inputs), and is zero when generator = data;
 - SIM's surrogate has the gradient of its divergence E sigma^2 d(s_real - s_fake) (closed form when the variances
   agree);

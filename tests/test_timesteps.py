@@ -20,7 +20,7 @@ def test_karras_grid_endpoints_monotonicity_and_formula():
   np.testing.assert_allclose(sigmas[i], expected, rtol=1e-5)
   ascending = np.asarray(timesteps.karras_sigmas(18, ascending=True))
   np.testing.assert_allclose(ascending, sigmas[::-1], rtol=1e-5)
-  n = 4  # METHODS.md's ascending form, written independently.
+  n = 4  # The ascending Karras form, written independently.
   np.testing.assert_allclose(ascending[n],
                              (0.002**(1 / rho) + n / 17 * (80.0**(1 / rho) - 0.002**(1 / rho)))**rho, rtol=1e-5)
 

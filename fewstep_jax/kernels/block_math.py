@@ -10,7 +10,7 @@ Row statistics (running max, normaliser, log-sum-exp, `r = rowsum(P∘dS)`) are
 column vectors when `keepdims=True` (`[block_q, 1]`, what Mosaic lays out
 well) and plain vectors otherwise (`[block_q]`, what Triton lowers well).
 
-Notation (DESIGN.md): S = s Q K^T, P = softmax(S), L = logsumexp(S),
+Notation: S = s Q K^T, P = softmax(S), L = logsumexp(S),
 dS = s (dQ K^T + Q dK^T), dO = P dV + (P∘dS) V - r∘O with r = rowsum(P∘dS).
 """
 

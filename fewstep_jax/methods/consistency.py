@@ -1,4 +1,4 @@
-"""Discrete-time consistency models on the EDM noise level sigma, METHODS.md §2: CT and CD (Song et al. 2023), iCT
+"""Discrete-time consistency models on the EDM noise level sigma: CT and CD (Song et al. 2023), iCT
 (Song & Dhariwal 2023) and ECT (Geng et al. 2024). sCT / sCD (continuous time, TrigFlow) are in scm.py.
 
 CT / CD / iCT. Consistency function with the boundary-shifted EDM scalings (`paths.edm_coefficients`),
@@ -13,7 +13,7 @@ lambda (`WEIGHTINGS`) and the distance d (`distances.py`). The EMA target lives 
 ECT. Continuous-time consistency tuning of a pretrained EDM (or flow) model: sigma t ~ exp(N(P_mean, P_std^2)),
 r = max(0, t (1 - q^-(s+1) (1 + k sigmoid(-b t)))) at stage s = step // stage_steps, one eps for both points,
   loss = lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)),   target x where r = 0,
-with lambda = 1 / (t - r) (METHODS.md) or EDM's weight (the paper's EDM2 / ImageNet-64 code), `ECT_WEIGHTINGS`.
+with lambda = 1 / (t - r) (the CIFAR-10 setup) or EDM's weight (the paper's EDM2 / ImageNet-64 code), `ECT_WEIGHTINGS`.
 Its consistency function is the init run's own parameterisation (EDM denoiser, or a flow velocity converted
 exactly to x0), so tuning starts from the pretrained model's predictions.
 
@@ -275,7 +275,7 @@ ECT_PARAMETERIZATIONS = {
 }
 
 
-# ECT's lambda(t, r) [B]: 1 / (t - r) (METHODS.md, the CIFAR-10 setup) or EDM's (t^2 + sigma_d^2) / (t sigma_d)^2
+# ECT's lambda(t, r) [B]: 1 / (t - r) (the CIFAR-10 setup) or EDM's (t^2 + sigma_d^2) / (t sigma_d)^2
 # (the paper's ImageNet-64 / EDM2 code).
 ECT_WEIGHTINGS = {
     'inverse_gap': lambda t, r, sigma_data: 1.0 / (t - r),

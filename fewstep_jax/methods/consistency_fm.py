@@ -1,5 +1,5 @@
 """Consistency flow matching (Yang et al. 2024, "Consistency Flow Matching: Defining Straight Flows with
-Velocity Consistency"), METHODS.md §3.
+Velocity Consistency").
 
 A velocity network v(z_t, t) on the linear path, trained so that the flow is straight inside each of K segments
 0 = s_0 < s_1 < ... < s_K = 1. For t in (s_k, s_{k+1}] the segment's data-side end is s_k (the reference runs

@@ -1,4 +1,4 @@
-"""Distribution matching distillation, METHODS.md §4: DMD2 (Yin et al. 2024), DMD (Yin et al. 2023) and
+"""Distribution matching distillation: DMD2 (Yin et al. 2024), DMD (Yin et al. 2023) and
 Diff-Instruct / VSD (Luo et al. 2023; Wang et al. 2023). Roles, critic and schedule: score_distillation.py.
 
 Generator gradient (no gradient into either denoiser): sigma from MATCHING_SIGMAS (DMD / DMD2: the ascending

@@ -1,4 +1,4 @@
-"""EDM denoiser training (Karras et al. 2022), METHODS.md §1.
+"""EDM denoiser training (Karras et al. 2022).
 
   D(x; sigma) = c_skip x + c_out F(c_in x, c_noise),   ln sigma ~ N(P_mean, P_std^2),
   loss = lambda(sigma) || D(x + sigma eps; sigma) - x ||^2,   lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2

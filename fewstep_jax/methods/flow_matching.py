@@ -1,4 +1,4 @@
-"""Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023), METHODS.md §1.
+"""Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023).
 
   z_t = (1 - t) x + t eps,   loss = || v_theta(z_t, t, y) - (eps - x) ||^2   (mean over data dimensions)
 

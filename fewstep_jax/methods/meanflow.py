@@ -1,4 +1,4 @@
-"""MeanFlow (Geng et al. 2025, "Mean Flows for One-step Generative Modeling"), METHODS.md §3.
+"""MeanFlow (Geng et al. 2025, "Mean Flows for One-step Generative Modeling").
 
 The network predicts the average velocity u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_s, s) ds over [r, t] (r <= t),
 so one step z_r = z_t - (t - r) u(z_t, r, t) jumps from t to r. The MeanFlow identity (Eq. 6)

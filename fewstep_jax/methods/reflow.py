@@ -1,4 +1,4 @@
-"""Rectified flow reflow, one-step distillation and 2-RF++ (Liu et al. 2023; Lee et al. 2024), METHODS.md §3.
+"""Rectified flow reflow, one-step distillation and 2-RF++ (Liu et al. 2023; Lee et al. 2024).
 
 Stage 1 (1-RF) is flow matching. Stage 2 trains on couplings (eps, x̂) of the 1-RF ODE, generated once with
 `python -m fewstep_jax.reflow` and read as the 'reflow_pairs' dataset: the straight path between the coupled

@@ -1,4 +1,4 @@
-"""Continuous-time consistency models sCT and sCD (Lu & Song 2024), METHODS.md §2.
+"""Continuous-time consistency models sCT and sCD (Lu & Song 2024).
 
 TrigFlow: x_tau = cos(tau) x + sin(tau) z, z ~ N(0, sigma_d^2 I), tau in [0, pi/2]; the consistency function is
   f_theta(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F_theta(x_tau / sigma_d, tau),

@@ -1,4 +1,4 @@
-"""Distribution matching and score distillation, METHODS.md §4: what DMD2, DMD, Diff-Instruct, SiD, SIM and TDM
+"""Distribution matching and score distillation: what DMD2, DMD, Diff-Instruct, SiD, SIM and TDM
 share. The objectives themselves are in dmd.py, sid.py and tdm.py.
 
 Three roles, each its own state:

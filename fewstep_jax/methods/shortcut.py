@@ -1,4 +1,4 @@
-"""Shortcut models (Frans et al. 2024, "One Step Diffusion via Shortcut Models"), METHODS.md §3.
+"""Shortcut models (Frans et al. 2024, "One Step Diffusion via Shortcut Models").
 
 The network s(z_t, t, d) predicts the step z_{t-d} = z_t - d s(z_t, t, d): the average velocity over [t - d, t],
 so it is a flow map u(z_t, t - d, t) conditioned on (t, d) (flow_map.py). The reference runs time from
@@ -14,7 +14,7 @@ in equal shares, t on the grid of D ({D, 2D, ..., 1}), against two half steps d 
 
 At the finest bootstrap level (d = 1/M, where s is the flow-matching velocity) the two half steps use CFG with
 scale `bootstrap_guidance` for labelled samples; coarser levels inherit the guidance through the bootstrap, so
-sampling costs one call a step. METHODS.md writes the bootstrap levels as d in {1, ..., 1/64} with target step
+sampling costs one call a step. The paper's text reads the bootstrap levels as d in {1, ..., 1/64} with target step
 2d; the reference trains D in {1, ..., 1/64} (D = 2/M) from half steps D/2, which is what is implemented here.
 Labels are dropped with `label_dropout` for both parts (the dropped ones get no guidance).
 Sampling: k uniform steps of size 1/k (k a power of two up to M matches the trained levels).

@@ -1,5 +1,5 @@
 """Score identity distillation, SiD (Zhou et al. 2024), and score implicit matching, SIM (Luo et al. 2024),
-METHODS.md §4. Roles, critic and schedule: score_distillation.py; here 1:1 updates, critic first, the critic's
+Roles, critic and schedule: score_distillation.py; here 1:1 updates, critic first, the critic's
 levels log-normal (EDM's), and the generator from sigma_init = 2.5 (SiD).
 
 Unlike DMD, the gradient flows into x_g = G(z) through both frozen denoisers' inputs. The level: the Karras map of
@@ -22,7 +22,7 @@ which is SIM's surrogate sigma^2 d'(y)^T (s_real(x_t) - grad log q(x_t | x_g)), 
 s_real - grad log q(x_t | x_g) = (f_real - x_g) / sigma^2 on the EDM path. Its gradient (through f_real's input and
 x_g) is the gradient of the divergence E sigma^2 d(y) (tests/test_score_distillation.py checks both in closed form).
 Because c is in score units, the direction d'(y) saturates to a unit vector at low levels, where ||y|| is large, and
-shrinks at high ones. METHODS.md writes the surrogate with a minus sign; with y = s_real - s_fake the sign that
+shrinks at high ones. The surrogate is sometimes written with a minus sign; with y = s_real - s_fake the sign that
 descends the divergence is plus.
 """
 import jax

@@ -1,4 +1,4 @@
-"""SplitMeanFlow (Guo et al. 2025, "Interval Splitting Consistency in Few-Step Generative Modeling"), METHODS.md §3.
+"""SplitMeanFlow (Guo et al. 2025, "Interval Splitting Consistency in Few-Step Generative Modeling").
 
 Average velocity u(z_t, r, t) as in MeanFlow (flow_map.py), trained without a JVP by the interval-splitting
 identity (t - r) u(z_t, r, t) = (s - r) u(z_s, r, s) + (t - s) u(z_t, s, t). With s = (1 - lam) t + lam r,

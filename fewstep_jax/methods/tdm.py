@@ -1,4 +1,4 @@
-"""Trajectory distribution matching, TDM (Luo et al. 2025), METHODS.md §4. Roles, schedule and the few-step
+"""Trajectory distribution matching, TDM (Luo et al. 2025). Roles, schedule and the few-step
 sampler: score_distillation.py.
 
 The student is a K-step deterministic sampler on the stage levels sigma_0 = sigma_init > sigma_1 > ... >
@@ -21,7 +21,7 @@ of the student's own stage outputs x_{k+1} to the teacher's marginal at sigma_{k
      here, keeps it bounded.
 The student's learning rate is a fraction (1/5) of the critic's: configs set optim.lr = critic_optim.lr / 5.
 How we read step 5's target and importance weight (from the paper's description, not its code) is the derivation
-above; METHODS.md leaves both open.
+above; the paper leaves both open.
 """
 import jax
 import jax.numpy as jnp

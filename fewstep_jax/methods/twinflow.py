@@ -1,5 +1,5 @@
 """TwinFlow (Cheng et al. 2025, "Realizing One-step Generation on Large Models with Self-adversarial Flows"),
-METHODS.md §3, after the reference MNIST tutorial (tutorials/mnist/methodes.py) and production trainer
+after the reference MNIST tutorial (tutorials/mnist/methodes.py) and production trainer
 (src/methodes/twinflow/twinflow.py), translated to t = 0 data, t = 1 noise (the reference uses the same
 direction, so no sign flips of time are needed beyond the fake branch's).
 
