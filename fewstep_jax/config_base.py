@@ -1,8 +1,11 @@
 """Shared config defaults. Every experiment file in configs/ starts from `base_config` and overrides.
 
-Every block is complete (each field the code reads is present with its default), and main.py locks the
-config, so a misspelled key on the command line or in a config file is an error, never a silent no-op.
+Every block is complete (each field the code reads is present with its default), and `base_config` returns the
+config locked, so a misspelled key in a config file (`config.train.num_stepz = 50`) or on the command line is an
+error naming the closest field, never a silent no-op.
 """
+import difflib
+
 import ml_collections
 
 from fewstep_jax import data, nn
@@ -26,6 +29,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       checkpoint_every=1000,
       sample_every=0,           # 0: sample images only at the end of training.
       max_to_keep=3,
+      resume_step=0,            # 0: continue (or eval) from the newest readable checkpoint; N: from step N.
       seed=0,
       param_dtype='float32',
       compute_dtype='float32',  # 'bfloat16' for mixed precision on accelerators.
@@ -49,6 +53,54 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
   ))
   if config.optim.ema_rates:
     config.eval.params = ema_name(config.optim.ema_rates[0])
+  # Locked before any experiment file edits it: `config.train.num_stepz = 50` raises, naming the closest field.
+  config.lock()
+  return config
+
+
+class ConfigKeyError(KeyError):
+  """A config key that does not exist; the message names the closest known field."""
+
+  def __str__(self):
+    return str(self.args[0])
+
+
+# Names users reach for that the config spells differently.
+_ALIASES = {'learning_rate': 'lr', 'steps': 'num_steps', 'batch': 'batch_size', 'ema': 'ema_rates'}
+
+
+def _closest(name: str, known) -> str:
+  known = list(known)
+  match = [_ALIASES[name]] if _ALIASES.get(name) in known else difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+  return f'did you mean {match[0]!r}? ' if match else ''
+
+
+def config_node(config: ml_collections.ConfigDict, dotted: str):
+  """(parent ConfigDict, leaf name) of the field `dotted` ('train.num_steps'); a ConfigKeyError naming the closest
+  known field if any part of the path does not exist."""
+  *parents, leaf = dotted.split('.')
+  node, path = config, []
+  for name in parents + [leaf]:
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise ConfigKeyError(f'unknown config key {dotted!r}: {".".join(path)} is a value, not a block of fields')
+    if name not in node:
+      where = '.'.join(path) or 'the config'
+      known = sorted(node.keys())
+      prefix = '.'.join(path + [''])
+      raise ConfigKeyError(
+          f'unknown config key {dotted!r}: {where} has no field {name!r}; '
+          + _closest(name, known).replace("'", "'" + prefix, 1) + f'the fields of {where} are {known}')
+    if name != leaf:
+      node = node[name]
+    path.append(name)
+  return node, leaf
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
+  """Sets {'train.num_steps': 10, ...} on `config` in place; unknown keys are ConfigKeyErrors."""
+  for dotted, value in (overrides or {}).items():
+    node, leaf = config_node(config, dotted)
+    node[leaf] = value
   return config
 
 
@@ -61,16 +113,7 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
   spec.loader.exec_module(module)
   config = module.get_config()
   config.lock()
-  for dotted, value in (overrides or {}).items():
-    *parents, leaf = dotted.split('.')
-    node = config
-    for name in parents:
-      node = node[name]
-    if leaf not in node:
-      raise KeyError(f'unknown config key {dotted!r}; the fields of {".".join(parents) or "the config"} '
-                     f'are {sorted(node.keys())}')
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def toy_recipe(config: ml_collections.ConfigDict, *, two_times: bool) -> ml_collections.ConfigDict:

@@ -4,21 +4,37 @@ r"""fewstep_jax entry point.
       [--mode=train|eval|sample] [--config.train.num_steps=2000 ...]
 
 train: trains, or resumes from the latest checkpoint in --workdir (the same command continues a stopped run),
-then writes sample images. eval: evaluates the latest checkpoint at every config.eval.nfe and writes
+then writes sample images. eval: evaluates the latest checkpoint at every config.eval.nfe and merges the rows into
 eval/results.json. sample: writes sample images of the latest checkpoint.
+
+eval and sample read the run's own stored config (workdir/config.json), so a run trained with command-line
+overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
+the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
 """
+import re
+import sys
+
+import os
+
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fewstep_jax import config_base
+from fewstep_jax.errors import RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
-from fewstep_jax.train import trainer
+from fewstep_jax.train import files, trainer
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/<dataset>/<method>.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples, eval results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
+
+# Fields eval and sample may override on the run's stored config: they change what is measured or where files
+# are, not what was trained.
+EVAL_FIELDS = ('eval.', 'mesh.', 'data.dir', 'train.resume_step')
 
 
 def _train(config, workdir):
@@ -27,6 +43,36 @@ def _train(config, workdir):
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   if finished and config.eval.at_end and run.data.evaluator in evaluate_lib.EVALUATORS:
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
+
+
+def stored_config(workdir: str, overrides: dict):
+  """The run's config.json as a locked ConfigDict, with `overrides` ({'eval.nfe': (1, 2)}) of EVAL_FIELDS
+  applied; overrides of other fields are errors."""
+  path = os.path.join(workdir, 'config.json')
+  config = ml_collections.ConfigDict(files.read_json(path))
+  config.lock()
+  refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS))
+  if refused:
+    raise RunError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
+                   f'{", ".join(EVAL_FIELDS)} fields, not {refused}. Train a new run to change those.')
+  for key, value in overrides.items():
+    node, leaf = config_base.config_node(config, key)
+    node[leaf] = list(value) if isinstance(value, tuple) and isinstance(node[leaf], list) else value
+  return config
+
+
+def _config_for(mode: str, workdir: str):
+  """train: the --config file with its overrides. eval / sample: the workdir's stored config if there is one."""
+  has_stored = os.path.exists(os.path.join(workdir, 'config.json'))
+  if mode == 'train' or not has_stored:
+    if FLAGS.config is None:
+      raise RunError('--config is required' + ('' if mode == 'train' else
+                                               f' ({workdir} holds no trained run to read a config from)'))
+    return FLAGS.config
+  overrides = config_flags.get_override_values(FLAGS['config']) if FLAGS.config is not None else {}
+  print(f'{mode}: using the run\'s stored config {os.path.join(workdir, "config.json")}'
+        + (f' with {overrides}' if overrides else ''), flush=True)
+  return stored_config(workdir, overrides)
 
 
 def _restored(config, workdir):
@@ -48,13 +94,63 @@ def _sample(config, workdir):
 MODES = {'train': _train, 'eval': _eval, 'sample': _sample}
 
 
+def _config_error(argv, error) -> str:
+  """One line for a config that failed to load or to take a command-line override."""
+  paths = [arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')]
+  if paths:
+    try:
+      config = config_base.load_config(paths[-1])
+    except Exception as file_error:  # The file itself is broken: name the line of the file that failed.
+      frames = [frame for frame in __import__('traceback').extract_tb(file_error.__traceback__)
+                if frame.filename.endswith(paths[-1].lstrip('./'))]
+      if not frames:
+        return f'{paths[-1]}: {_last_line(file_error)}'
+      where = f'{paths[-1]}, line {frames[-1].lineno} ({frames[-1].line.strip()})'
+      unknown = re.search(r'Key "(\w+)" does not exist', str(file_error))
+      if unknown:  # ml_collections' locked-config message, shortened to what matters.
+        suggestion = re.search(r'Did you mean "(\w+)"', str(file_error))
+        return (f'{where}: unknown config key {unknown.group(1)!r}'
+                + (f'; did you mean {suggestion.group(1)!r}?' if suggestion else ''))
+      return f'{where}: {_last_line(file_error)}'
+    for arg in argv:
+      match = re.match(r'--config\.([^=]+)=?', arg)
+      if match:
+        try:
+          config_base.config_node(config, match.group(1))
+        except KeyError as key_error:
+          return f'{arg}: {key_error}'
+  return _last_line(error)
+
+
+def _last_line(error) -> str:
+  message = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {message[-1] if message else ""}'.replace('\\n', ' ')
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a config that fails to load (a misspelled key in the file or on the command line)
+  reported in one line instead of a traceback through the flags library."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    if "flag '--config." in str(error) and not any(arg.startswith('--config=') for arg in argv):
+      sys.exit(f'error: {error}: overrides need --config=FILE as well (eval and sample then apply only the '
+               'overrides, of eval fields, to the run\'s stored config).')
+    sys.exit(f'error: {error}\nPass --help for the flags.')
+  except Exception as error:  # Raised inside the config file or by an override.
+    sys.exit(f'error: {_config_error(argv, error)}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and grain log every checkpoint step at INFO; progress lines are printed, not logged.
   logging.set_verbosity(logging.WARNING)
-  MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  try:
+    MODES[FLAGS.mode](_config_for(FLAGS.mode, FLAGS.workdir), FLAGS.workdir)
+  except RunError as error:  # Faults of the run's files, disk or workdir: the message says it all.
+    sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,12 +1,12 @@
 """--mode=eval and --mode=sample, and the sample images written during training.
 
 Evaluators are registered per dataset (`EVALUATORS`): each turns samples into rows
-{"method", "nfe", "metric", "value", "reference"} of eval/results.json, where `reference` is the metric's floor
+{"method", "sampler", "nfe", "metric", "value", "reference", "step", "params"} of eval/results.json (merged
+with the rows already there: see `merge_rows`), where `reference` is the metric's floor
 (the value two independent samples of the true distribution reach at the same sample size), or the
 classifier's own accuracy on real data.
 """
 import functools
-import json
 import os
 
 import jax
@@ -14,7 +14,12 @@ import numpy as np
 
 from fewstep_jax import sampling
 from fewstep_jax.eval import metrics, plots
-from fewstep_jax.train import sharding
+from fewstep_jax.train import files, sharding
+from fewstep_jax.train.workdir import check_writable
+
+# A row of eval/results.json is identified by these: a new evaluation replaces the rows it recomputes and keeps
+# the others (other NFEs, other steps, other parameter copies).
+ROW_KEY = ('method', 'sampler', 'nfe', 'metric', 'step', 'params')
 
 
 def generate(run, params, nfe: int, n: int, seed: int):
@@ -83,6 +88,9 @@ def evaluate(run, state, workdir: str, step: int):
   if run.data.evaluator not in EVALUATORS:
     raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (available for '
                      f'{sorted(EVALUATORS)}); use --mode=sample and an external metric for this dataset.')
+  directory = os.path.join(workdir, 'eval')
+  if jax.process_index() == 0:  # Before minutes of sampling whose results could not be written.
+    check_writable(directory)
   n, seed = config.eval.num_samples, config.eval.seed
   evaluator = EVALUATORS[run.data.evaluator](run, n, seed)
   params = run.method.sampling_params(state)
@@ -90,14 +98,33 @@ def evaluate(run, state, workdir: str, step: int):
   for nfe in config.eval.nfe:
     samples, labels = generate(run, params, nfe, n, seed)
     for metric, value, reference in evaluator.rows(samples, labels):
-      rows.append({'method': config.method.name, 'nfe': int(nfe), 'metric': metric, 'value': value,
-                   'reference': reference, 'step': int(step), 'params': config.eval.params})
+      rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
+                   'metric': metric, 'value': value, 'reference': reference, 'step': int(step),
+                   'params': config.eval.params})
       print(f'nfe {nfe:3d}  {metric:16s} {value:.5g}  (reference {reference:.5g})', flush=True)
   if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    with open(os.path.join(workdir, 'eval', 'results.json'), 'w') as f:
-      json.dump(rows, f, indent=2)
+    path = os.path.join(directory, 'results.json')
+    files.write_json(path, merge_rows(files.read_json(path) if os.path.exists(path) else [], rows))
   return rows
+
+
+def sampler_name(config) -> str:
+  """The sampling options a row's numbers depend on besides the NFE: the solver and the guidance scale."""
+  hp = config.method
+  parts = [hp.get('solver', 'default')]
+  if hp.get('guidance', 1.0) != 1.0:
+    parts.append(f'guidance {hp.guidance:g}')
+  return ', '.join(parts)
+
+
+def merge_rows(old: list, new: list) -> list:
+  """`old` rows with those `new` recomputes (same ROW_KEY) replaced, then the new ones; sorted by step, NFE and
+  metric."""
+  key = lambda row: tuple(row.get(field) for field in ROW_KEY)
+  replaced = {key(row) for row in new}
+  merged = [row for row in old if key(row) not in replaced] + list(new)
+  return sorted(merged, key=lambda row: (row.get('step', 0), row.get('params', ''), row.get('sampler', ''),
+                                         row['nfe'], row['metric']))
 
 
 def write_samples(run, state, workdir: str, step: int):

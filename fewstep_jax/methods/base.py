@@ -98,7 +98,7 @@ class Method:
   def load_teacher(self, workdir: str, expect_network=None):
     """(method, params) of the trained run in `workdir` as this run's teacher; its data (shape and label count)
     must be this run's, and with expect_network (a network ConfigDict) so must its network."""
-    method, params = load_run_params(workdir, 'teacher', expect_network=expect_network)
+    method, params = load_run_params(workdir, 'teacher', expect_network=expect_network, expect_data=self.config.data)
     if (tuple(method.data_shape), method.num_classes) != (self.data_shape, self.num_classes):
       raise ValueError(f'method.teacher={workdir!r} was trained on data of shape {method.data_shape} with '
                        f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
@@ -176,7 +176,8 @@ class SingleNetworkMethod(Method):
   def load_init(self, workdir: str):
     """The parameters of the trained run in `workdir` to start the student from. Its network config (up to
     PARAMETER_FREE_NETWORK_FIELDS) and its parameterisation must be this run's, so that they mean the same here."""
-    method, params = load_run_params(workdir, 'init_from', expect_network=self.config.network)
+    method, params = load_run_params(workdir, 'init_from', expect_network=self.config.network,
+                                     expect_data=self.config.data)
     if method.parameterization != self.parameterization:
       raise ValueError(
           f'method.init_from={workdir!r} is a {method.name!r} run whose network predicts in the '
@@ -311,14 +312,34 @@ def network_differences(a, b) -> list:
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in PARAMETER_FREE_NETWORK_FIELDS)
 
 
-def load_run_params(workdir: str, role: str, expect_network=None):
+# The data fields that say which distribution a run learnt, per data.name.
+DISTRIBUTION_FIELDS = {'toy': ('toy',), 'digits': ('image_size',), 'tfds': ('tfds_name', 'image_size')}
+
+
+def data_differences(theirs, ours) -> list:
+  """The data fields (sorted names) in which two runs' data configs describe different distributions. Reflow
+  pairs are a teacher's own samples of its data, so they match any teacher."""
+  if 'reflow_pairs' in (theirs.name, ours.name):
+    return []
+  fields = ('name',) + DISTRIBUTION_FIELDS.get(ours.name, ())
+  return sorted(f'data.{field}' for field in fields if theirs.get(field) != ours.get(field))
+
+
+def load_run_params(workdir: str, role: str, expect_network=None, expect_data=None):
   """(method, params) of the trained run in `workdir` (its EMA parameters by default), for `role` ('teacher',
   'init_from') in error messages. With expect_network (a network ConfigDict) the run's network must match it,
-  so that its parameters fit the student."""
+  so that its parameters fit the student; with expect_data (a data ConfigDict) its data must be the same
+  distribution (a toy teacher of 8gaussians cannot teach moons)."""
   from fewstep_jax.train.teacher import load_trained  # Late import: teacher.py builds methods.
   if not workdir:
     raise ValueError(f'this method needs a trained run as its {role}: set --config.method.{role}=WORKDIR')
   method, params, _ = load_trained(workdir)
+  if expect_data is not None and data_differences(method.config.data, expect_data):
+    differ = data_differences(method.config.data, expect_data)
+    raise ValueError(f'method.{role}={workdir!r} was trained on other data: '
+                     + ', '.join(f'{field} = {method.config.data.get(field[5:])!r} there, '
+                                 f'{expect_data.get(field[5:])!r} here' for field in differ)
+                     + '. Train a teacher on this data, or set the same data fields.')
   differ = network_differences(method.config.network, expect_network) if expect_network is not None else []
   if differ:
     theirs, ours = _as_json(method.config.network), _as_json(expect_network)

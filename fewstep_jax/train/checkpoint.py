@@ -3,24 +3,123 @@ logged row, and the config.
 
 Saves are asynchronous: `save` returns once the arrays are copied off the device, and the files are written
 in the background, so training continues while they are written.
+
+Restoring (`restore_newest`) tries the newest committed step first. A step whose files cannot be read is named
+with the file and the reason, and the next older committed step is tried (saying so); a step deleted while it is
+read (an eval next to a live trainer that keeps only `max_to_keep` steps) is skipped for the newest one left. A
+step directory without Orbax's commit marker (a save cut short) is not a checkpoint.
 """
+import errno
+import json
 import os
+import re
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+from fewstep_jax.errors import CheckpointError, DiskFullError
+
+# Written by Orbax last, once every item of a step is complete.
+COMMIT_MARKERS = ('commit_success.txt', '_CHECKPOINT_METADATA')
+ITEMS = ('state', 'data', 'log_interval', 'config')
+JSON_ITEMS = ('data', 'log_interval')
+SET_ASIDE = 'checkpoints_set_aside'  # workdir/<this>/<step>: damaged or superseded steps, moved, never deleted.
+
+
+def is_committed(step_dir: str) -> bool:
+  return any(os.path.exists(os.path.join(step_dir, marker)) for marker in COMMIT_MARKERS)
+
+
+def committed_steps(directory: str) -> list:
+  """The steps (ascending) whose directories carry Orbax's commit marker."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory)
+                if name.isdigit() and is_committed(os.path.join(directory, name)))
+
+
+def uncommitted_steps(directory: str) -> list:
+  """Step-named directories without the commit marker: saves cut short (by a kill or a full disk)."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory)
+                if name.isdigit() and not is_committed(os.path.join(directory, name)))
+
+
+def directory_bytes(path: str) -> int:
+  total = 0
+  for root, _, names in os.walk(path):
+    for name in names:
+      try:
+        total += os.path.getsize(os.path.join(root, name))
+      except OSError:  # Deleted while walked.
+        pass
+  return total
+
+
+def _check_files(step_dir: str):
+  """The files a restore needs, checked before Orbax reads them, so that a damaged step is named by its file."""
+  state_dir = os.path.join(step_dir, 'state')
+  for name in ('_METADATA', 'manifest.ocdbt'):
+    if not os.path.exists(os.path.join(state_dir, name)):
+      raise CheckpointError(f'{os.path.join(state_dir, name)} is missing')
+  for path in [os.path.join(state_dir, '_METADATA')] + [os.path.join(step_dir, item, 'metadata')
+                                                        for item in JSON_ITEMS]:
+    try:
+      with open(path) as f:
+        json.load(f)
+    except (OSError, ValueError) as error:
+      raise CheckpointError(f'{path} cannot be read ({type(error).__name__}: {str(error)[:120]})') from error
+
+
+def _describe(error: BaseException, step_dir: str) -> str:
+  """A damaged step's failure in one line: the file Orbax / TensorStore names, or the item, and the reason."""
+  text = str(error)
+  files = re.findall(r'local file "([^"]+)"', text)
+  key = re.search(r'Error reading "([^"]+)"', text)
+  where = files[-1] if files else os.path.join(step_dir, 'state', 'ocdbt.process_*', 'd', '*')
+  reasons = re.findall(r'(DATA_LOSS|OUT_OF_RANGE|Error decoding[^:;]*|ZSTD[^;\]]*|pytree structure error)', text)
+  reason = reasons[-1] if reasons else text.strip().splitlines()[0][:160]
+  return f'{where} is damaged ({reason}{"; array " + key.group(1).split("/")[0] if key else ""})'
+
+
+def find_disk_full(error: BaseException):
+  """The ENOSPC OSError anywhere in an exception's cause / context chain, or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return error
+    if 'No space left on device' in str(error):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
 
 
 class Checkpointer:
 
-  def __init__(self, directory: str, max_to_keep: int):
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True,
-                                             create=True),
-        item_names=('state', 'data', 'log_interval', 'config'))
+  def __init__(self, directory: str, max_to_keep: int, *, read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    self.read_only, self.max_to_keep = read_only, max_to_keep
+    options = (ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None,
+                                            enable_async_checkpointing=False) if read_only else
+               ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True))
+    verbosity = logging.get_verbosity()
+    if read_only:  # Orbax warns that a read-only manager is read-only.
+      logging.set_verbosity(logging.ERROR)
+    try:
+      self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    finally:
+      logging.set_verbosity(verbosity)
+
+  def committed_steps(self) -> list:
+    return committed_steps(self.directory)
 
   def latest_step(self):
-    return self.manager.latest_step()
+    steps = self.committed_steps()
+    return steps[-1] if steps else None
 
   def save(self, step: int, state, data_state: dict, log_interval: list, config_json: dict,
            force: bool = False) -> bool:
@@ -31,14 +130,96 @@ class Checkpointer:
         config=ocp.args.JsonSave(config_json)), force=force)
 
   def restore(self, step: int, abstract_state, shardings):
-    """Restores (state, data_state, log_interval) at `step`, placing every array with its sharding."""
+    """Restores (state, data_state, log_interval) at `step`, placing every array with its sharding; a
+    CheckpointError naming the file if the step's files are damaged."""
+    step_dir = os.path.join(self.directory, str(step))
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
-        log_interval=ocp.args.JsonRestore()))
+    try:
+      if not is_committed(step_dir):
+        raise CheckpointError(f'{step_dir} is not a committed checkpoint (no commit marker: its save was cut '
+                              'short)')
+      _check_files(step_dir)
+      self.manager.reload()
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
+          log_interval=ocp.args.JsonRestore()))
+    except Exception as error:  # Orbax and TensorStore raise many types; each is one damaged file here.
+      if not os.path.isdir(step_dir):  # Deleted meanwhile (by the run's trainer), not damaged.
+        raise FileNotFoundError(step_dir) from error
+      if isinstance(error, CheckpointError):
+        raise
+      raise CheckpointError(_describe(error, step_dir)) from error
     return restored.state, restored.data, restored.log_interval
 
+  def restore_newest(self, abstract_state, shardings, step: int = 0, log=print):
+    """(step, (state, data_state, log_interval)) of the newest committed step that reads, or of `step` if not 0
+    (then without falling back). Damaged steps are reported through `log` and returned in `self.damaged`."""
+    self.damaged = []
+    if step:
+      if step not in self.committed_steps():
+        raise CheckpointError(f'train.resume_step={step} is not a committed checkpoint in {self.directory}; '
+                              f'committed steps: {self.committed_steps()}')
+      try:
+        return step, self.restore(step, abstract_state, shardings)
+      except FileNotFoundError as error:
+        raise CheckpointError(f'checkpoint step {step} was deleted while being read: {error}') from error
+    failures, tried = [], set()
+    while True:
+      candidates = [s for s in reversed(self.committed_steps()) if s not in tried]
+      if not candidates:
+        break
+      candidate = candidates[0]
+      tried.add(candidate)
+      try:
+        return candidate, self.restore(candidate, abstract_state, shardings)
+      except FileNotFoundError:
+        log(f'checkpoint step {candidate} was deleted while being read (the run is live and keeps '
+            f'{self.max_to_keep} steps); reading the newest step now')
+        continue
+      except CheckpointError as error:
+        failures.append((candidate, str(error)))
+        self.damaged.append(candidate)
+        older = candidates[1:]
+        log(f'checkpoint step {candidate} cannot be restored: {error}. '
+            + (f'Falling back to step {older[0]}, the newest before it.' if older else 'No older step is left.'))
+    if failures:
+      raise CheckpointError(
+          f'no checkpoint in {self.directory} can be restored: '
+          + '; '.join(f'step {s}: {message}' for s, message in failures)
+          + '. Choose a step with --config.train.resume_step=STEP, or start again in a new --workdir.')
+    return None, None
+
+  def set_aside(self, steps, reason: str, log=print):
+    """Moves the step directories out of the checkpoint directory, to workdir/checkpoints_set_aside/<step>.<reason>
+    (nothing is deleted), so that new saves of those steps do not collide with them."""
+    if not steps:
+      return
+    target = os.path.join(os.path.dirname(self.directory), SET_ASIDE)
+    os.makedirs(target, exist_ok=True)
+    for step in steps:
+      destination = os.path.join(target, f'{step}.{reason}')
+      suffix = 1
+      while os.path.exists(destination):
+        destination, suffix = os.path.join(target, f'{step}.{reason}.{suffix}'), suffix + 1
+      shutil.move(os.path.join(self.directory, str(step)), destination)
+      log(f'moved checkpoint step {step} ({reason}) to {destination}')
+    self.manager.reload()
+
+  def wait(self):
+    """Waits for the save in flight; a full disk becomes one DiskFullError."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as error:
+      full = find_disk_full(error)
+      if full is None:
+        raise
+      raise DiskFullError(f'no space left on the device of {self.directory} while writing a checkpoint '
+                          f'({full}). The last committed checkpoint is kept; free space and run the same '
+                          'command to resume.') from None
+
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()

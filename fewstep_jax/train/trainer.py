@@ -5,6 +5,8 @@ It knows nothing about what it trains: the method supplies init / step / sample 
 import json
 import os
 import signal
+import shutil
+import threading
 
 import jax
 import numpy as np
@@ -12,8 +14,12 @@ from jax.experimental import multihost_utils
 
 from fewstep_jax import data as data_lib
 from fewstep_jax import methods
+from fewstep_jax.train import files
 from fewstep_jax.train import sharding as sharding_lib
-from fewstep_jax.train.checkpoint import Checkpointer
+from fewstep_jax.errors import DiskFullError, WorkdirInUseError
+from fewstep_jax.train import checkpoint as checkpoint_lib
+from fewstep_jax.train import workdir as workdir_lib
+from fewstep_jax.train.checkpoint import Checkpointer, committed_steps
 from fewstep_jax.train.state import count_params
 from fewstep_jax.train.teacher import write_run_info
 from fewstep_jax.train.writers import MetricWriter
@@ -132,22 +138,40 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return flat
 
 
+# Learning-rate schedules whose shape train.num_steps sets, and consistency curricula that run over it: with either,
+# resuming with another num_steps would silently rescale the rest of the run.
+SCHEDULES_OVER_NUM_STEPS = ('cosine',)
+CURRICULA_OVER_NUM_STEPS = ('cm', 'ict')
+
+
+def run_defining_fields(config) -> tuple:
+  """RUN_DEFINING_FIELDS, plus train.num_steps where a schedule or curriculum of this config depends on it."""
+  schedules = [config.optim.schedule]
+  if 'critic_optim' in config.method:
+    schedules.append(config.method.critic_optim.schedule)
+  if (any(schedule in SCHEDULES_OVER_NUM_STEPS for schedule in schedules)
+      or config.method.get('curriculum') in CURRICULA_OVER_NUM_STEPS):
+    return RUN_DEFINING_FIELDS + ('train.num_steps',)
+  return RUN_DEFINING_FIELDS
+
+
 def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
   """Refuses to continue (or evaluate) a workdir created by a run that differs in `fields`."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = _flatten(json.load(f))
+  saved = _flatten(files.read_json(path))
   current = _flatten(config_to_json(config))
   changed = sorted(key for key in set(saved) | set(current)
                    if any(key == field or key.startswith(field + '.') for field in fields)
                    and saved.get(key) != current.get(key))
   if changed:
+    why = (' train.num_steps sets the length of this run\'s learning-rate schedule or discretisation curriculum, '
+           'so changing it on resume would rescale the rest of the run.' if 'train.num_steps' in changed else '')
     raise ValueError(
         f'workdir {workdir} holds a run with a different configuration: '
         + ', '.join(f'{key} = {saved.get(key)!r} there, {current.get(key)!r} now' for key in changed)
-        + '. Use a new --workdir, or restore the original values.')
+        + '.' + why + ' Use a new --workdir, or restore the original values.')
 
 
 def _check_finite(step: int, metrics: dict):
@@ -172,8 +196,9 @@ class _StopRequest:
     self._previous = {}
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
+    if threading.current_thread() is threading.main_thread():  # Elsewhere (a notebook's worker) Python refuses.
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
@@ -218,39 +243,110 @@ class _MetricBuffer:
     self.pending = []
 
 
-def train(config, workdir: str, *, on_sample=None):
+def _restore_for_training(run, checkpointer):
+  """(start step, state, data state, log interval) to continue from: the newest readable checkpoint, or
+  train.resume_step. Damaged steps, and with resume_step the steps after it, are moved aside (not deleted), so
+  that the run's next saves of those steps do not collide with them."""
+  resume_step = run.config.train.get('resume_step', 0)
+  start, restored = checkpointer.restore_newest(run.abstract_state, run.state_shardings, step=resume_step)
+  if start is None:
+    return 0, None, None, []
+  if jax.process_index() == 0:
+    checkpointer.set_aside(checkpointer.damaged, 'damaged')
+    checkpointer.set_aside(checkpoint_lib.uncommitted_steps(checkpointer.directory), 'uncommitted')
+    checkpointer.set_aside([s for s in checkpointer.committed_steps() if s > start], 'after_resume_step')
+  state, data_state, interval = restored
+  return start, state, data_state, interval
+
+
+def _lock_workdir(workdir: str):
+  """Process 0 takes the workdir's lock; every process learns whether it got it (a refused multi-host run stops
+  on all its processes, rather than leaving the others waiting in a collective)."""
+  lock, error = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lib.WorkdirLock(workdir).acquire()
+    except WorkdirInUseError as refused:
+      error = refused
+  if jax.process_count() > 1:
+    refused = multihost_utils.process_allgather(np.asarray(error is not None, np.int32))
+    if np.any(refused) and error is None:
+      raise WorkdirInUseError(f'{workdir} is in use by another trainer (process 0 was refused its lock)')
+  if error is not None:
+    raise error
+  return lock
+
+
+def _check_free_space(directory: str, needed: int, last_step):
+  free = shutil.disk_usage(directory).free
+  if free < needed:
+    kept = f'the last checkpoint (step {last_step}) is kept' if last_step else 'no checkpoint was written yet'
+    raise DiskFullError(f'not enough free space in {directory} for the next checkpoint: it needs about '
+                        f'{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free; {kept}. Free space (or '
+                        'lower train.max_to_keep) and run the same command to resume.')
+
+
+def train(config, workdir: str | None, *, on_sample=None):
   """Trains (or resumes) the run in `workdir`. Returns (run, final state, whether num_steps was reached).
 
+  workdir=None trains in memory (a notebook): no checkpoints, metrics file or lock; nothing is written.
   on_sample(run, state, step): called every train.sample_every steps and at the end (writes sample images).
   """
+  if workdir is None:
+    return _train(config, None, on_sample)
   os.makedirs(workdir, exist_ok=True)
-  check_workdir_matches(workdir, config)
+  check_workdir_matches(workdir, config, run_defining_fields(config))
   run = Run(config)
+  lock = _lock_workdir(workdir)
+  try:
+    return _train(config, workdir, on_sample, run=run, lock=lock)
+  except OSError as error:
+    full = checkpoint_lib.find_disk_full(error)
+    if full is None or isinstance(error, DiskFullError):
+      raise
+    raise DiskFullError(f'no space left on the device of {workdir} ({full}). The last committed checkpoint is '
+                        'kept; free space and run the same command to resume.') from None
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir, on_sample, run=None, lock=None):
+  run = run or Run(config)
   tc = config.train
   config_json = config_to_json(config)
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), tc.max_to_keep)
-  start = checkpointer.latest_step()
-  if start is None:
-    start, interval = 0, []
+  checkpointer = None
+  start, state, interval = 0, None, []
+  if workdir is not None:
+    checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), tc.max_to_keep)
+    start, state, data_state, interval = _restore_for_training(run, checkpointer)
+    if state is not None:
+      print(f'resuming from the checkpoint at step {start}', flush=True)
+      run.data.set_state(data_state)
+  if state is None:
     state = run.init_state()
-  else:
-    print(f'resuming from the checkpoint at step {start}', flush=True)
-    state, data_state, interval = checkpointer.restore(start, run.abstract_state, run.state_shardings)
-    run.data.set_state(data_state)
-  if jax.process_index() == 0:  # Only once the state exists: a failed resume leaves the old config.
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config_json, f, indent=2)
+  if workdir is not None and jax.process_index() == 0:  # Only once the state exists: a failed resume keeps the old.
+    files.write_json(os.path.join(workdir, 'config.json'), config_json)
     write_run_info(workdir, run.data.data_shape, run.data.num_classes)
   for name, net in state.nets.items():
     print(f'{name}: {count_params(net.params):,} parameters', flush=True)
   writer = MetricWriter(workdir, start, tc.num_steps, tensorboard=tc.tensorboard)
   metrics_buffer = _MetricBuffer(writer, tc.log_every, tc.num_steps, interval)
   train_step = run.step_dispatcher()
+  state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
 
   def save(step_done, force=False):
     metrics_buffer.flush()  # Never checkpoint a state whose loss went non-finite.
-    checkpointer.save(step_done, state, run.data.get_state(), metrics_buffer.interval, config_json,
-                      force=force)
+    if checkpointer is None:
+      return step_done
+    last = checkpointer.latest_step()
+    # The newest step's size on disk (the state's bytes before the first save), with 5% to spare.
+    needed = checkpoint_lib.directory_bytes(os.path.join(checkpointer.directory, str(last))) if last else state_bytes
+    checkpointer.wait()  # The previous save's files count too, and its errors surface here.
+    _check_free_space(checkpointer.directory, int(needed * 1.05) + 2 ** 20, last)
+    checkpointer.save(step_done, state, run.data.get_state(), metrics_buffer.interval, config_json, force=force)
+    if lock is not None:
+      lock.heartbeat()
     return step_done
 
   step = last_saved = start
@@ -273,8 +369,11 @@ def train(config, workdir: str, *, on_sample=None):
         last_saved = save(step, force=True)
     metrics_buffer.flush()
   finally:  # Also on errors: finish the asynchronous save in flight, so the last good checkpoint is whole.
-    checkpointer.close()
-    writer.close()
+    try:
+      if checkpointer is not None:
+        checkpointer.close()
+    finally:
+      writer.close()
   if stopped:
     print(f'stopped by signal at step {step}; checkpoint saved, run the same command to resume',
           flush=True)
@@ -282,16 +381,17 @@ def train(config, workdir: str, *, on_sample=None):
 
 
 def restore_latest(run: Run, workdir: str):
-  """The latest checkpoint's TrainState for eval / sample; a clear error if there is none."""
+  """The newest readable checkpoint's TrainState (or train.resume_step's) for eval / sample, and its step;
+  a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
   directory = os.path.join(workdir, 'checkpoints')
   step = None
-  if os.path.isdir(directory):
+  if committed_steps(directory):
     check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
-    checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep)
-    step = checkpointer.latest_step()
+    checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep, read_only=True)
+    step, restored = checkpointer.restore_newest(run.abstract_state, run.state_shardings,
+                                                 step=run.config.train.get('resume_step', 0))
+    checkpointer.close()
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
                             '--workdir, or point --workdir at a trained run.')
-  state, _, _ = checkpointer.restore(step, run.abstract_state, run.state_shardings)
-  checkpointer.close()
-  return state, step
+  return restored[0], step

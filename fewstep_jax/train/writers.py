@@ -6,6 +6,8 @@ import time
 
 import jax
 
+from fewstep_jax.train import files
+
 
 def _format_duration(seconds: float) -> str:
   if not math.isfinite(seconds):
@@ -23,20 +25,22 @@ class MetricWriter:
   file reads exactly as it would after an uninterrupted run.
   """
 
-  def __init__(self, workdir: str, start_step: int, total_steps: int, tensorboard: bool = True):
+  def __init__(self, workdir: str | None, start_step: int, total_steps: int, tensorboard: bool = True):
+    """workdir=None: progress lines only, no files."""
     self.active = jax.process_index() == 0
     self.total_steps = total_steps
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = None if workdir is None else os.path.join(workdir, 'metrics.jsonl')
     self._last_time = time.time()
     self._last_step = start_step
     self._tb = None
-    if not self.active:
+    if not self.active or workdir is None:
       return
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)['step'] <= start_step]
-      with open(self.path, 'w') as f:
-        f.writelines(rows)
+    if os.path.exists(self.path):  # A torn last row (a crash mid-append) is dropped with the later ones.
+      rows = [row for row in files.read_jsonl(self.path, repair_torn_tail=True) if row['step'] <= start_step]
+      temporary = self.path + '.tmp'
+      with open(temporary, 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+      os.replace(temporary, self.path)
     if tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
@@ -48,8 +52,9 @@ class MetricWriter:
     now = time.time()
     steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_time, self._last_step = now, step
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}) + '\n')
+    if self.path is not None:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, **scalars}) + '\n')
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(name, value, step)

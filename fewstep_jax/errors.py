@@ -1,0 +1,18 @@
+"""Errors that end a run with one clear message (what failed, where, and what to do), printed by the entry point
+without a traceback: bad input and faults of the run's files or disk, as opposed to bugs."""
+
+
+class RunError(RuntimeError):
+  pass
+
+
+class WorkdirInUseError(RunError):
+  pass
+
+
+class CheckpointError(RunError):
+  pass
+
+
+class DiskFullError(RunError, OSError):
+  pass
