@@ -14,6 +14,7 @@ the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, t
 import re
 import sys
 
+import json
 import os
 
 import ml_collections
@@ -43,6 +44,10 @@ def _train(config, workdir):
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   if finished and config.eval.at_end and run.data.evaluator in evaluate_lib.EVALUATORS:
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
+  print(f'done: checkpoints in {os.path.join(workdir, "checkpoints")}, samples in {os.path.join(workdir, "samples")}'
+        + (f', results in {os.path.join(workdir, "eval", "results.json")}'
+           if os.path.exists(os.path.join(workdir, 'eval', 'results.json')) else '')
+        + f', metrics in {os.path.join(workdir, "metrics.jsonl")}', flush=True)
 
 
 def stored_config(workdir: str, overrides: dict):
@@ -51,11 +56,17 @@ def stored_config(workdir: str, overrides: dict):
   path = os.path.join(workdir, 'config.json')
   config = ml_collections.ConfigDict(files.read_json(path))
   config.lock()
-  refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS))
+  def same(key):  # The training command repeated with --mode=eval: its overrides change nothing.
+    node, leaf = config_base.config_node(config, key)
+    return json.loads(json.dumps(overrides[key])) == node[leaf]
+
+  refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS) and not same(key))
   if refused:
     raise RunError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
-                   f'{", ".join(EVAL_FIELDS)} fields, not {refused}. Train a new run to change those.')
+                   f'{", ".join(EVAL_FIELDS)} fields, and {refused} differ from the run\'s. Train a new run to change those.')
   for key, value in overrides.items():
+    if not key.startswith(EVAL_FIELDS):
+      continue
     node, leaf = config_base.config_node(config, key)
     node[leaf] = list(value) if isinstance(value, tuple) and isinstance(node[leaf], list) else value
   return config

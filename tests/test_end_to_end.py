@@ -11,8 +11,11 @@ DIGITS = str(REPO / 'configs/digits/flow_matching.py')
 
 
 def read_results(workdir):
+  """(nfe, metric) -> row of the configured parameters (eval.params): after a short run an EMA copy's rows come
+  with rows of the raw parameters too."""
   with open(os.path.join(workdir, 'eval', 'results.json')) as f:
-    return {(row['nfe'], row['metric']): row for row in json.load(f)}
+    rows = sorted(json.load(f), key=lambda row: row['params'] != 'params')  # The configured copy last, kept.
+  return {(row['nfe'], row['metric']): row for row in rows}
 
 
 def test_workdir_contract_train_eval_sample(tmp_path):
@@ -28,8 +31,9 @@ def test_workdir_contract_train_eval_sample(tmp_path):
     rows = [json.loads(line) for line in f]
   assert [row['step'] for row in rows] == [10, 20, 30]
   assert all({'loss', 'grad_norm'} <= set(row) for row in rows)
-  assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_0000030_nfe1.png',
-                                                                   'step_0000030_nfe4.png']
+  assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_0000030_nfe1_euler.png',
+                                                                   'step_0000030_nfe4_euler.png']
+  assert all('lr' in row for row in rows)
   results = read_results(workdir)
   assert set(results) == {(1, 'sliced_w2'), (1, 'mmd_rbf'), (4, 'sliced_w2'), (4, 'mmd_rbf')}
   for row in results.values():
@@ -39,10 +43,13 @@ def test_workdir_contract_train_eval_sample(tmp_path):
   assert results[4, 'sliced_w2']['value'] > 3 * results[4, 'sliced_w2']['reference']
 
   os.remove(os.path.join(workdir, 'eval', 'results.json'))
-  run_main(args + ['--mode=eval', '--config.eval.nfe=(2,)'])
+  run_main(args + ['--mode=eval', '--config.eval.nfe=(2,)'])  # The training command's overrides change nothing.
   assert set(read_results(workdir)) == {(2, 'sliced_w2'), (2, 'mmd_rbf')}
   run_main(args + ['--mode=sample', '--config.eval.nfe=(3,)'])
-  assert 'step_0000030_nfe3.png' in os.listdir(os.path.join(workdir, 'samples'))
+  said = run_main(args + ['--mode=sample', '--config.eval.nfe=(3,)']).stdout
+  assert {'step_0000030_nfe3_euler.png', 'step_0000030_nfe3_euler.1.png'} <= set(
+      os.listdir(os.path.join(workdir, 'samples')))
+  assert 'step_0000030_nfe3_euler.1.png' in said
 
 
 @pytest.mark.slow

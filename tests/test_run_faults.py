@@ -220,4 +220,30 @@ def test_eval_merges_rows_and_reads_the_runs_stored_config(run_copy):
   run_main(common + ['--config.eval.nfe=(2,3)'])
   assert results() == first | {(3, metric, 4) for _, metric, _ in first}
   refused = run_main(common + ['--config.network.hidden=64'], check=False)
-  assert refused.returncode != 0 and "may override only eval." in refused.stderr
+  assert refused.returncode != 0 and "may override only eval." in refused.stderr and "differ from the run" in refused.stderr
+
+
+def test_training_in_a_notebook_thread_without_a_workdir_writes_nothing(tmp_path, monkeypatch):
+  """fewstep_jax.train outside the main thread (no signal handlers there) and in memory (workdir=None)."""
+  import threading
+  monkeypatch.chdir(tmp_path)
+  outcome = {}
+
+  def train_in_thread():
+    try:
+      outcome['result'] = trainer.train(small_config(**{'train.num_steps': 2}), None)
+    except BaseException as error:  # Reported below: a thread's exception would otherwise be lost.
+      outcome['error'] = error
+
+  thread = threading.Thread(target=train_in_thread)
+  thread.start()
+  thread.join()
+  assert 'error' not in outcome, outcome.get('error')
+  _, state, finished = outcome['result']
+  assert finished and int(state.step) == 2 and os.listdir(tmp_path) == []
+
+
+def test_a_young_ema_is_evaluated_beside_the_raw_parameters():
+  assert evaluate_lib.parameter_copies('ema_0.999', 200) == ['ema_0.999', 'params']  # 0.999^200 = 82%.
+  assert evaluate_lib.parameter_copies('ema_0.999', 6000) == ['ema_0.999']
+  assert evaluate_lib.parameter_copies('params', 10) == ['params']

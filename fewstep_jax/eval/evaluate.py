@@ -14,7 +14,7 @@ import numpy as np
 
 from fewstep_jax import sampling
 from fewstep_jax.eval import metrics, plots
-from fewstep_jax.train import files, sharding
+from fewstep_jax.train import files, sharding, writers
 from fewstep_jax.train.workdir import check_writable
 
 # A row of eval/results.json is identified by these: a new evaluation replaces the rows it recomputes and keeps
@@ -93,19 +93,38 @@ def evaluate(run, state, workdir: str, step: int):
     check_writable(directory)
   n, seed = config.eval.num_samples, config.eval.seed
   evaluator = EVALUATORS[run.data.evaluator](run, n, seed)
-  params = run.method.sampling_params(state)
   rows = []
-  for nfe in config.eval.nfe:
-    samples, labels = generate(run, params, nfe, n, seed)
-    for metric, value, reference in evaluator.rows(samples, labels):
-      rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
-                   'metric': metric, 'value': value, 'reference': reference, 'step': int(step),
-                   'params': config.eval.params})
-      print(f'nfe {nfe:3d}  {metric:16s} {value:.5g}  (reference {reference:.5g})', flush=True)
+  copies = parameter_copies(config.eval.params, step)
+  print(f'evaluating step {step} ({", ".join(copies)}) at NFE {tuple(config.eval.nfe)} on {n} samples', flush=True)
+  for name in copies:
+    params = run.method.sampling_params(state, name)
+    for nfe in writers.progress(config.eval.nfe, desc='eval', unit='nfe'):
+      samples, labels = generate(run, params, nfe, n, seed)
+      for metric, value, reference in evaluator.rows(samples, labels):
+        rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
+                     'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
+        writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}  (reference {reference:.5g})')
   if jax.process_index() == 0:
     path = os.path.join(directory, 'results.json')
     files.write_json(path, merge_rows(files.read_json(path) if os.path.exists(path) else [], rows))
+    if config.train.tensorboard:
+      writers.write_eval_tensorboard(workdir, step, rows)
+    print(f'results: {path}', flush=True)
   return rows
+
+
+# An EMA copy that still holds more than this fraction of the initial weights (rate ** step) is reported beside
+# the raw parameters: after a short run (200 steps at rate 0.999: 82%) the average is mostly the initialisation.
+EMA_INIT_WEIGHT_LIMIT = 0.05
+
+
+def parameter_copies(name: str, step: int) -> list:
+  """The parameter copies to evaluate: eval.params, plus the raw parameters while that EMA is young."""
+  if name.startswith('ema_') and float(name[len('ema_'):]) ** step > EMA_INIT_WEIGHT_LIMIT:
+    print(f'eval.params={name} after only {step} steps still averages in '
+          f'{float(name[4:]) ** step:.0%} of the initial weights: the raw parameters are evaluated too', flush=True)
+    return [name, 'params']
+  return [name]
 
 
 def sampler_name(config) -> str:
@@ -127,9 +146,23 @@ def merge_rows(old: list, new: list) -> list:
                                          row['nfe'], row['metric']))
 
 
+def _sampler_slug(config) -> str:
+  return ''.join(c if c.isalnum() else '_' for c in sampler_name(config).replace(', ', '_').replace(' ', ''))
+
+
+def _unused(path: str) -> str:
+  """`path`, or path with .1, .2, ... before its extension if a file of that name exists."""
+  stem, extension = os.path.splitext(path)
+  number = 1
+  while os.path.exists(path):
+    path, number = f'{stem}.{number}{extension}', number + 1
+  return path
+
+
 def write_samples(run, state, workdir: str, step: int):
-  """Writes samples/step_<step>_nfe<nfe>.png for every config.eval.nfe: an image grid, or a 2-D scatter
-  plot over reference points; latents (not 1 or 3 channels) go to step_<step>_nfe<nfe>.npy for decoding."""
+  """Writes samples/step_<step>_nfe<nfe>_<sampler>.png for every config.eval.nfe: an image grid, or a 2-D
+  scatter plot over reference points; latents (not 1 or 3 channels) go to .npy files for decoding. An existing
+  file is never replaced: the new one gets a .1, .2, ... suffix. Returns the paths written."""
   config = run.config
   directory = os.path.join(workdir, 'samples')
   os.makedirs(directory, exist_ok=True)
@@ -137,17 +170,25 @@ def write_samples(run, state, workdir: str, step: int):
   is_points = len(run.data.data_shape) == 1
   n = config.eval.sample_grid * (16 if is_points else 1)
   reference = run.data.reference_samples(n, 'test', config.eval.seed)['x'] if is_points else None
+  written = []
   for nfe in config.eval.nfe:
     # Every process takes part in sampling (the parameters may be sharded); only process 0 writes.
     samples, _ = generate(run, params, nfe, n, config.eval.seed)
     if jax.process_index() != 0:
       continue
-    path = os.path.join(directory, f'step_{step:07d}_nfe{nfe}.png')
+    path = os.path.join(directory, f'step_{step:07d}_nfe{nfe}_{_sampler_slug(config)}.png')
     if not is_points and run.data.data_shape[-1] not in (1, 3):
       # Latents: stored as arrays for an external decoder (no VAE ships here).
-      np.save(path.replace('.png', '.npy'), samples)
+      path = _unused(path.replace('.png', '.npy'))
+      np.save(path, samples)
     elif is_points:
+      path = _unused(path)
       plots.save_scatter(path, samples, reference=reference, title=f'{config.method.name}, step {step}, '
                          f'{nfe} NFE')
     else:
+      path = _unused(path)
       plots.save_image_grid(path, samples, ncol=int(np.ceil(np.sqrt(n))))
+    written.append(path)
+  if written:
+    print(f'samples of step {step} ({config.eval.params}) written: {", ".join(written)}', flush=True)
+  return written

@@ -19,7 +19,7 @@ import optax
 
 from fewstep_jax import couplings, nn, paths, sampling
 from fewstep_jax.train import state as state_lib
-from fewstep_jax.train.optim import make_optimizer
+from fewstep_jax.train.optim import make_optimizer, make_schedule
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -88,6 +88,10 @@ class Method:
     compiles one step function per distinct value, so that a fixed schedule costs no traced branch."""
     del step
     return {}
+
+  def learning_rate(self, step: int) -> float:
+    """The student's learning rate after `step` training steps (logged as `lr`)."""
+    return float(make_schedule(self.config.optim, self.config.train.num_steps)(step))
 
   def frozen_params(self) -> dict:
     """Parameters the run reads from other runs, loaded once on the host: name -> params. They enter

@@ -45,7 +45,7 @@ from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, Dis
                                      accumulate_gradients, check_eval_params, converted_prediction,
                                      per_sample_mean)
 from fewstep_jax.train import state as state_lib
-from fewstep_jax.train.optim import make_optimizer, optim_defaults
+from fewstep_jax.train.optim import make_optimizer, make_schedule, optim_defaults
 
 
 def karras_grid_sigma(key, n: int, hp, lo_fraction: float = 0.0, hi_fraction: float = 1.0):
@@ -317,6 +317,12 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
 
   def step_options(self, step: int) -> dict:
     return {'update_student': step % self.hparams.student_every == 0}
+
+  def learning_rate(self, step: int) -> float:
+    """The student's learning rate after `step` training steps: its schedule counts its own updates."""
+    updates = -(-step // self.hparams.student_every)
+    return float(make_schedule(self.config.optim, -(-self.config.train.num_steps // self.hparams.student_every))
+                 (updates))
 
   def step(self, state, batch, key, update_student=None):
     """update_student: whether this step updates the student (a Python bool from `step_options`, so that the

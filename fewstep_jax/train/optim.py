@@ -35,13 +35,18 @@ def optim_defaults() -> ml_collections.ConfigDict:
   ))
 
 
+def make_schedule(optim_config, total_steps: int):
+  """step -> learning rate, for an optimizer that makes `total_steps` updates."""
+  if optim_config.schedule not in SCHEDULES:
+    raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
+  return SCHEDULES[optim_config.schedule](optim_config, total_steps)
+
+
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
   """Builds clip -> optimizer(schedule). Unknown names are errors that list the known ones."""
   if optim_config.name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
-  if optim_config.schedule not in SCHEDULES:
-    raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
-  schedule = SCHEDULES[optim_config.schedule](optim_config, total_steps)
+  schedule = make_schedule(optim_config, total_steps)
   chain = []
   if optim_config.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(optim_config.grad_clip))

@@ -4,9 +4,10 @@ It knows nothing about what it trains: the method supplies init / step / sample 
 """
 import json
 import os
-import signal
 import shutil
+import signal
 import threading
+import time
 
 import jax
 import numpy as np
@@ -224,8 +225,9 @@ class _MetricBuffer:
   averaged into one row per logged step. The steps since the last row travel with each checkpoint, so a
   resumed run logs the same rows as an uninterrupted one."""
 
-  def __init__(self, writer: MetricWriter, log_every: int, num_steps: int, interval=()):
+  def __init__(self, writer: MetricWriter, log_every: int, num_steps: int, interval=(), learning_rate=None):
     self.writer, self.log_every, self.num_steps = writer, log_every, num_steps
+    self.learning_rate = learning_rate  # step -> the student's lr, logged with each row.
     self.pending = []  # (step, device metrics) not fetched yet.
     self.interval = list(interval)  # Fetched metrics (name -> float) since the last logged row.
 
@@ -237,8 +239,10 @@ class _MetricBuffer:
       _check_finite(step, metrics)
       self.interval.append({name: float(value) for name, value in metrics.items()})
       if step % self.log_every == 0 or step == self.num_steps:
-        self.writer.write(step, {name: float(np.mean([m[name] for m in self.interval]))
-                                 for name in metrics})
+        row = {name: float(np.mean([m[name] for m in self.interval])) for name in metrics}
+        if self.learning_rate is not None:
+          row['lr'] = self.learning_rate(step)
+        self.writer.write(step, row)
         self.interval = []
     self.pending = []
 
@@ -331,7 +335,7 @@ def _train(config, workdir, on_sample, run=None, lock=None):
   for name, net in state.nets.items():
     print(f'{name}: {count_params(net.params):,} parameters', flush=True)
   writer = MetricWriter(workdir, start, tc.num_steps, tensorboard=tc.tensorboard)
-  metrics_buffer = _MetricBuffer(writer, tc.log_every, tc.num_steps, interval)
+  metrics_buffer = _MetricBuffer(writer, tc.log_every, tc.num_steps, interval, run.method.learning_rate)
   train_step = run.step_dispatcher()
   state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
 
@@ -351,19 +355,29 @@ def _train(config, workdir, on_sample, run=None, lock=None):
 
   step = last_saved = start
   stopped = False
+  if start < tc.num_steps:
+    print(f'compiling the train step (the first step waits for it); then {tc.num_steps - start} steps to '
+          f'{tc.num_steps}, a line every {tc.log_every}', flush=True)
   try:
     with _StopRequest(sync_every=tc.log_every) as stop:
       while step < tc.num_steps and not stopped:
+        began = time.time()
         state, metrics = train_step(state, run.next_global_batch(), step)
         step += 1
+        if step == start + 1:
+          jax.block_until_ready(metrics)
+          print(f'step {step}: compiled and ran in {time.time() - began:.1f} s', flush=True)
         metrics_buffer.add(step, metrics)
+        writer.advance(step)
         if step % tc.log_every == 0:
           metrics_buffer.flush()
         if step % tc.checkpoint_every == 0 or step == tc.num_steps:
           last_saved = save(step)
         if on_sample is not None and (step == tc.num_steps or
                                       (tc.sample_every and step % tc.sample_every == 0)):
-          on_sample(run, state, step)
+          for path in on_sample(run, state, step) or ():
+            if path.endswith('.png'):
+              writer.write_image(f'samples/{os.path.basename(path).split("_nfe")[-1][:-4]}', path, step)
         stopped = stop.should_stop(step)
       if stopped and last_saved != step:
         last_saved = save(step, force=True)

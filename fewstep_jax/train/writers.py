@@ -1,10 +1,14 @@
-"""Metric writers: stdout progress, metrics.jsonl and TensorBoard. Only process 0 writes."""
+"""Metric writers: progress (a tqdm bar on a terminal, plain lines elsewhere), metrics.jsonl and TensorBoard.
+Only process 0 writes."""
 import json
 import math
 import os
+import sys
 import time
 
 import jax
+import numpy as np
+from tqdm import tqdm
 
 from fewstep_jax.train import files
 
@@ -18,8 +22,40 @@ def _format_duration(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
+def progress(iterable=None, **kwargs):
+  """tqdm on a terminal (stderr is a TTY); nothing on a log file, where the callers print plain lines."""
+  return tqdm(iterable, disable=None, dynamic_ncols=True, leave=False, file=sys.stderr, **kwargs)
+
+
+def say(message: str):
+  """A line that does not break a progress bar."""
+  tqdm.write(message, file=sys.stdout)
+  sys.stdout.flush()
+
+
+def _tensorboard_writer(directory: str):
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    say("train.tensorboard: tensorboardX is not installed (pip install -e '.[tensorboard]'); logging to "
+        'metrics.jsonl only')
+    return None
+  return SummaryWriter(directory)
+
+
+def write_eval_tensorboard(workdir: str, step: int, rows: list):
+  """Evaluation rows as TensorBoard scalars eval/<params>/<metric>/nfe<k> in workdir/tensorboard."""
+  writer = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
+  if writer is not None:
+    for row in rows:
+      writer.add_scalar(f'eval/{row["params"]}/{row["metric"]}/nfe{row["nfe"]}', row['value'], step)
+    writer.close()
+
+
 class MetricWriter:
-  """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard.
+  """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard, with the
+  steps per second (TensorBoard only: metrics.jsonl holds only what an uninterrupted run would write, byte for
+  byte), evaluation results and sample images.
 
   On resume from `start_step`, rows logged after that step by the interrupted run are dropped first, so the
   file reads exactly as it would after an uninterrupted run.
@@ -33,6 +69,7 @@ class MetricWriter:
     self._last_time = time.time()
     self._last_step = start_step
     self._tb = None
+    self._bar = progress(total=total_steps, initial=start_step, unit='step') if self.active else None
     if not self.active or workdir is None:
       return
     if os.path.exists(self.path):  # A torn last row (a crash mid-append) is dropped with the later ones.
@@ -42,8 +79,12 @@ class MetricWriter:
         f.writelines(json.dumps(row) + '\n' for row in rows)
       os.replace(temporary, self.path)
     if tensorboard:
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
+
+  def advance(self, step: int):
+    """The progress bar's position (every step; free when there is no bar)."""
+    if self._bar is not None and not self._bar.disable:
+      self._bar.update(step - self._bar.n)
 
   def write(self, step: int, scalars: dict):
     """scalars: name -> python float. Prints a progress line with steps/s and ETA."""
@@ -58,11 +99,23 @@ class MetricWriter:
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(name, value, step)
+      self._tb.add_scalar('steps_per_s', steps_per_s, step)
     eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else float('inf')
     terms = ' '.join(f'{name} {value:.5g}' for name, value in scalars.items() if name != 'loss')
-    print(f'step {step}/{self.total_steps} loss {scalars.get("loss", float("nan")):.5g} {terms} | '
-          f'{steps_per_s:.2f} steps/s | ETA {_format_duration(eta)}', flush=True)
+    self.advance(step)
+    say(f'step {step}/{self.total_steps} loss {scalars.get("loss", float("nan")):.5g} {terms} | '
+        f'{steps_per_s:.2f} steps/s | ETA {_format_duration(eta)}')
+
+  def write_image(self, tag: str, image, step: int):
+    """image: [H, W, C] uint8, or a path to a PNG written beside."""
+    if self._tb is not None:
+      if isinstance(image, str):
+        from PIL import Image
+        image = np.asarray(Image.open(image).convert('RGB'))
+      self._tb.add_image(tag, image, step, dataformats='HWC')
 
   def close(self):
+    if self._bar is not None:
+      self._bar.close()
     if self._tb is not None:
       self._tb.close()
