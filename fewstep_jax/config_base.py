@@ -104,6 +104,21 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -
   return config
 
 
+def config_from_json(tree: dict) -> ml_collections.ConfigDict:
+  """A run's stored config.json back as a locked ConfigDict, with its lists as the tuples the config files
+  wrote (JSON has no tuples)."""
+  def tuples(value):
+    if isinstance(value, dict):
+      return {key: tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+      return tuple(tuples(item) for item in value)
+    return value
+
+  config = ml_collections.ConfigDict(tuples(tree))
+  config.lock()
+  return config
+
+
 def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   """Loads configs/<dataset>/<method>.py, applies {'train.num_steps': 10, ...} and locks it (for notebooks and
   tests; the command line does the same through --config and --config.a.b=value)."""

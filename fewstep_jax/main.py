@@ -17,7 +17,6 @@ import sys
 import json
 import os
 
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -25,6 +24,7 @@ from fewstep_jax import config_base
 from fewstep_jax.errors import RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
+from fewstep_jax.train.workdir import WorkdirLock
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/<dataset>/<method>.py).',
                                 lock_config=True)
@@ -54,11 +54,10 @@ def stored_config(workdir: str, overrides: dict):
   """The run's config.json as a locked ConfigDict, with `overrides` ({'eval.nfe': (1, 2)}) of EVAL_FIELDS
   applied; overrides of other fields are errors."""
   path = os.path.join(workdir, 'config.json')
-  config = ml_collections.ConfigDict(files.read_json(path))
-  config.lock()
+  config = config_base.config_from_json(files.read_json(path))
   def same(key):  # The training command repeated with --mode=eval: its overrides change nothing.
     node, leaf = config_base.config_node(config, key)
-    return json.loads(json.dumps(overrides[key])) == node[leaf]
+    return json.loads(json.dumps(overrides[key])) == json.loads(json.dumps(node[leaf]))
 
   refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS) and not same(key))
   if refused:
@@ -68,7 +67,7 @@ def stored_config(workdir: str, overrides: dict):
     if not key.startswith(EVAL_FIELDS):
       continue
     node, leaf = config_base.config_node(config, key)
-    node[leaf] = list(value) if isinstance(value, tuple) and isinstance(node[leaf], list) else value
+    node[leaf] = value
   return config
 
 
@@ -89,6 +88,10 @@ def _config_for(mode: str, workdir: str):
 def _restored(config, workdir):
   run = trainer.Run(config)
   state, step = trainer.restore_latest(run, workdir)
+  holder = WorkdirLock(workdir).live_holder()
+  if holder is not None:
+    print(f'the run is live (a trainer on host {holder["host"]}, pid {holder["pid"]}): read its newest committed '
+          f'step, {step}', flush=True)
   return run, state, step
 
 

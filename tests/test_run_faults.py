@@ -19,6 +19,9 @@ from fewstep_jax.train import checkpoint as checkpoint_lib
 from fewstep_jax.train import trainer
 from fewstep_jax.train.workdir import LOCK_FILE, WorkdirLock
 
+# Orbax's failed reads leave TensorStore objects that pytest reports as unraisable; the failures are the point here.
+pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+
 TOY = str(REPO / 'configs/toy/flow_matching.py')
 # Checkpoints at steps 2 and 4; a constant schedule, so that a test may extend the run.
 SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 4, 'train.log_every': 1,

@@ -349,15 +349,13 @@ def _train(config, workdir, on_sample, run=None, lock=None):
     checkpointer.wait()  # The previous save's files count too, and its errors surface here.
     _check_free_space(checkpointer.directory, int(needed * 1.05) + 2 ** 20, last)
     checkpointer.save(step_done, state, run.data.get_state(), metrics_buffer.interval, config_json, force=force)
-    if lock is not None:
-      lock.heartbeat()
     return step_done
 
   step = last_saved = start
   stopped = False
   if start < tc.num_steps:
-    print(f'compiling the train step (the first step waits for it); then {tc.num_steps - start} steps to '
-          f'{tc.num_steps}, a line every {tc.log_every}', flush=True)
+    print(f'compiling the train step (the first step waits for it), then steps {start + 1} to {tc.num_steps}, '
+          f'a line every {tc.log_every}', flush=True)
   try:
     with _StopRequest(sync_every=tc.log_every) as stop:
       while step < tc.num_steps and not stopped:
@@ -371,6 +369,8 @@ def _train(config, workdir, on_sample, run=None, lock=None):
         writer.advance(step)
         if step % tc.log_every == 0:
           metrics_buffer.flush()
+          if lock is not None:
+            lock.heartbeat()
         if step % tc.checkpoint_every == 0 or step == tc.num_steps:
           last_saved = save(step)
         if on_sample is not None and (step == tc.num_steps or

@@ -75,6 +75,13 @@ class WorkdirLock:
       return self
     raise WorkdirInUseError(f'could not take the lock {self.path}: another trainer keeps creating it')
 
+  def live_holder(self):
+    """The owner of a live (not stale) lock on this workdir, or None."""
+    if not os.path.exists(self.path):
+      return None
+    holder = self._holder()
+    return None if self._is_stale(holder) else holder
+
   def heartbeat(self):
     if self.held:
       try:
