@@ -19,6 +19,7 @@ import numpy as np
 from fewstep_jax import sampling
 from fewstep_jax.data import reflow_pairs
 from fewstep_jax.train.teacher import load_trained
+from fewstep_jax.train.writers import progress, say
 
 PAIR_TEACHERS = ('flow_matching', 'edm', 'consistency_fm', 'reflow')
 
@@ -57,11 +58,16 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
     return eps, method.sample(params, sample_key, batch, nfe, labels=labels, noise=eps, **options), labels
 
   parts = []
-  for index in range(-(-num // batch)):
+  batches = -(-num // batch)
+  print(f'generating {num} pairs with {method.name} at {nfe} NFE, {batches} batches of {batch} (the first one '
+        'compiles)', flush=True)
+  for index in progress(range(batches), desc='pairs', unit='batch'):
     eps, x, labels = jax.device_get(solve(jax.random.fold_in(jax.random.PRNGKey(seed), index)))
     if not np.all(np.isfinite(x)):
       raise FloatingPointError(f'the teacher produced non-finite samples in batch {index}; check the teacher')
     parts.append((eps, x, labels))
+    if (index + 1) % max(batches // 10, 1) == 0 or index + 1 == batches:
+      say(f'pairs: {min((index + 1) * batch, num)} / {num}')
   stack = lambda i: None if parts[0][i] is None else np.concatenate([p[i] for p in parts])[:num]
   info = {'teacher': os.path.abspath(teacher_workdir), 'teacher_step': int(step), 'teacher_method': method.name,
           'nfe': nfe, 'sampling_options': options, 'seed': seed,

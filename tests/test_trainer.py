@@ -100,7 +100,6 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data):
   assert resumed == expected  # Exact float equality, every step.
 
 
-@pytest.mark.slow  # About 80 s; with the digits kill-and-resume test it covers the host pipeline's resume.
 def test_resume_restores_data_iterator_and_log_interval_exactly(tmp_path):
   """Host-side data (grain over the digits TFDS dataset): a run stopped by SIGTERM at step 6 and continued to
   12 logs the same rows as an uninterrupted run, so the iterator state was restored exactly; with

@@ -9,11 +9,17 @@ with the file and the reason, and the next older committed step is tried (saying
 read (an eval next to a live trainer that keeps only `max_to_keep` steps) is skipped for the newest one left. A
 step directory without Orbax's commit marker (a save cut short) is not a checkpoint.
 """
+import contextlib
 import errno
+import gc
+import glob
 import json
 import os
 import re
 import shutil
+import sys
+import tempfile
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -59,8 +65,15 @@ def directory_bytes(path: str) -> int:
   return total
 
 
+# OCDBT (the format Orbax writes arrays in): every manifest starts with this magic (TensorStore's own error for a
+# damaged manifest names it); data files start with the data magic and their length, or are zstd frames.
+MANIFEST_MAGIC = bytes.fromhex('0cdb3a2a')
+DATA_MAGIC, ZSTD_MAGIC = bytes.fromhex('0cdb20de'), bytes.fromhex('28b52ffd')
+
+
 def _check_files(step_dir: str):
-  """The files a restore needs, checked before Orbax reads them, so that a damaged step is named by its file."""
+  """The files a restore needs, checked before Orbax reads them, so that a damaged step is named by its file
+  (and a damaged manifest does not leave TensorStore's pending reads failing in the background)."""
   state_dir = os.path.join(step_dir, 'state')
   for name in ('_METADATA', 'manifest.ocdbt'):
     if not os.path.exists(os.path.join(state_dir, name)):
@@ -72,17 +85,74 @@ def _check_files(step_dir: str):
         json.load(f)
     except (OSError, ValueError) as error:
       raise CheckpointError(f'{path} cannot be read ({type(error).__name__}: {str(error)[:120]})') from error
+  for path in [os.path.join(state_dir, 'manifest.ocdbt')] + glob.glob(os.path.join(state_dir, 'ocdbt.process_*',
+                                                                                    'manifest.ocdbt')):
+    with open(path, 'rb') as f:
+      if f.read(4) != MANIFEST_MAGIC:
+        raise CheckpointError(f'{path} is damaged (not an OCDBT manifest)')
+
+
+def _damaged_data_files(state_dir: str) -> list:
+  """After a failed read: the OCDBT data files whose header is wrong (zeroed, overwritten) or whose length
+  disagrees with the one their header declares (truncated)."""
+  damaged = []
+  for path in glob.glob(os.path.join(state_dir, 'd', '*')) + glob.glob(os.path.join(state_dir, 'ocdbt.process_*',
+                                                                                     'd', '*')):
+    with open(path, 'rb') as f:
+      header = f.read(12)
+    if header[:4] == DATA_MAGIC:
+      if len(header) < 12 or int.from_bytes(header[4:12], 'little') != os.path.getsize(path):
+        damaged.append(f'{path} (truncated)')
+    elif header[:4] != ZSTD_MAGIC:
+      damaged.append(f'{path} (not OCDBT data)')
+  return damaged
 
 
 def _describe(error: BaseException, step_dir: str) -> str:
-  """A damaged step's failure in one line: the file Orbax / TensorStore names, or the item, and the reason."""
-  text = str(error)
-  files = re.findall(r'local file "([^"]+)"', text)
-  key = re.search(r'Error reading "([^"]+)"', text)
-  where = files[-1] if files else os.path.join(step_dir, 'state', 'ocdbt.process_*', 'd', '*')
-  reasons = re.findall(r'(DATA_LOSS|OUT_OF_RANGE|Error decoding[^:;]*|ZSTD[^;\]]*|pytree structure error)', text)
-  reason = reasons[-1] if reasons else text.strip().splitlines()[0][:160]
-  return f'{where} is damaged ({reason}{"; array " + key.group(1).split("/")[0] if key else ""})'
+  """A damaged step's failure in one line: the damaged data files if their headers show it, else the array that
+  failed to read, and TensorStore's reason."""
+  text, seen = [], set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text.append(str(error))
+    error = error.__cause__ or error.__context__
+  text = '\n'.join(text)
+  files = _damaged_data_files(os.path.join(step_dir, 'state'))
+  key = re.search(r'Error reading "([^"/]+)', text)
+  reason = re.search(r'(DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION|INVALID_ARGUMENT|NOT_FOUND): ([^\n]*)', text)
+  what = f'array {key.group(1)}' if key else 'an array'
+  if reason:  # TensorStore's own words, after the names of the key and the database.
+    words = re.split(r'local file "[^"]+": ', reason.group(2))[-1].split(' [tensorstore_spec')[0]
+    why = f'{reason.group(1)}: {words[:160]}'
+  else:
+    why = text.strip().splitlines()[0][:160]
+  where = ', '.join(files) if files else os.path.join(step_dir, 'state')
+  return f'{where}: {what} cannot be read ({why})'
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+  """Captures file descriptor 2 (Python's and TensorStore's writes alike) into a temporary file, yielded."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield capture
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def _wait_until_quiet(capture, quiet_s: float = 0.5, limit_s: float = 10.0):
+  """After a failed read, TensorStore's reads still in flight finish into Orbax's closed event loop, each printing
+  a traceback, and their coroutines are collected with more: wait until they stop coming."""
+  deadline, size = time.time() + limit_s, -1
+  while time.time() < deadline and capture.tell() != size:
+    size = capture.tell()
+    gc.collect()
+    time.sleep(quiet_s)
 
 
 def find_disk_full(error: BaseException):
@@ -135,21 +205,37 @@ class Checkpointer:
     step_dir = os.path.join(self.directory, str(step))
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
+    if not os.path.isdir(step_dir):
+      raise FileNotFoundError(step_dir)
     try:
       if not is_committed(step_dir):
         raise CheckpointError(f'{step_dir} is not a committed checkpoint (no commit marker: its save was cut '
                               'short)')
       _check_files(step_dir)
-      self.manager.reload()
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
-          log_interval=ocp.args.JsonRestore()))
-    except Exception as error:  # Orbax and TensorStore raise many types; each is one damaged file here.
+    except (CheckpointError, OSError) as error:
       if not os.path.isdir(step_dir):  # Deleted meanwhile (by the run's trainer), not damaged.
         raise FileNotFoundError(step_dir) from error
-      if isinstance(error, CheckpointError):
-        raise
-      raise CheckpointError(_describe(error, step_dir)) from error
+      raise CheckpointError(str(error)) from None
+    self.manager.reload()
+    failure = None
+    with _stderr_captured() as capture:
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
+            log_interval=ocp.args.JsonRestore()))
+      except Exception as error:  # Orbax and TensorStore raise many types; each is one damaged file here.
+        failure = 'deleted' if not os.path.isdir(step_dir) else _describe(error, step_dir)
+      if failure is not None:
+        # The error's traceback held the failed read's other coroutines: now that it is gone, they and the reads
+        # still in flight finish here, into the capture, instead of as pages of tracebacks later.
+        _wait_until_quiet(capture)
+      else:
+        capture.seek(0)
+        os.write(2, capture.read())  # A good read's own messages (Orbax's warnings) pass through.
+    if failure == 'deleted':
+      raise FileNotFoundError(step_dir)
+    if failure is not None:
+      raise CheckpointError(failure)
     return restored.state, restored.data, restored.log_interval
 
   def restore_newest(self, abstract_state, shardings, step: int = 0, log=print):
