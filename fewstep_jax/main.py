@@ -11,11 +11,11 @@ eval and sample read the run's own stored config (workdir/config.json), so a run
 overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
 the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
 """
-import re
-import sys
-
 import json
 import os
+import re
+import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -44,6 +44,8 @@ def _train(config, workdir):
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   if finished and config.eval.at_end and run.data.evaluator in evaluate_lib.EVALUATORS:
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
+  if not finished:  # Stopped by a signal: the trainer said how to resume.
+    return
   print(f'done: checkpoints in {os.path.join(workdir, "checkpoints")}, samples in {os.path.join(workdir, "samples")}'
         + (f', results in {os.path.join(workdir, "eval", "results.json")}'
            if os.path.exists(os.path.join(workdir, 'eval', 'results.json')) else '')
@@ -52,9 +54,10 @@ def _train(config, workdir):
 
 def stored_config(workdir: str, overrides: dict):
   """The run's config.json as a locked ConfigDict, with `overrides` ({'eval.nfe': (1, 2)}) of EVAL_FIELDS
-  applied; overrides of other fields are errors."""
+  applied; overrides of other fields are errors, unless they repeat the run's own values."""
   path = os.path.join(workdir, 'config.json')
   config = config_base.config_from_json(files.read_json(path))
+
   def same(key):  # The training command repeated with --mode=eval: its overrides change nothing.
     node, leaf = config_base.config_node(config, key)
     return json.loads(json.dumps(overrides[key])) == json.loads(json.dumps(node[leaf]))
@@ -115,7 +118,7 @@ def _config_error(argv, error) -> str:
     try:
       config = config_base.load_config(paths[-1])
     except Exception as file_error:  # The file itself is broken: name the line of the file that failed.
-      frames = [frame for frame in __import__('traceback').extract_tb(file_error.__traceback__)
+      frames = [frame for frame in traceback.extract_tb(file_error.__traceback__)
                 if frame.filename.endswith(paths[-1].lstrip('./'))]
       if not frames:
         return f'{paths[-1]}: {_last_line(file_error)}'
