@@ -1,3 +1,4 @@
+import json
 import os
 import pathlib
 import subprocess
@@ -21,6 +22,23 @@ def run_main(args, env_extra=None, timeout=600, check=True):
   if check and result.returncode != 0:
     raise AssertionError(f'main failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}')
   return result
+
+
+def read_metrics(workdir):
+  """The rows of workdir/metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def losses(workdir):
+  return {row['step']: row['loss'] for row in read_metrics(workdir)}
+
+
+def checkpoint_steps(workdir):
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
 def perturbed_params(method, seed=0):
