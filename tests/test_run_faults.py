@@ -113,6 +113,11 @@ def test_resume_step_chooses_the_checkpoint_and_sets_the_later_ones_aside(traine
   _, state, _ = trainer.train(small_config(**{'train.resume_step': 2}), run_copy)
   assert int(state.step) == 4 and steps(run_copy) == [2, 4]
   assert os.path.isdir(os.path.join(run_copy, checkpoint_lib.SET_ASIDE, '4.after_resume_step'))
+  # The same command again (the run extended) continues from its own newest step, not from step 2 once more.
+  _, state, _ = trainer.train(small_config(**{'train.resume_step': 2, 'train.num_steps': 6}), run_copy)
+  assert int(state.step) == 6 and steps(run_copy) == [2, 4, 6]
+  assert sorted(os.listdir(os.path.join(run_copy, checkpoint_lib.SET_ASIDE))) == ['4.after_resume_step',
+                                                                                 'resumed_from']
 
 
 def test_eval_retries_when_the_live_trainer_deletes_the_step_it_reads(trained, run_copy, monkeypatch, capsys):
@@ -249,3 +254,17 @@ def test_a_young_ema_is_evaluated_beside_the_raw_parameters():
   assert evaluate_lib.parameter_copies('ema_0.999', 200) == ['ema_0.999', 'params']  # 0.999^200 = 82%.
   assert evaluate_lib.parameter_copies('ema_0.999', 6000) == ['ema_0.999']
   assert evaluate_lib.parameter_copies('params', 10) == ['params']
+
+
+def test_the_space_check_counts_the_save_still_in_flight(tmp_path, monkeypatch):
+  """The check before a save waits for the previous (asynchronous) save: that one is the last checkpoint kept."""
+  calls = []
+
+  def free_once(path):
+    calls.append(path)
+    return shutil._ntuple_diskusage(1 << 30, 0, (1 << 30) if len(calls) == 1 else 4096)
+
+  monkeypatch.setattr(trainer.shutil, 'disk_usage', free_once)
+  with pytest.raises(DiskFullError, match=r'the last checkpoint \(step 1\) is kept'):
+    trainer.train(small_config(**{'train.checkpoint_every': 1}), str(tmp_path / 'run'))
+  assert steps(str(tmp_path / 'run')) == [1]

@@ -250,8 +250,14 @@ class _MetricBuffer:
 def _restore_for_training(run, checkpointer):
   """(start step, state, data state, log interval) to continue from: the newest readable checkpoint, or
   train.resume_step. Damaged steps, and with resume_step the steps after it, are moved aside (not deleted), so
-  that the run's next saves of those steps do not collide with them."""
+  that the run's next saves of those steps do not collide with them. A resume_step already applied (recorded in
+  checkpoints_set_aside/resumed_from) is not applied again: rerunning the same command continues the run."""
   resume_step = run.config.train.get('resume_step', 0)
+  applied = os.path.join(os.path.dirname(checkpointer.directory), checkpoint_lib.SET_ASIDE, 'resumed_from')
+  if resume_step and os.path.exists(applied) and files.read_json(applied).get('step') == resume_step:
+    print(f'train.resume_step={resume_step} was applied by an earlier start of this run; continuing from its '
+          'newest checkpoint', flush=True)
+    resume_step = 0
   start, restored = checkpointer.restore_newest(run.abstract_state, run.state_shardings, step=resume_step)
   if start is None:
     return 0, None, None, []
@@ -259,6 +265,9 @@ def _restore_for_training(run, checkpointer):
     checkpointer.set_aside(checkpointer.damaged, 'damaged')
     checkpointer.set_aside(checkpoint_lib.uncommitted_steps(checkpointer.directory), 'uncommitted')
     checkpointer.set_aside([s for s in checkpointer.committed_steps() if s > start], 'after_resume_step')
+    if resume_step:
+      os.makedirs(os.path.dirname(applied), exist_ok=True)
+      files.write_json(applied, {'step': resume_step})
   state, data_state, interval = restored
   return start, state, data_state, interval
 
@@ -343,10 +352,10 @@ def _train(config, workdir, on_sample, run=None, lock=None):
     metrics_buffer.flush()  # Never checkpoint a state whose loss went non-finite.
     if checkpointer is None:
       return step_done
+    checkpointer.wait()  # The previous save is committed (its errors surface here) before space is counted.
     last = checkpointer.latest_step()
     # The newest step's size on disk (the state's bytes before the first save), with 5% to spare.
     needed = checkpoint_lib.directory_bytes(os.path.join(checkpointer.directory, str(last))) if last else state_bytes
-    checkpointer.wait()  # The previous save's files count too, and its errors surface here.
     _check_free_space(checkpointer.directory, int(needed * 1.05) + 2 ** 20, last)
     checkpointer.save(step_done, state, run.data.get_state(), metrics_buffer.interval, config_json, force=force)
     return step_done
