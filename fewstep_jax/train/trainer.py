@@ -386,7 +386,8 @@ def _train(config, workdir, on_sample, run=None, lock=None):
                                       (tc.sample_every and step % tc.sample_every == 0)):
           for path in on_sample(run, state, step) or ():
             if path.endswith('.png'):
-              writer.write_image(f'samples/{os.path.basename(path).split("_nfe")[-1][:-4]}', path, step)
+              # step_0000020_nfe1_euler.png -> samples/nfe1_euler: one image series per NFE and sampler.
+              writer.write_image('samples/nfe' + os.path.basename(path)[:-len('.png')].split('_nfe')[-1], path, step)
         stopped = stop.should_stop(step)
       if stopped and last_saved != step:
         last_saved = save(step, force=True)
