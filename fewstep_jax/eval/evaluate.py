@@ -15,6 +15,7 @@ import numpy as np
 from fewstep_jax import sampling
 from fewstep_jax.eval import metrics, plots
 from fewstep_jax.train import files, sharding, writers
+from fewstep_jax.train.state import ema_rate
 from fewstep_jax.train.workdir import check_writable
 
 # A row of eval/results.json is identified by these: a new evaluation replaces the rows it recomputes and keeps
@@ -120,9 +121,10 @@ EMA_INIT_WEIGHT_LIMIT = 0.05
 
 def parameter_copies(name: str, step: int) -> list:
   """The parameter copies to evaluate: eval.params, plus the raw parameters while that EMA is young."""
-  if name.startswith('ema_') and float(name[len('ema_'):]) ** step > EMA_INIT_WEIGHT_LIMIT:
-    print(f'eval.params={name} after only {step} steps still averages in '
-          f'{float(name[4:]) ** step:.0%} of the initial weights: the raw parameters are evaluated too', flush=True)
+  rate = ema_rate(name)
+  if rate is not None and rate ** step > EMA_INIT_WEIGHT_LIMIT:
+    print(f'eval.params={name} after only {step} steps still averages in {rate ** step:.0%} of the initial '
+          'weights: the raw parameters are evaluated too', flush=True)
     return [name, 'params']
   return [name]
 

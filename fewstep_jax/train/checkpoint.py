@@ -38,20 +38,21 @@ def is_committed(step_dir: str) -> bool:
   return any(os.path.exists(os.path.join(step_dir, marker)) for marker in COMMIT_MARKERS)
 
 
-def committed_steps(directory: str) -> list:
-  """The steps (ascending) whose directories carry Orbax's commit marker."""
+def _step_dirs(directory: str, committed: bool) -> list:
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and is_committed(os.path.join(directory, name)))
+                if name.isdigit() and is_committed(os.path.join(directory, name)) == committed)
+
+
+def committed_steps(directory: str) -> list:
+  """The steps (ascending) whose directories carry Orbax's commit marker."""
+  return _step_dirs(directory, committed=True)
 
 
 def uncommitted_steps(directory: str) -> list:
   """Step-named directories without the commit marker: saves cut short (by a kill or a full disk)."""
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and not is_committed(os.path.join(directory, name)))
+  return _step_dirs(directory, committed=False)
 
 
 def directory_bytes(path: str) -> int:
@@ -111,12 +112,7 @@ def _damaged_data_files(state_dir: str) -> list:
 def _describe(error: BaseException, step_dir: str) -> str:
   """A damaged step's failure in one line: the damaged data files if their headers show it, else the array that
   failed to read, and TensorStore's reason."""
-  text, seen = [], set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    text.append(str(error))
-    error = error.__cause__ or error.__context__
-  text = '\n'.join(text)
+  text = '\n'.join(str(link) for link in _chain(error))
   files = _damaged_data_files(os.path.join(step_dir, 'state'))
   key = re.search(r'Error reading "([^"/]+)', text)
   reason = re.search(r'(DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION|INVALID_ARGUMENT|NOT_FOUND): ([^\n]*)', text)
@@ -155,24 +151,31 @@ def _wait_until_quiet(capture, quiet_s: float = 0.5, limit_s: float = 10.0):
     time.sleep(quiet_s)
 
 
-def find_disk_full(error: BaseException):
-  """The ENOSPC OSError anywhere in an exception's cause / context chain, or None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-      return error
-    if 'No space left on device' in str(error):
-      return error
+def _chain(error: BaseException) -> list:
+  """An exception and its causes / contexts, outermost first."""
+  links = []
+  while error is not None and all(error is not link for link in links):
+    links.append(error)
     error = error.__cause__ or error.__context__
-  return None
+  return links
+
+
+def find_disk_full(error: BaseException):
+  """The ENOSPC error anywhere in an exception's cause / context chain, or None."""
+  return next((link for link in _chain(error) if (isinstance(link, OSError) and link.errno == errno.ENOSPC)
+               or 'No space left on device' in str(link)), None)
+
+
+def disk_full_error(directory: str, cause) -> DiskFullError:
+  return DiskFullError(f'no space left on the device of {directory} ({cause}). The last committed checkpoint is '
+                       'kept; free space and run the same command to resume.')
 
 
 class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int, *, read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    self.read_only, self.max_to_keep = read_only, max_to_keep
+    self.max_to_keep = max_to_keep
     options = (ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None,
                                             enable_async_checkpointing=False) if read_only else
                ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True))
@@ -300,9 +303,7 @@ class Checkpointer:
       full = find_disk_full(error)
       if full is None:
         raise
-      raise DiskFullError(f'no space left on the device of {self.directory} while writing a checkpoint '
-                          f'({full}). The last committed checkpoint is kept; free space and run the same '
-                          'command to resume.') from None
+      raise disk_full_error(self.directory, full) from None
 
   def close(self):
     try:

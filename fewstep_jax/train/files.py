@@ -1,5 +1,6 @@
-"""The run's small files (config.json, run_info.json, eval/results.json): written atomically, so that a crash
-or a full disk mid-write leaves the previous version whole, and read with errors that name the file."""
+"""The run's small files (config.json, run_info.json, eval/results.json, and metrics.jsonl when a resume rewrites
+it): written atomically, so that a crash or a full disk mid-write leaves the previous version whole, and read with
+errors that name the file."""
 import json
 import os
 
@@ -8,10 +9,19 @@ from fewstep_jax.errors import RunError
 
 def write_json(path: str, obj, indent: int | None = 2):
   """Writes `obj` as JSON to `path` through a temporary file in the same directory and an atomic rename."""
+  _write_atomically(path, lambda f: json.dump(obj, f, indent=indent))
+
+
+def write_jsonl(path: str, rows: list):
+  """Writes `rows` as JSON lines to `path`, atomically."""
+  _write_atomically(path, lambda f: f.writelines(json.dumps(row) + '\n' for row in rows))
+
+
+def _write_atomically(path: str, write):
   temporary = f'{path}.tmp-{os.getpid()}'
   try:
     with open(temporary, 'w') as f:
-      json.dump(obj, f, indent=indent)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)

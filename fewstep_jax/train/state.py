@@ -38,6 +38,11 @@ def ema_name(rate: float) -> str:
   return f'ema_{rate:g}'
 
 
+def ema_rate(name: str) -> float | None:
+  """The rate of the EMA copy `name` ('ema_0.9999' -> 0.9999); None for names that are not EMA copies."""
+  return float(name[len('ema_'):]) if name.startswith('ema_') else None
+
+
 def init_net_state(params, tx, ema_rates) -> NetState:
   """A fresh NetState: optimizer initialised, every EMA copy equal to the initial parameters.
 

@@ -317,8 +317,7 @@ def train(config, workdir: str | None, *, on_sample=None):
     full = checkpoint_lib.find_disk_full(error)
     if full is None or isinstance(error, DiskFullError):
       raise
-    raise DiskFullError(f'no space left on the device of {workdir} ({full}). The last committed checkpoint is '
-                        'kept; free space and run the same command to resume.') from None
+    raise checkpoint_lib.disk_full_error(workdir, full) from None
   finally:
     if lock is not None:
       lock.release()

@@ -73,11 +73,8 @@ class MetricWriter:
     if not self.active or workdir is None:
       return
     if os.path.exists(self.path):  # A torn last row (a crash mid-append) is dropped with the later ones.
-      rows = [row for row in files.read_jsonl(self.path, repair_torn_tail=True) if row['step'] <= start_step]
-      temporary = self.path + '.tmp'
-      with open(temporary, 'w') as f:
-        f.writelines(json.dumps(row) + '\n' for row in rows)
-      os.replace(temporary, self.path)
+      files.write_jsonl(self.path, [row for row in files.read_jsonl(self.path, repair_torn_tail=True)
+                                    if row['step'] <= start_step])
     if tensorboard:
       self._tb = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
 
