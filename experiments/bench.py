@@ -119,10 +119,10 @@ def distillation_passes(config) -> dict:
     return method.real_denoiser(frozen, y)(x, sigma)
 
   def gan_to_input(critic, head, x):
-    return jax.grad(lambda x: jnp.sum(method.head.apply({'params': head}, method.features(critic, x, sigma, y))))(x)
+    return jax.grad(lambda x: jnp.sum(method.head.module.apply({'params': head}, method.features(critic, x, sigma, y))))(x)
 
   def gan_to_params(critic, head, x):
-    return jax.grad(lambda p: jnp.sum(method.head.apply({'params': p[1]}, method.features(p[0], x, sigma, y))))(
+    return jax.grad(lambda p: jnp.sum(method.head.module.apply({'params': p[1]}, method.features(p[0], x, sigma, y))))(
         (critic, head))
 
   passes = {'student_forward_backward': _flops(forward_backward, student, x),

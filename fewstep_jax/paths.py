@@ -354,6 +354,58 @@ def flow_velocity(raw_apply: RawApply):
 
 PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity}
 
+
+def flow_map_velocity(raw_apply: RawApply):
+  """Wraps a two-time flow-map network u(z_t, r, t), which sees (t, t - r), into its velocity v(z_t, t) = u(z_t, t, t):
+  the raw network at interval 0."""
+
+  def velocity(params, z_t, t, r=None, y=None, key=None):
+    del r
+    t = _per_example(t, z_t)
+    return raw_apply(params, z_t, t, jnp.zeros_like(t), y, key)
+
+  return velocity
+
+
+@dataclasses.dataclass(frozen=True)
+class Readout:
+  """How a network's raw output is read: `model(raw_apply)` is the model (params, z, time, r, y, key) that predicts
+  `kind` on `path`. A run records its readout (`to_json`), so that a run which starts from it, or distils it, reads
+  its network exactly as it was trained, whatever produced the parameters."""
+  name: str           # A key of READOUTS.
+  sigma_data: float
+  path: Any           # A GaussianPath.
+  kind: str           # What the model predicts on `path` ('x0', 'velocity', 'F').
+  wrap: Callable      # raw_apply -> model.
+
+  def model(self, raw_apply: RawApply):
+    return self.wrap(raw_apply)
+
+  def to_json(self) -> dict:
+    return {'name': self.name, 'sigma_data': float(self.sigma_data)}
+
+
+# name -> (path from sigma_data, prediction kind, raw_apply x sigma_data -> model).
+READOUTS = {
+    'edm': (lambda sigma_data: EDMPath(), 'x0', lambda raw, sigma_data: edm_denoiser(raw, sigma_data)),
+    'trigflow': (TrigFlowPath, 'F', lambda raw, sigma_data: trigflow_F(raw, sigma_data)),
+    'flow': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_velocity(raw)),
+    'flow_map': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_map_velocity(raw)),
+}
+
+
+def readout(name: str, sigma_data: float = SIGMA_DATA) -> Readout:
+  """The readout `name` (a key of READOUTS): 'edm' (an EDM denoiser), 'trigflow' (sCM's F), 'flow' (a linear-flow
+  velocity) or 'flow_map' (the velocity u(z, t, t) of a two-time flow map)."""
+  if name not in READOUTS:
+    raise ValueError(f'unknown readout {name!r}; use one of {sorted(READOUTS)}')
+  make_path, kind, wrap = READOUTS[name]
+  return Readout(name, float(sigma_data), make_path(sigma_data), kind, lambda raw: wrap(raw, sigma_data))
+
+
+def readout_from_json(description: dict) -> Readout:
+  return readout(description['name'], description.get('sigma_data', SIGMA_DATA))
+
 # Each preconditioning's own path (built from sigma_data) and its map (z, time, sigma_data) -> the raw network's
 # (x, c_noise), as its wrapper above computes them.
 NETWORK_INPUTS = {

@@ -13,12 +13,10 @@ import os
 
 from absl import app, flags, logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import sampling
+from fewstep_jax import runs, sampling
 from fewstep_jax.data import reflow_pairs
-from fewstep_jax.train.teacher import load_trained
 from fewstep_jax.train.writers import progress, say
 
 PAIR_TEACHERS = ('flow_matching', 'edm', 'consistency_fm', 'reflow')
@@ -43,7 +41,8 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
   """
   if os.path.exists(out_dir):
     raise FileExistsError(f'{out_dir} exists; pairs are written once: remove it or choose another --out')
-  method, params, step = load_trained(teacher_workdir)
+  opened = runs.open_run(teacher_workdir)
+  method, params, step = opened.method, opened.params[opened.config.eval.params], opened.step
   if 'noise' not in inspect.signature(method.sample).parameters:
     raise ValueError(f'teacher method {method.name!r} cannot sample from given noise; reflow needs an ODE '
                      f'teacher ({", ".join(PAIR_TEACHERS)})')

@@ -35,12 +35,16 @@ def sample_u_shaped(key, n: int, a=4.0):
   return jnp.where(jax.random.bernoulli(flip_key, 0.5, (n,)), 1.0 - t, t)
 
 
-TIME_SAMPLERS = {
-    'uniform': sample_uniform,
-    'logit_normal': sample_logit_normal,
-    'log_normal': sample_log_normal,
-    'u_shaped': sample_u_shaped,
-}
+def sample_ordered_pair(key, n: int, mean, std):
+  """(r, t) [n] each with r <= t: two independent logit-normal(mean, std) times, sorted (MeanFlow's sample_tr)."""
+  pair = sample_logit_normal(key, 2 * n, mean, std).reshape(2, n)
+  return jnp.min(pair, axis=0), jnp.max(pair, axis=0)
+
+
+def karras_map(fraction, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+  """The Karras map of a fraction u in [0, 1] (traced) counted from sigma_min upward:
+  (sigma_min^(1/rho) + u (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho, so u = 0 is sigma_min and u = 1 sigma_max."""
+  return (sigma_min**(1.0 / rho) + fraction * (sigma_max**(1.0 / rho) - sigma_min**(1.0 / rho)))**rho
 
 
 def karras_sigma_at(index, num, sigma_min=0.002, sigma_max=80.0, rho=7.0, ascending=False):
@@ -49,11 +53,12 @@ def karras_sigma_at(index, num, sigma_min=0.002, sigma_max=80.0, rho=7.0, ascend
   Descending (samplers): sigma_i = (sigma_max^(1/rho) + i/(num-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
   so sigma_0 = sigma_max. Ascending (consistency losses): sigma_min and sigma_max swap, so sigma_{n+1} > sigma_n.
   """
-  start, end = (sigma_min, sigma_max) if ascending else (sigma_max, sigma_min)
   # A one-point grid is {start} (a 1-step sampler), not 0/0.
   fraction = jnp.asarray(index, jnp.result_type(float)) / jnp.maximum(
       jnp.asarray(num, jnp.result_type(float)) - 1.0, 1.0)
-  return (start**(1.0 / rho) + fraction * (end**(1.0 / rho) - start**(1.0 / rho)))**rho
+  if ascending:
+    return karras_map(fraction, sigma_min, sigma_max, rho)
+  return (sigma_max**(1.0 / rho) + fraction * (sigma_min**(1.0 / rho) - sigma_max**(1.0 / rho)))**rho
 
 
 def karras_sigmas(num: int, sigma_min=0.002, sigma_max=80.0, rho=7.0, ascending=False):

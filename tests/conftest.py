@@ -49,3 +49,14 @@ def perturbed_params(method, seed=0):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
   return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def described_teachers(config, data_shape, num_classes, readout='edm'):
+  """Descriptions (no parameters) of a teacher on config's network for every teacher the configured method
+  declares: enough to build the method where a test supplies the teacher's arithmetic itself or never calls it."""
+  from fewstep_jax import methods, paths  # Late import: the other helpers here need no JAX.
+  from fewstep_jax.inputs import Teacher, TeacherInput
+  specs = methods.method_class(config.method.name).inputs(config)
+  return {name: Teacher(network=config.network, readout=paths.readout(readout), data_shape=tuple(data_shape),
+                        num_classes=num_classes)
+          for name, spec in specs.items() if isinstance(spec, TeacherInput)}

@@ -4,7 +4,7 @@ import glob
 import jax
 import pytest
 
-from conftest import REPO
+from conftest import REPO, described_teachers
 from fewstep_jax.config_base import load_config
 from fewstep_jax.methods import build_method
 
@@ -31,7 +31,8 @@ def test_config_builds_its_method(path):
     data_shape, num_classes = DATA[config.data.name, config.data.tfds_name]
   if not config.data.conditional:
     num_classes = 0
-  method = build_method(config, data_shape=data_shape, num_classes=num_classes)
+  method = build_method(config, data_shape=data_shape, num_classes=num_classes,
+                        inputs=described_teachers(config, data_shape, num_classes))
   state = jax.eval_shape(method.init, jax.random.PRNGKey(0))
   assert int(state.step.size) == 1
   assert config.eval.params in ['params'] + list(state.nets['student'].ema)

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, perturbed_params
-from fewstep_jax import distances, timesteps
+from conftest import REPO, described_teachers, perturbed_params
+from fewstep_jax import distances, paths, timesteps
+from fewstep_jax.inputs import Teacher
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
 from fewstep_jax.nn import lpips
@@ -27,12 +28,16 @@ from fewstep_jax.nn import lpips
 S = 0.7  # Gaussian data std.
 
 
-def make(name='ct', num_classes=0, **hparams):
+def make(name='ct', num_classes=0, teacher=None, **hparams):
+  """The method on a small MLP; CD gets `teacher` (a Teacher), or a description of one if not given."""
   config = base_config(method=name, network='mlp', dataset='toy')
   config.network.update(hidden=32, depth=2, time_scale=250.0)
   config.train.num_steps = 1000
   config.method.update(hparams)
-  return build_method(config, data_shape=(2,), num_classes=num_classes)
+  inputs = described_teachers(config, (2,), num_classes)
+  if teacher is not None:
+    inputs['teacher'] = teacher
+  return build_method(config, data_shape=(2,), num_classes=num_classes, inputs=inputs)
 
 
 def data(n=8, seed=2):
@@ -108,16 +113,18 @@ def test_ct_and_ict_pair_losses_are_the_hand_computed_step():
       np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-7)
 
 
-class GaussianTeacher:
-  """The exact linear-flow velocity of N(0, S^2 I) data."""
-  def flow_velocity(self, params, z, t, y=None):
-    t = t[:, None]
-    return z * (t - (1 - t) * S**2) / ((1 - t) ** 2 * S**2 + t**2)
+def gaussian_velocity(params, z, t, r=None, y=None, key=None):
+  """The exact linear-flow velocity of N(0, S^2 I) data, as a raw network read as a velocity."""
+  t = t[:, None]
+  return z * (t - (1 - t) * S**2) / ((1 - t) ** 2 * S**2 + t**2)
+
+
+GAUSSIAN_TEACHER = Teacher(network=None, readout=paths.readout('flow'), data_shape=(2,), num_classes=0,
+                           apply=gaussian_velocity)
 
 
 def test_cd_previous_point_is_a_heun_step_of_the_teacher_ode():
-  method = make('cd', teacher='unused')
-  method.teacher_method = GaussianTeacher()
+  method = make('cd', teacher=GAUSSIAN_TEACHER)
   x, z = data()
   sigma_n, sigma_next = jnp.linspace(0.01, 5.0, 8), jnp.linspace(0.02, 7.0, 8)
   x_next = x + sigma_next[:, None] * z
@@ -235,8 +242,8 @@ def test_samplers_make_the_documented_number_of_network_calls(nfe, guidance, cal
   labels = jnp.arange(5) % 3 if guidance != 1.0 else None
   out = method.sample(params, jax.random.PRNGKey(1), 5, nfe, labels=labels, guidance=guidance)
   assert out.shape == (5, 2) and len(count) == calls
-  assert method.sample_schedule(2) == [80.0, 0.821]
-  np.testing.assert_allclose(method.sample_schedule(4), [80.0, 0.821, 0.821 * 2 / 3, 0.821 / 3])
+  assert method.sampler.schedule(2) == [80.0, 0.821]
+  np.testing.assert_allclose(method.sampler.schedule(4), [80.0, 0.821, 0.821 * 2 / 3, 0.821 / 3])
 
 
 def test_bad_choices_are_clear_errors():
@@ -244,8 +251,9 @@ def test_bad_choices_are_clear_errors():
     make('ct', curriculum='linear')
   with pytest.raises(ValueError, match="unknown method.parameterization 'trigflow'"):
     make('ect', parameterization='trigflow')
+  config = base_config(method='cd', network='mlp', dataset='toy')
   with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
-    make('cd').frozen_params()
+    build_method(config, data_shape=(2,), num_classes=0)
 
 
 @pytest.fixture(scope='module')
@@ -260,9 +268,10 @@ def toy_edm_run(tmp_path_factory):
 
 def test_ect_starts_from_an_edm_run_and_cd_distils_it(toy_edm_run, tmp_path):
   from fewstep_jax.train import trainer
-  from fewstep_jax.train.teacher import load_trained
+  from fewstep_jax import runs
   workdir, small = toy_edm_run
-  _, edm_params, _ = load_trained(workdir)
+  opened = runs.open_run(workdir)
+  edm_params = opened.params[opened.config.eval.params]
   config = load_config(os.path.join(REPO, 'configs/toy/ect.py'),
                        dict(small, **{'method.init_from': workdir, 'network.dropout': 0.1}))
   run = trainer.Run(config)  # Dropout differs from the EDM run's; it changes no parameter.

@@ -26,6 +26,7 @@ from fewstep_jax.kernels import attention_reference
 from fewstep_jax.kernels import cost_model
 from fewstep_jax.kernels import flash_attention
 from fewstep_jax.methods import build_method
+from fewstep_jax.methods.base import StepContext
 
 B, N, M, H, D = 2, 144, 152, 2, 8
 BLOCKS = {'gpu': dict(block_q=32, block_k=64),
@@ -335,7 +336,7 @@ def test_sct_loss_and_gradient_match_with_pallas_and_xla_attention():
           lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(5),
                                                  p.shape),
           method.init(jax.random.PRNGKey(4)).nets['student'].params)
-    loss = functools.partial(method.loss, batch=batch, key=keys[2], step=1)
+    loss = functools.partial(method.loss, batch=batch, key=keys[2], ctx=StepContext(step=1))
     (value, metrics), grads = jax.jit(jax.value_and_grad(
         lambda p, loss=loss: loss(p), has_aux=True))(params)
     results[attention] = (value, metrics['g_rms'], grads)

@@ -9,8 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fewstep_jax import paths, runs
 from fewstep_jax.config_base import base_config
+from fewstep_jax.inputs import Teacher
 from fewstep_jax.methods import build_method
+from fewstep_jax.methods.base import StepContext
 
 S = 0.7
 
@@ -41,14 +44,14 @@ def gaussian_batch(n, key=0):
   return x, eps, r, t
 
 
-def make(method, two_times=True, num_classes=0, **hparams):
+def make(method, two_times=True, num_classes=0, inputs=None, **hparams):
   config = base_config(method=method, network='mlp', dataset='toy')
   config.network.hidden = 32
   config.network.depth = 2
   config.network.two_times = two_times
   config.network.time_scale = 1.0
   config.method.update(hparams)
-  return build_method(config, data_shape=(2,), num_classes=num_classes)
+  return build_method(config, data_shape=(2,), num_classes=num_classes, inputs=inputs)
 
 
 # SplitMeanFlow ------------------------------------------------------------------------------------------------
@@ -92,14 +95,10 @@ def test_split_meanflow_boundary_is_flow_matching_and_the_teacher_replaces_v():
   u = method.average_velocity(params, z, t, t)
   np.testing.assert_allclose(loss, jnp.mean(jnp.square(u - (eps - x))), rtol=1e-5)
 
-  class ExactTeacher:
-    def flow_velocity(self, params, z, t, y=None):
-      return exact_velocity(z, t)
-
-  method.hparams.unlock()
-  method.hparams.teacher = 'unused'
-  method.teacher_method = ExactTeacher()
-  loss_teacher, _ = method.loss(params, batch, key, frozen={'teacher': None})
+  exact_teacher = Teacher(network=None, readout=paths.readout('flow'), data_shape=(2,), num_classes=0,
+                          apply=lambda params, z, t, r=None, y=None, key=None: exact_velocity(z, t))
+  distiller = make('split_meanflow', boundary_fraction=1.0, inputs={'teacher': exact_teacher})
+  loss_teacher, _ = distiller.loss(params, batch, key, StepContext(frozen={'teacher': None}))
   np.testing.assert_allclose(loss_teacher, jnp.mean(jnp.square(u - exact_velocity(z, t))), rtol=1e-5)
 
 
@@ -107,9 +106,8 @@ def test_split_meanflow_needs_a_trained_teacher_run(tmp_path):
   config = base_config(method='split_meanflow', network='mlp', dataset='toy')
   config.network.two_times = True
   config.method.teacher = str(tmp_path / 'missing')
-  method = build_method(config, data_shape=(2,), num_classes=0)
   with pytest.raises(FileNotFoundError, match='not a trained fewstep_jax run'):
-    method.frozen_params()
+    runs.resolve_inputs(config, (2,), 0)
   config.network.two_times = False
   with pytest.raises(ValueError, match='two_times=True'):
     build_method(config, data_shape=(2,), num_classes=0)
@@ -155,7 +153,7 @@ def test_shortcut_flow_part_is_flow_matching_and_targets_come_from_the_ema_param
   z = (1 - t[:, None]) * x + t[:, None] * eps
   s = method.step_velocity(params, z, t, jnp.full((16,), 1 / 128))
   np.testing.assert_allclose(loss, jnp.mean(jnp.square(s - (eps - x))), rtol=1e-5)
-  assert 'target_params' in make('shortcut').loss_kwargs(state)
+  assert make('shortcut').context(state).target is state.nets['student'].ema['ema_0.999']
   with pytest.raises(ValueError, match='not among optim.ema_rates'):
     make('shortcut', target_ema=0.95)
 

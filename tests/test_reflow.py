@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from fewstep_jax import reflow
+from fewstep_jax import paths, reflow, runs
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.data import build_data, reflow_pairs
 from fewstep_jax.methods import build_method
 from fewstep_jax.train import trainer
-from fewstep_jax.train.teacher import load_trained
 
 SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.log_every': 1, 'train.tensorboard': False,
          'eval.at_end': False}
@@ -36,10 +35,11 @@ def test_pairs_are_the_teacher_ode_solutions_of_the_stored_noise(teacher_and_pai
   noise, data = np.load(os.path.join(pairs, 'noise.npy')), np.load(os.path.join(pairs, 'data.npy'))
   assert noise.shape == data.shape == (24, 2)
   # Independent re-solve: four explicit Euler steps of the teacher's velocity from the stored noise.
-  method, params, _ = load_trained(teacher)
+  flow = runs.open_teacher(teacher)
+  velocity = flow.prediction(paths.LinearFlowPath(), 'velocity')
   z = jnp.asarray(noise)
   for t in (1.0, 0.75, 0.5, 0.25):
-    z = z - 0.25 * method.flow_velocity(params, z, jnp.full((24,), t))
+    z = z - 0.25 * velocity(flow.params, z, jnp.full((24,), t))
   np.testing.assert_allclose(data, z, rtol=1e-4, atol=1e-5)
   assert not os.path.exists(pairs + '.incomplete')
   with pytest.raises(FileExistsError, match='written once'):
@@ -116,7 +116,7 @@ def test_two_rf_plus_plus_trains_from_the_teacher_and_evaluates_on_the_source_da
   # Initialised from the teacher: at step 0 the student's parameters were the teacher's EMA parameters.
   fresh = trainer.Run(config)
   init = jax.jit(fresh.method.init)(fresh.init_key, fresh.frozen)
-  _, teacher_params, _ = load_trained(teacher)
+  teacher_params = runs.open_teacher(teacher).params
   for got, want in zip(jax.tree.leaves(init.nets['student'].params), jax.tree.leaves(teacher_params)):
     np.testing.assert_array_equal(got, want)
   config.unlock()
@@ -126,7 +126,7 @@ def test_two_rf_plus_plus_trains_from_the_teacher_and_evaluates_on_the_source_da
 
 
 def test_network_comparison_reads_tuples_and_their_json_lists_as_equal():
-  from fewstep_jax.methods.base import network_differences
+  from fewstep_jax.runs import network_differences
   import ml_collections
   ours = base_config(method='reflow', network='unet', dataset='reflow_pairs').network
   stored = ml_collections.ConfigDict(json.loads(json.dumps(ours.to_dict())))  # As config.json holds it.

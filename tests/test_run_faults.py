@@ -206,11 +206,12 @@ def test_resuming_with_another_num_steps_is_refused_when_the_schedule_depends_on
 
 
 def test_a_teacher_of_other_toy_data_is_refused(run_copy):
-  from fewstep_jax.methods.base import load_run_params
+  from fewstep_jax import runs
+  teacher = runs.open_teacher(run_copy)
   moons = small_config(**{'data.toy': 'moons'})
   with pytest.raises(ValueError, match=r"data.toy = '8gaussians' there, 'moons' here"):
-    load_run_params(run_copy, 'teacher', expect_data=moons.data)
-  load_run_params(run_copy, 'teacher', expect_data=small_config().data)
+    runs.check_teacher(teacher, 'method.teacher', moons, (2,), 0, same_network=False)
+  runs.check_teacher(teacher, 'method.teacher', small_config(), (2,), 0, same_network=False)
 
 
 def test_eval_merges_rows_and_reads_the_runs_stored_config(run_copy):

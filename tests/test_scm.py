@@ -14,20 +14,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import perturbed_params
+from conftest import described_teachers, perturbed_params
 from fewstep_jax import paths, sampling
 from fewstep_jax.config_base import base_config
+from fewstep_jax.inputs import Teacher
 from fewstep_jax.methods import build_method
 
 S = 0.7          # Gaussian data std in the analytic checks.
 SIGMA_D = 0.5
 
 
-def make(name='sct', num_classes=0, **hparams):
+def make(name='sct', num_classes=0, teacher=None, **hparams):
+  """The method on a small MLP; sCD gets `teacher` (a Teacher), or a description of one if not given."""
   config = base_config(method=name, network='mlp', dataset='toy')
   config.network.update(hidden=32, depth=2, time_scale=10.0, logvar_head=True)
   config.method.update(hparams)
-  return build_method(config, data_shape=(2,), num_classes=num_classes)
+  inputs = described_teachers(config, (2,), num_classes)
+  if teacher is not None:
+    inputs['teacher'] = teacher
+  return build_method(config, data_shape=(2,), num_classes=num_classes, inputs=inputs)
 
 
 def batch(n=16, seed=2):
@@ -84,15 +89,14 @@ def test_g_is_cos_tau_times_the_total_derivative_of_f_along_the_path():
 
 
 def test_scd_converts_an_exact_teacher_to_the_exact_trigflow_velocity():
-  method = make('scd', teacher='unused')
+  def gaussian_velocity(params, z, t, r=None, y=None, key=None):
+    """The exact linear-flow velocity of N(0, S^2 I) data, as a raw network read as a velocity."""
+    t = t[:, None]
+    return z * (t - (1 - t) * S**2) / ((1 - t) ** 2 * S**2 + t**2)
 
-  class GaussianTeacher:
-    """The exact linear-flow velocity of N(0, S^2 I) data."""
-    def flow_velocity(self, params, z, t, y=None):
-      t = t[:, None]
-      return z * (t - (1 - t) * S**2) / ((1 - t) ** 2 * S**2 + t**2)
-
-  method.teacher_method = GaussianTeacher()
+  teacher = Teacher(network=None, readout=paths.readout('flow'), data_shape=(2,), num_classes=0,
+                    apply=gaussian_velocity)
+  method = make('scd', teacher=teacher)
   x, z, tau = batch(64)
   x_tau = method.path.noisy(x, z / SIGMA_D, tau)
   velocity = method.path_velocity({'teacher': None}, x, z, x_tau, tau, None)
@@ -102,10 +106,15 @@ def test_scd_converts_an_exact_teacher_to_the_exact_trigflow_velocity():
 
 
 def test_scd_without_a_teacher_is_a_clear_error():
+  from fewstep_jax import runs
+  config = base_config(method='scd', network='mlp', dataset='toy')
   with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
-    make('scd').frozen_params()
+    build_method(config, data_shape=(2,), num_classes=0)
+  with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
+    runs.resolve_inputs(config, (2,), 0)
+  config.method.teacher = '/nonexistent/run'
   with pytest.raises(FileNotFoundError, match='is not a trained fewstep_jax run'):
-    make('scd', teacher='/nonexistent/run').frozen_params()
+    runs.resolve_inputs(config, (2,), 0)
 
 
 @pytest.mark.parametrize('nfe, guidance, calls', [(1, 1.0, 1), (2, 1.0, 2), (4, 1.0, 4), (4, 2.0, 4)])
@@ -123,9 +132,9 @@ def test_samplers_make_the_documented_number_of_network_calls(nfe, guidance, cal
 
 def test_sample_schedule():
   method = make()
-  assert method.sample_schedule(1) == [np.pi / 2]
-  assert method.sample_schedule(2) == [np.pi / 2, 1.1]
-  np.testing.assert_allclose(method.sample_schedule(4), [np.pi / 2, 1.1, 1.1 * 2 / 3, 1.1 / 3])
+  assert method.sampler.schedule(1) == [np.pi / 2]
+  assert method.sampler.schedule(2) == [np.pi / 2, 1.1]
+  np.testing.assert_allclose(method.sampler.schedule(4), [np.pi / 2, 1.1, 1.1 * 2 / 3, 1.1 / 3])
 
 
 @pytest.mark.parametrize('gamma', [0.0, 0.5, 1.0])

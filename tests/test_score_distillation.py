@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, described_teachers
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
+from fewstep_jax.methods.base import StepContext
 
 METHODS = ('dmd2', 'dmd', 'diff_instruct', 'sid', 'sim', 'tdm')
 
@@ -37,7 +38,7 @@ def analytic_method(name, **hparams):
   """The method with the closed-form Gaussian denoisers as teacher (frozen['teacher']) and critic."""
   config = base_config(method=name, network='mlp', dataset='toy')
   config.method.update(hparams)
-  method = build_method(config, data_shape=(2,), num_classes=0)
+  method = build_method(config, data_shape=(2,), num_classes=0, inputs=described_teachers(config, (2,), 0))
   method.denoise = lambda params, x, sigma, y=None: gaussian_denoiser(params)(x, sigma)
   method.real_denoiser = lambda frozen, y: gaussian_denoiser(frozen['teacher'])
   return method
@@ -51,8 +52,13 @@ def samples(params, n=6, seed=0):
   return params['mean'] + jnp.sqrt(params['var']) * jax.random.normal(jax.random.PRNGKey(seed), (n, 2))
 
 
+def context(critic):
+  """The generator loss's context: the data's denoiser as the teacher, `critic` as the critic."""
+  return StepContext(frozen={'teacher': DATA}, nets={'critic': critic})
+
+
 def loss_gradient(method, x, key, critic):
-  loss = lambda x: method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic)[0]
+  loss = lambda x: method.generator_loss(x, None, key, context(critic))[0]
   return jax.grad(loss)(x)
 
 
@@ -126,7 +132,7 @@ def test_sid_weight_is_clipped_as_the_official():
   method = analytic_method('sid', alpha=1.2)
   x = samples(GENERATOR)
   method.real_denoiser = lambda frozen, y: (lambda x_t, sigma: x)
-  loss, _ = method.generator_loss(x, None, jax.random.PRNGKey(1), frozen={'teacher': DATA}, critic=DATA)
+  loss, _ = method.generator_loss(x, None, jax.random.PRNGKey(1), context(DATA))
   sigma, n = method.matching_point(jax.random.PRNGKey(1), x)
   delta = x - (DATA['mean'] + shrink(DATA, sigma) * (x + sigma[:, None] * n - DATA['mean']))
   np.testing.assert_allclose(loss, np.mean(np.sum(-1.2 * delta**2, axis=1) / 1e-5), rtol=1e-5)
@@ -176,7 +182,7 @@ def test_sim_surrogate_has_the_gradient_of_its_divergence():
   def surrogate(m):
     critic = {'mean': jax.lax.stop_gradient(m), 'var': DATA['var']}
     x = m + jnp.sqrt(DATA['var']) * z
-    return method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic)[0]
+    return method.generator_loss(x, None, key, context(critic))[0]
 
   def divergence(m):  # In float64: at low levels y is large and the central difference needs the precision.
     sigma = np.asarray(method.matching_point(key, m + 0 * z)[0], np.float64)
@@ -201,8 +207,7 @@ def test_tdm_generator_gradient_is_the_teacher_minus_fake_prediction_at_the_reno
   assert np.all(s >= 2.0) and np.all(s <= 80.0)
   real, fake = gaussian_denoiser(DATA)(x_s, s), gaussian_denoiser(GENERATOR)(x_s, s)
   scale = jnp.mean(jnp.abs(x_hat0 - real), 1, keepdims=True)
-  loss = lambda x, critic: method.generator_loss(x, None, key, frozen={'teacher': DATA}, critic=critic,
-                                                 x_in=x_in, sigma_in=sigma_in)[0]
+  loss = lambda x, critic: method.generator_loss(x, None, key, context(critic), x_in=x_in, sigma_in=sigma_in)[0]
   np.testing.assert_allclose(jax.grad(loss)(x_hat0, GENERATOR), -2 * (real - fake) / (6 * scale),
                              rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(jax.grad(loss)(x_hat0, DATA), 0.0, atol=1e-7)
@@ -293,7 +298,7 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
   critic, head = state.nets['critic'].params, state.nets['head'].params
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
   sigma = jnp.array([0.01, 0.5, 3.0, 60.0])
-  features = nn.make_features(method.network)
+  features = nn.make_features(method.student.module)
   if teacher == 'edm':
     want = features(critic, x / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4)
   else:
@@ -307,7 +312,7 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
   x_net = (noisy / jnp.sqrt(level**2 + 0.25)[:, None], jnp.log(level) / 4) if teacher == 'edm' else (
       noisy / (1 + level)[:, None], level / (1 + level))
   np.testing.assert_allclose(method.gan_logits(critic, head, x, None, key),
-                             method.head.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
+                             method.head.module.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
 
 
 def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_gradient(teachers):
@@ -378,3 +383,31 @@ def test_bad_configs_are_clear_errors(teachers, tmp_path):
     distiller(teachers, 'sid', **{'method.critic_sigmas': 'uniform'})
   with pytest.raises(ValueError, match='TDM has no GAN head'):
     distiller(teachers, 'tdm', **{'method.gan_weight': 1e-2})
+
+
+@pytest.mark.parametrize('name', ['dmd2', 'cd'])
+def test_a_teacher_built_from_a_parameter_pytree_distils_as_its_run_does(teachers, name):
+  """The Teacher interface without a workdir: the EDM teacher's parameters as a plain numpy pytree, its network
+  config and its readout distil a toy student exactly as naming the teacher's workdir does (same final student)."""
+  from fewstep_jax import paths, runs
+  from fewstep_jax.inputs import Teacher
+  from fewstep_jax.train import trainer
+  workdir, time_scale = teachers['edm']
+  settings = dict(SMALL, **{'network.time_scale': time_scale, 'train.num_steps': 3})
+  opened = runs.open_run(workdir)
+  teacher = Teacher(network=opened.config.network, readout=paths.readout('edm', 0.5), data_shape=(2,),
+                    num_classes=0, params=jax.device_get(opened.params[opened.config.eval.params]))
+  config = lambda teacher_dir: load_config(os.path.join(REPO, f'configs/toy/{name}.py'),
+                                           dict(settings, **{'method.teacher': teacher_dir}))
+  _, from_params, finished = trainer.train(config(''), None, inputs={'teacher': teacher})
+  _, from_run, _ = trainer.train(config(workdir), None)
+  assert finished and int(from_params.step) == 3
+  moved = not tree_equal(from_params.nets['student'].params, teacher.params)
+  assert moved or name == 'dmd2'  # DMD2's student updates every 5th step: once in 3 steps, from the teacher.
+  for got, want in zip(jax.tree.leaves(from_params.nets), jax.tree.leaves(from_run.nets)):
+    np.testing.assert_array_equal(got, want)
+  # A teacher on another network is refused like a run on another network.
+  other = Teacher(network=opened.config.network.copy_and_resolve_references(), readout=teacher.readout,
+                  data_shape=(3,), num_classes=0, params=teacher.params)
+  with pytest.raises(ValueError, match='was trained on data of shape'):
+    trainer.train(config(''), None, inputs={'teacher': other})

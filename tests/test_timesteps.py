@@ -67,11 +67,13 @@ def test_log_normal_moments():
   assert abs(np.log(sigma).std() - 1.2) < 0.015
 
 
-def test_registry_names_the_samplers():
+def test_samplers_return_one_time_per_example():
   key = jax.random.key(3)
-  for name, kwargs in [('uniform', {}), ('logit_normal', dict(mean=0.0, std=1.0)),
-                       ('log_normal', dict(p_mean=-1.1, p_std=2.0))]:
-    assert timesteps.TIME_SAMPLERS[name](key, 5, **kwargs).shape == (5,)
+  for sampler, kwargs in [(timesteps.sample_uniform, {}), (timesteps.sample_logit_normal, dict(mean=0.0, std=1.0)),
+                          (timesteps.sample_log_normal, dict(p_mean=-1.1, p_std=2.0))]:
+    assert sampler(key, 5, **kwargs).shape == (5,)
+  r, t = timesteps.sample_ordered_pair(key, 5, -0.4, 1.0)
+  assert r.shape == t.shape == (5,) and np.all(np.asarray(r) <= np.asarray(t))
 
 
 def test_lognormal_index_probs_match_binned_log_normal():

@@ -99,26 +99,27 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
   assert checkpoint_steps(workdir) == [2]
 
 
-def test_load_trained_run_as_teacher(tmp_path):
-  from fewstep_jax.train.teacher import load_trained
+def test_open_a_trained_run_and_distil_it(tmp_path):
+  from fewstep_jax import runs
   import jax
   workdir = str(tmp_path / 'teacher')
   overrides = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 3, 'train.log_every': 1,
                'train.tensorboard': False}
   _, state, finished = trainer.train(load_config(TOY, overrides), workdir)
   assert finished
-  method, params, step = load_trained(workdir)
-  assert step == 3
+  opened = runs.open_run(workdir)
+  method, params, step = opened.method, opened.params['ema_0.999'], opened.step
+  assert step == 3 and list(opened.params) == ['ema_0.999']
   expected = state.nets['student'].ema['ema_0.999']
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(got, want)
-  _, raw_params, _ = load_trained(workdir, params_name='params')
+  raw_params = runs.open_run(workdir, ['params']).params['params']
   for got, want in zip(jax.tree.leaves(raw_params), jax.tree.leaves(state.nets['student'].params)):
     np.testing.assert_array_equal(got, want)
   samples = method.sample(params, jax.random.PRNGKey(0), 8, 2)
   assert samples.shape == (8, 2) and np.all(np.isfinite(samples))
   with pytest.raises(FileNotFoundError, match='not a trained fewstep_jax run'):
-    load_trained(str(tmp_path / 'missing'))
+    runs.open_run(str(tmp_path / 'missing'))
 
   # A student distilled from it keeps the teacher in state.frozen, resumes with it, and loads as a run itself.
   student_dir = str(tmp_path / 'student')
@@ -132,5 +133,10 @@ def test_load_trained_run_as_teacher(tmp_path):
   student_config.train.num_steps = 3  # A constant schedule: extending the run changes nothing already planned.
   _, resumed, _ = trainer.train(student_config, student_dir)
   assert int(resumed.step) == 3
-  student_method, _, step = load_trained(student_dir)
-  assert step == 3 and student_method.name == 'split_meanflow'
+  # Opening the student reads its own parameters only: it opens with its teacher's workdir gone.
+  os.rename(workdir, workdir + '.moved')
+  opened_student = runs.open_run(student_dir)
+  assert opened_student.step == 3 and opened_student.method.name == 'split_meanflow'
+  assert opened_student.method.teacher.source == os.path.abspath(workdir)
+  samples = opened_student.method.sample(opened_student.params['ema_0.999'], jax.random.PRNGKey(0), 8, 1)
+  assert samples.shape == (8, 2) and np.all(np.isfinite(samples))

@@ -31,6 +31,20 @@ def read_info(pairs_dir: str) -> dict:
     return json.load(f)
 
 
+def load_pairs(pairs_dir: str, data_shape: tuple, num_classes: int) -> dict:
+  """The stored pairs whole, {'noise', 'x'[, 'y']} numpy arrays, for a run on data of shape data_shape with
+  num_classes labels (DMD's regression loss); a clear error if they were made for other data."""
+  info = read_info(pairs_dir)
+  if tuple(info['data_shape']) != tuple(data_shape) or info['num_classes'] != num_classes:
+    raise ValueError(f'method.regression_pairs={pairs_dir!r} holds data of shape {info["data_shape"]} with '
+                     f'{info["num_classes"]} classes; this run has {tuple(data_shape)} and {num_classes}.')
+  load = lambda name: np.load(os.path.join(pairs_dir, ARRAYS[name]))
+  pairs = {'noise': load('noise'), 'x': load('data')}
+  if num_classes:
+    pairs['y'] = load('labels')
+  return pairs
+
+
 class PairSource:
   """Random access to the stored pairs: source[i] -> {'x', 'eps'[, 'label']} numpy arrays."""
 

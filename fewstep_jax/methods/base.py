@@ -1,33 +1,45 @@
-"""What every method provides, and the shared machinery for methods that train one network.
+"""What every method provides, and the shared machinery of the methods that train one network.
 
-A method is an object built from the config with
-  init(key, frozen) -> TrainState                  frozen: the dict `frozen_params()` returned
-  frozen_params() -> dict of parameters loaded from other runs (a teacher; 'student_init' to start from)
+A method is built from the config and the values of the inputs it declares:
+  inputs(config) -> {name: spec}   (classmethod) what it reads besides its batch, as data (fewstep_jax/inputs.py):
+                                   a teacher run, a run to start from, stored arrays; resolved by fewstep_jax.runs
+  Method(config, data_shape=..., num_classes=..., inputs={name: Teacher})
+  init(key, frozen) -> TrainState  frozen: the resolved parameters and arrays ({} to learn shapes only)
   step(state, batch, key, **step_options(step)) -> (state, metrics)
-                                                   pure; the trainer jits it once per distinct step_options
-  sample(state_params, key, n, nfe, labels=None) -> samples [n, *data_shape]
-  sampling_params(state) -> the parameters `sample` should use (an EMA copy by default)
-A method that trains one network subclasses `SingleNetworkMethod` and writes only `loss` and `sample`.
+                                   pure; the trainer jits it once per distinct step_options
+  sample(params, key, n, nfe, labels=None) -> samples [n, *data_shape]
+  sampling_params(state, name=None) -> the parameters `sample` uses (an EMA copy by default)
+  readout                          how another run reads this method's network (paths.Readout), or None
+  teaches                          whether that reading is a denoiser / velocity field that can teach
+A method that trains one network subclasses `SingleNetworkMethod` and writes `loss(params, batch, key, ctx)` and
+`sample`; everything the loss reads besides its parameters, batch and key is in `ctx` (a StepContext).
 """
-import functools
-import json
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import couplings, nn, paths, sampling
+from fewstep_jax import couplings, sampling
+from fewstep_jax.inputs import InitInput
 from fewstep_jax.train import state as state_lib
-from fewstep_jax.train.optim import make_optimizer, make_schedule
+from fewstep_jax.train.optim import make_schedule
+from fewstep_jax.train.trained import TrainedNetwork
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+def check_choice(hparams, field: str, choices):
+  """A clear error unless hparams[field] is one of `choices` (a registry dict or a sequence of names)."""
+  if hparams[field] not in choices:
+    raise ValueError(f'unknown method.{field} {hparams[field]!r}; known: {sorted(choices)}')
 
 
-def _dtype(name: str):
-  if name not in DTYPES:
-    raise ValueError(f'unknown dtype {name!r}; use one of {sorted(DTYPES)}')
-  return DTYPES[name]
+def require_teacher(inputs, method_name: str, name: str = 'teacher'):
+  """The Teacher `inputs[name]`; a clear error when the method was built without it."""
+  if not inputs or name not in inputs:
+    raise ValueError(f'method {method_name!r} learns from a teacher: set --config.method.{name}=WORKDIR (a trained '
+                     f"run), or pass inputs={{'{name}': fewstep_jax.inputs.Teacher(...)}}.")
+  return inputs[name]
 
 
 def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
@@ -57,31 +69,53 @@ def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
   return jax.tree.map(lambda x: x / micro_batches, total)
 
 
+class StepContext(NamedTuple):
+  """What a loss reads besides its trained parameters, batch and key; no gradient flows into any of it.
+
+  step: the training step (int32); frozen: the resolved inputs' parameters and arrays (a teacher's as
+  frozen['teacher']); target: the target network's parameters of a self-distilling loss (None: the live
+  parameters); nets: the parameters of the other trained networks (score distillation's roles).
+  """
+  step: Any = 0
+  frozen: dict = {}
+  target: Any = None
+  nets: dict = {}
+
+
 class Method:
-  """Base of every method: holds the config and the data description."""
-  name = None
-  # What the raw network predicts (a key of paths.PRECONDITIONINGS: 'edm', 'trigflow', 'flow'), for methods that
-  # start from another run's parameters and must read its network the same way; None where no such key fits.
-  parameterization = None
+  """Base of every method: the config, the data description and the declared features."""
+  name = None          # Set by the registry; an instance takes config.method.name (a preset's name).
+  readout = None       # paths.Readout of the network, for runs that start from or distil this one.
+  teaches = False      # Whether `readout` predicts a denoiser or velocity field (E[x | z]) another method can learn.
+  uses_coupling = False  # Whether the method pairs noise with data by method.coupling (couplings.py).
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
     """The method's hyperparameters (config.method.*), each with its default."""
     return ml_collections.ConfigDict()
 
-  def __init__(self, config, *, data_shape: tuple, num_classes: int):
+  @classmethod
+  def inputs(cls, config) -> dict:
+    """What the run reads besides its batch, as specs (fewstep_jax/inputs.py) by name; none by default."""
+    del config
+    return {}
+
+  def __init__(self, config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None):
+    del inputs
+    self.name = config.method.name
     self.config = config
     self.hparams = config.method
     self.data_shape = tuple(data_shape)
     self.num_classes = num_classes
-    if 'coupling' in self.hparams:
+    if self.uses_coupling:
       couplings.check_coupling(self.hparams.coupling)
 
   def draw_noise(self, key, x, y=None):
     """eps ~ N(0, I) shaped like x [B, ...], re-paired with x by the minibatch coupling `method.coupling`
-    (couplings.py; within classes when labels y [B] are given)."""
+    (couplings.py; within classes when labels y [B] are given) where the method uses one."""
     eps = jax.random.normal(key, x.shape, x.dtype)
-    return couplings.couple(self.hparams.get('coupling', 'independent'), jax.random.fold_in(key, 1), x, eps, y)
+    coupling = self.hparams.coupling if self.uses_coupling else 'independent'
+    return couplings.couple(coupling, jax.random.fold_in(key, 1), x, eps, y)
 
   def step_options(self, step: int) -> dict:
     """Static keyword arguments of `step` at host step `step` (hashable values; none by default). The trainer
@@ -92,26 +126,6 @@ class Method:
   def learning_rate(self, step: int) -> float:
     """The student's learning rate after `step` training steps (logged as `lr`)."""
     return float(make_schedule(self.config.optim, self.config.train.num_steps)(step))
-
-  def frozen_params(self) -> dict:
-    """Parameters the run reads from other runs, loaded once on the host: name -> params. They enter
-    `init` as an argument (not as constants baked into the compiled init) and are kept in state.frozen, except
-    'student_init', which only initialises the student."""
-    return {}
-
-  def load_teacher(self, workdir: str, expect_network=None):
-    """(method, params) of the trained run in `workdir` as this run's teacher; its data (shape and label count)
-    must be this run's, and with expect_network (a network ConfigDict) so must its network."""
-    method, params = load_run_params(workdir, 'teacher', expect_network=expect_network, expect_data=self.config.data)
-    if (tuple(method.data_shape), method.num_classes) != (self.data_shape, self.num_classes):
-      raise ValueError(f'method.teacher={workdir!r} was trained on data of shape {method.data_shape} with '
-                       f'{method.num_classes} classes; this run has {self.data_shape} and {self.num_classes}.')
-    return method, params
-
-  def flow_velocity(self, params, z, t, y=None):
-    """As a teacher: the velocity dz/dt [B, ...] of the linear path z_t = (1 - t) x + t eps at flow time t [B],
-    converted exactly from the method's own parameterisation. Methods that cannot serve as teachers raise."""
-    raise ValueError(f'method {self.name!r} cannot serve as a teacher: it has no velocity field')
 
   def sampling_params(self, state, name: str | None = None):
     """The student's parameters used for sampling: `name` ('params' or an EMA copy such as 'ema_0.999'),
@@ -137,135 +151,138 @@ def check_eval_params(config):
 
 
 class SingleNetworkMethod(Method):
-  """One trained network ('student') with one optimizer and EMA copies.
+  """One trained network, the student (`self.student`, a TrainedNetwork: module, optimizer, EMA copies).
 
-  Subclasses implement `loss(params, batch, key, **loss_kwargs(state)) -> (scalar loss, metrics dict)` and
-  `sample`, and set
-  `uses_logvar` if their network returns (output, log-variance).
+  Subclasses implement `loss(params, batch, key, ctx) -> (scalar loss, metrics dict)` and `sample`, and declare:
+    uses_logvar      their network returns (output, log-variance);
+    starts_from_run  method.init_from may name a trained run to start the student from (InitInput);
+    target_network   the target theta- their loss reads as ctx.target: None (no target); 'ema_copy' (the student's
+                     EMA copy at rate method.target_ema, which must be one of optim.ema_rates; 0: the live
+                     parameters); 'own_ema' (a float32 copy in state.extra['target'] moved after every step at the
+                     rate `own_target_rate(step)`, which returns None for theta- = sg(theta)).
   """
   uses_logvar = False
+  starts_from_run = False
+  target_network = None
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.param_dtype = _dtype(config.train.param_dtype)
-    self.network = nn.build_network(config.network, num_classes=num_classes,
-                                    dtype=_dtype(config.train.compute_dtype))
-    self.apply = nn.make_apply(self.network)
-    self.tx = make_optimizer(config.optim, config.train.num_steps)
-    self.ema_rates = tuple(config.optim.ema_rates)
+  @classmethod
+  def readout_of(cls, config):
+    """The readout of this method's network under `config` (paths.Readout), or None."""
+    del config
+    return None
+
+  @classmethod
+  def inputs(cls, config):
+    specs = super().inputs(config)
+    if cls.starts_from_run and config.method.init_from:
+      readout = cls.readout_of(config)
+      specs['student_init'] = InitInput(config.method.init_from, readout=readout.name if readout else '')
+    return specs
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    self.readout = self.readout_of(config)
+    self.student = TrainedNetwork.from_config(config, num_classes=num_classes)
+    self.apply = self.student.apply
     check_eval_params(config)
     if config.network.get('logvar_head', False) and not self.uses_logvar:
       raise ValueError(f'network.logvar_head=True, but method {self.name!r} does not use a learned '
                        'log-variance; set --config.network.logvar_head=False.')
+    if self.target_network == 'ema_copy':
+      rate = self.hparams.target_ema
+      if rate and rate not in self.student.ema_rates:
+        raise ValueError(f'method.target_ema={rate} is not among optim.ema_rates={self.student.ema_rates}; add '
+                         'it there, or set method.target_ema=0 to build targets from the live parameters.')
 
   def init(self, key, frozen=None) -> state_lib.TrainState:
     frozen = dict(frozen or {})
     params = frozen.pop('student_init', None)
     if params is None:
-      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-      params = nn.init_params(self.network, key, example)
-    params = jax.tree.map(lambda p: p.astype(self.param_dtype), params)
-    return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        nets={'student': state_lib.init_net_state(params, self.tx, self.ema_rates)},
-        frozen=frozen, extra={})
+      params = self.student.init_params(key, self.data_shape)
+    net = self.student.init(params)
+    extra = {}
+    if self.target_network == 'own_ema' and self.own_target_rate(jnp.zeros((), jnp.int32)) is not None:
+      extra['target'] = jax.tree.map(lambda p: p.astype(jnp.float32), net.params)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets={'student': net}, frozen=frozen, extra=extra)
 
-  def frozen_params(self):
-    """Adds 'student_init' when the method has `method.init_from` and it names a run (see `load_init`)."""
-    frozen = super().frozen_params()
-    if self.hparams.get('init_from'):
-      frozen['student_init'] = self.load_init(self.hparams.init_from)
-    return frozen
-
-  def load_init(self, workdir: str):
-    """The parameters of the trained run in `workdir` to start the student from. Its network config (up to
-    PARAMETER_FREE_NETWORK_FIELDS) and its parameterisation must be this run's, so that they mean the same here."""
-    method, params = load_run_params(workdir, 'init_from', expect_network=self.config.network,
-                                     expect_data=self.config.data)
-    if method.parameterization != self.parameterization:
-      raise ValueError(
-          f'method.init_from={workdir!r} is a {method.name!r} run whose network predicts in the '
-          f'{method.parameterization!r} parameterisation; this {self.name!r} run uses {self.parameterization!r}.'
-          + (' Set --config.method.parameterization to match.' if 'parameterization' in self.hparams else ''))
-    return params
-
-  def loss(self, params, batch, key):
+  def own_target_rate(self, step):
+    """target_network 'own_ema': the target's EMA rate at `step` (traced), or None for theta- = sg(theta)."""
     raise NotImplementedError
 
-  def loss_kwargs(self, state) -> dict:
-    """What `loss` reads from the state besides the trained parameters (no gradient flows into it): by
-    default the frozen parameters (a teacher) as frozen=..., when there are any."""
-    return {'frozen': state.frozen} if state.frozen else {}
+  def context(self, state) -> StepContext:
+    """The one place a loss's context is built from the state."""
+    target = None
+    if self.target_network == 'ema_copy' and self.hparams.target_ema:
+      target = state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)]
+    elif self.target_network == 'own_ema':
+      target = state.extra.get('target')
+    return StepContext(step=state.step, frozen=state.frozen, target=target)
+
+  def loss(self, params, batch, key, ctx=StepContext()):
+    raise NotImplementedError
 
   def step(self, state, batch, key):
     net = state.nets['student']
-    loss_fn = functools.partial(self.loss, **self.loss_kwargs(state))
-    grads, metrics = accumulate_gradients(loss_fn, net.params, batch, key,
-                                          self.config.train.micro_batches)
-    updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
-    params = optax.apply_updates(net.params, updates)
-    new_net = state_lib.NetState(params=params, opt_state=opt_state,
-                                 ema=state_lib.update_ema(net.ema, params, self.ema_rates))
+    ctx = self.context(state)
+    grads, metrics = accumulate_gradients(lambda params, batch, key: self.loss(params, batch, key, ctx),
+                                          net.params, batch, key, self.config.train.micro_batches)
+    new_net = self.student.apply_gradients(net, grads)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    return state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net}), metrics
+    new_state = state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net})
+    if 'target' in state.extra and self.target_network == 'own_ema':
+      rate = self.own_target_rate(state.step)
+      target = jax.tree.map(lambda t, p: rate * t + (1.0 - rate) * p.astype(t.dtype), state.extra['target'],
+                            new_net.params)
+      new_state = new_state.replace(extra={**new_state.extra, 'target': target})
+      metrics['target_ema'] = rate
+    return new_state, metrics
 
 
-class ConsistencySampling:
-  """Sampling for a model with `consistency_fn(params, x, time, y) -> x0` on `self.path`: one call at the path's
-  noise end (`start_time`, x = start_scale * eps), then multistep consistency sampling (TCD's gamma from
-  hparams.sample_gamma) through `intermediate_times`, with CFG from hparams.guidance."""
-  start_time: float
-  start_scale: float
-  intermediate_times: tuple
+class ConsistencySampler:
+  """Multistep consistency sampling of `consistency_fn(params, x, time, y) -> x0` on `path`: one call at the path's
+  noise end `start_time` (x = start_scale eps), then re-noising to `intermediate_times` and calling again, with
+  TCD's gamma and CFG (`guidance`) by default from the method's hparams (sample_gamma, guidance)."""
 
-  def sample_schedule(self, nfe: int):
+  def __init__(self, consistency_fn, path, *, start_time: float, start_scale: float, intermediate_times,
+               data_shape: tuple, num_classes: int, guidance: float, gamma: float):
+    self.consistency_fn = consistency_fn
+    self.path = path
+    self.start_time = float(start_time)
+    self.start_scale = float(start_scale)
+    self.intermediate_times = tuple(float(t) for t in intermediate_times)
+    self.data_shape = tuple(data_shape)
+    self.num_classes = num_classes
+    self.guidance = guidance
+    self.gamma = gamma
+
+  def schedule(self, nfe: int):
     """The times of an `nfe`-call sampler: start_time, then `intermediate_times`, then (past them) evenly spaced
     times between the last of those and 0."""
     if nfe < 1:
       raise ValueError(f'nfe must be at least 1, got {nfe}')
-    times = [float(self.start_time)] + [float(t) for t in self.intermediate_times][:nfe - 1]
+    times = [self.start_time] + list(self.intermediate_times)[:nfe - 1]
     extra = nfe - len(times)
     return times + [times[-1] * (extra - i) / (extra + 1) for i in range(extra)]
 
   def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
-    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG) over `sample_schedule`; eps =
-    `noise` if given."""
-    guidance = self.hparams.guidance if guidance is None else guidance
-    gamma = self.hparams.sample_gamma if gamma is None else gamma
+    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG) over `schedule`; eps = `noise` if
+    given."""
+    guidance = self.guidance if guidance is None else guidance
+    gamma = self.gamma if gamma is None else gamma
     steps = sampling.drift_evaluations(nfe, labels, guidance)
     noise_key, sample_key = jax.random.split(key)
     eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
     x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, guidance,
                    self.num_classes)
-    return sampling.consistency_sample(x0_fn, self.path, self.sample_schedule(steps), self.start_scale * eps,
+    return sampling.consistency_sample(x0_fn, self.path, self.schedule(steps), self.start_scale * eps,
                                        sample_key, gamma)
 
 
-class DistillsTeacher:
-  """Mixin for methods that learn from a trained teacher run: `method.teacher` (its workdir) and
-  `method.teacher_guidance` (TEACHER_DEFAULTS); frozen_params loads its method into self.teacher_method and its
-  parameters into frozen['teacher']."""
-  teacher_method = None
-
-  def frozen_params(self):
-    frozen = super().frozen_params()
-    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
-    return {**frozen, 'teacher': params}
-
-  def teacher_prediction(self, frozen, path, kind: str, y):
-    """(z, time) -> the teacher's prediction `kind` [B, ...] on `path` at labels y, converted exactly from its
-    linear-flow velocity and guided with method.teacher_guidance (two teacher calls when != 1)."""
-    model = converted_prediction(self.teacher_method, path, kind)
-    return guided(lambda z, time, y: model(frozen['teacher'], z, time, y=y), y, self.hparams.teacher_guidance,
-                  self.num_classes)
-
-
-def converted_prediction(method, path, kind: str):
-  """(params, z, time, y=None) -> `method`'s prediction `kind` [B, ...] on `path`, converted exactly from its
-  linear-flow velocity (any parameterisation, any path)."""
-  return paths.reparameterize(
-      lambda params, z_t, t, r=None, y=None, key=None: method.flow_velocity(params, z_t, t, y),
-      paths.LinearFlowPath(), 'velocity', path, kind)
+def teacher_model(teacher, path, kind: str, guidance: float, null_label: int):
+  """(params, y) -> ((z, time) -> the Teacher's prediction `kind` [B, ...] on `path` at labels y), converted exactly
+  from its readout and guided with `guidance` (two teacher calls when != 1)."""
+  predict = teacher.prediction(path, kind)
+  return lambda params, y: guided(lambda z, time, y: predict(params, z, time, y=y), y, guidance, null_label)
 
 
 TEACHER_DEFAULTS = dict(
@@ -292,62 +309,3 @@ def guided(model, labels, guidance: float, null_label: int):
     uncond = model(*args, y=jnp.full_like(labels, null_label))
     return uncond + guidance * (cond - uncond)
   return guided_model
-
-
-def per_sample_mean(x):
-  """Mean over every axis but the first: [B, ...] -> [B]."""
-  return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
-
-
-def _as_json(config) -> dict:
-  """A config as its JSON form: a run's stored config.json holds lists where a config file wrote tuples."""
-  return json.loads(json.dumps(config.to_dict()))
-
-
-# Network fields that change how the network runs but not its parameters: a run may start from (or distil) another
-# whose values differ (ECT tunes an EDM model with more dropout; a teacher may use another attention kernel).
-PARAMETER_FREE_NETWORK_FIELDS = ('dropout', 'attention')
-
-
-def network_differences(a, b) -> list:
-  """The network fields (sorted names) whose values differ between two network ConfigDicts, other than the
-  PARAMETER_FREE_NETWORK_FIELDS."""
-  a, b = _as_json(a), _as_json(b)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in PARAMETER_FREE_NETWORK_FIELDS)
-
-
-# The data fields that say which distribution a run learnt, per data.name.
-DISTRIBUTION_FIELDS = {'toy': ('toy',), 'digits': ('image_size',), 'tfds': ('tfds_name', 'image_size')}
-
-
-def data_differences(theirs, ours) -> list:
-  """The data fields (sorted names) in which two runs' data configs describe different distributions. Reflow
-  pairs are a teacher's own samples of its data, so they match any teacher."""
-  if 'reflow_pairs' in (theirs.name, ours.name):
-    return []
-  fields = ('name',) + DISTRIBUTION_FIELDS.get(ours.name, ())
-  return sorted(f'data.{field}' for field in fields if theirs.get(field) != ours.get(field))
-
-
-def load_run_params(workdir: str, role: str, expect_network=None, expect_data=None):
-  """(method, params) of the trained run in `workdir` (its EMA parameters by default), for `role` ('teacher',
-  'init_from') in error messages. With expect_network (a network ConfigDict) the run's network must match it,
-  so that its parameters fit the student; with expect_data (a data ConfigDict) its data must be the same
-  distribution (a toy teacher of 8gaussians cannot teach moons)."""
-  from fewstep_jax.train.teacher import load_trained  # Late import: teacher.py builds methods.
-  if not workdir:
-    raise ValueError(f'this method needs a trained run as its {role}: set --config.method.{role}=WORKDIR')
-  method, params, _ = load_trained(workdir)
-  if expect_data is not None and data_differences(method.config.data, expect_data):
-    differ = data_differences(method.config.data, expect_data)
-    raise ValueError(f'method.{role}={workdir!r} was trained on other data: '
-                     + ', '.join(f'{field} = {method.config.data.get(field[5:])!r} there, '
-                                 f'{expect_data.get(field[5:])!r} here' for field in differ)
-                     + '. Train a teacher on this data, or set the same data fields.')
-  differ = network_differences(method.config.network, expect_network) if expect_network is not None else []
-  if differ:
-    theirs, ours = _as_json(method.config.network), _as_json(expect_network)
-    raise ValueError(f'method.{role}={workdir!r} has a different network: fields {differ} differ '
-                     f'(run: {[theirs.get(k) for k in differ]}, this config: {[ours.get(k) for k in differ]}). '
-                     'Use the same network config, or another run.')
-  return method, params

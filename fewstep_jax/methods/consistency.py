@@ -33,9 +33,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import distances, paths, timesteps
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, SingleNetworkMethod,
-                                     drop_labels)
-from fewstep_jax.methods.registry import register
+from fewstep_jax.inputs import ArraysInput, TeacherInput
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, SingleNetworkMethod, StepContext,
+                                     check_choice, drop_labels, require_teacher, teacher_model)
+from fewstep_jax.methods.registry import register, register_preset
 
 # N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
 CURRICULA = {
@@ -74,75 +75,61 @@ def _lognormal_index(key, batch, num_scales, grid, hp):
 INDEX_DISTRIBUTIONS = {'uniform': _uniform_index, 'lognormal': _lognormal_index}
 
 
-def _check_choice(hp, field, registry):
-  if hp[field] not in registry:
-    raise ValueError(f'unknown method.{field} {hp[field]!r}; known: {sorted(registry)}')
+def consistency_defaults() -> dict:
+  """The hyperparameters every consistency model here shares (CT, iCT, CD, ECT)."""
+  return dict(
+      sigma_data=0.5,
+      sigma_min=0.002,
+      sigma_max=80.0,
+      rho=7.0,
+      distance='pseudo_huber',  # 'l2' | 'pseudo_huber' | 'lpips' (distances.py).
+      huber_c=-1.0,             # Pseudo-Huber c; < 0: iCT's 0.00054 sqrt(D).
+      lpips_weights='',         # Local .npz for distance='lpips' (nn/lpips.py); nothing is downloaded.
+      lpips_resolution=224,     # Images are resized to this before VGG.
+      label_dropout=0.0,
+      guidance=1.0,             # Sampling CFG scale (two network calls a step when != 1).
+      sample_sigmas=(0.821,),   # Intermediate noise levels of multistep sampling after sigma_max.
+      sample_gamma=1.0,         # TCD stochasticity: 1 = multistep consistency sampling, 0 = deterministic.
+      init_from='',             # Workdir of a trained run (same network and parameterisation) to start from.
+  )
 
 
-class ConsistencyModel(ConsistencySampling, SingleNetworkMethod):
-  """What every discrete consistency model shares: the consistency function on EDM sigma, the distance, the
-  optional init run and the consistency sampler."""
-  parameterization = 'edm'
+def distance_inputs(config) -> dict:
+  """The distance's weights as a declared input (LPIPS), or none."""
+  hp = config.method
+  load = distances.weights_loader(hp.distance, lpips_weights=hp.lpips_weights)
+  return {'distance': ArraysInput(lambda data_shape, num_classes: load(), 'method.lpips_weights')} if load else {}
+
+
+def setup_consistency(method):
+  """The pieces every consistency model here builds in __init__: the EDM path, the distance and the sampler (its
+  consistency function is method.consistency_fn)."""
+  hp = method.hparams
+  method.path = paths.EDMPath()
+  method.distance = distances.make_distance(hp.distance, method.data_shape, huber_c=hp.huber_c,
+                                            lpips_weights=hp.lpips_weights, lpips_resolution=hp.lpips_resolution)
+  method.sampler = ConsistencySampler(method.consistency_fn, method.path, start_time=hp.sigma_max,
+                                      start_scale=hp.sigma_max, intermediate_times=hp.sample_sigmas,
+                                      data_shape=method.data_shape, num_classes=method.num_classes,
+                                      guidance=hp.guidance, gamma=hp.sample_gamma)
+
+
+@register('ct')
+class ConsistencyTraining(SingleNetworkMethod):
+  """CT (Song et al. 2023): x̂_n = x + sigma_n z, EMA target with the adaptive rate mu(k), N(k) from 2 to 151.
+  The base of the discrete consistency models: the consistency function on EDM sigma, the grid, the curriculum,
+  the target network and the sampler; iCT is a preset of it and CD replaces x̂_n."""
+  starts_from_run = True
+  target_network = 'own_ema'  # theta-, at the rate TARGET_EMA_RATES[method.target_ema] (none for iCT).
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('edm', config.method.sigma_data)
 
   @classmethod
   def defaults(cls):
     return ml_collections.ConfigDict(dict(
-        sigma_data=0.5,
-        sigma_min=0.002,
-        sigma_max=80.0,
-        rho=7.0,
-        distance='pseudo_huber',  # 'l2' | 'pseudo_huber' | 'lpips' (distances.py).
-        huber_c=-1.0,             # Pseudo-Huber c; < 0: iCT's 0.00054 sqrt(D).
-        lpips_weights='',         # Local .npz for distance='lpips' (nn/lpips.py); nothing is downloaded.
-        lpips_resolution=224,     # Images are resized to this before VGG.
-        label_dropout=0.0,
-        guidance=1.0,             # Sampling CFG scale (two network calls a step when != 1).
-        sample_sigmas=(0.821,),   # Intermediate noise levels of multistep sampling after sigma_max.
-        sample_gamma=1.0,         # TCD stochasticity: 1 = multistep consistency sampling, 0 = deterministic.
-        init_from='',             # Workdir of a trained run (same network and parameterisation) to start from.
-    ))
-
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    hp = self.hparams
-    self.path = paths.EDMPath()
-    self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,
-                                            lpips_weights=hp.lpips_weights,
-                                            lpips_resolution=hp.lpips_resolution)
-    self.denoise = self.build_consistency_fn()
-
-  def build_consistency_fn(self):
-    """f(params, x_sigma, sigma, r, y, key) -> x0 [B, ...], with f(x, sigma_min) = x exactly."""
-    return paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data, sigma_min=self.hparams.sigma_min)
-
-  def frozen_params(self):
-    frozen = super().frozen_params()
-    distance_params = self.distance.load()
-    return {**frozen, 'distance': distance_params} if distance_params else frozen
-
-  def consistency_fn(self, params, x, sigma, y=None, key=None):
-    """The data prediction f(x_sigma, sigma) [B, ...]."""
-    return self.denoise(params, x, sigma, y=y, key=key)
-
-  @property
-  def start_time(self):
-    return self.hparams.sigma_max
-
-  start_scale = start_time
-
-  @property
-  def intermediate_times(self):
-    return self.hparams.sample_sigmas
-
-
-@register('ct')
-class ConsistencyTraining(ConsistencyModel):
-  """CT (Song et al. 2023): x̂_n = x + sigma_n z, EMA target with the adaptive rate mu(k), N(k) from 2 to 151."""
-
-  @classmethod
-  def defaults(cls):
-    config = super().defaults()
-    config.update(dict(
+        consistency_defaults(),
         curriculum='cm',          # N(k): 'cm' (CM's square-root growth) | 'ict' (doubling) | 'fixed'.
         num_scales=18,            # N for curriculum='fixed'.
         s0=2,                     # Curriculum start and end (N grows from s0 to s1 + 1).
@@ -155,42 +142,44 @@ class ConsistencyTraining(ConsistencyModel):
         weighting='uniform',      # lambda: 'uniform' | 'inverse_gap' (1 / (sigma_{n+1} - sigma_n), iCT).
         distance='l2',
     ))
-    return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  @classmethod
+  def inputs(cls, config):
+    return {**super().inputs(config), **distance_inputs(config)}
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     for field, registry in (('curriculum', CURRICULA), ('target_ema', TARGET_EMA_RATES),
                             ('index_distribution', INDEX_DISTRIBUTIONS), ('weighting', WEIGHTINGS)):
-      _check_choice(hp, field, registry)
+      check_choice(hp, field, registry)
     self._num_scales, max_scales = CURRICULA[hp.curriculum]
     self.max_scales = int(max_scales(hp))
     if self.max_scales < 2:
       raise ValueError(f'the grid needs at least 2 points; the curriculum reaches only {self.max_scales}')
     self.target_rate = TARGET_EMA_RATES[hp.target_ema]
+    self.denoise = self.build_consistency_fn()
+    setup_consistency(self)
+
+  def build_consistency_fn(self):
+    """f(params, x_sigma, sigma, r, y, key) -> x0 [B, ...], with f(x, sigma_min) = x exactly."""
+    return paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data, sigma_min=self.hparams.sigma_min)
+
+  def consistency_fn(self, params, x, sigma, y=None, key=None):
+    """The data prediction f(x_sigma, sigma) [B, ...]."""
+    return self.denoise(params, x, sigma, y=y, key=key)
+
+  def sample(self, params, key, n, nfe, labels=None, **options):
+    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
+
+  def own_target_rate(self, step):
+    if self.target_rate is None:
+      return None
+    return self.target_rate(self.num_scales(step), self.hparams)
 
   def num_scales(self, step):
     """N(k): the number of grid points at training step `step` (traced int32)."""
     return self._num_scales(step, self.hparams, self.config.train.num_steps)
-
-  def init(self, key, frozen=None):
-    state = super().init(key, frozen)
-    if self.target_rate is None:
-      return state
-    params = state.nets['student'].params
-    return state.replace(extra={**state.extra, 'target': jax.tree.map(lambda p: p.astype(jnp.float32), params)})
-
-  def loss_kwargs(self, state):
-    return {**super().loss_kwargs(state), 'step': state.step, 'target': state.extra.get('target')}
-
-  def step(self, state, batch, key):
-    new_state, metrics = super().step(state, batch, key)
-    if self.target_rate is None:
-      return new_state, metrics
-    rate = self.target_rate(self.num_scales(state.step), self.hparams)
-    target = jax.tree.map(lambda t, p: rate * t + (1.0 - rate) * p.astype(t.dtype),
-                          state.extra['target'], new_state.nets['student'].params)
-    return new_state.replace(extra={**new_state.extra, 'target': target}), dict(metrics, target_ema=rate)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
     """x̂_n [B, ...]: CT's unbiased estimate x + sigma_n z (the same z as x_{n+1})."""
@@ -218,7 +207,8 @@ class ConsistencyTraining(ConsistencyModel):
     weight = WEIGHTINGS[self.hparams.weighting](sigma_n, sigma_next)
     return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
 
-  def loss(self, params, batch, key, step=0, target=None, frozen=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    step, target, frozen = ctx.step, ctx.target, ctx.frozen
     x, y = batch['x'], batch.get('y')
     z_key, index_key, label_key, net_key = jax.random.split(key, 4)
     z = jax.random.normal(z_key, x.shape, x.dtype)
@@ -228,25 +218,17 @@ class ConsistencyTraining(ConsistencyModel):
     return loss, {'loss': loss, 'num_scales': self.num_scales(step), 'sigma_next': jnp.mean(sigma_next)}
 
 
-@register('ict')
-class ImprovedConsistencyTraining(ConsistencyTraining):
-  """iCT (Song & Dhariwal 2023): CT without an EMA target (theta- = sg theta), pseudo-Huber with
-  c = 0.00054 sqrt(D), weight 1 / (sigma_{n+1} - sigma_n), the erf log-normal index distribution and the doubling
-  curriculum from 11 to 1281 points."""
-
-  @classmethod
-  def defaults(cls):
-    config = super().defaults()
-    config.update(dict(curriculum='ict', s0=10, s1=1280, target_ema='none', index_distribution='lognormal',
-                       weighting='inverse_gap', distance='pseudo_huber', huber_c=-1.0))
-    return config
+# iCT (Song & Dhariwal 2023): CT without an EMA target (theta- = sg theta), pseudo-Huber with c = 0.00054 sqrt(D),
+# weight 1 / (sigma_{n+1} - sigma_n), the erf log-normal index distribution and the doubling curriculum 11 -> 1281.
+register_preset('ict', ConsistencyTraining, curriculum='ict', s0=10, s1=1280, target_ema='none',
+                index_distribution='lognormal', weighting='inverse_gap', distance='pseudo_huber', huber_c=-1.0)
 
 
 @register('cd')
-class ConsistencyDistillation(DistillsTeacher, ConsistencyTraining):
+class ConsistencyDistillation(ConsistencyTraining):
   """CD (Song et al. 2023): x̂_n is one Heun step of the teacher's probability-flow ODE dx/dsigma = (x - D) / sigma
   from sigma_{n+1} to sigma_n, on a fixed 18-point grid with a fixed-rate EMA target. Any teacher with a velocity
-  field (flow matching, EDM, ...) serves, converted exactly to an EDM denoiser; optionally guided."""
+  field or denoiser (flow matching, EDM, ...) serves, converted exactly to an EDM denoiser; optionally guided."""
 
   @classmethod
   def defaults(cls):
@@ -255,10 +237,19 @@ class ConsistencyDistillation(DistillsTeacher, ConsistencyTraining):
                        **TEACHER_DEFAULTS))
     return config
 
+  @classmethod
+  def inputs(cls, config):
+    return {**super().inputs(config), 'teacher': TeacherInput(config.method.teacher)}
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    self.teacher_x0 = teacher_model(require_teacher(inputs, self.name), self.path, 'x0',
+                                    self.hparams.teacher_guidance, self.num_classes)
+
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
     """x̂_n [B, ...]: one Heun step of dx/dsigma = (x - D_teacher(x, sigma)) / sigma from sigma_{n+1} to sigma_n."""
     del x, z
-    denoise = self.teacher_prediction(frozen, self.path, 'x0', y)
+    denoise = self.teacher_x0(frozen['teacher'], y)
     sn, snext = paths.expand_to(sigma_n, x_next), paths.expand_to(sigma_next, x_next)
     slope = (x_next - denoise(x_next, sigma_next)) / snext
     euler = x_next + (sn - snext) * slope
@@ -284,14 +275,19 @@ ECT_WEIGHTINGS = {
 
 
 @register('ect')
-class ECT(ConsistencyModel):
+class ECT(SingleNetworkMethod):
   """ECT (Geng et al. 2024): consistency tuning from a pretrained EDM or flow model with the continuous t -> r
   mapping, shared noise and dropout key, and d / (t - r)."""
+  starts_from_run = True
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout(config.method.parameterization, config.method.sigma_data)
 
   @classmethod
   def defaults(cls):
-    config = super().defaults()
-    config.update(dict(
+    return ml_collections.ConfigDict(dict(
+        consistency_defaults(),
         parameterization='edm',   # The init run's: 'edm' (a denoiser) | 'flow' (a velocity field).
         p_mean=-1.1,              # t = exp(n), n ~ N(p_mean, p_std^2).
         p_std=2.0,
@@ -302,22 +298,27 @@ class ECT(ConsistencyModel):
         weighting='inverse_gap',  # lambda(t, r): 'inverse_gap' (1 / (t - r)) | 'edm' (ECT_WEIGHTINGS).
         huber_c=0.0,              # c = 0: the un-squared L2 norm.
     ))
-    return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    _check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
-    _check_choice(config.method, 'weighting', ECT_WEIGHTINGS)
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  @classmethod
+  def inputs(cls, config):
+    return {**super().inputs(config), **distance_inputs(config)}
 
-  @property
-  def parameterization(self):
-    return self.hparams.parameterization
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
+    check_choice(config.method, 'weighting', ECT_WEIGHTINGS)
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    self.denoise = self.build_consistency_fn()
+    setup_consistency(self)
 
   def build_consistency_fn(self):
     return ECT_PARAMETERIZATIONS[self.hparams.parameterization](self.apply, self.hparams)
 
-  def loss_kwargs(self, state):
-    return {**super().loss_kwargs(state), 'step': state.step}
+  def consistency_fn(self, params, x, sigma, y=None, key=None):
+    """The data prediction f(x_sigma, sigma) [B, ...]."""
+    return self.denoise(params, x, sigma, y=y, key=key)
+
+  def sample(self, params, key, n, nfe, labels=None, **options):
+    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
   def stage(self, step):
     """s = step // stage_steps, from 0 (traced int32)."""
@@ -342,7 +343,8 @@ class ECT(ConsistencyModel):
     weight = ECT_WEIGHTINGS[hp.weighting](t, r, hp.sigma_data)
     return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
 
-  def loss(self, params, batch, key, step=0, frozen=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    step, frozen = ctx.step, ctx.frozen
     x, y = batch['x'], batch.get('y')
     eps_key, t_key, label_key, net_key = jax.random.split(key, 4)
     eps = jax.random.normal(eps_key, x.shape, x.dtype)

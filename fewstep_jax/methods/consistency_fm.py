@@ -27,12 +27,18 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided
+from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, drop_labels, guided
 from fewstep_jax.methods.registry import register
 
 
 @register('consistency_fm')
 class ConsistencyFM(SingleNetworkMethod):
+  teaches = True
+  uses_coupling = True
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('flow')
 
   @classmethod
   def defaults(cls):
@@ -45,12 +51,12 @@ class ConsistencyFM(SingleNetworkMethod):
         guidance=1.0,             # Sampling CFG scale (2 calls a step when != 1).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     if self.hparams.num_segments < 1:
       raise ValueError(f'method.num_segments must be >= 1, got {self.hparams.num_segments}')
     self.path = paths.LinearFlowPath()
-    self.velocity = paths.flow_velocity(self.apply)
+    self.velocity = self.readout.model(self.apply)
 
   def segment_start(self, t):
     """s_k [B], the data-side end of the segment (s_k, s_{k+1}] holding t [B] (t in (0, 1])."""
@@ -72,7 +78,8 @@ class ConsistencyFM(SingleNetworkMethod):
     keep_velocity = (t - start) >= 1.01 * hp.dt
     return f, f_target, v, v_next, keep_velocity
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    del ctx
     x, y = batch['x'], batch.get('y')
     n = x.shape[0]
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
@@ -85,9 +92,6 @@ class ConsistencyFM(SingleNetworkMethod):
     v_loss = jnp.where(keep_velocity, sum_dims(jnp.square(v - v_target)), 0.0)
     loss = 0.5 * jnp.mean(f_loss + self.hparams.alpha * v_loss)
     return loss, {'loss': loss, 'f_loss': jnp.mean(f_loss), 'v_loss': jnp.mean(v_loss)}
-
-  def flow_velocity(self, params, z, t, y=None):
-    return self.velocity(params, z, t, y=y)
 
   def sample(self, params, key, n, nfe, labels=None, guidance=None, noise=None):
     """Samples [n, *data_shape]: Euler steps from t = 1 to 0 with `nfe` network calls (from `noise` if given)."""

@@ -17,16 +17,15 @@ rule (student_every=5) and multi-step students with backward simulation (student
 adds `regression_weight` (0.25) times d(G(z_ref), y_ref) on teacher ODE pairs generated once and stored
 (`python -m fewstep_jax.reflow`, read whole into state.frozen['regression_pairs']), LPIPS in the paper.
 """
-import os
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fewstep_jax import distances
+from fewstep_jax import distances, paths
 from fewstep_jax.data import reflow_pairs
-from fewstep_jax.methods.base import per_sample_mean
-from fewstep_jax.methods.registry import register
+from fewstep_jax.distances import per_sample_mean
+from fewstep_jax.inputs import ArraysInput
+from fewstep_jax.methods.base import StepContext, check_choice
+from fewstep_jax.methods.registry import register, register_preset
 from fewstep_jax.methods.score_distillation import CRITIC_SIGMAS, ScoreDistillation, karras_grid_sigma
 
 
@@ -52,11 +51,9 @@ class DistributionMatching(ScoreDistillation):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    if self.hparams.matching_sigmas not in MATCHING_SIGMAS:
-      raise ValueError(f'unknown method.matching_sigmas {self.hparams.matching_sigmas!r}; '
-                       f'known: {sorted(MATCHING_SIGMAS)}')
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    check_choice(self.hparams, 'matching_sigmas', MATCHING_SIGMAS)
 
   def matching_point(self, key, x):
     """(sigma [B], n [B, ...]): the level and the noise of the generator gradient at samples x."""
@@ -67,29 +64,23 @@ class DistributionMatching(ScoreDistillation):
   def matching_gradient(self, p_real, p_fake, sigma):
     """DMD / DMD2: the normalised difference (p_real - p_fake) / mean_chw |p_real| [B, ...]."""
     del sigma
-    scale = per_sample_mean(jnp.abs(p_real)).reshape((-1,) + (1,) * (p_real.ndim - 1))
-    return (p_real - p_fake) / scale
+    return (p_real - p_fake) / paths.expand_to(per_sample_mean(jnp.abs(p_real)), p_real)
 
-  def generator_loss(self, x, y, key, *, frozen, critic, **unused):
+  def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
+    del x_in, sigma_in
     sigma, noise = self.matching_point(key, x)
     x_sg = jax.lax.stop_gradient(x)
     x_t = self.path.noisy(x_sg, noise, sigma)
-    p_real = x_sg - self.real_denoiser(frozen, y)(x_t, sigma)
-    p_fake = x_sg - self.denoise(critic, x_t, sigma, y)
+    p_real = x_sg - self.real_denoiser(ctx.frozen, y)(x_t, sigma)
+    p_fake = x_sg - self.denoise(ctx.nets['critic'], x_t, sigma, y)
     grad = jnp.nan_to_num(self.matching_gradient(p_real, p_fake, sigma))
     loss = 0.5 * jnp.mean(jnp.square(x - jax.lax.stop_gradient(x - grad)))
     return loss, {'matching_loss': loss, 'matching_grad_norm': jnp.sqrt(jnp.mean(jnp.square(grad)))}
 
 
-@register('dmd2')
-class DMD2(DistributionMatching):
-  """DMD2: normalised matching gradient, optional GAN head, critic updated every step and student every 5th."""
-
-  @classmethod
-  def defaults(cls):
-    config = super().defaults()
-    config.update(dict(student_every=5, critic_first=False))  # The paper's code: generator, then critic.
-    return config
+# DMD2: normalised matching gradient, optional GAN head, critic updated every step and the student every 5th; the
+# paper's code updates the generator first, then the critic.
+register_preset('dmd2', DistributionMatching, student_every=5, critic_first=False)
 
 
 @register('dmd')
@@ -110,34 +101,29 @@ class DMD(DistributionMatching):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  @classmethod
+  def inputs(cls, config):
+    """Adds the stored pairs {'noise', 'x'[, 'y']} and the distance's weights (LPIPS)."""
+    hp = config.method
+    specs = dict(super().inputs(config), regression_pairs=ArraysInput(
+        lambda data_shape, num_classes: reflow_pairs.load_pairs(hp.regression_pairs, data_shape, num_classes),
+        'method.regression_pairs'))
+    load = distances.weights_loader(hp.regression_distance, lpips_weights=hp.lpips_weights)
+    if load:
+      specs['distance'] = ArraysInput(lambda data_shape, num_classes: load(), 'method.lpips_weights')
+    return specs
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     self.regression_distance = distances.make_distance(
         hp.regression_distance, self.data_shape, huber_c=hp.huber_c, lpips_weights=hp.lpips_weights,
         lpips_resolution=hp.lpips_resolution)
 
-  def frozen_params(self):
-    """Adds the stored pairs {'noise', 'x'[, 'y']} and the distance's weights (LPIPS)."""
-    frozen = super().frozen_params()
-    directory = self.hparams.regression_pairs
-    info = reflow_pairs.read_info(directory)
-    if tuple(info['data_shape']) != self.data_shape or info['num_classes'] != self.num_classes:
-      raise ValueError(f'method.regression_pairs={directory!r} holds data of shape {info["data_shape"]} with '
-                       f'{info["num_classes"]} classes; this run has {self.data_shape} and {self.num_classes}.')
-    load = lambda name: np.load(os.path.join(directory, reflow_pairs.ARRAYS[name]))
-    pairs = {'noise': load('noise'), 'x': load('data')}
-    if self.num_classes:
-      pairs['y'] = load('labels')
-    frozen['regression_pairs'] = pairs
-    distance_params = self.regression_distance.load()
-    if distance_params:
-      frozen['distance'] = distance_params
-    return frozen
-
-  def student_loss(self, params, batch, key, *, frozen, critic, head):
+  def student_loss(self, params, batch, key, ctx=StepContext()):
+    frozen = ctx.frozen
     matching_key, pair_key = jax.random.split(key)
-    loss, metrics = super().student_loss(params, batch, matching_key, frozen=frozen, critic=critic, head=head)
+    loss, metrics = super().student_loss(params, batch, matching_key, ctx)
     pairs = frozen['regression_pairs']
     index = jax.random.randint(pair_key, (self.hparams.regression_batch,), 0, pairs['noise'].shape[0])
     y_ref = pairs['y'][index] if 'y' in pairs else None
@@ -178,11 +164,10 @@ class DiffInstruct(DistributionMatching):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    if self.hparams.weighting not in DI_WEIGHTINGS:
-      raise ValueError(f'unknown method.weighting {self.hparams.weighting!r}; known: {sorted(DI_WEIGHTINGS)}')
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    check_choice(self.hparams, 'weighting', DI_WEIGHTINGS)
 
   def matching_gradient(self, p_real, p_fake, sigma):
     weight = DI_WEIGHTINGS[self.hparams.weighting](sigma, self.hparams)
-    return weight.reshape((-1,) + (1,) * (p_real.ndim - 1)) * (p_real - p_fake)
+    return paths.expand_to(weight, p_real) * (p_real - p_fake)

@@ -13,13 +13,19 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, per_sample_mean
+from fewstep_jax.distances import edm_weight, per_sample_mean
+from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, drop_labels, guided
 from fewstep_jax.methods.registry import register
 
 
 @register('edm')
 class EDM(SingleNetworkMethod):
-  parameterization = 'edm'
+  teaches = True
+  uses_coupling = True
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('edm', config.method.sigma_data)
 
   @classmethod
   def defaults(cls):
@@ -36,15 +42,12 @@ class EDM(SingleNetworkMethod):
         solver='heun',
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.denoise = paths.edm_denoiser(self.apply, sigma_data=self.hparams.sigma_data)
-    self._velocity = paths.reparameterize(self.denoise, paths.EDMPath(), 'x0', paths.LinearFlowPath(), 'velocity')
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    self.denoise = self.readout.model(self.apply)
 
-  def flow_velocity(self, params, z, t, y=None):
-    return self._velocity(params, z, t, y=y)
-
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    del ctx
     x, y = batch['x'], batch.get('y')
     hp = self.hparams
     eps_key, sigma_key, label_key, net_key = jax.random.split(key, 4)
@@ -53,8 +56,7 @@ class EDM(SingleNetworkMethod):
     x_noisy = paths.EDMPath().noisy(x, eps, sigma)
     y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
     denoised = self.denoise(params, x_noisy, sigma, y=y, key=net_key)
-    weight = (sigma**2 + hp.sigma_data**2) / (sigma * hp.sigma_data) ** 2
-    loss = jnp.mean(weight * per_sample_mean(jnp.square(denoised - x)))
+    loss = jnp.mean(edm_weight(sigma, hp.sigma_data) * per_sample_mean(jnp.square(denoised - x)))
     return loss, {'loss': loss}
 
   def sampling_grid(self, num_steps):

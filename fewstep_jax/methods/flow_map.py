@@ -3,8 +3,9 @@
   u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_s, s) ds   (r <= t),   one step z_r = z_t - (t - r) u(z_t, r, t),
 
 with u(z_t, t, t) = v(z_t, t). The network sees (t, t - r) (MeanFlow's reference conditioning) and so needs two
-time inputs. Sampling: k uniform steps from t = 1 to 0, one network call each (guidance, where a method has
-it, is trained into the weights).
+time inputs; as a teacher it is read as the velocity u(z, t, t) (readout 'flow_map'). Also here: classifier-free
+guidance folded into a training target (MeanFlow, SplitMeanFlow and TwinFlow each use it). Sampling: k uniform
+steps from t = 1 to 0, one network call each (guidance, where a method has it, is trained into the weights).
 """
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,15 @@ from fewstep_jax.methods.base import SingleNetworkMethod
 
 
 class AverageVelocityMethod(SingleNetworkMethod):
+  teaches = True
+  uses_coupling = True
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('flow_map')
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     if not config.network.two_times:
       raise ValueError(f'{self.name} needs a network with two time inputs: set --config.network.two_times=True')
     self.path = paths.LinearFlowPath()
@@ -25,8 +32,17 @@ class AverageVelocityMethod(SingleNetworkMethod):
     """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
     return self.apply(params, z, t, t - r, y, key)
 
-  def flow_velocity(self, params, z, t, y=None):
-    return self.average_velocity(params, z, t, t, y)  # u(z, t, t) = v(z, t).
+  def folded_guidance(self, params, z, t, v, y, omega: float, kappa: float, where, key=None):
+    """Classifier-free guidance folded into a velocity target: where `where` [B] holds,
+      v_g = omega v + (1 - omega - kappa) u(z_t, t, t | ∅) + kappa u(z_t, t, t | y),
+    else v. The u terms come from `params` without gradient (dropout key `key`), each computed only if its weight
+    is non-zero. MeanFlow's (omega, kappa); SplitMeanFlow's (w, 0); TwinFlow's v + r (u_y - u_∅) is (1, r)."""
+    uncond_weight = 1 - omega - kappa
+    u_uncond = (self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes), key)
+                if uncond_weight else 0.0)
+    u_cond = self.average_velocity(params, z, t, t, y, key) if kappa else 0.0
+    v_guided = jax.lax.stop_gradient(omega * v + uncond_weight * u_uncond + kappa * u_cond)
+    return jnp.where(paths.expand_to(where, v), v_guided, v)
 
   def sample(self, params, key, n, nfe, labels=None):
     """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""

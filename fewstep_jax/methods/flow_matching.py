@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, drop_labels, guided, per_sample_mean
+from fewstep_jax.distances import per_sample_mean
+from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, check_choice, drop_labels, guided
 from fewstep_jax.methods.registry import register
 
 # Flow-time samplers by config name, each reading its own hyperparameters.
@@ -23,8 +24,13 @@ FLOW_TIME_SAMPLERS = {
 
 @register('flow_matching')
 class FlowMatching(SingleNetworkMethod):
-  parameterization = 'flow'
+  teaches = True
+  uses_coupling = True
   time_samplers = FLOW_TIME_SAMPLERS
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('flow')
 
   @classmethod
   def defaults(cls):
@@ -38,15 +44,14 @@ class FlowMatching(SingleNetworkMethod):
         solver='heun',                # 'euler' | 'heun'.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    if self.hparams.time_sampler not in self.time_samplers:
-      raise ValueError(f'unknown method.time_sampler {self.hparams.time_sampler!r}; '
-                       f'known: {sorted(self.time_samplers)}')
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    check_choice(self.hparams, 'time_sampler', self.time_samplers)
     self.path = paths.LinearFlowPath()
-    self.velocity = paths.flow_velocity(self.apply)
+    self.velocity = self.readout.model(self.apply)
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    del ctx
     x, y = batch['x'], batch.get('y')
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
     eps = self.draw_noise(eps_key, x, y)
@@ -56,9 +61,6 @@ class FlowMatching(SingleNetworkMethod):
     v_pred = self.velocity(params, z_t, t, y=y, key=net_key)
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
-
-  def flow_velocity(self, params, z, t, y=None):
-    return self.velocity(params, z, t, y=y)
 
   def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import drop_labels
+from fewstep_jax.methods.base import StepContext, drop_labels
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 from fewstep_jax.nn.attention import require_forward_mode
@@ -60,8 +60,8 @@ class MeanFlow(AverageVelocityMethod):
         jvp_sub_batch=True,     # JVP on the r != t part of the batch only (same loss and gradients).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     if 'attention' in config.network:
       require_forward_mode(config.network.attention)
 
@@ -76,13 +76,8 @@ class MeanFlow(AverageVelocityMethod):
     y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
     if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
       return v, y_train
-    uncond_weight = 1 - hp.omega - hp.kappa  # Each no-gradient pass runs only if its weight is non-zero.
-    u_uncond = (self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes))
-                if uncond_weight else 0.0)
-    u_cond = self.average_velocity(params, z, t, t, y) if hp.kappa else 0.0
-    v_guided = jax.lax.stop_gradient(hp.omega * v + uncond_weight * u_uncond + hp.kappa * u_cond)
-    apply = (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
-    return jnp.where(paths.expand_to(apply, v), v_guided, v), y_train
+    where = (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
+    return self.folded_guidance(params, z, t, v, y, hp.omega, hp.kappa, where), y_train
 
   def prediction_and_target(self, params, z, r, t, v, y, key):
     """(u [B, ...] with gradient, u_tgt [B, ...] without) for the tangent v; see the module docstring."""
@@ -113,12 +108,11 @@ class MeanFlow(AverageVelocityMethod):
 
   def sample_times(self, key, n):
     """(r, t) [n] each: sorted logit-normal pairs, the last round(n ratio) with r = t."""
-    hp = self.hparams
-    pair = timesteps.sample_logit_normal(key, 2 * n, hp.time_mean, hp.time_std).reshape(2, n)
-    r, t = jnp.min(pair, axis=0), jnp.max(pair, axis=0)
+    r, t = timesteps.sample_ordered_pair(key, n, self.hparams.time_mean, self.hparams.time_std)
     return jnp.where(jnp.arange(n) < self.num_jvp(n), r, t), t
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    del ctx
     x, y = batch['x'], batch.get('y')
     hp = self.hparams
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)

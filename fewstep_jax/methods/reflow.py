@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from fewstep_jax import distances, timesteps
 from fewstep_jax.methods import flow_matching
-from fewstep_jax.methods.base import drop_labels
+from fewstep_jax.methods.base import StepContext, check_choice, drop_labels
 from fewstep_jax.methods.registry import register
 
 RFPP_HUBER_C_PER_DIM = 0.00054  # 2-RF++'s c = 0.00054 dim (iCT's constant times sqrt(dim)).
@@ -36,6 +36,8 @@ REFLOW_TIME_SAMPLERS = dict(
 @register('reflow')
 class Reflow(flow_matching.FlowMatching):
   time_samplers = REFLOW_TIME_SAMPLERS
+  uses_coupling = False   # The stored pairs are the coupling.
+  starts_from_run = True
 
   @classmethod
   def defaults(cls):
@@ -49,19 +51,19 @@ class Reflow(flow_matching.FlowMatching):
     del config['coupling']
     return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    if config.method.distance not in ('l2', 'pseudo_huber'):
-      raise ValueError(f"unknown method.distance {config.method.distance!r}; known: ['l2', 'pseudo_huber']")
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    check_choice(config.method, 'distance', ('l2', 'pseudo_huber'))
     if config.data.name != 'reflow_pairs':
       raise ValueError('reflow trains on stored couplings: set --config.data.name=reflow_pairs and '
                        '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.reflow)')
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     huber_c = self.hparams.huber_c
     if huber_c < 0:
       huber_c = RFPP_HUBER_C_PER_DIM * math.prod(data_shape)
     self.distance = distances.make_distance(self.hparams.distance, data_shape, huber_c=huber_c)
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    del ctx
     if 'eps' not in batch:
       raise ValueError("reflow batches need the coupled noise 'eps': train on the reflow_pairs dataset")
     x, eps, y = batch['x'], batch['eps'], batch.get('y')

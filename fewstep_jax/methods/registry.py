@@ -1,7 +1,12 @@
-"""The method registry: configs select a method by `config.method.name`; the trainer never branches on it."""
+"""The method registry: configs select a method by `config.method.name`; the trainer never branches on it.
+
+A method file registers its classes with `@register(name)`. A preset (`register_preset`) is a registered class under
+another name with other defaults (iCT is CT with iCT's hyperparameters): a paper that changes only numbers needs
+no class of its own.
+"""
 import ml_collections
 
-METHODS = {}
+METHODS = {}   # name -> (class, default overrides)
 
 
 def register(name: str):
@@ -10,24 +15,34 @@ def register(name: str):
     if name in METHODS:
       raise ValueError(f'method {name!r} is registered twice')
     cls.name = name
-    METHODS[name] = cls
+    METHODS[name] = (cls, {})
     return cls
   return decorator
 
 
-def _lookup(name: str):
+def register_preset(name: str, cls, **overrides):
+  """Registers `cls` under `name` with its defaults updated by `overrides`."""
+  if name in METHODS:
+    raise ValueError(f'method {name!r} is registered twice')
+  METHODS[name] = (cls, dict(overrides))
+
+
+def method_class(name: str):
   if name not in METHODS:
     raise ValueError(f'unknown method {name!r}; registered methods: {sorted(METHODS)}')
-  return METHODS[name]
+  return METHODS[name][0]
 
 
 def method_defaults(name: str) -> ml_collections.ConfigDict:
   """The method's config block: `name` plus every hyperparameter the method reads, with defaults."""
+  cls = method_class(name)
   config = ml_collections.ConfigDict({'name': name})
-  config.update(_lookup(name).defaults())
+  config.update(cls.defaults())
+  config.update(METHODS[name][1])
   return config
 
 
-def build_method(config, *, data_shape: tuple, num_classes: int):
-  """Instantiates the configured method for data of per-example shape `data_shape`."""
-  return _lookup(config.method.name)(config, data_shape=data_shape, num_classes=num_classes)
+def build_method(config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None):
+  """Instantiates the configured method for data of per-example shape `data_shape`, with the resolved values of
+  its declared inputs (the Teachers; see fewstep_jax.runs)."""
+  return method_class(config.method.name)(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, SingleNetworkMethod,
-                                     drop_labels)
-from fewstep_jax.nn.attention import require_forward_mode
+from fewstep_jax.inputs import TeacherInput
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, SingleNetworkMethod, StepContext,
+                                     check_choice, drop_labels, require_teacher, teacher_model)
 from fewstep_jax.methods.registry import register
+from fewstep_jax.nn.attention import require_forward_mode
 
 HALF_PI = math.pi / 2
 
@@ -57,10 +58,15 @@ TANGENT_NORMALIZERS = tangent_normalizers()
 
 
 @register('sct')
-class SCT(ConsistencySampling, SingleNetworkMethod):
+class SCT(SingleNetworkMethod):
   """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
   uses_logvar = True
-  parameterization = 'trigflow'
+  starts_from_run = True
+  teaches = True  # A diffusion_only run is a TrigFlow diffusion model; the readout is its F.
+
+  @classmethod
+  def readout_of(cls, config):
+    return paths.readout('trigflow', config.method.sigma_data)
 
   @classmethod
   def defaults(cls):
@@ -80,21 +86,21 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
         init_from='',            # Workdir of a trained run (same network config) to initialise from.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
-    if hp.tangent_norm not in TANGENT_NORMALIZERS:
-      raise ValueError(f'unknown method.tangent_norm {hp.tangent_norm!r}; known: {sorted(TANGENT_NORMALIZERS)}')
+    check_choice(hp, 'tangent_norm', TANGENT_NORMALIZERS)
     if 'attention' in config.network:
       require_forward_mode(config.network.attention)
     self.path = paths.TrigFlowPath(hp.sigma_data)
     self.has_logvar = bool(config.network.get('logvar_head', False))
     self.F = paths.trigflow_F(self.apply, sigma_data=hp.sigma_data)
-    self._velocity = paths.reparameterize(
-        self.F_only, self.path, 'F', paths.LinearFlowPath(), 'velocity')
+    self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=HALF_PI, start_scale=hp.sigma_data,
+                                      intermediate_times=hp.sample_taus, data_shape=self.data_shape,
+                                      num_classes=num_classes, guidance=hp.guidance, gamma=hp.sample_gamma)
 
-  def loss_kwargs(self, state):
-    return {**super().loss_kwargs(state), 'step': state.step}
+  def sample(self, params, key, n, nfe, labels=None, **options):
+    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
   def F_only(self, params, x_tau, tau, r=None, y=None, key=None):
     """F_theta(x_tau / sigma_d, tau) [B, ...] without the log-variance."""
@@ -104,9 +110,6 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
   def consistency_fn(self, params, x_tau, tau, y=None):
     """f(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F: the data prediction [B, ...]."""
     return self.path.x0_from_F(x_tau, self.F_only(params, x_tau, tau, y=y), tau)
-
-  def flow_velocity(self, params, z, t, y=None):
-    return self._velocity(params, z, t, y=y)
 
   def sample_tau(self, key, n):
     """tau = arctan(exp(n) / sigma_d), n ~ N(p_mean, p_std^2): [n]."""
@@ -144,7 +147,8 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
     g = -cos2 * (sd * F_minus - dx_dtau) - w * (paths.expand_to(cos_sin, x_tau) * x_tau + sd * J)
     return F, logvar, g
 
-  def loss(self, params, batch, key, step=0, frozen=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    step, frozen = ctx.step, ctx.frozen
     hp = self.hparams
     x, y = batch['x'], batch.get('y')
     z_key, tau_key, label_key, net_key = jax.random.split(key, 4)
@@ -163,21 +167,11 @@ class SCT(ConsistencySampling, SingleNetworkMethod):
     loss = jnp.mean(per_sample)
     return loss, {'loss': loss, 'g_rms': jnp.sqrt(jnp.mean(g**2)), 'logvar': jnp.mean(logvar), 'warmup': w}
 
-  start_time = HALF_PI
-
-  @property
-  def start_scale(self):
-    return self.hparams.sigma_data
-
-  @property
-  def intermediate_times(self):
-    return self.hparams.sample_taus
-
 
 @register('scd')
-class SCD(DistillsTeacher, SCT):
+class SCD(SCT):
   """Consistency distillation in continuous time: dx/dtau = sigma_d F_teacher(x_tau, tau), from any teacher
-  with a velocity field (flow matching, EDM, ...) converted exactly to TrigFlow; optionally guided."""
+  with a velocity field or denoiser (flow matching, EDM, ...) converted exactly to TrigFlow; optionally guided."""
 
   @classmethod
   def defaults(cls):
@@ -185,7 +179,16 @@ class SCD(DistillsTeacher, SCT):
     config.update(TEACHER_DEFAULTS)
     return config
 
+  @classmethod
+  def inputs(cls, config):
+    return {**super().inputs(config), 'teacher': TeacherInput(config.method.teacher)}
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    self.teacher_velocity = teacher_model(require_teacher(inputs, self.name), self.path, 'velocity',
+                                          self.hparams.teacher_guidance, self.num_classes)
+
   def path_velocity(self, frozen, x, z, x_tau, tau, y):
     """dx_tau/dtau [B, ...] of the teacher's probability-flow ODE at (x_tau, tau), guided if configured."""
     del x, z
-    return self.teacher_prediction(frozen, self.path, 'velocity', y)(x_tau, tau)
+    return self.teacher_velocity(frozen['teacher'], y)(x_tau, tau)

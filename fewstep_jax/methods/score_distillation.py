@@ -8,10 +8,11 @@ Three roles, each its own state:
                                      critic's bottleneck features (nn.make_features) at the inputs its own
                                      preconditioned call sees (`critic_features`), when method.gan_weight > 0;
   teacher     state.frozen['teacher'] the real score, frozen.
-All three are the teacher run's network, in the teacher's own parameterisation, read as EDM denoisers
+All three are the teacher's network read through the teacher's readout (inputs.Teacher), as EDM denoisers
 D(x_sigma; sigma, y) through the exact conversions of paths.py: an EDM teacher as is, a flow-matching teacher's
 velocity converted. So the student and the critic start from the teacher's weights (at step 0 the critic equals the
-teacher and every matching gradient is zero), and any teacher run serves. The network config must be the teacher's.
+teacher and every matching gradient is zero), and any teacher serves, a trained run or imported parameters. The
+network config must be the teacher's.
 
 Generator. One step: x = D_student(sigma_init z; sigma_init, y), z ~ N(0, I). A k-step student (student_sigmas,
 descending, after sigma_init) alternates D_student with `sampling.consistency_step` (fresh noise with
@@ -32,20 +33,19 @@ without it, `step` decides on device with lax.cond, one function for every step.
 of the last student update (state.extra). `student_update` and `critic_update` are also the units that
 experiments/bench.py compiles and counts network passes for.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from fewstep_jax import nn, paths, sampling, timesteps
-from fewstep_jax.methods.registry import build_method
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampling, DistillsTeacher, Method, _dtype,
-                                     accumulate_gradients, check_eval_params, converted_prediction,
-                                     per_sample_mean)
+from fewstep_jax.distances import edm_weight, per_sample_mean
+from fewstep_jax.inputs import TeacherInput
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, Method, StepContext, accumulate_gradients,
+                                     check_choice, check_eval_params, require_teacher, teacher_model)
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer, make_schedule, optim_defaults
+from fewstep_jax.train.trained import TrainedNetwork
 
 
 def karras_grid_sigma(key, n: int, hp, lo_fraction: float = 0.0, hi_fraction: float = 1.0):
@@ -65,11 +65,6 @@ CRITIC_SIGMAS = {
 }
 
 
-def edm_weight(sigma, sigma_data):
-  """EDM's loss weight lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2 [B]."""
-  return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-
-
 def critic_optim_defaults() -> ml_collections.ConfigDict:
   """The critic's optimizer block: config.optim's fields without EMA (the critic is never sampled from)."""
   config = optim_defaults()
@@ -77,16 +72,15 @@ def critic_optim_defaults() -> ml_collections.ConfigDict:
   return config
 
 
-class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
+class ScoreDistillation(Method):
   """Student, critic (and GAN head) trained against a frozen teacher; subclasses write `generator_loss`.
 
   Subclass interface:
-    generator_loss(x, y, key, *, frozen, critic, x_in, sigma_in) -> (scalar, metrics): the student's loss on its
+    generator_loss(x, y, key, ctx, x_in=None, sigma_in=None) -> (scalar, metrics): the student's loss on its
       samples x [B, ...] (with gradient into the student) generated from x_in at sigma_in [B], labels y;
-      `frozen` holds the teacher, `critic` the critic's parameters (no gradient flows into them).
+      ctx.frozen holds the teacher, ctx.nets['critic'] the critic's parameters (no gradient flows into them).
     critic_sigma(key, n) and critic_weight(sigma) may be overridden for another fake-score loss.
   """
-  parameterization = None  # The teacher's, whatever it is.
 
   @classmethod
   def defaults(cls):
@@ -113,93 +107,72 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
         guidance=1.0,              # Sampling CFG of the student (the teacher's guidance is distilled in).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  @classmethod
+  def inputs(cls, config):
+    # The student and critic start from the teacher's parameters, so the network must be the teacher's.
+    return {'teacher': TeacherInput(config.method.teacher, same_network=True)}
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
-    if hp.critic_sigmas not in CRITIC_SIGMAS:
-      raise ValueError(f'unknown method.critic_sigmas {hp.critic_sigmas!r}; known: {sorted(CRITIC_SIGMAS)}')
+    check_choice(hp, 'critic_sigmas', CRITIC_SIGMAS)
     if hp.student_every < 1:
       raise ValueError(f'method.student_every must be at least 1, got {hp.student_every}')
     levels = (hp.sigma_init,) + tuple(hp.student_sigmas)
     if any(b >= a for a, b in zip(levels, levels[1:])) or min(levels) <= 0:
       raise ValueError(f'method.sigma_init and method.student_sigmas must be positive and descending, got {levels}')
-    self.param_dtype = _dtype(config.train.param_dtype)
-    self.network = nn.build_network(config.network, num_classes=num_classes,
-                                    dtype=_dtype(config.train.compute_dtype))
-    self.features = nn.make_features(self.network)
-    self.head = nn.GanHead(hidden=hp.gan_head_width)
-    self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
+    teacher = require_teacher(inputs, self.name)
     # The student's schedule counts its own updates: one every student_every steps.
-    self.tx = make_optimizer(config.optim, -(-config.train.num_steps // hp.student_every))
-    self.critic_tx = make_optimizer(hp.critic_optim, config.train.num_steps)
-    self.ema_rates = tuple(config.optim.ema_rates)
+    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
+                                              num_updates=-(-config.train.num_steps // hp.student_every))
+    critic_tx = make_optimizer(hp.critic_optim, config.train.num_steps)
+    self.critic = TrainedNetwork(self.student.module, critic_tx, param_dtype=self.student.param_dtype)
+    self.head = TrainedNetwork(nn.GanHead(hidden=hp.gan_head_width), critic_tx)
+    self.features = nn.make_features(self.student.module)
+    self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
     check_eval_params(config)
     self.path = paths.EDMPath()
     self.levels = levels
-    self.model_method = None  # Set by frozen_params: the teacher's method on this config's network.
-
-  # --- The three roles as EDM denoisers. ---
-
-  def frozen_params(self):
-    """The teacher (state.frozen['teacher']); it also fixes how the student and critic read their network."""
-    # The student and critic start from the teacher's parameters, so the network must be the teacher's.
-    self.teacher_method, params = self.load_teacher(self.hparams.teacher, expect_network=self.config.network)
-    model_config = self.teacher_method.config.copy_and_resolve_references()
-    model_config.unlock()
-    model_config.network = self.config.network.copy_and_resolve_references()
-    model_config.train.compute_dtype = self.config.train.compute_dtype
-    self.model_method = build_method(model_config, data_shape=self.data_shape, num_classes=self.num_classes)
-    self.parameterization = self.teacher_method.parameterization
-    if self.use_gan and self.parameterization not in paths.NETWORK_INPUTS:
-      raise ValueError(f'method.teacher={self.hparams.teacher!r} is a {self.teacher_method.name!r} run, whose network '
-                       f'inputs are not known (parameterisation {self.parameterization!r}), so the GAN head cannot '
-                       'read its bottleneck: distil an edm, flow_matching or TrigFlow (sct) run, or set '
-                       '--config.method.gan_weight=0 --config.method.gan_generator_weight=0.')
-    return {'teacher': params}
-
-  def denoise(self, params, x, sigma, y=None):
-    """D(x_sigma; sigma, y) [B, ...] of the student's or critic's `params`, exactly converted from the teacher's
-    parameterisation on this config's network."""
-    if self.model_method is None:
-      raise RuntimeError('call frozen_params() first: it loads the teacher, which fixes the parameterisation')
-    return converted_prediction(self.model_method, self.path, 'x0')(params, x, sigma, y=y)
+    # The three roles as EDM denoisers, each read through the teacher's readout.
+    self.readout = teacher.readout
+    self.denoise = teacher.prediction(self.path, 'x0', apply=self.student.apply)
+    self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
+    if self.use_gan and self.readout.name not in paths.NETWORK_INPUTS:
+      raise ValueError(f'the teacher ({teacher.source}) is read as {self.readout.name!r}, whose network inputs are '
+                       'not known, so the GAN head cannot read its bottleneck: distil an edm, flow_matching or '
+                       'TrigFlow (sct) teacher, or set --config.method.gan_weight=0 '
+                       '--config.method.gan_generator_weight=0.')
+    # The student's few-step sampler.
+    self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=hp.sigma_init,
+                                      start_scale=hp.sigma_init, intermediate_times=hp.student_sigmas,
+                                      data_shape=self.data_shape, num_classes=num_classes, guidance=hp.guidance,
+                                      gamma=hp.sample_gamma)
 
   def real_denoiser(self, frozen, y):
     """(x_sigma, sigma) -> the teacher's D [B, ...] at labels y, CFG-guided with method.teacher_guidance."""
-    return self.teacher_prediction(frozen, self.path, 'x0', y)
-
-  # --- ConsistencySampling: the student's few-step sampler. ---
+    return self.teacher_x0(frozen['teacher'], y)
 
   def consistency_fn(self, params, x, sigma, y=None, key=None):
     del key
     return self.denoise(params, x, sigma, y)
 
-  @property
-  def start_time(self):
-    return self.hparams.sigma_init
-
-  start_scale = start_time
-
-  @property
-  def intermediate_times(self):
-    return tuple(self.hparams.student_sigmas)
+  def sample(self, params, key, n, nfe, labels=None, **options):
+    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
   # --- State. ---
 
   def init(self, key, frozen=None) -> state_lib.TrainState:
-    """Student and critic start from frozen['teacher']; without one (shape checks) from a fresh initialisation."""
+    """Student and critic start from frozen['teacher']; without one (shapes only) from a fresh initialisation."""
     frozen = dict(frozen or {})
     init_key, head_key = jax.random.split(key)
-    example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-    start = frozen['teacher'] if 'teacher' in frozen else nn.init_params(self.network, init_key, example)
-    start = jax.tree.map(lambda p: p.astype(self.param_dtype), start)
-    nets = {'student': state_lib.init_net_state(start, self.tx, self.ema_rates),
-            'critic': state_lib.init_net_state(start, self.critic_tx, ())}
+    start = frozen['teacher'] if 'teacher' in frozen else self.student.init_params(init_key, self.data_shape)
+    start = jax.tree.map(lambda p: p.astype(self.student.param_dtype), start)
+    nets = {'student': self.student.init(start), 'critic': self.critic.init(start)}
     if self.use_gan:
+      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
       feats = jax.eval_shape(self.features, start, example, jnp.ones((1,)),
                              jnp.zeros((1,), jnp.int32) if self.num_classes else None)
-      head_params = self.head.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params']
-      nets['head'] = state_lib.init_net_state(head_params, self.critic_tx, ())
+      nets['head'] = self.head.init(self.head.module.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params'])
     zero = jnp.zeros((), jnp.float32)
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=frozen,
                                 extra={'generator_loss': zero, 'generator_grad_norm': zero})
@@ -227,7 +200,7 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
     x = jax.lax.fori_loop(0, steps, student_move, x)
     return x, jnp.full((n,), levels[steps])
 
-  def generator_loss(self, x, y, key, *, frozen, critic, x_in, sigma_in):
+  def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
     raise NotImplementedError
 
   def critic_features(self, params, x_sigma, sigma, y=None):
@@ -235,8 +208,7 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
     inputs its own preconditioned call gives the network (EDM: c_in(sigma) x_sigma and c_noise(sigma); a flow or
     TrigFlow critic: its own path's sample and time), as DMD2's `return_bottleneck=True` call of the
     preconditioned fake score does."""
-    sigma_data = self.model_method.hparams.get('sigma_data', paths.SIGMA_DATA)
-    x_net, c_noise = paths.network_input(self.parameterization, x_sigma, sigma, self.path, sigma_data)
+    x_net, c_noise = paths.network_input(self.readout.name, x_sigma, sigma, self.path, self.readout.sigma_data)
     return self.features(params, x_net, c_noise, y)
 
   def gan_logits(self, critic, head, x, y, key):
@@ -244,16 +216,17 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
     sigma_key, noise_key = jax.random.split(key)
     sigma = self.critic_sigma(sigma_key, x.shape[0])
     x_noisy = self.path.noisy(x, jax.random.normal(noise_key, x.shape, x.dtype), sigma)
-    return self.head.apply({'params': head}, self.critic_features(critic, x_noisy, sigma, y))
+    return self.head.module.apply({'params': head}, self.critic_features(critic, x_noisy, sigma, y))
 
-  def student_loss(self, params, batch, key, *, frozen, critic, head):
+  def student_loss(self, params, batch, key, ctx=StepContext()):
+    """The generator's loss; ctx.nets holds the critic's (and head's) parameters."""
     y = batch.get('y')
     input_key, loss_key, gan_key = jax.random.split(key, 3)
     x_in, sigma_in = self.generator_input(params, input_key, batch['x'].shape[0], y)
     x = self.denoise(params, x_in, sigma_in, y)
-    loss, metrics = self.generator_loss(x, y, loss_key, frozen=frozen, critic=critic, x_in=x_in, sigma_in=sigma_in)
+    loss, metrics = self.generator_loss(x, y, loss_key, ctx, x_in=x_in, sigma_in=sigma_in)
     if self.hparams.gan_generator_weight > 0:
-      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(critic, head, x, y, gan_key)))
+      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(ctx.nets['critic'], ctx.nets['head'], x, y, gan_key)))
       loss = loss + self.hparams.gan_generator_weight * gan
       metrics = dict(metrics, generator_gan_loss=gan)
     return loss, dict(metrics, generator_loss=loss)
@@ -266,9 +239,11 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
   def critic_weight(self, sigma):
     return edm_weight(sigma, self.hparams.sigma_data)
 
-  def critic_loss(self, trained, batch, key, *, student):
-    """The fake-score loss on sg(G's samples) (+ the GAN's critic side); trained = {'critic', 'head'?}."""
+  def critic_loss(self, trained, batch, key, ctx=StepContext()):
+    """The fake-score loss on sg(G's samples) (+ the GAN's critic side); trained = {'critic', 'head'?}, the
+    student's parameters in ctx.nets['student']."""
     y, n = batch.get('y'), batch['x'].shape[0]
+    student = ctx.nets['student']
     input_key, sigma_key, noise_key, fake_key, real_key = jax.random.split(key, 5)
     x_in, sigma_in = self.generator_input(student, input_key, n, y)
     x = jax.lax.stop_gradient(self.denoise(student, x_in, sigma_in, y))
@@ -287,20 +262,14 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
 
   # --- Updates. ---
 
-  def _apply(self, net, grads, tx, ema_rates):
-    updates, opt_state = tx.update(grads, net.opt_state, net.params)
-    params = optax.apply_updates(net.params, updates)
-    return state_lib.NetState(params=params, opt_state=opt_state,
-                              ema=state_lib.update_ema(net.ema, params, ema_rates))
-
   def student_update(self, state, batch, key):
     """The student's update: one generator gradient, optimizer step and EMA update. Returns the new state."""
     nets = state.nets
-    loss_fn = functools.partial(self.student_loss, frozen=state.frozen, critic=nets['critic'].params,
-                                head=nets['head'].params if 'head' in nets else None)
-    grads, metrics = accumulate_gradients(loss_fn, nets['student'].params, batch, key,
-                                          self.config.train.micro_batches)
-    student = self._apply(nets['student'], grads, self.tx, self.ema_rates)
+    ctx = StepContext(step=state.step, frozen=state.frozen,
+                      nets={'critic': nets['critic'].params, 'head': nets['head'].params if 'head' in nets else None})
+    grads, metrics = accumulate_gradients(lambda params, batch, key: self.student_loss(params, batch, key, ctx),
+                                          nets['student'].params, batch, key, self.config.train.micro_batches)
+    student = self.student.apply_gradients(nets['student'], grads)
     extra = {**state.extra, 'generator_loss': metrics['generator_loss'],
              'generator_grad_norm': optax.tree.norm(grads)}
     return state.replace(nets={**nets, 'student': student}, extra=extra)
@@ -308,11 +277,12 @@ class ScoreDistillation(ConsistencySampling, DistillsTeacher, Method):
   def critic_update(self, state, batch, key):
     """The critic's (and GAN head's) update. Returns (new state, metrics)."""
     nets = state.nets
-    roles = ('critic', 'head') if 'head' in nets else ('critic',)
-    loss_fn = functools.partial(self.critic_loss, student=nets['student'].params)
-    grads, metrics = accumulate_gradients(loss_fn, {role: nets[role].params for role in roles}, batch, key,
+    roles = {'critic': self.critic, 'head': self.head} if 'head' in nets else {'critic': self.critic}
+    ctx = StepContext(step=state.step, frozen=state.frozen, nets={'student': nets['student'].params})
+    grads, metrics = accumulate_gradients(lambda trained, batch, key: self.critic_loss(trained, batch, key, ctx),
+                                          {role: nets[role].params for role in roles}, batch, key,
                                           self.config.train.micro_batches)
-    updated = {role: self._apply(nets[role], grads[role], self.critic_tx, ()) for role in roles}
+    updated = {role: network.apply_gradients(nets[role], grads[role]) for role, network in roles.items()}
     return state.replace(nets={**nets, **updated}), dict(metrics, critic_grad_norm=optax.tree.norm(grads))
 
   def step_options(self, step: int) -> dict:

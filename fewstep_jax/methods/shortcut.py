@@ -28,14 +28,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths
-from fewstep_jax.methods.base import drop_labels, per_sample_mean
+from fewstep_jax.distances import per_sample_mean
+from fewstep_jax.methods.base import StepContext, drop_labels
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
-from fewstep_jax.train import state as state_lib
 
 
 @register('shortcut')
 class Shortcut(AverageVelocityMethod):
+  target_network = 'ema_copy'  # The bootstrap targets' parameters: the EMA copy at method.target_ema.
 
   @classmethod
   def defaults(cls):
@@ -49,15 +50,12 @@ class Shortcut(AverageVelocityMethod):
         coupling='independent',     # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     self.num_levels = int(round(math.log2(hp.base_steps)))
     if 2 ** self.num_levels != hp.base_steps or self.num_levels < 1:
       raise ValueError(f'method.base_steps must be a power of two >= 2, got {hp.base_steps}')
-    if hp.target_ema and hp.target_ema not in self.ema_rates:
-      raise ValueError(f'method.target_ema={hp.target_ema} is not among optim.ema_rates={self.ema_rates}; add '
-                       'it there, or set method.target_ema=0 to bootstrap from the live parameters.')
 
   def step_velocity(self, params, z, t, d, y=None, key=None):
     """s(z_t, t, d) [B, ...]: the velocity of one step of size d [B] from t [B]."""
@@ -100,39 +98,33 @@ class Shortcut(AverageVelocityMethod):
     hp = self.hparams
     nb = self.num_bootstrap(n)
     level = jnp.where(jnp.arange(n) < nb, jnp.arange(n) * self.num_levels // max(nb, 1), self.num_levels)
-    step = 2.0 ** -level.astype(jnp.float32)  # D = 1, 1/2, ..., 2/M for bootstrap; 1/M for flow matching.
-    cells = jnp.round(1.0 / step).astype(jnp.int32)
-    t = (jax.random.randint(key, (n,), 0, hp.base_steps) % cells + 1) * step
-    return t, step
+    step_size = 2.0 ** -level.astype(jnp.float32)  # D = 1, 1/2, ..., 2/M for bootstrap; 1/M for flow matching.
+    cells = jnp.round(1.0 / step_size).astype(jnp.int32)
+    t = (jax.random.randint(key, (n,), 0, hp.base_steps) % cells + 1) * step_size
+    return t, step_size
 
-  def loss(self, params, batch, key, target_params=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
     x, y = batch['x'], batch.get('y')
     n = x.shape[0]
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
     eps = self.draw_noise(eps_key, x, y)
-    t, step = self.sample_times(time_key, n)
+    t, step_size = self.sample_times(time_key, n)
     z = self.path.noisy(x, eps, t)
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
     nb = self.num_bootstrap(n)
-    target_params = params if target_params is None else target_params
+    target_params = params if ctx.target is None else ctx.target
     take = lambda a, part: None if a is None else a[part]
     boot, flow = slice(0, nb), slice(nb, n)
     parts = []
     if nb:
-      parts.append(self.bootstrap_target(target_params, z[boot], t[boot], step[boot] / 2, take(y, boot),
+      parts.append(self.bootstrap_target(target_params, z[boot], t[boot], step_size[boot] / 2, take(y, boot),
                                          self.finest_bootstrap_start(nb)))
     if nb < n:
       parts.append(self.path.velocity(x, eps, t)[flow])
     target = jnp.concatenate(parts)
-    error = per_sample_mean(jnp.square(self.step_velocity(params, z, t, step, y, net_key) - target))
+    error = per_sample_mean(jnp.square(self.step_velocity(params, z, t, step_size, y, net_key) - target))
     loss = jnp.mean(error)
     metrics = {'loss': loss}
     if 0 < nb < n:
       metrics.update(bootstrap_loss=jnp.mean(error[boot]), flow_loss=jnp.mean(error[flow]))
     return loss, metrics
-
-  def loss_kwargs(self, state):
-    net = state.nets['student']
-    if not self.hparams.target_ema:
-      return {}
-    return {'target_params': net.ema[state_lib.ema_name(self.hparams.target_ema)]}

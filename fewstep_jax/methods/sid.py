@@ -28,7 +28,8 @@ descends the divergence is plus.
 import jax
 import jax.numpy as jnp
 
-from fewstep_jax.methods.base import per_sample_mean
+from fewstep_jax import timesteps
+from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.score_distillation import ScoreDistillation
 
@@ -53,16 +54,16 @@ class ScoreIdentity(ScoreDistillation):
     sigma_key, noise_key = jax.random.split(key)
     hp = self.hparams
     u = jax.random.uniform(sigma_key, (x.shape[0],), maxval=hp.t_max)
-    sigma = (hp.sigma_min ** (1 / hp.rho) + u * (hp.sigma_max ** (1 / hp.rho) - hp.sigma_min ** (1 / hp.rho))) ** hp.rho
+    sigma = timesteps.karras_map(u, hp.sigma_min, hp.sigma_max, hp.rho)
     return sigma, jax.random.normal(noise_key, x.shape, x.dtype)
 
-  def predictions(self, x, y, key, frozen, critic):
+  def predictions(self, x, y, key, ctx):
     """(sigma, f_real, f_fake): both denoisers at x_t = x + sigma n, with gradient into x through their inputs
     (none into their parameters)."""
     sigma, noise = self.matching_point(key, x)
     x_t = self.path.noisy(x, noise, sigma)
-    critic = jax.lax.stop_gradient(critic)
-    return sigma, self.real_denoiser(frozen, y)(x_t, sigma), self.denoise(critic, x_t, sigma, y)
+    critic = jax.lax.stop_gradient(ctx.nets['critic'])
+    return sigma, self.real_denoiser(ctx.frozen, y)(x_t, sigma), self.denoise(critic, x_t, sigma, y)
 
 
 @register('sid')
@@ -75,8 +76,8 @@ class SiD(ScoreIdentity):
     config.update(dict(alpha=1.2))
     return config
 
-  def generator_loss(self, x, y, key, *, frozen, critic, **unused):
-    _, f_real, f_fake = self.predictions(x, y, key, frozen, critic)
+  def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
+    _, f_real, f_fake = self.predictions(x, y, key, ctx)
     weight = jax.lax.stop_gradient(jnp.maximum(per_sample_mean(jnp.abs(x - f_real)), 1e-5))  # The official clip.
     difference = f_real - f_fake
     per_sample = jnp.sum((difference * ((f_real - x) - self.hparams.alpha * difference)).reshape(x.shape[0], -1), 1)
@@ -94,8 +95,8 @@ class SIM(ScoreIdentity):
     config.update(dict(huber_c=1.0))  # c of d, in score units.
     return config
 
-  def generator_loss(self, x, y, key, *, frozen, critic, **unused):
-    sigma, f_real, f_fake = self.predictions(x, y, key, frozen, critic)
+  def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
+    sigma, f_real, f_fake = self.predictions(x, y, key, ctx)
     difference = jax.lax.stop_gradient(f_real - f_fake).reshape(x.shape[0], -1)  # sigma^2 y
     # d'(y) = y / sqrt(||y||^2 + c^2) = sigma^2 y / sqrt(||sigma^2 y||^2 + (c sigma^2)^2).
     norm = jnp.sqrt(jnp.sum(jnp.square(difference), 1) + jnp.square(self.hparams.huber_c * sigma**2))

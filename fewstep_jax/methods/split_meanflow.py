@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, timesteps
-from fewstep_jax.methods.base import drop_labels, guided, per_sample_mean
+from fewstep_jax.distances import per_sample_mean
+from fewstep_jax.inputs import TeacherInput
+from fewstep_jax.methods.base import StepContext, drop_labels, teacher_model
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 
@@ -42,21 +44,25 @@ class SplitMeanFlow(AverageVelocityMethod):
         guidance=1.0,              # From scratch: CFG folded into the boundary target (1 = off).
         teacher='',                # Workdir of a trained run whose velocity is the boundary target.
         teacher_guidance=1.0,      # CFG scale of the teacher's velocity (two teacher calls when != 1).
-        teacher_params='',         # Which of the teacher's parameters ('' = its eval.params).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
-    self.teacher_method = None
-    if self.hparams.teacher and self.hparams.guidance != 1.0:
+  @classmethod
+  def inputs(cls, config):
+    specs = super().inputs(config)
+    if config.method.teacher:
+      specs['teacher'] = TeacherInput(config.method.teacher)
+    return specs
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    # Distillation (a teacher given): its velocity on the linear path, guided with teacher_guidance.
+    self.teacher = (inputs or {}).get('teacher')
+    if self.teacher is not None and self.hparams.guidance != 1.0:
       raise ValueError('method.guidance folds CFG into training from scratch; with a teacher use '
                        'method.teacher_guidance instead')
-
-  def frozen_params(self):
-    if not self.hparams.teacher:
-      return {}
-    self.teacher_method, params = self.load_teacher(self.hparams.teacher)
-    return {'teacher': params}
+    if self.teacher is not None:
+      self.teacher_velocity = teacher_model(self.teacher, self.path, 'velocity', self.hparams.teacher_guidance,
+                                            self.num_classes)
 
   def num_split(self, batch: int) -> int:
     """How many samples (the first ones of the batch) train the splitting identity: a static size."""
@@ -66,8 +72,7 @@ class SplitMeanFlow(AverageVelocityMethod):
     """(r, s, t, lam), each [n]: sorted logit-normal pairs, then r = s = t on the boundary slice."""
     hp = self.hparams
     pair_key, lam_key = jax.random.split(key)
-    pair = timesteps.sample_logit_normal(pair_key, 2 * n, hp.time_mean, hp.time_std).reshape(2, n)
-    r, t = jnp.min(pair, axis=0), jnp.max(pair, axis=0)
+    r, t = timesteps.sample_ordered_pair(pair_key, n, hp.time_mean, hp.time_std)
     r = jnp.where(jnp.arange(n) < self.num_split(n), r, t)
     lam = jax.random.uniform(lam_key, (n,))
     return r, (1 - lam) * t + lam * r, t, lam
@@ -76,15 +81,11 @@ class SplitMeanFlow(AverageVelocityMethod):
     """v(z_t, t) [B, ...] without gradient, for labels y after dropout: the teacher's velocity (guided; for
     the null label guidance changes nothing), the folded-CFG mix for labelled samples, or v."""
     hp = self.hparams
-    if hp.teacher:
-      teacher = guided(lambda z, t, y: self.teacher_method.flow_velocity(frozen['teacher'], z, t, y),
-                       y, hp.teacher_guidance, self.num_classes)
-      return jax.lax.stop_gradient(teacher(z, t))
+    if self.teacher is not None:
+      return jax.lax.stop_gradient(self.teacher_velocity(frozen['teacher'], y)(z, t))
     if y is None or hp.guidance == 1.0:
       return v
-    u_uncond = self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes))
-    v_guided = jax.lax.stop_gradient(hp.guidance * v + (1 - hp.guidance) * u_uncond)
-    return jnp.where(paths.expand_to(y != self.num_classes, v), v_guided, v)
+    return self.folded_guidance(params, z, t, v, y, hp.guidance, 0.0, y != self.num_classes)
 
   def split_target(self, params, z, r, s, t, lam, y):
     """sg((1 - lam) u(z_s, r, s) + lam u(z_t, s, t)) with z_s = z_t - (t - s) u(z_t, s, t): [B, ...]."""
@@ -94,7 +95,8 @@ class SplitMeanFlow(AverageVelocityMethod):
     lam = paths.expand_to(lam, z)
     return jax.lax.stop_gradient((1 - lam) * u1 + lam * u2)
 
-  def loss(self, params, batch, key, frozen=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
+    frozen = ctx.frozen
     x, y = batch['x'], batch.get('y')
     n = x.shape[0]
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)

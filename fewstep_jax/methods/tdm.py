@@ -28,14 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import timesteps
-from fewstep_jax.methods.base import per_sample_mean
+from fewstep_jax.distances import elementwise_pseudo_huber, per_sample_mean
+from fewstep_jax.methods.base import StepContext, check_choice
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.score_distillation import ScoreDistillation
-
-
-def _expand(values, x):
-  return values.reshape((-1,) + (1,) * (x.ndim - 1))
-
+from fewstep_jax.paths import expand_to
 
 RENOISE_RANGES = ('trajectory', 'stage')
 
@@ -58,13 +55,11 @@ class TDM(ScoreDistillation):
     )))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
-    if hp.renoise not in RENOISE_RANGES:
-      raise ValueError(f'unknown method.renoise {hp.renoise!r}; known: {list(RENOISE_RANGES)}')
-    if hp.distance not in ('l2', 'pseudo_huber'):
-      raise ValueError(f"unknown method.distance {hp.distance!r}; TDM uses 'l2' or 'pseudo_huber'")
+    check_choice(hp, 'renoise', RENOISE_RANGES)
+    check_choice(hp, 'distance', ('l2', 'pseudo_huber'))
     if self.use_gan:
       raise ValueError('TDM has no GAN head: set method.gan_weight and method.gan_generator_weight to 0')
 
@@ -93,24 +88,23 @@ class TDM(ScoreDistillation):
     level_key, noise_key = jax.random.split(key)
     boundary, start = self.stage_boundary(sigma_in)
     eps_hat = jax.lax.stop_gradient(self.path.eps_from_x0(x_in, x_hat0, sigma_in))
-    x_b = x_hat0 + _expand(boundary, x_hat0) * eps_hat
+    x_b = x_hat0 + expand_to(boundary, x_hat0) * eps_hat
     s = self.renoise_level(level_key, boundary, start)
     fresh = jnp.sqrt(jnp.maximum(s**2 - boundary**2, 0.0))
-    x_s = x_b + _expand(fresh, x_b) * jax.random.normal(noise_key, x_b.shape, x_b.dtype)
+    x_s = x_b + expand_to(fresh, x_b) * jax.random.normal(noise_key, x_b.shape, x_b.dtype)
     return x_s, s, boundary, x_b
 
-  def generator_loss(self, x, y, key, *, frozen, critic, x_in, sigma_in):
+  def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
     x_s, s, _, _ = self.stage_output(x, x_in, sigma_in, key)
     x_s = jax.lax.stop_gradient(x_s)
-    x0_teacher = self.real_denoiser(frozen, y)(x_s, s)
-    x0_fake = self.denoise(critic, x_s, s, y)
+    x0_teacher = self.real_denoiser(ctx.frozen, y)(x_s, s)
+    x0_fake = self.denoise(ctx.nets['critic'], x_s, s, y)
     target = jax.lax.stop_gradient(x + (x0_teacher - x0_fake))
     scale = jax.lax.stop_gradient(per_sample_mean(jnp.abs(x - x0_teacher)))
     if self.hparams.distance == 'l2':
       distance = jnp.square(x - target)
     else:
-      c = self.hparams.huber_c
-      distance = jnp.sqrt(jnp.square(x - target) + c * c) - c
+      distance = elementwise_pseudo_huber(x - target, self.hparams.huber_c)
     loss = jnp.mean(jnp.sum(distance.reshape(x.shape[0], -1), 1) / scale)
     return loss, {'tdm_loss': loss}
 
@@ -119,9 +113,10 @@ class TDM(ScoreDistillation):
     """The critic's regression target [B, ...]: x_s - s^2 (x_s - x_b) / (s^2 - b^2), whose mean given x_s is the
     denoiser at level s of the re-noised stage outputs' distribution (Tweedie); x_b when b = 0."""
     gap = jnp.maximum(s**2 - b**2, 1e-12)
-    return x_s - _expand(s**2 / gap, x_s) * (x_s - x_b)
+    return x_s - expand_to(s**2 / gap, x_s) * (x_s - x_b)
 
-  def critic_loss(self, trained, batch, key, *, student):
+  def critic_loss(self, trained, batch, key, ctx=StepContext()):
+    student = ctx.nets['student']
     y, n = batch.get('y'), batch['x'].shape[0]
     input_key, stage_key = jax.random.split(key)
     x_in, sigma_in = self.generator_input(student, input_key, n, y)

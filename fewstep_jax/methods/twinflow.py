@@ -44,10 +44,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths
-from fewstep_jax.methods.base import drop_labels
+from fewstep_jax.methods.base import StepContext, drop_labels
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
-from fewstep_jax.train import state as state_lib
 
 
 def barron(squared_error, alpha: float, c: float):
@@ -58,6 +57,7 @@ def barron(squared_error, alpha: float, c: float):
 
 @register('twinflow')
 class TwinFlow(AverageVelocityMethod):
+  target_network = 'ema_copy'  # The RCGM and CFG targets' parameters: the EMA copy at method.target_ema.
 
   @classmethod
   def defaults(cls):
@@ -78,20 +78,12 @@ class TwinFlow(AverageVelocityMethod):
         robust_c=1e-3,
     ))
 
-  def __init__(self, config, *, data_shape, num_classes):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes)
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
-    if hp.target_ema and hp.target_ema not in self.ema_rates:
-      raise ValueError(f'method.target_ema={hp.target_ema} is not among optim.ema_rates={self.ema_rates}; add '
-                       'it there, or set method.target_ema=0 to build targets from the live parameters.')
     if hp.production_split and self.config.train.batch_size % (4 * self.config.train.micro_batches):
       raise ValueError('method.production_split splits each (micro-)batch in four: make train.batch_size / '
                        'train.micro_batches divisible by 4')
-
-  def loss_kwargs(self, state):
-    if not self.hparams.target_ema:
-      return {}
-    return {'target_params': state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)]}
 
   def fake_velocity(self, params, z, s, y=None, key=None):
     """v_fake(z, s) [B, ...]: the network at negated time -s with r = t (interval 0)."""
@@ -107,13 +99,10 @@ class TwinFlow(AverageVelocityMethod):
   def enhanced_velocity(self, target_params, z, t, v, y, key=None):
     """v + cfg_ratio (u(z,t,t|y) - u(z,t,t|∅)) for labelled samples with 0 < t < 1, without gradient; both calls
     with dropout key `key` (the reference replays one RNG state for its target passes)."""
-    hp = self.hparams
-    if y is None or not hp.cfg_ratio:
+    if y is None or not self.hparams.cfg_ratio:
       return v
-    cond = self.average_velocity(target_params, z, t, t, y, key)
-    uncond = self.average_velocity(target_params, z, t, t, jnp.full_like(y, self.num_classes), key)
-    apply = (y != self.num_classes) & (t > 0) & (t < 1)
-    return jnp.where(paths.expand_to(apply, v), jax.lax.stop_gradient(v + hp.cfg_ratio * (cond - uncond)), v)
+    where = (y != self.num_classes) & (t > 0) & (t < 1)
+    return self.folded_guidance(target_params, z, t, v, y, 1.0, self.hparams.cfg_ratio, where, key)
 
   def rcgm_target(self, target_params, u, z, r, t, v, y, key=None):
     """sg(u - clip(R)) [B, ...] for the prediction u = u(z_t, r, t); see the module docstring. Every Euler step of
@@ -143,12 +132,12 @@ class TwinFlow(AverageVelocityMethod):
     return jax.lax.stop_gradient(self.fake_velocity(params, z_s, s, y, fake_key) -
                                  self.average_velocity(params, z_s, s, s, y, real_key))
 
-  def loss(self, params, batch, key, target_params=None):
+  def loss(self, params, batch, key, ctx=StepContext()):
     x, y = batch['x'], batch.get('y')
     eps_key, time_key, label_key, net_key, fake_key, rectify_key = jax.random.split(key, 6)
     eps = self.draw_noise(eps_key, x, y)
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
-    target_params = params if target_params is None else target_params
+    target_params = params if ctx.target is None else ctx.target
     if self.hparams.production_split:
       return self.production_loss(params, target_params, x, eps, y, time_key, net_key, fake_key, rectify_key)
     return self.tutorial_loss(params, target_params, x, eps, y, time_key, net_key, rectify_key)

@@ -25,6 +25,15 @@ from fewstep_jax.nn.unet import UNet
 
 NETWORKS: dict[str, type] = {'mlp': MLP, 'dit': DiT, 'unet': UNet}
 
+# Compute dtypes by config name (train.compute_dtype, train.param_dtype).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def dtype_named(name: str):
+  if name not in DTYPES:
+    raise ValueError(f'unknown dtype {name!r}; use one of {sorted(DTYPES)}')
+  return DTYPES[name]
+
 # Module fields that are not network hyper-parameters: flax bookkeeping, the
 # label count (a property of the dataset) and dtypes (chosen by the trainer).
 _NOT_TUNABLE = frozenset({'parent', 'name', 'num_classes', 'dtype',

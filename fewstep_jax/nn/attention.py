@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from fewstep_jax.kernels import flash_attention
-from fewstep_jax.train.sharding import BATCH_AXES
+from fewstep_jax.mesh_axes import BATCH_AXES
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 

@@ -202,9 +202,10 @@ class Checkpointer:
         log_interval=ocp.args.JsonSave(log_interval),
         config=ocp.args.JsonSave(config_json)), force=force)
 
-  def restore(self, step: int, abstract_state, shardings):
+  def restore(self, step: int, abstract_state, shardings, partial: bool = False):
     """Restores (state, data_state, log_interval) at `step`, placing every array with its sharding; a
-    CheckpointError naming the file if the step's files are damaged."""
+    CheckpointError naming the file if the step's files are damaged. partial: abstract_state is a subtree of the
+    saved state (nested dicts, e.g. one network's parameters) and only that is read; (subtree, None, None)."""
     step_dir = os.path.join(self.directory, str(step))
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
@@ -215,6 +216,10 @@ class Checkpointer:
         raise CheckpointError(f'{step_dir} is not a committed checkpoint (no commit marker: its save was cut '
                               'short)')
       _check_files(step_dir)
+      # A partial read may skip the damaged file; the step is still not one to trust.
+      damaged = _damaged_data_files(os.path.join(step_dir, 'state')) if partial else []
+      if damaged:
+        raise CheckpointError(f'{", ".join(damaged)}: the step\'s data files are damaged')
     except (CheckpointError, OSError) as error:
       if not os.path.isdir(step_dir):  # Deleted meanwhile (by the run's trainer), not damaged.
         raise FileNotFoundError(step_dir) from error
@@ -223,9 +228,14 @@ class Checkpointer:
     failure = None
     with _stderr_captured() as capture:
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
-            log_interval=ocp.args.JsonRestore()))
+        if partial:
+          restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+          restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+              item=target, restore_args=restore_args, partial_restore=True)))
+        else:
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
+              log_interval=ocp.args.JsonRestore()))
       except Exception as error:  # Orbax and TensorStore raise many types; each is one damaged file here.
         failure = 'deleted' if not os.path.isdir(step_dir) else _describe(error, step_dir)
       if failure is not None:
@@ -239,9 +249,11 @@ class Checkpointer:
       raise FileNotFoundError(step_dir)
     if failure is not None:
       raise CheckpointError(failure)
+    if partial:
+      return restored.state, None, None
     return restored.state, restored.data, restored.log_interval
 
-  def restore_newest(self, abstract_state, shardings, step: int = 0, log=print):
+  def restore_newest(self, abstract_state, shardings, step: int = 0, log=print, partial: bool = False):
     """(step, (state, data_state, log_interval)) of the newest committed step that reads, or of `step` if not 0
     (then without falling back). Damaged steps are reported through `log` and returned in `self.damaged`."""
     self.damaged = []
@@ -250,7 +262,7 @@ class Checkpointer:
         raise CheckpointError(f'train.resume_step={step} is not a committed checkpoint in {self.directory}; '
                               f'committed steps: {self.committed_steps()}')
       try:
-        return step, self.restore(step, abstract_state, shardings)
+        return step, self.restore(step, abstract_state, shardings, partial)
       except FileNotFoundError as error:
         raise CheckpointError(f'checkpoint step {step} was deleted while being read: {error}') from error
     failures, tried = [], set()
@@ -261,7 +273,7 @@ class Checkpointer:
       candidate = candidates[0]
       tried.add(candidate)
       try:
-        return candidate, self.restore(candidate, abstract_state, shardings)
+        return candidate, self.restore(candidate, abstract_state, shardings, partial)
       except FileNotFoundError:
         log(f'checkpoint step {candidate} was deleted while being read (the run is live and keeps '
             f'{self.max_to_keep} steps); reading the newest step now')

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-BATCH_AXES = ('data', 'fsdp')
+from fewstep_jax.mesh_axes import BATCH_AXES
 
 
 def make_mesh(mesh_config) -> Mesh:

@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fewstep_jax import data as data_lib
-from fewstep_jax import methods
+from fewstep_jax import methods, runs
 from fewstep_jax.train import files
 from fewstep_jax.train import sharding as sharding_lib
 from fewstep_jax.errors import DiskFullError, WorkdirInUseError
@@ -22,7 +22,6 @@ from fewstep_jax.train import checkpoint as checkpoint_lib
 from fewstep_jax.train import workdir as workdir_lib
 from fewstep_jax.train.checkpoint import Checkpointer, committed_steps
 from fewstep_jax.train.state import count_params
-from fewstep_jax.train.teacher import write_run_info
 from fewstep_jax.train.writers import MetricWriter
 
 # Config fields (or whole blocks) that define a run: resuming a workdir with any of them changed would mix two
@@ -44,21 +43,28 @@ class NonFiniteLossError(FloatingPointError):
 class Run:
   """Everything a train / eval / sample job needs, built once from the config.
 
-  Attributes: mesh, data (DataPipeline), method, abstract_state and shardings (for init and restore), keys.
+  Attributes: mesh, data (DataPipeline), inputs (the method's resolved inputs: Teachers, parameters, arrays),
+  frozen (their arrays, for init), method, abstract_state and shardings (for init and restore), keys.
+
+  inputs: values for the method's declared inputs given directly (e.g. {'teacher': Teacher(...)} built from
+  parameters); the others are read as the config names them. resolve=False (eval, sample) reads nothing: `inputs`
+  are then the descriptions the run recorded, enough to build its method.
   """
 
-  def __init__(self, config):
+  def __init__(self, config, inputs: dict | None = None, *, resolve: bool = True):
     maybe_initialize_distributed(config.mesh)
     self.config = config
     self.mesh = sharding_lib.make_mesh(config.mesh)
     sharding_lib.check_batch_size(config.train.batch_size, config.train.micro_batches, self.mesh)
     self.data = data_lib.build_data(config.data, global_batch_size=config.train.batch_size,
                                     seed=config.train.seed)
-    self.method = methods.build_method(config, data_shape=self.data.data_shape,
-                                       num_classes=self.data.num_classes)
+    shape, classes = self.data.data_shape, self.data.num_classes
+    self.inputs = (runs.resolve_inputs(config, shape, classes, inputs, mesh=self.mesh,
+                                       fsdp_min_size=config.mesh.fsdp_min_size) if resolve else dict(inputs or {}))
+    self.method = methods.build_method(config, data_shape=shape, num_classes=classes, inputs=self.inputs)
     root = jax.random.PRNGKey(config.train.seed)
     self.init_key, self.step_key, self.sample_key = jax.random.split(root, 3)
-    self.frozen = self.method.frozen_params()
+    self.frozen = runs.frozen_values(self.inputs)
     self.abstract_state = jax.eval_shape(self.method.init, self.init_key, self.frozen)
     self.state_shardings = sharding_lib.state_shardings(self.abstract_state, self.mesh,
                                                         config.mesh.fsdp_min_size)
@@ -299,17 +305,19 @@ def _check_free_space(directory: str, needed: int, last_step):
                         'lower train.max_to_keep) and run the same command to resume.')
 
 
-def train(config, workdir: str | None, *, on_sample=None):
+def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = None):
   """Trains (or resumes) the run in `workdir`. Returns (run, final state, whether num_steps was reached).
 
   workdir=None trains in memory (a notebook): no checkpoints, metrics file or lock; nothing is written.
   on_sample(run, state, step): called every train.sample_every steps and at the end (writes sample images).
+  inputs: values of the method's declared inputs given directly, e.g. {'teacher': inputs.Teacher(...)} built from a
+  parameter pytree and a network config; the rest are read as the config names them.
   """
   if workdir is None:
-    return _train(config, None, on_sample)
+    return _train(config, None, on_sample, run=Run(config, inputs))
   os.makedirs(workdir, exist_ok=True)
   check_workdir_matches(workdir, config, run_defining_fields(config))
-  run = Run(config)
+  run = Run(config, inputs)
   lock = _lock_workdir(workdir)
   try:
     return _train(config, workdir, on_sample, run=run, lock=lock)
@@ -339,7 +347,7 @@ def _train(config, workdir, on_sample, run=None, lock=None):
     state = run.init_state()
   if workdir is not None and jax.process_index() == 0:  # Only once the state exists: a failed resume keeps the old.
     files.write_json(os.path.join(workdir, 'config.json'), config_json)
-    write_run_info(workdir, run.data.data_shape, run.data.num_classes)
+    runs.write_run_info(workdir, run.method, state, run.inputs)
   for name, net in state.nets.items():
     print(f'{name}: {count_params(net.params):,} parameters', flush=True)
   writer = MetricWriter(workdir, start, tc.num_steps, tensorboard=tc.tensorboard)
@@ -403,18 +411,25 @@ def _train(config, workdir, on_sample, run=None, lock=None):
   return run, state, step >= tc.num_steps
 
 
-def restore_latest(run: Run, workdir: str):
-  """The newest readable checkpoint's TrainState (or train.resume_step's) for eval / sample, and its step;
-  a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
+def require_checkpoint(workdir: str):
+  """A clear error unless `workdir` holds a committed checkpoint."""
   directory = os.path.join(workdir, 'checkpoints')
-  step = None
-  if committed_steps(directory):
-    check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
-    checkpointer = Checkpointer(directory, max_to_keep=run.config.train.max_to_keep, read_only=True)
-    step, restored = checkpointer.restore_newest(run.abstract_state, run.state_shardings,
-                                                 step=run.config.train.get('resume_step', 0))
-    checkpointer.close()
-  if step is None:
+  if not committed_steps(directory):
     raise FileNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
                             '--workdir, or point --workdir at a trained run.')
-  return restored[0], step
+
+
+def restore_latest(run: Run, workdir: str):
+  """The student's parameters of the newest readable checkpoint (or train.resume_step's) for eval / sample, as a
+  TrainState that holds only them (every EMA copy and the raw parameters; no optimizer state, no teacher), and
+  its step; a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
+  require_checkpoint(workdir)
+  check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
+  _, info = runs.read_run_info(workdir)
+  names = ['params'] + sorted(info['parameters']['ema'])
+  step, params = runs.restore_parameters(workdir, info, names, mesh=run.mesh,
+                                         fsdp_min_size=run.config.mesh.fsdp_min_size,
+                                         step=run.config.train.get('resume_step', 0),
+                                         max_to_keep=run.config.train.max_to_keep)
+  opened = runs.TrainedRun(workdir, run.config, info, run.method, step, params)
+  return opened.state(), step

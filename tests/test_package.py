@@ -1,0 +1,77 @@
+"""The package's structure: no import circle (counting imports inside functions, which hide one from Python), the
+networks below the training code, and method classes at most three deep below Method."""
+import ast
+import pathlib
+
+from conftest import REPO
+
+PACKAGE = REPO / 'fewstep_jax'
+
+
+def module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(REPO).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_graph() -> dict:
+  """module -> the package modules it imports anywhere in its file (top level or inside functions)."""
+  modules = {module_name(path): path for path in PACKAGE.rglob('*.py')}
+  graph = {}
+  for name, path in modules.items():
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      targets = []
+      if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        # `from package import submodule` needs the submodule; `from module import name` the module.
+        submodules = [f'{node.module}.{alias.name}' for alias in node.names if f'{node.module}.{alias.name}' in modules]
+        targets = submodules if len(submodules) == len(node.names) else [node.module] + submodules
+      imported.update(target for target in targets if target in modules and target != name)
+    graph[name] = imported
+  return graph
+
+
+def find_cycle(graph: dict):
+  """A list of modules forming an import cycle, or None."""
+  state = {}
+
+  def visit(node, stack):
+    state[node] = 'open'
+    for child in sorted(graph[node]):
+      if state.get(child) == 'open':
+        return stack[stack.index(child):] + [child]
+      if child not in state:
+        cycle = visit(child, stack + [child])
+        if cycle:
+          return cycle
+    state[node] = 'done'
+    return None
+
+  for node in sorted(graph):
+    if node not in state:
+      cycle = visit(node, [node])
+      if cycle:
+        return cycle
+  return None
+
+
+def test_the_package_has_no_import_circle():
+  graph = import_graph()
+  assert find_cycle(graph) is None, find_cycle(graph)
+  assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']  # The check can fail.
+
+
+def test_networks_and_paths_do_not_depend_on_training_or_methods():
+  graph = import_graph()
+  for name, imported in graph.items():
+    if name.startswith(('fewstep_jax.nn', 'fewstep_jax.kernels')) or name == 'fewstep_jax.paths':
+      assert not {m for m in imported if m.startswith(('fewstep_jax.train', 'fewstep_jax.methods'))}, name
+
+
+def test_method_classes_are_at_most_three_deep_below_method():
+  from fewstep_jax.methods import METHODS
+  from fewstep_jax.methods.base import Method
+  for name, (cls, _) in METHODS.items():
+    below = cls.__mro__[:cls.__mro__.index(Method)]
+    assert len(below) <= 3, (name, [c.__name__ for c in below])
