@@ -8,7 +8,7 @@ log-normal), x_t = sg(x) + sigma n,
   p_real = x - D_real(x_t; sigma)   (the teacher, CFG-guided with teacher_guidance),
   p_fake = x - D_fake(x_t; sigma)   (the critic),
   DMD / DMD2:     grad = (p_real - p_fake) / mean_chw |p_real|,
-  Diff-Instruct:  grad = w(sigma) (p_real - p_fake)   (unnormalised, time-weighted; DI_WEIGHTINGS),
+  Diff-Instruct:  grad = w(sigma) (p_real - p_fake)   (unnormalised, time-weighted; diff_instruct.py),
   loss = 0.5 mean (x - sg(x - grad))^2,   so d loss / d x = grad / (B D).
 The mean over every element (not a per-sample sum) is the DMD2 code's reduction; Adam makes the scale immaterial.
 
@@ -132,42 +132,3 @@ class DMD(DistributionMatching):
     regression = jnp.mean(self.regression_distance.fn(x_ref, pairs['x'][index], frozen.get('distance')))
     loss = loss + self.hparams.regression_weight * regression
     return loss, dict(metrics, regression_loss=regression, generator_loss=loss)
-
-
-# Diff-Instruct's time weighting of p_real - p_fake: sigma [B] -> w [B].
-DI_WEIGHTINGS = {
-    'unit': lambda sigma, hp: jnp.ones_like(sigma),
-    'snr': lambda sigma, hp: hp.sigma_data**2 / sigma**2,
-}
-
-
-@register('diff_instruct')
-class DiffInstruct(DistributionMatching):
-  """Diff-Instruct / VSD: the matching gradient without the mean |p_real| normalisation, weighted by w(sigma).
-
-  Followed: pkulwj1994/diff_instruct, training/di_loss.py `DI_EDMLoss.gloss` (log-normal levels, weight 1, the
-  gradient D_fake - D_real = p_real - p_fake) and `__call__` (the critic's EDM loss at log-normal levels),
-  training/di_training_loop.py (critic first, then the generator, 1:1) and the README's CIFAR-10 command
-  (init_sigma 1.0). Deviation: the official calls both denoisers in training mode with one replayed RNG state
-  (shared dropout masks); ours are deterministic.
-  """
-
-  @classmethod
-  def defaults(cls):
-    config = super().defaults()
-    config.update(dict(
-        weighting='unit',          # w(sigma): DI_WEIGHTINGS; the official weight is 1.
-        matching_sigmas='lognormal',
-        critic_sigmas='lognormal',
-        sigma_init=1.0,
-        critic_first=True,
-    ))
-    return config
-
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
-    check_choice(self.hparams, 'weighting', DI_WEIGHTINGS)
-
-  def matching_gradient(self, p_real, p_fake, sigma):
-    weight = DI_WEIGHTINGS[self.hparams.weighting](sigma, self.hparams)
-    return paths.expand_to(weight, p_real) * (p_real - p_fake)
