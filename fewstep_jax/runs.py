@@ -118,6 +118,9 @@ def _abstract_parameters(info: dict, names):
   """{name: abstract pytree} of the student's parameter copies `names`, from the recorded structure."""
   as_abstract = lambda tree: jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf['shape']), leaf['dtype']),
                                           tree, is_leaf=lambda node: isinstance(node, dict) and 'shape' in node)
+  if 'parameters' not in info:
+    raise ValueError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
+                     'Train it again (or resume it for one step, which rewrites the file).')
   recorded = info['parameters']
   available = ['params'] + sorted(recorded['ema'])
   missing = [name for name in names if name not in available]
