@@ -8,7 +8,7 @@ from conftest import REPO, described_teachers
 from fewstep_jax.config_base import load_config
 from fewstep_jax.methods import build_method
 
-CONFIGS = sorted(glob.glob(str(REPO / 'configs/*/*.py')))
+CONFIGS = sorted(path for path in glob.glob(str(REPO / 'configs/*/*.py')) if not path.endswith('/common.py'))
 # The per-example shape and label count each dataset gives the method.
 DATA = {('toy', ''): ((2,), 0), ('digits', ''): ((8, 8, 1), 10), ('tfds', 'cifar10'): ((32, 32, 3), 10),
         ('tfds', 'imagenet_resized/64x64'): ((64, 64, 3), 1000), ('latents', ''): ((32, 32, 4), 1000)}

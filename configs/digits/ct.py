@@ -4,12 +4,14 @@ adaptive mu(k) is made for 800k steps; see configs/toy/ct.py); 1, 2 and 4 NFE wi
 
   python -m fewstep_jax.main --config=configs/digits/ct.py --workdir=runs/digits_ct
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='ct', network='unet', dataset='digits')
-  digits_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.time_scale = 250.0  # c_noise = ln(sigma) / 4 spans about [-1.6, 1.1].
   config.method.target_ema = 'fixed'
   config.method.mu0 = 0.95

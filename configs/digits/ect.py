@@ -5,12 +5,14 @@ L2 / (t - r); 1, 2 and 4 NFE without guidance.
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/ect.py --workdir=runs/digits_ect
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='ect', network='unet', dataset='digits')
-  digits_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.time_scale = 250.0  # The EDM run's network, whose weights ECT starts from.
   config.method.init_from = 'runs/digits_edm'
   config.method.parameterization = 'edm'

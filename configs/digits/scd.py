@@ -4,12 +4,14 @@ baked in (two teacher calls per sample in training, one student call per step in
   python -m fewstep_jax.main --config=configs/digits/scd.py --workdir=runs/digits_scd \
       --config.method.teacher=runs/quickstart
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='scd', network='unet', dataset='digits')
-  digits_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.logvar_head = True
   config.network.time_scale = 1.0  # c_noise(tau) = tau, unscaled (see configs/toy/sct.py).
   config.method.teacher = 'runs/quickstart'

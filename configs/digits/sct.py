@@ -8,12 +8,14 @@ guidance.
 From scratch (--config.method.init_from=) the tangent warmup trains the diffusion target first, but 2000 steps
 reach only 1-NFE Fréchet 22 (4.1 from the pretrained run, same 2000 steps).
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='sct', network='unet', dataset='digits')
-  digits_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.logvar_head = True
   config.network.time_scale = 1.0  # c_noise(tau) = tau, unscaled (see configs/toy/sct.py).
   config.method.tangent_warmup_steps = 500

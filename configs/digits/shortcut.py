@@ -3,12 +3,14 @@ so that sampling costs one network call a step.
 
   python -m fewstep_jax.main --config=configs/digits/shortcut.py --workdir=runs/digits_shortcut
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='shortcut', network='unet', dataset='digits')
-  digits_recipe(config, two_times=True)
+  common.few_step(config, two_times=True)
   # Fewer levels and a larger bootstrap share than the reference (M = 128, 1/8) so that every level gets
   # enough samples in a short run.
   config.method.base_steps = 32

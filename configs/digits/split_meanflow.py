@@ -6,12 +6,14 @@ target, so that sampling costs one network call a step.
 Distillation instead: --config.method.teacher=runs/quickstart --config.method.teacher_guidance=1.5
 --config.method.guidance=1.0 (the README's flow-matching teacher).
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='split_meanflow', network='unet', dataset='digits')
-  digits_recipe(config, two_times=True)
+  common.few_step(config, two_times=True)
   config.network.time_scale = 1.0
   config.method.guidance = 1.5
   return config

@@ -5,12 +5,14 @@ tangent term switched off (w = 0, no tangent normalisation), i.e. the diffusion 
   python -m fewstep_jax.main --config=configs/digits/trigflow.py --workdir=runs/digits_trigflow
   python -m fewstep_jax.main --config=configs/digits/sct.py --workdir=runs/digits_sct
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='sct', network='unet', dataset='digits')
-  digits_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.logvar_head = True  # The network of configs/digits/sct.py, which starts from this run.
   config.network.time_scale = 1.0
   config.method.label_dropout = 0.0

@@ -1,16 +1,17 @@
 """Class-conditional TwinFlow on the 8x8 digits with the production batch split (end-to-end, near-diagonal,
 any-interval and adversarial quarters; one network call per row) and the tutorial's CFG-enhanced target
-(ratio 0.5), so that sampling costs one call a step. Measured here (2000 steps, 14 minutes on 2 CPU cores), Fréchet /
-class accuracy: 8.79 / 74.6% at 1 NFE, 6.41 / 80.8% at 2, 5.00 / 89.3% at 4 (floor 1.94).
+(ratio 0.5), so that sampling costs one call a step. Figures measured on the development machine: docs/measured.md.
 
   python -m fewstep_jax.main --config=configs/digits/twinflow.py --workdir=runs/digits_twinflow
 """
-from fewstep_jax.config_base import base_config, digits_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/digits/common.py
 
 
 def get_config():
   config = base_config(method='twinflow', network='unet', dataset='digits')
-  digits_recipe(config, two_times=True)
+  common.few_step(config, two_times=True)
   config.network.time_scale = 1.0
   config.method.production_split = True
   config.method.cfg_ratio = 0.5

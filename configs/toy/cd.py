@@ -5,12 +5,14 @@ step of its ODE, converted exactly to EDM sigma, per pair), 18-point grid, EMA t
   python -m fewstep_jax.main --config=configs/toy/flow_matching.py --workdir=runs/toy_flow_matching
   python -m fewstep_jax.main --config=configs/toy/cd.py --workdir=runs/toy_cd
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='cd', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.time_scale = 250.0  # c_noise = ln(sigma) / 4 spans about [-1.6, 1.1].
   config.method.teacher = 'runs/toy_flow_matching'
   return config

@@ -2,10 +2,12 @@
 
   python -m fewstep_jax.main --config=configs/toy/consistency_fm.py --workdir=runs/toy_consistency_fm
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='consistency_fm', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   return config

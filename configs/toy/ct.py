@@ -7,12 +7,14 @@ CM's adaptive rate mu(k) = 0.9^(2 / N(k)) (`target_ema='cm'`) reaches 0.9987 and
 
   python -m fewstep_jax.main --config=configs/toy/ct.py --workdir=runs/toy_ct
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='ct', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.time_scale = 250.0  # c_noise = ln(sigma) / 4 spans about [-1.6, 1.1].
   config.method.target_ema = 'fixed'
   config.method.mu0 = 0.95

@@ -4,12 +4,14 @@ the t -> r mapping tightens every 500 steps (6 stages in 3000 steps), un-squared
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/ect.py --workdir=runs/toy_ect
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='ect', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.time_scale = 250.0  # The EDM run's network, whose weights ECT starts from.
   config.method.init_from = 'runs/toy_edm'
   config.method.parameterization = 'edm'

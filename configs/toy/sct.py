@@ -5,12 +5,14 @@
 The paper starts from a pretrained diffusion model; here the tangent warmup (w = 0 -> 1 over the first 1000
 steps) trains the diffusion target first, which is enough on 2-D data.
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='sct', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=False)
+  common.few_step(config, two_times=False)
   config.network.logvar_head = True
   # c_noise(tau) = tau enters the embedding unscaled: a large scale makes dF/dtau, and so the tangent, huge.
   config.network.time_scale = 1.0

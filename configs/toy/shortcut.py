@@ -2,12 +2,14 @@
 
   python -m fewstep_jax.main --config=configs/toy/shortcut.py --workdir=runs/toy_shortcut
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='shortcut', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=True)
+  common.few_step(config, two_times=True)
   # Fewer levels and a larger bootstrap share than the reference (M = 128, 1/8) so that every level gets
   # enough samples in a short run.
   config.method.base_steps = 32

@@ -1,15 +1,16 @@
 """SiD (Zhou et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: alpha 1.2, generator from
 sigma_init 2.5, 1:1 updates, critic first.
-Settings: `config_base.DISTILLATION_SETUPS['toy']`.
-Measured here (4000 steps, 1.5 minutes on 2 CPU cores): sliced W2 0.0065 at 1 NFE (the teacher 0.62 at 1 NFE and
-0.0066 at 50, floor 0.0022).
+Shared settings: configs/toy/common.py.
+Figures measured on the development machine: docs/measured.md.
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/sid.py --workdir=runs/toy_sid
 """
-from fewstep_jax.config_base import base_config, distillation_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='sid', network='mlp', dataset='toy')
-  distillation_recipe(config, 'toy')
+  common.distillation(config)
   return config

@@ -1,17 +1,18 @@
 """SIM (Luo et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: pseudo-Huber c = 0.01 on the
 score difference, generator from sigma_init 2.5, 1:1 updates.
-Settings: `config_base.DISTILLATION_SETUPS['toy']`.
-Measured here (4000 steps, 2.5 minutes on 2 CPU cores): sliced W2 0.036 at 1 NFE (the teacher 0.62 at 1 NFE and 0.0066
-at 50, floor 0.0022).
+Shared settings: configs/toy/common.py.
+Figures measured on the development machine: docs/measured.md.
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/sim.py --workdir=runs/toy_sim
 """
-from fewstep_jax.config_base import base_config, distillation_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='sim', network='mlp', dataset='toy')
-  distillation_recipe(config, 'toy')
+  common.distillation(config)
   # In 2-D the score difference is small: a smaller c makes d'(y) a unit direction at more levels (sliced W2 at
   # 1 NFE 0.045 with c = 0.01 against 0.12 with c = 1).
   config.method.huber_c = 0.01

@@ -1,15 +1,16 @@
 """TwinFlow on 2-D toy data (8 gaussians by default): one network, its negated-time branch the fake flow of its
-own one-step samples; the MNIST tutorial's five terms on every batch. Measured here (6000 steps, 6 minutes on 2 CPU
-cores): sliced W2 0.0066 / 0.0070 / 0.0072 at 1 / 2 / 4 NFE (floor 0.0022).
+own one-step samples; the MNIST tutorial's five terms on every batch. Figures measured on the development machine: docs/measured.md.
 
   python -m fewstep_jax.main --config=configs/toy/twinflow.py --workdir=runs/toy_twinflow
 """
-from fewstep_jax.config_base import base_config, toy_recipe
+from fewstep_jax.config_base import base_config, load_sibling
+
+common = load_sibling(__file__)  # configs/toy/common.py
 
 
 def get_config():
   config = base_config(method='twinflow', network='mlp', dataset='toy')
-  toy_recipe(config, two_times=True)
+  common.few_step(config, two_times=True)
   # Raw times, as the reference's MNIST network: the RCGM residual divides a difference in t by delta.
   config.network.time_scale = 1.0
   config.method.target_ema = 0.99

@@ -1,0 +1,19 @@
+"""What the ImageNet-64 experiment files share: the dataset, a long accelerator run's logging and checkpoint
+cadence in bfloat16, and the EDM teacher's U-Net, which the distillation and consistency runs must fit (their
+student starts from the teacher, or the teacher is read on the same network).
+
+A config file reads this module with `config_base.load_sibling(__file__)`.
+"""
+
+# configs/imagenet64/edm.py's ADM-style U-Net (c_noise = ln(sigma) / 4 with time_scale 250); dropout is set per run.
+EDM_UNET = dict(channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attn_resolutions=(32, 16, 8),
+                dropout=0.0, time_scale=250.0)
+
+
+def accelerator_run(config):
+  """ImageNet 64x64 (imagenet_resized) from TFDS in bfloat16, a line every 100 steps, a checkpoint every 10k and
+  samples every 50k; no evaluation at the end (the embedded evaluators cover the toy data and the digits only)."""
+  config.data.tfds_name = 'imagenet_resized/64x64'
+  config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000, compute_dtype='bfloat16')
+  config.eval.at_end = False
+  return config
