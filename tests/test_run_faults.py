@@ -269,3 +269,19 @@ def test_the_space_check_counts_the_save_still_in_flight(tmp_path, monkeypatch):
   with pytest.raises(DiskFullError, match=r'the last checkpoint \(step 1\) is kept'):
     trainer.train(small_config(**{'train.checkpoint_every': 1}), str(tmp_path / 'run'))
   assert steps(str(tmp_path / 'run')) == [1]
+
+
+def test_the_data_file_check_before_a_partial_read_refuses_only_certain_damage(tmp_path):
+  """An OCDBT data file may hold several records, so it can be longer than its first record's declared length (a
+  digits checkpoint had one: 25090 bytes, first record 24333); only a shorter file, or a zeroed one, is damaged."""
+  from fewstep_jax.train.checkpoint import DATA_MAGIC, _damaged_data_files
+  data = tmp_path / 'state' / 'd'
+  data.mkdir(parents=True)
+  record = lambda declared, size: DATA_MAGIC + declared.to_bytes(8, 'little') + b'x' * (size - 12)
+  (data / 'two_records').write_bytes(record(100, 150))
+  (data / 'whole').write_bytes(record(100, 100))
+  assert _damaged_data_files(str(tmp_path / 'state'), certain_only=True) == []
+  (data / 'cut').write_bytes(record(100, 60))
+  (data / 'zeroed').write_bytes(b'\0' * 64)
+  found = _damaged_data_files(str(tmp_path / 'state'), certain_only=True)
+  assert sorted(found) == sorted([f'{data / "cut"} (truncated)', f'{data / "zeroed"} (zeroed)'])

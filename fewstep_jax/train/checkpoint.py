@@ -93,18 +93,21 @@ def _check_files(step_dir: str):
         raise CheckpointError(f'{path} is damaged (not an OCDBT manifest)')
 
 
-def _damaged_data_files(state_dir: str) -> list:
-  """After a failed read: the OCDBT data files whose header is wrong (zeroed, overwritten) or whose length
-  disagrees with the one their header declares (truncated)."""
+def _damaged_data_files(state_dir: str, certain_only: bool = False) -> list:
+  """The OCDBT data files whose header shows damage: shorter than the first record their header declares
+  (truncated; a file may hold several records, so a longer one is fine), zeroed, or, unless `certain_only`
+  (the check before a read, which must not refuse a good step), starting with neither known magic."""
   damaged = []
   for path in glob.glob(os.path.join(state_dir, 'd', '*')) + glob.glob(os.path.join(state_dir, 'ocdbt.process_*',
                                                                                      'd', '*')):
     with open(path, 'rb') as f:
       header = f.read(12)
     if header[:4] == DATA_MAGIC:
-      if len(header) < 12 or int.from_bytes(header[4:12], 'little') != os.path.getsize(path):
+      if len(header) < 12 or int.from_bytes(header[4:12], 'little') > os.path.getsize(path):
         damaged.append(f'{path} (truncated)')
-    elif header[:4] != ZSTD_MAGIC:
+    elif header and not any(header):
+      damaged.append(f'{path} (zeroed)')
+    elif header[:4] != ZSTD_MAGIC and not certain_only:
       damaged.append(f'{path} (not OCDBT data)')
   return damaged
 
@@ -217,7 +220,7 @@ class Checkpointer:
                               'short)')
       _check_files(step_dir)
       # A partial read may skip the damaged file; the step is still not one to trust.
-      damaged = _damaged_data_files(os.path.join(step_dir, 'state')) if partial else []
+      damaged = _damaged_data_files(os.path.join(step_dir, 'state'), certain_only=True) if partial else []
       if damaged:
         raise CheckpointError(f'{", ".join(damaged)}: the step\'s data files are damaged')
     except (CheckpointError, OSError) as error:
