@@ -203,6 +203,9 @@ def check_teacher(teacher: Teacher, field: str, config, data_shape, num_classes,
                                  f'{config.data.get(name[5:])!r} here' for name in differ)
                      + '. Train a teacher on this data, or set the same data fields.')
   if same_network:
+    if teacher.network is None:
+      raise ValueError(f'{where} has no network config, but this method starts its student from the teacher\'s '
+                       'parameters: give the Teacher the network config its parameters belong to.')
     _check_network(where, teacher.network, config.network)
 
 

@@ -411,3 +411,7 @@ def test_a_teacher_built_from_a_parameter_pytree_distils_as_its_run_does(teacher
                   data_shape=(3,), num_classes=0, params=teacher.params)
   with pytest.raises(ValueError, match='was trained on data of shape'):
     trainer.train(config(''), None, inputs={'teacher': other})
+  if name == 'dmd2':  # The student starts from the teacher's parameters: their network config must be given.
+    with pytest.raises(ValueError, match='has no network config'):
+      trainer.train(config(''), None, inputs={'teacher': Teacher(network=None, readout=teacher.readout,
+                                                                 data_shape=(2,), num_classes=0, params={})})
