@@ -71,7 +71,7 @@ def _make_lpips(data_shape, *, lpips_weights: str, lpips_resolution: int, **unus
   del unused
   from fewstep_jax.nn import lpips  # Late import: only LPIPS runs need the VGG network.
   return Distance(lpips.make_lpips(data_shape, resolution=lpips_resolution),
-                  lambda: lpips.load_weights(lpips_weights))
+                  weights_loader('lpips', lpips_weights=lpips_weights))
 
 
 DISTANCES = {'l2': _make_l2, 'pseudo_huber': _make_pseudo_huber, 'lpips': _make_lpips}

@@ -385,11 +385,12 @@ class Readout:
     return {'name': self.name, 'sigma_data': float(self.sigma_data)}
 
 
-# name -> (path from sigma_data, prediction kind, raw_apply x sigma_data -> model).
+# name -> (path from sigma_data, prediction kind, raw_apply x sigma_data -> model); the wrappers are
+# PRECONDITIONINGS' (flow_map, a two-time network read at interval 0, is the one addition).
 READOUTS = {
-    'edm': (lambda sigma_data: EDMPath(), 'x0', lambda raw, sigma_data: edm_denoiser(raw, sigma_data)),
-    'trigflow': (TrigFlowPath, 'F', lambda raw, sigma_data: trigflow_F(raw, sigma_data)),
-    'flow': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_velocity(raw)),
+    'edm': (lambda sigma_data: EDMPath(), 'x0', lambda raw, sigma_data: PRECONDITIONINGS['edm'](raw, sigma_data)),
+    'trigflow': (TrigFlowPath, 'F', lambda raw, sigma_data: PRECONDITIONINGS['trigflow'](raw, sigma_data)),
+    'flow': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['flow'](raw)),
     'flow_map': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_map_velocity(raw)),
 }
 

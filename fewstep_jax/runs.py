@@ -193,20 +193,28 @@ def check_teacher(teacher: Teacher, field: str, config, data_shape, num_classes,
   """A clear error unless `teacher` fits this run: the same data (shape, labels, distribution) and, with
   same_network, the same network up to PARAMETER_FREE_NETWORK_FIELDS."""
   where = f'{field}={teacher.source!r}' if teacher.source else field
-  if (tuple(teacher.data_shape), teacher.num_classes) != (tuple(data_shape), num_classes):
-    raise ValueError(f'{where} was trained on data of shape {tuple(teacher.data_shape)} with {teacher.num_classes} '
+  if same_network and teacher.network is None:
+    raise ValueError(f'{where} has no network config, but this method starts its student from the teacher\'s '
+                     'parameters: give the Teacher the network config its parameters belong to.')
+  check_fits(where, teacher.data_shape, teacher.num_classes, teacher.data, teacher.network if same_network else None,
+             config, data_shape, num_classes)
+
+
+def check_fits(where: str, their_shape, their_classes, their_data, their_network, config, data_shape,
+               num_classes):
+  """A clear error naming `where` unless another run's (or Teacher's) data shape, label count, data config (None:
+  not checked) and network config (None: not checked) are this run's."""
+  if (tuple(their_shape), their_classes) != (tuple(data_shape), num_classes):
+    raise ValueError(f'{where} was trained on data of shape {tuple(their_shape)} with {their_classes} '
                      f'classes; this run has {tuple(data_shape)} and {num_classes}.')
-  if teacher.data is not None and data_differences(teacher.data, config.data):
-    differ = data_differences(teacher.data, config.data)
+  if their_data is not None and data_differences(their_data, config.data):
+    differ = data_differences(their_data, config.data)
     raise ValueError(f'{where} was trained on other data: '
-                     + ', '.join(f'{name} = {teacher.data.get(name[5:])!r} there, '
+                     + ', '.join(f'{name} = {their_data.get(name[5:])!r} there, '
                                  f'{config.data.get(name[5:])!r} here' for name in differ)
                      + '. Train a teacher on this data, or set the same data fields.')
-  if same_network:
-    if teacher.network is None:
-      raise ValueError(f'{where} has no network config, but this method starts its student from the teacher\'s '
-                       'parameters: give the Teacher the network config its parameters belong to.')
-    _check_network(where, teacher.network, config.network)
+  if their_network is not None:
+    _check_network(where, their_network, config.network)
 
 
 def _check_network(where: str, theirs, ours):
@@ -226,9 +234,8 @@ def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
   if isinstance(spec, InitInput):
     their_config, info = read_run_info(spec.workdir, spec.field)
     where = f'{spec.field}={spec.workdir!r}'
-    theirs = Teacher(network=their_config.network, readout=None, data_shape=tuple(info['data_shape']),
-                     num_classes=info['num_classes'], data=their_config.data, source=spec.workdir)
-    check_teacher(theirs, spec.field, config, data_shape, num_classes, same_network=True)
+    check_fits(where, info['data_shape'], info['num_classes'], their_config.data, their_config.network, config,
+               data_shape, num_classes)
     their_readout = (info.get('readout') or {}).get('name')
     if their_readout != spec.readout:
       raise ValueError(f'{where} is a {their_config.method.name!r} run whose network predicts in the '

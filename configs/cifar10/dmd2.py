@@ -9,6 +9,10 @@ from fewstep_jax.config_base import base_config, load_sibling
 
 common = load_sibling(__file__)  # configs/cifar10/common.py
 
+# DMD2's optimizer, the same for the student and the critic (tianweiy/DMD2 main/edm/train_edm.py).
+DMD_OPTIM = dict(name='adamw', lr=2e-6, b1=0.9, b2=0.999, weight_decay=0.01, schedule='warmup', warmup_steps=500,
+                 grad_clip=10.0)
+
 
 def get_config():
   config = base_config(method='dmd2', network='unet', dataset='tfds')
@@ -20,10 +24,8 @@ def get_config():
   # The GAN head at 1e-2 (critic side) and 3e-3 (generator side); critic every step, student every 5th.
   # DMD2 reports no CIFAR-10 run: these are its ImageNet-64 settings, transferred.
   config.method.update(gan_generator_weight=0.003, gan_weight=0.01, teacher='runs/cifar10_edm')
-  config.method.critic_optim.update(grad_clip=10.0, lr=2e-6, name='adamw', schedule='warmup', warmup_steps=500,
-                                     weight_decay=0.01)
+  config.method.critic_optim.update(DMD_OPTIM)
   config.train.update(batch_size=256, num_steps=400_000)
-  config.optim.update(ema_rates=(), grad_clip=10.0, lr=2e-6, name='adamw', schedule='warmup', warmup_steps=500,
-                      weight_decay=0.01)
+  config.optim.update(DMD_OPTIM, ema_rates=())
   config.eval.update(nfe=(1,), params='params')
   return config

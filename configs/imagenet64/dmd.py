@@ -10,6 +10,10 @@ from fewstep_jax.config_base import base_config, load_sibling
 
 common = load_sibling(__file__)  # configs/imagenet64/common.py
 
+# DMD2's optimizer, the same for the student and the critic (tianweiy/DMD2 main/edm/train_edm.py).
+DMD_OPTIM = dict(name='adamw', lr=2e-6, b1=0.9, b2=0.999, weight_decay=0.01, schedule='warmup', warmup_steps=500,
+                 grad_clip=10.0)
+
 
 def get_config():
   config = base_config(method='dmd', network='unet', dataset='tfds')
@@ -21,10 +25,8 @@ def get_config():
   # DMD's regression loss with LPIPS on teacher ODE pairs stored once (python -m fewstep_jax.reflow).
   config.method.update(regression_distance='lpips', regression_pairs='runs/imagenet64_edm_pairs',
                         teacher='runs/imagenet64_edm')
-  config.method.critic_optim.update(grad_clip=10.0, lr=2e-6, name='adamw', schedule='warmup', warmup_steps=500,
-                                     weight_decay=0.01)
+  config.method.critic_optim.update(DMD_OPTIM)
   config.train.update(batch_size=280, num_steps=400_000)
-  config.optim.update(ema_rates=(), grad_clip=10.0, lr=2e-6, name='adamw', schedule='warmup', warmup_steps=500,
-                      weight_decay=0.01)
+  config.optim.update(DMD_OPTIM, ema_rates=())
   config.eval.update(nfe=(1,), params='params')
   return config

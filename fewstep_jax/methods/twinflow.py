@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths
+from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.methods.base import StepContext, drop_labels
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
@@ -91,7 +92,7 @@ class TwinFlow(AverageVelocityMethod):
 
   def distance(self, prediction, target):
     """Per-sample mean squared error [B], or its Barron reweighting."""
-    error = jnp.mean(jnp.square(prediction - target).reshape(prediction.shape[0], -1), axis=1)
+    error = per_sample_mean(jnp.square(prediction - target))
     if self.hparams.robust_loss:
       return barron(error, self.hparams.robust_alpha, self.hparams.robust_c)
     return error
