@@ -52,15 +52,18 @@ def steps(workdir):
 
 
 def damage(workdir, step, how):
+  """Damages step `step`'s state. A data file may also hold bytes no array refers to (a restore of such a
+  file's first half returns every value intact), so truncation and zeroing touch every array data file: the
+  damage must reach bytes a restore reads."""
   state = os.path.join(workdir, 'checkpoints', str(step), 'state')
   if how in ('truncated', 'zeroed'):
-    array_file = max(glob.glob(os.path.join(state, 'ocdbt.process_0', 'd', '*')), key=os.path.getsize)
-    size = os.path.getsize(array_file)
-    with open(array_file, 'r+b') as f:
-      if how == 'truncated':
-        f.truncate(size // 2)
-      else:
-        f.write(b'\0' * size)
+    for array_file in glob.glob(os.path.join(state, 'ocdbt.process_0', 'd', '*')):
+      size = os.path.getsize(array_file)
+      with open(array_file, 'r+b') as f:
+        if how == 'truncated':
+          f.truncate(min(size, 12))  # Past its header: no array value survives.
+        else:
+          f.write(b'\0' * size)
   elif how == 'no_metadata':
     os.remove(os.path.join(state, '_METADATA'))
   elif how == 'garbage_manifest':
