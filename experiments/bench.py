@@ -18,7 +18,8 @@ For a score-distillation config (DMD2 and its relatives), --passes prints instea
 student update and of the critic update (method.student_update / critic_update, each jitted alone), and each
 divided by the FLOPs of the network passes it needs, compiled one by one:
   student update  student forward + backward to its parameters, teacher forward(s) (two under CFG), critic
-                  forward; with the GAN, critic features + head forward and backward to their input;
+                  forward; with the GAN, critic (or teacher, gan_features=teacher) features + head forward and
+                  backward to their input;
   critic update   student forward; critic forward + backward to its parameters; with the GAN, twice critic
                   features + head forward and backward to their parameters (generated and real images).
 A ratio near 1 (at most 1.05) says that no network pass is computed twice and the rest (noise, losses, the
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
+from fewstep_jax.methods.score_distillation import GAN_FEATURES
 from fewstep_jax.train import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -118,12 +120,16 @@ def distillation_passes(config) -> dict:
   def teacher(frozen, x):
     return method.real_denoiser(frozen, y)(x, sigma)
 
+  # The head reads the bottleneck of the critic, or of the frozen teacher (method.gan_features).
+  gan_network = lambda critic: GAN_FEATURES[config.method.gan_features](critic, state.frozen)
+
   def gan_to_input(critic, head, x):
-    return jax.grad(lambda x: jnp.sum(method.head.module.apply({'params': head}, method.features(critic, x, sigma, y))))(x)
+    return jax.grad(lambda x: jnp.sum(method.head.module.apply({'params': head},
+                                                               method.features(gan_network(critic), x, sigma, y))))(x)
 
   def gan_to_params(critic, head, x):
-    return jax.grad(lambda p: jnp.sum(method.head.module.apply({'params': p[1]}, method.features(p[0], x, sigma, y))))(
-        (critic, head))
+    return jax.grad(lambda p: jnp.sum(method.head.module.apply(
+        {'params': p[1]}, method.features(gan_network(p[0]), x, sigma, y))))((critic, head))
 
   passes = {'student_forward_backward': _flops(forward_backward, student, x),
             'student_forward': _flops(forward, student, x),

@@ -1,4 +1,4 @@
-"""DMD2, DMD, Diff-Instruct, SiD, SIM and TDM against independent math.
+"""DMD2, DMD, Diff-Instruct, f-distill, SiD, SIM and TDM against independent math.
 
 Gaussian data N(mu_r, S_r^2 I) and a Gaussian generator N(mu_g, S_g^2 I) have closed-form denoisers
 D(x_sigma; sigma) = mu + S^2 / (S^2 + sigma^2) (x_sigma - mu). Plugged in as teacher and critic:
@@ -23,7 +23,7 @@ from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
 from fewstep_jax.methods.base import StepContext
 
-METHODS = ('dmd2', 'dmd', 'diff_instruct', 'sid', 'sim', 'tdm')
+METHODS = ('dmd2', 'dmd', 'diff_instruct', 'f_distill', 'sid', 'sim', 'tdm')
 
 
 def gaussian_denoiser(params):
@@ -83,6 +83,75 @@ def test_dmd_gradients_are_the_normalised_and_weighted_score_differences(name):
   np.testing.assert_allclose(loss_gradient(method, x, key, GENERATOR), direction / x.size, rtol=2e-3, atol=1e-9)
   assert np.all((sigma >= 0.002) & (sigma <= 80.0))
   np.testing.assert_allclose(loss_gradient(method, samples(DATA), key, DATA), 0.0, atol=1e-9)
+
+
+def gaussian_log_ratio(x_t, sigma):
+  """log p_data(x_t) - log q_generator(x_t) at level sigma [B]: both Gaussians noised, N(mean, (var + sigma^2) I)."""
+  def log_density(params):
+    var = params['var'] + sigma**2
+    return -0.5 * jnp.sum((x_t - params['mean'])**2, axis=1) / var - 0.5 * x_t.shape[1] * jnp.log(var)
+  return log_density(DATA) - log_density(GENERATOR)
+
+
+def analytic_f_distill(**hparams):
+  """f-distill with the closed-form denoisers and the exact log density ratio as the GAN head's logit."""
+  method = analytic_method('f_distill', **hparams)
+  method.logits_at = lambda nets, frozen, x_t, sigma, y=None: gaussian_log_ratio(x_t, sigma)
+  return method
+
+
+def f_distill_context(critic, bins):
+  return StepContext(frozen={'teacher': DATA}, nets={'critic': critic}, extra={'ratio_bins': bins})
+
+
+def test_f_distill_with_reverse_kl_is_dmd2():
+  """h = 1 for reverse KL: without the GAN term the generator loss, and so its gradient, is DMD2's exactly."""
+  levels = {'min_level': 0.02, 'max_level': 0.98}
+  dmd2 = analytic_method('dmd2', **levels)
+  f_distill = analytic_f_distill(divergence='reverse_kl', gan_generator_weight=0.0, **levels)
+  x, key = samples(GENERATOR, n=16), jax.random.PRNGKey(3)
+  ctx = f_distill_context(GENERATOR, jnp.ones(10))
+  want = jax.grad(lambda x: dmd2.generator_loss(x, None, key, context(GENERATOR))[0])(x)
+  got = jax.grad(lambda x: f_distill.generator_loss(x, None, key, ctx)[0])(x)
+  # h = 1 / (1 + 1e-6): the official epsilon of h's normalisation is the only difference.
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12)
+  assert np.max(np.abs(want)) > 1e-4
+
+
+@pytest.mark.parametrize('divergence', ['js', 'kl'])
+def test_f_distill_weights_the_dmd_gradient_by_h_of_the_binned_density_ratio(divergence):
+  """The gradient with respect to the samples, written out: r = exp(l) clipped, divided by the running mean of r in
+  its sigma bin (updated first, empty bins unchanged), h = H_f(r) over its batch mean, times DMD2's direction; plus
+  the GAN's generator side d/dx mean softplus(-l(x + sigma n))."""
+  gan_weight, ema = 3e-3, 0.5
+  method = analytic_f_distill(divergence=divergence, ratio_ema=ema, gan_generator_weight=gan_weight)
+  x, key = samples(GENERATOR, n=24), jax.random.PRNGKey(5)
+  bins = jnp.linspace(0.5, 2.0, 10)
+  loss = lambda x: method.generator_loss(x, None, key, f_distill_context(GENERATOR, bins))
+  got, metrics = jax.grad(loss, has_aux=True)(x)
+  sigma, n = method.matching_point(key, x)
+  sigma, x, n = (np.asarray(v, np.float64) for v in (sigma, x, n))
+  x_t = x + sigma[:, None] * n
+  logit = np.asarray(gaussian_log_ratio(jnp.asarray(x_t), jnp.asarray(sigma)), np.float64)
+  r = np.clip(np.exp(np.clip(logit, -10, 10)), 0.1, 20.0)
+  k = np.clip(np.floor((sigma - 0.002) / ((80.0 - 0.002) / 10)).astype(int), 0, 9)
+  new_bins = np.asarray(bins, np.float64).copy()
+  for b in set(k):
+    new_bins[b] = ema * new_bins[b] + (1 - ema) * r[k == b].mean()
+  assert len(set(k)) < 10  # Some bins are empty and must stay as they were.
+  np.testing.assert_allclose(metrics['ratio_bins'], new_bins, rtol=1e-5)
+  r = r / new_bins[k]
+  h = r / (1 + r) if divergence == 'js' else r
+  h = h / h.mean()
+  d_real = DATA['mean'] + shrink(DATA, sigma) * (x_t - DATA['mean'])
+  d_fake = GENERATOR['mean'] + shrink(GENERATOR, sigma) * (x_t - GENERATOR['mean'])
+  p_real, p_fake = x - d_real, x - d_fake
+  matching = h[:, None] * (p_real - p_fake) / np.mean(np.abs(p_real), axis=1, keepdims=True) / x.size
+  dlogit = (-(x_t - DATA['mean']) / (float(DATA['var']) + sigma[:, None]**2)
+            + (x_t - GENERATOR['mean']) / (float(GENERATOR['var']) + sigma[:, None]**2))
+  gan = -(1 / (1 + np.exp(logit)))[:, None] * dlogit / x.shape[0]
+  np.testing.assert_allclose(got, matching + gan_weight * gan, rtol=2e-4, atol=1e-9)
+  assert np.max(np.abs(h - 1)) > 0.05  # The weighting is not trivially 1 here.
 
 
 def test_sid_gradient_flows_through_both_denoisers_inputs():
@@ -303,7 +372,7 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
     want = features(critic, x / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4)
   else:
     want = features(critic, x / (1 + sigma)[:, None], sigma / (1 + sigma))
-  np.testing.assert_allclose(method.critic_features(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(method.bottleneck(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
   # The logits: the head on those features of x noised at a critic level.
   key = jax.random.PRNGKey(2)
   sigma_key, noise_key = jax.random.split(key)
@@ -311,8 +380,27 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
   noisy = x + level[:, None] * jax.random.normal(noise_key, x.shape)
   x_net = (noisy / jnp.sqrt(level**2 + 0.25)[:, None], jnp.log(level) / 4) if teacher == 'edm' else (
       noisy / (1 + level)[:, None], level / (1 + level))
-  np.testing.assert_allclose(method.gan_logits(critic, head, x, None, key),
+  np.testing.assert_allclose(method.gan_logits({'critic': critic, 'head': head}, frozen, x, None, key),
                              method.head.module.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
+
+
+def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
+  """gan_features='teacher' (FastGen's discriminator on the teacher's features): after a step has moved the critic,
+  the logits are still the head on the teacher's bottleneck, and the critic's GAN loss trains only the head."""
+  method, frozen = distiller(teachers, 'f_distill')
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  state, _ = jax.jit(method.step)(state, {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))},
+                                  jax.random.PRNGKey(2))
+  nets = {role: state.nets[role].params for role in ('critic', 'head')}
+  x, sigma = jax.random.normal(jax.random.PRNGKey(3), (4, 2)), jnp.array([0.01, 0.5, 3.0, 60.0])
+  want = method.head.module.apply({'params': nets['head']}, method.bottleneck(frozen['teacher'], x, sigma))
+  np.testing.assert_allclose(method.logits_at(nets, frozen, x, sigma), want, rtol=1e-6, atol=1e-7)
+  critic_logits = method.head.module.apply({'params': nets['head']}, method.bottleneck(nets['critic'], x, sigma))
+  assert np.max(np.abs(critic_logits - want)) > 1e-6  # The critic has moved away from the teacher.
+  gan_only = lambda critic: jnp.mean(jax.nn.softplus(method.logits_at({'critic': critic, 'head': nets['head']},
+                                                                      frozen, x, sigma)))
+  assert all(np.all(g == 0) for g in jax.tree.leaves(jax.grad(gan_only)(nets['critic'])))
+  assert state.extra['ratio_bins'].shape == (10,)
 
 
 def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_gradient(teachers):
@@ -381,6 +469,10 @@ def test_bad_configs_are_clear_errors(teachers, tmp_path):
     distiller(teachers, 'dmd2', **{'method.student_sigmas': (90.0,)})
   with pytest.raises(ValueError, match='unknown method.critic_sigmas'):
     distiller(teachers, 'sid', **{'method.critic_sigmas': 'uniform'})
+  with pytest.raises(ValueError, match='f_distill reads its density ratio from the GAN head'):
+    distiller(teachers, 'f_distill', **{'method.gan_weight': 0.0})
+  with pytest.raises(ValueError, match="unknown method.divergence 'tv'"):
+    distiller(teachers, 'f_distill', **{'method.divergence': 'tv'})
   with pytest.raises(ValueError, match='TDM has no GAN head'):
     distiller(teachers, 'tdm', **{'method.gan_weight': 1e-2})
 

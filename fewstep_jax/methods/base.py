@@ -74,12 +74,14 @@ class StepContext(NamedTuple):
 
   step: the training step (int32); frozen: the resolved inputs' parameters and arrays (a teacher's as
   frozen['teacher']); target: the target network's parameters of a self-distilling loss (None: the live
-  parameters); nets: the parameters of the other trained networks (score distillation's roles).
+  parameters); nets: the parameters of the other trained networks (score distillation's roles); extra: the
+  state's running statistics (state.extra) a loss reads.
   """
   step: Any = 0
   frozen: dict = {}
   target: Any = None
   nets: dict = {}
+  extra: dict = {}
 
 
 class Method:

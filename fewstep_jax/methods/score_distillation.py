@@ -5,8 +5,9 @@ Three roles, each its own state:
   student G   state.nets['student']  the few-step generator (its own optimizer, config.optim, and EMA copies);
   critic      state.nets['critic']   the fake score: a denoiser of G's samples (its own optimizer,
                                      method.critic_optim), plus state.nets['head'], a GAN discriminator on the
-                                     critic's bottleneck features (nn.make_features) at the inputs its own
-                                     preconditioned call sees (`critic_features`), when method.gan_weight > 0;
+                                     bottleneck features (nn.make_features) of the critic (DMD2's official code)
+                                     or of the frozen teacher (gan_features='teacher', FastGen's) at the inputs
+                                     their preconditioned call sees (`bottleneck`), when method.gan_weight > 0;
   teacher     state.frozen['teacher'] the real score, frozen.
 All three are the teacher's network read through the teacher's readout (inputs.Teacher), as EDM denoisers
 D(x_sigma; sigma, y) through the exact conversions of paths.py: an EDM teacher as is, a flow-matching teacher's
@@ -58,6 +59,12 @@ def karras_grid_sigma(key, n: int, hp, lo_fraction: float = 0.0, hi_fraction: fl
   return timesteps.karras_sigma_at(index, num, hp.sigma_min, hp.sigma_max, hp.rho, ascending=True)
 
 
+# Whose bottleneck the GAN head reads: (critic parameters, frozen) -> the parameters of that network.
+GAN_FEATURES = {
+    'critic': lambda critic, frozen: critic,
+    'teacher': lambda critic, frozen: frozen['teacher'],
+}
+
 # Noise levels of the critic's denoising loss (and of the GAN's noised inputs): (key, n, hparams) -> sigma [n].
 CRITIC_SIGMAS = {
     'karras_grid': lambda key, n, hp: karras_grid_sigma(key, n, hp),                        # DMD2: all levels.
@@ -80,7 +87,14 @@ class ScoreDistillation(Method):
       samples x [B, ...] (with gradient into the student) generated from x_in at sigma_in [B], labels y;
       ctx.frozen holds the teacher, ctx.nets['critic'] the critic's parameters (no gradient flows into them).
     critic_sigma(key, n) and critic_weight(sigma) may be overridden for another fake-score loss.
+    gan_in_generator_loss: True where generator_loss adds the GAN's generator side itself (at its own points).
+    running_statistics(): {name: initial array} kept in state.extra across student updates; the generator loss
+      reads them from ctx.extra and returns their new values among its metrics under the same names.
   """
+  gan_in_generator_loss = False
+
+  def running_statistics(self) -> dict:
+    return {}
 
   @classmethod
   def defaults(cls):
@@ -104,6 +118,7 @@ class ScoreDistillation(Method):
         gan_weight=0.0,            # > 0: a GAN head on the critic; its critic-side loss weight (DMD2: 1e-2).
         gan_generator_weight=0.0,  # The generator-side GAN loss weight (DMD2: 3e-3).
         gan_head_width=128,
+        gan_features='critic',     # The head reads the bottleneck of: 'critic' (DMD2) | 'teacher' (frozen).
         guidance=1.0,              # Sampling CFG of the student (the teacher's guidance is distilled in).
     ))
 
@@ -116,6 +131,7 @@ class ScoreDistillation(Method):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     check_choice(hp, 'critic_sigmas', CRITIC_SIGMAS)
+    check_choice(hp, 'gan_features', GAN_FEATURES)
     if hp.student_every < 1:
       raise ValueError(f'method.student_every must be at least 1, got {hp.student_every}')
     levels = (hp.sigma_init,) + tuple(hp.student_sigmas)
@@ -175,7 +191,8 @@ class ScoreDistillation(Method):
       nets['head'] = self.head.init(self.head.module.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params'])
     zero = jnp.zeros((), jnp.float32)
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=frozen,
-                                extra={'generator_loss': zero, 'generator_grad_norm': zero})
+                                extra={'generator_loss': zero, 'generator_grad_norm': zero,
+                                       **self.running_statistics()})
 
   # --- The generator. ---
 
@@ -203,20 +220,26 @@ class ScoreDistillation(Method):
   def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
     raise NotImplementedError
 
-  def critic_features(self, params, x_sigma, sigma, y=None):
-    """The bottleneck features [B, ...] of the critic's network at x_sigma [B, ...], sigma [B], computed from the
-    inputs its own preconditioned call gives the network (EDM: c_in(sigma) x_sigma and c_noise(sigma); a flow or
-    TrigFlow critic: its own path's sample and time), as DMD2's `return_bottleneck=True` call of the
-    preconditioned fake score does."""
+  def bottleneck(self, params, x_sigma, sigma, y=None):
+    """The bottleneck features [B, ...] of the network with `params` (the critic's or the teacher's) at x_sigma
+    [B, ...], sigma [B], computed from the inputs its own preconditioned call gives the network (EDM:
+    c_in(sigma) x_sigma and c_noise(sigma); a flow or TrigFlow network: its own path's sample and time), as DMD2's
+    `return_bottleneck=True` call of the preconditioned fake score does."""
     x_net, c_noise = paths.network_input(self.readout.name, x_sigma, sigma, self.path, self.readout.sigma_data)
     return self.features(params, x_net, c_noise, y)
 
-  def gan_logits(self, critic, head, x, y, key):
-    """l [B]: the head on the critic's bottleneck features of x noised at a critic level."""
+  def logits_at(self, nets, frozen, x_sigma, sigma, y=None):
+    """l [B]: the head (nets['head']) on the bottleneck of the network `method.gan_features` names, at x_sigma
+    and sigma [B] (gradient flows into x_sigma and the head; the caller stops what it must)."""
+    params = GAN_FEATURES[self.hparams.gan_features](nets['critic'], frozen)
+    return self.head.module.apply({'params': nets['head']}, self.bottleneck(params, x_sigma, sigma, y))
+
+  def gan_logits(self, nets, frozen, x, y, key):
+    """l [B]: the head's logits of x noised at a critic level."""
     sigma_key, noise_key = jax.random.split(key)
     sigma = self.critic_sigma(sigma_key, x.shape[0])
     x_noisy = self.path.noisy(x, jax.random.normal(noise_key, x.shape, x.dtype), sigma)
-    return self.head.module.apply({'params': head}, self.critic_features(critic, x_noisy, sigma, y))
+    return self.logits_at(nets, frozen, x_noisy, sigma, y)
 
   def student_loss(self, params, batch, key, ctx=StepContext()):
     """The generator's loss; ctx.nets holds the critic's (and head's) parameters."""
@@ -225,8 +248,8 @@ class ScoreDistillation(Method):
     x_in, sigma_in = self.generator_input(params, input_key, batch['x'].shape[0], y)
     x = self.denoise(params, x_in, sigma_in, y)
     loss, metrics = self.generator_loss(x, y, loss_key, ctx, x_in=x_in, sigma_in=sigma_in)
-    if self.hparams.gan_generator_weight > 0:
-      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(ctx.nets['critic'], ctx.nets['head'], x, y, gan_key)))
+    if self.hparams.gan_generator_weight > 0 and not self.gan_in_generator_loss:
+      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(ctx.nets, ctx.frozen, x, y, gan_key)))
       loss = loss + self.hparams.gan_generator_weight * gan
       metrics = dict(metrics, generator_gan_loss=gan)
     return loss, dict(metrics, generator_loss=loss)
@@ -253,8 +276,8 @@ class ScoreDistillation(Method):
     loss = jnp.mean(self.critic_weight(sigma) * per_sample_mean(jnp.square(denoised - x)))
     metrics = {'critic_loss': loss}
     if self.hparams.gan_weight > 0:
-      fake = self.gan_logits(trained['critic'], trained['head'], x, y, fake_key)
-      real = self.gan_logits(trained['critic'], trained['head'], batch['x'], y, real_key)
+      fake = self.gan_logits(trained, ctx.frozen, x, y, fake_key)
+      real = self.gan_logits(trained, ctx.frozen, batch['x'], y, real_key)
       gan = jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
       loss = loss + self.hparams.gan_weight * gan
       metrics = dict(metrics, critic_gan_loss=gan, real_logit=jnp.mean(real), fake_logit=jnp.mean(fake))
@@ -266,12 +289,14 @@ class ScoreDistillation(Method):
     """The student's update: one generator gradient, optimizer step and EMA update. Returns the new state."""
     nets = state.nets
     ctx = StepContext(step=state.step, frozen=state.frozen,
-                      nets={'critic': nets['critic'].params, 'head': nets['head'].params if 'head' in nets else None})
+                      nets={'critic': nets['critic'].params, 'head': nets['head'].params if 'head' in nets else None},
+                      extra=state.extra)
     grads, metrics = accumulate_gradients(lambda params, batch, key: self.student_loss(params, batch, key, ctx),
                                           nets['student'].params, batch, key, self.config.train.micro_batches)
     student = self.student.apply_gradients(nets['student'], grads)
     extra = {**state.extra, 'generator_loss': metrics['generator_loss'],
-             'generator_grad_norm': optax.tree.norm(grads)}
+             'generator_grad_norm': optax.tree.norm(grads),
+             **{name: metrics[name] for name in self.running_statistics()}}
     return state.replace(nets={**nets, 'student': student}, extra=extra)
 
   def critic_update(self, state, batch, key):
@@ -311,6 +336,7 @@ class ScoreDistillation(Method):
     else:
       state = maybe_student(state)
       state, metrics = self.critic_update(state, batch, critic_key)
-    metrics = {'loss': state.extra['generator_loss'], **metrics, **state.extra,
+    logged_extra = {name: value for name, value in state.extra.items() if name not in self.running_statistics()}
+    metrics = {'loss': state.extra['generator_loss'], **metrics, **logged_extra,
                'student_updated': jnp.asarray(update_student, jnp.float32)}
     return state.replace(step=state.step + 1), metrics
