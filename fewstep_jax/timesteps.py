@@ -1,4 +1,5 @@
-"""Time and noise-level samplers and discretisations: pure jnp functions, jittable, no Python-side state.
+"""Time and noise-level samplers and discretisations: pure jnp functions, jittable, no Python-side state (one
+host-side table builder, `truncated_student_t_quantiles`, whose table a sampler then reads).
 
 Conventions (paths.py): flow time t in [0, 1] with t = 0 data; EDM sigma. Samplers return float32 [n]
 vectors (int32 for indices). Grids that a count `num` defines accept a traced `num` where noted, so that a
@@ -8,6 +9,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erf
 
 
@@ -120,8 +122,31 @@ def ict_num_scales(step, total_steps: int, s0=10, s1=1280):
   return (jnp.minimum(s0 * 2**doublings, s1) + 1).astype(jnp.int32)
 
 
+def log_linear_num_scales(step, anneal_steps: int, s0=64, s1=1280):
+  """Multistep CM's teacher-step curriculum (Heek et al. 2024, App. A.1): N(k) - 1 = round(exp(ln s0 +
+  clip(k / anneal_steps, 0, 1) (ln s1 - ln s0))) intervals, so N(k) grid points (traced int32)."""
+  fraction = jnp.clip(jnp.asarray(step, jnp.float32) / max(anneal_steps, 1), 0.0, 1.0)
+  return jnp.round(jnp.exp(math.log(s0) + fraction * (math.log(s1) - math.log(s0)))).astype(jnp.int32) + 1
+
+
 def ect_r_from_t(t, stage, q=2.0, k=8.0, b=1.0):
   """ECT's second point r = max(0, t (1 - q^-(stage + 1) (1 + k sigmoid(-b t)))) for EDM noise levels t [B]:
   r < t, the gap t - r shrinks by q each stage (continuous time in the limit), and small t map to r = 0."""
   shrink = q ** (-(jnp.asarray(stage, jnp.float32) + 1.0)) * (1.0 + k * jax.nn.sigmoid(-b * t))
   return jnp.maximum(0.0, t * (1.0 - shrink))
+
+
+def truncated_student_t_quantiles(df: float, loc: float, scale: float, lo: float, hi: float, num: int = 4097):
+  """The quantile function of a Student-t(df, loc, scale) truncated to [lo, hi], tabulated on the host at `num`
+  evenly spaced probabilities (float64 scipy; for `sample_from_quantiles`). TCM draws ln sigma so, with df = 0.01:
+  tails far heavier than a normal's, which jnp cannot invert directly."""
+  from scipy import stats  # Host-side only; scipy ships with scikit-learn.
+  dist = stats.t(df, loc=loc, scale=scale)
+  probs = np.linspace(dist.cdf(lo), dist.cdf(hi), num)
+  return np.clip(dist.ppf(probs), lo, hi).astype(np.float32)
+
+
+def sample_from_quantiles(key, n: int, quantiles):
+  """n draws [n] by inverse-CDF sampling from a tabulated quantile function (linear between its points)."""
+  u = jax.random.uniform(key, (n,)) * (len(quantiles) - 1)
+  return jnp.interp(u, jnp.arange(len(quantiles), dtype=jnp.float32), jnp.asarray(quantiles))

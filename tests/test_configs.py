@@ -57,6 +57,16 @@ PAPER_ROWS = [
     ('imagenet64/edm.py', {'optim.lr': 1e-4, 'method.label_dropout': 0.0}),  # EDM README, imagenet-64x64-cond-adm
     ('imagenet256_latent/meanflow.py', {'method.omega': 0.2, 'method.kappa': 0.92,
                                         'method.guidance_t_end': 0.75}),  # MeanFlow XL/2
+    ('cifar10/f_distill.py', {'method.divergence': 'kl', 'method.ratio_ema': 0.0, 'method.gan_generator_weight': 1e-3,
+                              'train.batch_size': 2048, 'method.min_level': 0.002}),  # FastGen f_distill_cifar10
+    ('imagenet64/f_distill.py', {'method.divergence': 'js', 'method.ratio_ema': 0.5, 'optim.lr': 2e-6,
+                                 'method.gan_generator_weight': 3e-3, 'train.batch_size': 512}),  # FastGen in64
+    ('cifar10/tcm.py', {'method.transition_sigma': 1.0, 'method.boundary_fraction': 0.25, 'method.boundary_weight': 0.1,
+                        'method.t_df': 0.01, 'method.t_std': 0.2, 'optim.lr': 5e-5,
+                        'train.batch_size': 1024}),  # NVlabs/TCM README
+    ('imagenet64/tcm.py', {'method.ratio': 0.9961, 'method.huber_c': 0.06, 'method.weighting': 'edm'}),  # TCM README
+    ('imagenet64/multistep_cd.py', {'method.segments': 8, 'method.s0': 64, 'method.s1': 1280,
+                                    'method.weighting': 'snr_plus_one', 'train.batch_size': 2048}),  # Heek A.1
 ]
 
 

@@ -23,6 +23,7 @@ from fewstep_jax import distances, paths, timesteps
 from fewstep_jax.inputs import Teacher
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
+from fewstep_jax.methods.base import StepContext
 from fewstep_jax.nn import lpips
 
 S = 0.7  # Gaussian data std.
@@ -76,7 +77,7 @@ def test_ict_indices_follow_the_erf_distribution():
   step = 150  # Second doubling stage at K = 1000 (K' = 125): N = 21.
   num = int(method.num_scales(step))
   assert num == 21
-  sigma_n, sigma_next = method.grid_pair(jax.random.PRNGKey(0), 200_000, step)
+  sigma_n, sigma_next, _ = method.grid_pair(jax.random.PRNGKey(0), 200_000, step)
   grid = [(0.002 ** (1 / 7) + i / (num - 1) * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7 for i in range(num)]
   index = np.argmin(np.abs(np.log(np.asarray(sigma_n))[:, None] - np.log(grid)[None]), axis=1)
   np.testing.assert_allclose(np.asarray(sigma_n), np.asarray(grid, np.float32)[index], rtol=1e-5)
@@ -166,6 +167,201 @@ def test_ect_pair_loss_targets_x_at_r_zero(parameterization):
   np.testing.assert_allclose(edm_weighted.pair_loss(params, None, x, None, eps, t, r),
                              want * np.asarray(t - r) * (np.asarray(t) ** 2 + 0.25) / (0.25 * np.asarray(t) ** 2),
                              rtol=1e-5)
+
+
+def numpy_batch_denoiser(x_t, t, x, y=None):
+  """sum_j softmax_j(-||x_t,i - x_j||^2 / (2 t_i^2)) x_j in float64, over sample i's class when labelled."""
+  x_t, t, x = (np.asarray(v, np.float64) for v in (x_t, t, x))
+  logits = -np.sum((x_t[:, None] - x[None]) ** 2, axis=-1) / (2 * t[:, None] ** 2)
+  if y is not None:
+    logits = np.where(np.asarray(y)[:, None] == np.asarray(y)[None], logits, -np.inf)
+  weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return (weights / weights.sum(axis=1, keepdims=True)) @ x
+
+
+def test_sct_batch_denoiser_is_the_empirical_posterior_mean():
+  """The stable target's x̂0 is E[x | x_t] under the batch's empirical distribution (per class when labelled), from
+  t = 0.002 (one-hot on the sample itself) to t = 80 (the batch mean)."""
+  from fewstep_jax.methods.consistency import batch_denoiser
+  x, eps = data(n=8)
+  t = jnp.array([0.002, 0.05, 0.3, 0.7, 1.0, 3.0, 20.0, 80.0])
+  x_t = x + t[:, None] * eps
+  np.testing.assert_allclose(batch_denoiser(x_t, t, x), numpy_batch_denoiser(x_t, t, x), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(batch_denoiser(x_t, t, x)[0], x[0], atol=1e-6)
+  np.testing.assert_allclose(batch_denoiser(x_t, t, x)[-1], np.mean(x, axis=0), atol=2e-2)  # Nearly uniform.
+  y = jnp.array([0, 1, 0, 1, 2, 2, 0, 1])
+  np.testing.assert_allclose(batch_denoiser(x_t, t, x, y, null_label=3), numpy_batch_denoiser(x_t, t, x, y),
+                             rtol=1e-4, atol=1e-5)
+  null = y.at[0].set(3)  # A dropped label averages over the whole batch.
+  np.testing.assert_allclose(batch_denoiser(x_t, t, x, null, null_label=3)[0],
+                             numpy_batch_denoiser(x_t, t, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_sct_without_variance_reduction_is_ect():
+  """With the sample alone in its reference set (a batch of one, or samples far apart), x̂0 = x and the stable
+  target point (r / t) x_t + (1 - r / t) x̂0 is ECT's x + r eps: the pair losses agree to float32 rounding. On a
+  batch whose samples overlap, the targets differ."""
+  ect, sct = make('ect'), make('stable_ct')
+  params = perturbed_params(ect)
+  x, eps = data(n=8)
+  t = jnp.linspace(0.1, 3.0, 8)
+  r = jnp.where(jnp.arange(8) < 2, 0.0, 0.6 * t)
+  for i in range(8):
+    one = lambda v: v[i:i + 1]
+    np.testing.assert_allclose(sct.pair_loss(params, None, one(x), None, one(eps), one(t), one(r)),
+                               ect.pair_loss(params, None, one(x), None, one(eps), one(t), one(r)), rtol=2e-6)
+  far = x + 100.0 * jnp.arange(8)[:, None]
+  np.testing.assert_allclose(sct.pair_loss(params, None, far, None, eps, t, r),
+                             ect.pair_loss(params, None, far, None, eps, t, r), rtol=2e-6)
+  assert np.max(np.abs(sct.pair_loss(params, None, x, None, eps, t, r)
+                       - ect.pair_loss(params, None, x, None, eps, t, r))) > 1e-3
+
+
+def make_tcm(**hparams):
+  return make('tcm', stage1='unused (parameters given)', **hparams)
+
+
+def test_tcm_times_are_the_truncated_student_t_with_a_fixed_boundary_count():
+  from scipy import stats
+  method = make_tcm()
+  batch = 4000
+  t, r = method.t_and_r(jax.random.PRNGKey(0), batch, 0)
+  boundary = np.asarray(method.boundary_mask(jax.random.split(jax.random.PRNGKey(0))[1], batch))
+  assert boundary.sum() == 1000
+  np.testing.assert_array_equal(np.asarray(t)[boundary], 1.0)
+  rest = np.log(np.asarray(t)[~boundary])
+  assert rest.min() >= 0.0 and rest.max() <= math.log(80.0) + 1e-5
+  law = stats.t(0.01, loc=0.0, scale=0.2)
+  lo, hi = law.cdf(0.0), law.cdf(math.log(80.0))
+  for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+    want = law.ppf(lo + q * (hi - lo))
+    assert abs(np.quantile(rest, q) - want) < 0.05 + 0.1 * want, q
+  want_r = np.asarray(t) - np.asarray(t) * 1e-3 * (1 + 8 / (1 + np.exp(np.asarray(t))))
+  np.testing.assert_allclose(r, np.maximum(want_r, 1e-6), rtol=1e-6)
+
+
+def test_tcm_target_below_the_transition_is_the_frozen_stage1_model():
+  """The piecewise model of TCMPrecond: at r >= t' the live network, below it the stage-1 parameters; the loss is
+  the mean over the truncated samples plus boundary_weight times the mean over the boundary ones."""
+  method = make_tcm()
+  live, stage1 = perturbed_params(method, seed=0), perturbed_params(method, seed=5)
+  frozen = {'stage1': stage1}
+  x, eps = data(n=8)
+  t = jnp.array([1.0, 1.0, 1.2, 2.0, 5.0, 10.0, 40.0, 80.0])
+  r = jnp.array([0.99, 0.995, 1.1, 0.9, 4.0, 0.5, 39.0, 79.0])
+  x_r = x + r[:, None] * eps
+  below = (r < 1.0)[:, None]
+  want_target = jnp.where(below, method.consistency_fn(stage1, x_r, r), method.consistency_fn(live, x_r, r))
+  online = method.consistency_fn(live, x + t[:, None] * eps, t)
+  want = np.linalg.norm(np.asarray(online - want_target), axis=1) / np.asarray(t - r)
+  np.testing.assert_allclose(method.pair_loss(live, frozen, x, None, eps, t, r), want, rtol=1e-5)
+  # The loss's reduction over the boundary samples of its own draw.
+  key = jax.random.PRNGKey(4)
+  batch = {'x': x}
+  loss, metrics = method.loss(live, batch, key, ctx=StepContext(frozen=frozen))
+  eps_key, t_key, _, net_key = jax.random.split(key, 4)
+  t, r = method.t_and_r(t_key, 8, 0)
+  per = np.asarray(method.pair_loss(live, frozen, x, None, jax.random.normal(eps_key, x.shape), t, r, net_key))
+  mask = np.asarray(method.boundary_mask(jax.random.split(t_key)[1], 8))
+  assert mask.sum() == 2
+  np.testing.assert_allclose(loss, per[~mask].mean() + 0.1 * per[mask].mean(), rtol=1e-5)
+
+
+def test_tcm_needs_its_stage1_run():
+  with pytest.raises(ValueError, match='set --config.method.stage1=WORKDIR'):
+    make('tcm')
+  with pytest.raises(ValueError, match='transition_sigma=90.0 must lie inside'):
+    make_tcm(transition_sigma=90.0)
+
+
+def exact_segment_model(method):
+  """For N(0, S^2 I) data: the exact multistep consistency function, as the data prediction a network outputs.
+  From x at sigma in the segment (b, b'] the probability-flow ODE lands at x sqrt((S^2 + b^2) / (S^2 + sigma^2)) at
+  the segment's start b; the x0 whose DDIM move lands there is (x_b - (b / sigma) x) / (1 - b / sigma)."""
+  from fewstep_jax.methods.consistency import segment_starts
+  starts = jnp.asarray((0.0,) + tuple(reversed(segment_starts(method.hparams))))
+
+  def consistency_fn(params, x, sigma, y=None, key=None):
+    # The largest start below sigma; a segment's top grid point may round a float32 ulp above the next start.
+    b = starts[jnp.sum(starts[None, :] < sigma[:, None] * (1 - 1e-6), axis=1) - 1]
+    x_b = x * jnp.sqrt((S**2 + b**2) / (S**2 + sigma**2))[:, None]
+    ratio = (b / sigma)[:, None]
+    return (x_b - ratio * x) / (1 - ratio)
+  return consistency_fn
+
+
+def exact_ode_point(frozen, x, z, x_next, sigma_next, sigma_n, y):
+  """x̂_n on the exact probability-flow ODE of N(0, S^2 I) data through x_{n+1}."""
+  return x_next * jnp.sqrt((S**2 + sigma_n**2) / (S**2 + sigma_next**2))[:, None]
+
+
+def test_multistep_loss_vanishes_at_the_exact_segment_model_and_k1_is_cm():
+  """Multistep CM on Gaussian data: with the exact ODE step and the exact segment-start model (DDIM + inverse DDIM),
+  every pair of the K = 4 grid has loss 0; the CM comparison (segments = 1, endpoint 'data') of the same pairs does
+  not. With K = 1 every pair's segment starts at 0 and the loss is CM's exactly."""
+  method = make('multistep_cd', segments=4, distance='l2')
+  method.consistency_fn = exact_segment_model(method)
+  method.previous_point = exact_ode_point
+  x, z = data(n=512)
+  sigma_n, sigma_next, sigma_end = method.grid_pair(jax.random.PRNGKey(1), 512, 0)
+  starts = set(np.round(np.asarray(sigma_end), 5).tolist())
+  assert len(starts) == 4 and 0.0 in starts   # Four segments, the first starting at the data.
+  loss = method.pair_loss(None, None, None, x, None, z, sigma_n, sigma_next, sigma_end=sigma_end)
+  np.testing.assert_allclose(loss, 0.0, atol=1e-8)
+  data_end = method.pair_loss(None, None, None, x, None, z, sigma_n, sigma_next, sigma_end=jnp.zeros_like(sigma_n))
+  assert float(jnp.mean(data_end)) > 1e-3
+  one = make('multistep_cd', segments=1)
+  cm = make('cd', weighting='snr_plus_one', distance='pseudo_huber', huber_c=1e-4, target_ema='none',
+            curriculum='log_linear', s0=64, s1=1280)
+  params = perturbed_params(one)
+  sigma_n, sigma_next, sigma_end = one.grid_pair(jax.random.PRNGKey(2), 64, 0)
+  np.testing.assert_array_equal(sigma_end, 0.0)
+  np.testing.assert_array_equal(sigma_n, cm.grid_pair(jax.random.PRNGKey(2), 64, 0)[0])
+  for method_ in (one, cm):
+    method_.previous_point = exact_ode_point
+  x, z = data(n=64)
+  np.testing.assert_allclose(one.pair_loss(params, None, None, x, None, z, sigma_n, sigma_next, sigma_end=sigma_end),
+                             cm.pair_loss(params, None, None, x, None, z, sigma_n, sigma_next), rtol=1e-6)
+
+
+def test_multistep_sampler_with_the_exact_model_solves_the_ode():
+  """K deterministic DDIM steps between the segment boundaries with the exact segment model land on the ODE's
+  solution x_T S / sqrt(S^2 + sigma_max^2)."""
+  method = make('multistep_cd', segments=4)
+  method.sampler.consistency_fn = exact_segment_model(method)
+  noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
+  got = method.sample(None, jax.random.PRNGKey(4), 16, 4, noise=noise)
+  np.testing.assert_allclose(got, 80.0 * noise * S / math.sqrt(S**2 + 80.0**2), rtol=1e-4, atol=1e-6)
+  assert len(method.sampler.schedule(4)) == 4
+
+
+def test_tcd_compares_both_outputs_moved_to_a_common_s():
+  method = make('tcd')
+  params, target = perturbed_params(method, 0), perturbed_params(method, 5)
+  x, z = data(n=256)
+  sigma_n, sigma_next, s = method.grid_pair(jax.random.PRNGKey(6), 256, 0)
+  assert np.all(np.asarray(s) <= np.asarray(sigma_n)) and np.mean(np.asarray(s) == 0.0) > 0.02
+  assert np.mean(np.isclose(np.asarray(s), np.asarray(sigma_n))) > 0.02  # s = sigma_n is drawn too.
+  method.previous_point = exact_ode_point
+  x_next = x + sigma_next[:, None] * z
+  x_hat = exact_ode_point(None, x, z, x_next, sigma_next, sigma_n, None)
+  online = method.consistency_fn(params, x_next, sigma_next)
+  reference = method.consistency_fn(target, x_hat, sigma_n)
+  a = online + (s / sigma_next)[:, None] * (x_next - online)
+  b = reference + (s / sigma_n)[:, None] * (x_hat - reference)
+  want = np.mean((np.asarray(a) - np.asarray(b)) ** 2, axis=1)
+  got = method.pair_loss(params, target, None, x, None, z, sigma_n, sigma_next, sigma_end=s)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+  cd = make('cd')
+  cd.previous_point = exact_ode_point
+  np.testing.assert_allclose(method.pair_loss(params, target, None, x, None, z, sigma_n, sigma_next),
+                             cd.pair_loss(params, target, None, x, None, z, sigma_n, sigma_next), rtol=1e-6)
+
+
+def test_multistep_curriculum_is_log_linear_from_64_to_1280():
+  for step, want in ((0, 64), (50_000, round(math.exp(math.log(64) + 0.5 * math.log(20)))), (100_000, 1280),
+                     (300_000, 1280)):
+    assert int(timesteps.log_linear_num_scales(step, 100_000, 64, 1280)) == want + 1
 
 
 def test_ct_target_is_the_scheduled_ema_and_ict_has_none():

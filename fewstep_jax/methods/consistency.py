@@ -1,5 +1,6 @@
 """Discrete-time consistency models on the EDM noise level sigma: CT and CD (Song et al. 2023), iCT
-(Song & Dhariwal 2023) and ECT (Geng et al. 2024). sCT / sCD (continuous time, TrigFlow) are in scm.py.
+(Song & Dhariwal 2023), multistep CT / CD (Heek et al. 2024), TCD (Zheng et al. 2024), ECT (Geng et al. 2024),
+SCT (Wang et al. 2024) and TCM (Lee et al. 2024). sCT / sCD (continuous time, TrigFlow) are in scm.py.
 
 CT / CD / iCT. Consistency function with the boundary-shifted EDM scalings (`paths.edm_coefficients`),
   f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in x, ln(sigma) / 4),   f(x, sigma_min) = x exactly.
@@ -17,8 +18,15 @@ with lambda = 1 / (t - r) (the CIFAR-10 setup) or EDM's weight (the paper's EDM2
 Its consistency function is the init run's own parameterisation (EDM denoiser, or a flow velocity converted
 exactly to x0), so tuning starts from the pretrained model's predictions.
 
-Sampling (all four): f at sigma_max, then re-noise to `sample_sigmas` (CIFAR-10's 0.821 for 2 steps) and apply f
-again, with TCD's `sample_gamma` (`sampling.consistency_sample` on the EDM path).
+Multistep CM and TCD change where the two outputs are compared (`ENDPOINTS`): at the start of the pair's segment
+(multistep: K segments of the grid, each its own consistency model, via DDIM and its inverse) or at a common
+random s <= sigma_n (TCD); both reduce to CM at sigma_end = 0. SCT replaces ECT's target point x + r eps by the
+variance-reduced one of the batch's empirical denoiser (`ECT_TARGETS`); TCM tunes an ECT run on sigma >= t' only,
+its frozen stage-1 model serving below t'.
+
+Sampling (all): f at sigma_max, then re-noise to `sample_sigmas` (CIFAR-10's 0.821 for 2 steps; multistep CM: its
+segment boundaries, with DDIM moves) and apply f again, with TCD's `sample_gamma` (`sampling.consistency_sample`
+on the EDM path).
 
 Choices where the papers leave room, all config: the same dropout key for the online and target passes (ECT's
 rule, used for every method here, so that the loss vanishes at consistency); the target EMA divisor of CM
@@ -28,12 +36,14 @@ Official code: CT / CD, openai/consistency_models_cifar10 jcm/losses.py `get_con
 `get_ema_scales_fn` (an independent port agrees with CT's and CD's losses to float32 rounding); ECT, locuslab/ect
 training/loss.py `ECMLoss.__call__` (the imgnet branch for ImageNet-64's settings).
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import distances, paths, timesteps
-from fewstep_jax.inputs import ArraysInput, TeacherInput
+from fewstep_jax.inputs import ArraysInput, InitInput, TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, SingleNetworkMethod, StepContext,
                                      check_choice, drop_labels, require_teacher, teacher_model)
 from fewstep_jax.methods.registry import register, register_preset
@@ -43,6 +53,9 @@ CURRICULA = {
     'fixed': (lambda step, hp, total: jnp.asarray(hp.num_scales, jnp.int32), lambda hp: hp.num_scales),
     'cm': (lambda step, hp, total: timesteps.cm_num_scales(step, total, hp.s0, hp.s1), lambda hp: hp.s1 + 1),
     'ict': (lambda step, hp, total: timesteps.ict_num_scales(step, total, hp.s0, hp.s1), lambda hp: hp.s1 + 1),
+    # Multistep CM (Heek et al. 2024, App. A.1): N - 1 = exp(ln s0 + clip(k / anneal_steps, 0, 1) ln(s1 / s0)).
+    'log_linear': (lambda step, hp, total: timesteps.log_linear_num_scales(step, hp.anneal_steps, hp.s0, hp.s1),
+                   lambda hp: hp.s1 + 1),
 }
 
 # theta-: (num_scales, hparams) -> EMA rate of the target network, or None for theta- = sg(theta) (iCT).
@@ -57,6 +70,32 @@ TARGET_EMA_RATES = {
 WEIGHTINGS = {
     'uniform': lambda sigma_n, sigma_next: jnp.ones_like(sigma_n),
     'inverse_gap': lambda sigma_n, sigma_next: 1.0 / (sigma_next - sigma_n),  # iCT.
+    'snr_plus_one': lambda sigma_n, sigma_next: 1.0 + 1.0 / sigma_next**2,   # Multistep CM's v-loss weight.
+}
+
+
+def _ddim(x0, x, sigma, sigma_to):
+  """The DDIM move on the EDM path from x at sigma [B] with data prediction x0 to sigma_to [B]."""
+  return x0 + paths.expand_to(sigma_to / sigma, x) * (x - x0)
+
+
+def _segment_target(online, reference, x_next, x_hat, sigma_next, sigma_n, sigma_end):
+  """Multistep CM (Heek et al. 2024, Algorithm 1): the reference's point at the segment start sigma_end,
+  z_ref = DDIM_{sigma_n -> end}(x̂_ref, x̂_n), turned back into the data prediction that the DDIM move from x_{n+1}
+  would need to land there, x_target = invDDIM_{sigma_{n+1} -> end}(z_ref, x_{n+1}); compared in data space."""
+  z_ref = _ddim(reference, x_hat, sigma_n, sigma_end)
+  rho = paths.expand_to(sigma_end / sigma_next, x_next)
+  return online, (z_ref - rho * x_next) / (1.0 - rho)
+
+
+# Where the consistency function's outputs are compared: (online f(x_{n+1}), reference f(x̂_n), x_{n+1}, x̂_n,
+# sigma_{n+1}, sigma_n, sigma_end [B]) -> (a, b) for d(a, b). sigma_end = 0 gives CM's comparison of the x0's in all.
+ENDPOINTS = {
+    'data': lambda online, reference, *rest: (online, reference),   # CM: both map to the data (sigma_end = 0).
+    'segment': _segment_target,                                     # Multistep CM: the segment's start.
+    # TCD: both moved by DDIM to the same random s = sigma_end <= sigma_n and compared there.
+    'tcd': lambda online, reference, x_next, x_hat, sigma_next, sigma_n, s: (
+        _ddim(online, x_next, sigma_next, s), _ddim(reference, x_hat, sigma_n, s)),
 }
 
 
@@ -101,15 +140,23 @@ def distance_inputs(config) -> dict:
   return {'distance': ArraysInput(lambda data_shape, num_classes: load(), 'method.lpips_weights')} if load else {}
 
 
+def segment_starts(hp) -> tuple:
+  """Multistep CM's K - 1 inner segment boundaries, descending: the Karras map at fractions (K - 1) / K, ..., 1 / K
+  (grid indices (K - 1) M, ..., M of every (K M + 1)-point grid), where the K-step sampler moves."""
+  return tuple(float(timesteps.karras_map(i / hp.segments, hp.sigma_min, hp.sigma_max, hp.rho))
+               for i in range(hp.segments - 1, 0, -1))
+
+
 def setup_consistency(method):
   """The pieces every consistency model here builds in __init__: the EDM path, the distance and the sampler (its
-  consistency function is method.consistency_fn)."""
+  consistency function is method.consistency_fn; a multistep CM samples at its segment boundaries)."""
   hp = method.hparams
   method.path = paths.EDMPath()
   method.distance = distances.make_distance(hp.distance, method.data_shape, huber_c=hp.huber_c,
                                             lpips_weights=hp.lpips_weights, lpips_resolution=hp.lpips_resolution)
+  intermediate = segment_starts(hp) if hp.get('endpoint') == 'segment' else hp.sample_sigmas
   method.sampler = ConsistencySampler(method.consistency_fn, method.path, start_time=hp.sigma_max,
-                                      start_scale=hp.sigma_max, intermediate_times=hp.sample_sigmas,
+                                      start_scale=hp.sigma_max, intermediate_times=intermediate,
                                       data_shape=method.data_shape, num_classes=method.num_classes,
                                       guidance=hp.guidance, gamma=hp.sample_gamma)
 
@@ -139,8 +186,11 @@ class ConsistencyTraining(SingleNetworkMethod):
         index_distribution='uniform',  # n: 'uniform' | 'lognormal' (iCT's erf distribution).
         p_mean=-1.1,              # iCT's log-normal index distribution.
         p_std=2.0,
-        weighting='uniform',      # lambda: 'uniform' | 'inverse_gap' (1 / (sigma_{n+1} - sigma_n), iCT).
+        weighting='uniform',      # lambda: 'uniform' | 'inverse_gap' (iCT) | 'snr_plus_one' (multistep CM).
         distance='l2',
+        endpoint='data',          # Where f is compared: 'data' (CM) | 'segment' (multistep CM) | 'tcd' (ENDPOINTS).
+        segments=1,               # K of endpoint='segment': the grid in K equal runs of its Karras points.
+        anneal_steps=100_000,     # curriculum='log_linear': steps over which N - 1 grows from s0 to s1.
     ))
 
   @classmethod
@@ -151,8 +201,12 @@ class ConsistencyTraining(SingleNetworkMethod):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     for field, registry in (('curriculum', CURRICULA), ('target_ema', TARGET_EMA_RATES),
-                            ('index_distribution', INDEX_DISTRIBUTIONS), ('weighting', WEIGHTINGS)):
+                            ('index_distribution', INDEX_DISTRIBUTIONS), ('weighting', WEIGHTINGS),
+                            ('endpoint', ENDPOINTS)):
       check_choice(hp, field, registry)
+    if hp.segments < 1 or (hp.segments > 1 and hp.endpoint != 'segment'):
+      raise ValueError(f'method.segments={hp.segments}: multistep consistency needs segments >= 1 with '
+                       "method.endpoint='segment' (it is 1 otherwise)")
     self._num_scales, max_scales = CURRICULA[hp.curriculum]
     self.max_scales = int(max_scales(hp))
     if self.max_scales < 2:
@@ -187,25 +241,42 @@ class ConsistencyTraining(SingleNetworkMethod):
     return x + paths.expand_to(sigma_n, x) * z
 
   def grid_pair(self, key, batch, step):
-    """(sigma_n, sigma_{n+1}) [B] each, n drawn from the index distribution on the N(step)-point ascending grid."""
+    """(sigma_n, sigma_{n+1}, sigma_end) [B] each, n drawn from the index distribution on the N(step)-point
+    ascending grid; sigma_end is where method.endpoint compares: 0 (CM); the start of n's segment (multistep CM:
+    the grid has K M + 1 points, M = max(1, round((N - 1) / K)), so segment i spans indices i M .. (i + 1) M, equal
+    runs of the Karras map, and the first one starts at 0); a uniform grid index j in 0..n, 0 for j = 0 (TCD)."""
     hp = self.hparams
     num = self.num_scales(step)
-    grid = timesteps.karras_sigma_at(jnp.arange(self.max_scales), num, hp.sigma_min, hp.sigma_max, hp.rho,
+    if hp.endpoint == 'segment':
+      per_segment = jnp.maximum(jnp.round((num - 1) / hp.segments).astype(jnp.int32), 1)
+      num = hp.segments * per_segment + 1
+    index_key, end_key = jax.random.split(key)
+    max_scales = self.max_scales if hp.endpoint != 'segment' else self.max_scales + hp.segments
+    grid = timesteps.karras_sigma_at(jnp.arange(max_scales), num, hp.sigma_min, hp.sigma_max, hp.rho,
                                      ascending=True)
-    n = INDEX_DISTRIBUTIONS[hp.index_distribution](key, batch, num, grid, hp)
+    n = INDEX_DISTRIBUTIONS[hp.index_distribution](index_key, batch, num, grid, hp)
     at = lambda i: timesteps.karras_sigma_at(i, num, hp.sigma_min, hp.sigma_max, hp.rho, ascending=True)
-    return at(n), at(n + 1)
+    if hp.endpoint == 'segment':
+      end = (n // per_segment) * per_segment
+    elif hp.endpoint == 'tcd':
+      end = jax.random.randint(end_key, (batch,), 0, n + 1)
+    else:
+      end = jnp.zeros_like(n)
+    return at(n), at(n + 1), jnp.where(end > 0, at(end), 0.0)
 
-  def pair_loss(self, params, target, frozen, x, y, z, sigma_n, sigma_next, key=None):
+  def pair_loss(self, params, target, frozen, x, y, z, sigma_n, sigma_next, key=None, sigma_end=None):
     """lambda d(f_theta(x_{n+1}, sigma_{n+1}), sg f_theta-(x̂_n, sigma_n)) [B] for given noise z [B, ...] and
-    levels sigma_n < sigma_next [B]; target None means theta- = sg(theta). Both passes share the dropout key."""
+    levels sigma_n < sigma_next [B], both outputs taken to sigma_end [B] (default 0: the data) as method.endpoint
+    says; target None means theta- = sg(theta). Both passes share the dropout key."""
     x_next = x + paths.expand_to(sigma_next, x) * z
     x_hat = jax.lax.stop_gradient(self.previous_point(frozen, x, z, x_next, sigma_next, sigma_n, y))
     online = self.consistency_fn(params, x_next, sigma_next, y=y, key=key)
     target_params = params if target is None else target
     reference = jax.lax.stop_gradient(self.consistency_fn(target_params, x_hat, sigma_n, y=y, key=key))
+    sigma_end = jnp.zeros_like(sigma_n) if sigma_end is None else sigma_end
+    a, b = ENDPOINTS[self.hparams.endpoint](online, reference, x_next, x_hat, sigma_next, sigma_n, sigma_end)
     weight = WEIGHTINGS[self.hparams.weighting](sigma_n, sigma_next)
-    return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
+    return weight * self.distance.fn(a, jax.lax.stop_gradient(b), (frozen or {}).get('distance'))
 
   def loss(self, params, batch, key, ctx=StepContext()):
     step, target, frozen = ctx.step, ctx.target, ctx.frozen
@@ -213,8 +284,8 @@ class ConsistencyTraining(SingleNetworkMethod):
     z_key, index_key, label_key, net_key = jax.random.split(key, 4)
     z = jax.random.normal(z_key, x.shape, x.dtype)
     y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
-    sigma_n, sigma_next = self.grid_pair(index_key, x.shape[0], step)
-    loss = jnp.mean(self.pair_loss(params, target, frozen, x, y, z, sigma_n, sigma_next, net_key))
+    sigma_n, sigma_next, sigma_end = self.grid_pair(index_key, x.shape[0], step)
+    loss = jnp.mean(self.pair_loss(params, target, frozen, x, y, z, sigma_n, sigma_next, net_key, sigma_end))
     return loss, {'loss': loss, 'num_scales': self.num_scales(step), 'sigma_next': jnp.mean(sigma_next)}
 
 
@@ -257,6 +328,28 @@ class ConsistencyDistillation(ConsistencyTraining):
     return x_next + (sn - snext) * 0.5 * (slope + slope_end)
 
 
+# Multistep consistency models (Heek et al. 2024, Algorithms 1 and 2): K segments, each consistency model mapping to
+# its segment's start, compared in data space through DDIM and its inverse (ENDPOINTS['segment']), the v-loss
+# weight 1 + 1 / sigma^2, the un-squared L2 norm (pseudo-Huber, c = 1e-4), theta- = sg(theta), the teacher-step
+# curriculum N - 1 = 64 -> 1280 over 100k steps; K deterministic DDIM steps between the boundaries.
+# Followed: the paper (no official code is public). Deviations: EDM sigma instead of the paper's VP cosine time,
+# with the segments equal runs of the Karras map; CD's teacher step is CD's Heun step (the paper's aDDIM adds a
+# variance correction to a DDIM step from the teacher's x0).
+MULTISTEP = dict(endpoint='segment', segments=4, weighting='snr_plus_one', distance='pseudo_huber', huber_c=1e-4,
+                 target_ema='none', curriculum='log_linear', s0=64, s1=1280, anneal_steps=100_000,
+                 sample_gamma=0.0)
+register_preset('multistep_ct', ConsistencyTraining, **MULTISTEP)
+register_preset('multistep_cd', ConsistencyDistillation, **MULTISTEP)
+
+# TCD (trajectory consistency distillation, Zheng et al. 2024): CD whose two outputs are both moved by DDIM to one
+# random s on the grid at or below sigma_n (s = 0 with probability 1 / (n + 1)) and compared there; sampled with
+# TCD's gamma (0.3, its TCDScheduler's default eta). Followed: jabir-zheng/TCD scheduling_tcd.py `TCDScheduler.step`
+# (the sampler); no official training code is public: the grid of s, the squared L2 and the EMA target 0.95 follow
+# the paper's algorithm and the community trainer built on it. Deviation: CD's 18-point Karras grid and Heun teacher
+# step on EDM sigma (TCD's: 50 DDIM steps of a 1000-step DDPM schedule).
+register_preset('tcd', ConsistencyDistillation, endpoint='tcd', sample_gamma=0.3)
+
+
 # ECT's consistency function, by the init run's parameterisation: raw network -> f(params, x_sigma, sigma, r, y,
 # key) on EDM sigma. Both give f(x, 0) = x in the limit; the loss never evaluates sigma = 0.
 ECT_PARAMETERIZATIONS = {
@@ -267,11 +360,51 @@ ECT_PARAMETERIZATIONS = {
 
 
 # ECT's lambda(t, r) [B]: 1 / (t - r) (the CIFAR-10 setup) or EDM's (t^2 + sigma_d^2) / (t sigma_d)^2
-# (the paper's ImageNet-64 / EDM2 code).
+# (the paper's ImageNet-64 / EDM2 code; = 1 / c_out(t)^2, TCM's ImageNet-64 'cout_sq').
 ECT_WEIGHTINGS = {
     'inverse_gap': lambda t, r, sigma_data: 1.0 / (t - r),
     'edm': lambda t, r, sigma_data: (t**2 + sigma_data**2) / (t * sigma_data) ** 2,
 }
+
+
+def batch_denoiser(x_t, t, x, y=None, null_label=None):
+  """x̂0 [B, ...]: the posterior mean E[x | x_t] of the batch's empirical distribution, sum_j w_ij x_j with
+  w_ij = softmax_j(-||x_t,i - x_j||^2 / (2 t_i^2)) over the batch (sample i included), restricted to sample i's
+  class when labels y are given (all samples for the null label). The score identity's estimate of the denoiser
+  (Xu et al. 2023, stable target field), which SCT's variance-reduced target uses.
+
+  With x_t,i = x_i + t_i eps_i, ||x_t,i - x_j||^2 = ||x_i - x_j||^2 + 2 t_i eps_i (x_i - x_j) + const_i, so the
+  logits are formed from data differences (exactly 0 for j = i) and never from ||x_t||^2, which would cancel
+  catastrophically at small t."""
+  flat_x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+  eps = (x_t.reshape(x_t.shape[0], -1).astype(jnp.float32) - flat_x) / t[:, None]
+  sq = jnp.sum(flat_x**2, axis=1)
+  gram = flat_x @ flat_x.T
+  pair = jnp.maximum(sq[:, None] - 2 * gram + sq[None, :], 0.0) * (1.0 - jnp.eye(x.shape[0]))
+  cross = jnp.sum(eps * flat_x, axis=1)[:, None] - eps @ flat_x.T   # eps_i (x_i - x_j).
+  logits = -(pair + 2 * t[:, None] * cross) / (2 * t[:, None] ** 2)
+  if y is not None:
+    same = (y[:, None] == y[None, :]) | (y[:, None] == null_label)
+    logits = jnp.where(same, logits, -jnp.inf)
+  weights = jax.nn.softmax(logits, axis=1)
+  return (weights @ flat_x).reshape(x.shape).astype(x.dtype)
+
+
+# ECT's target point at r: (x, eps, t, r [B], y, null label) -> (x_r, the target where r = 0) [B, ...] each.
+ECT_TARGETS = {
+    # The conditional estimate of the ODE point: x + r eps (same eps as x_t), the data at r = 0 (ECT).
+    'conditional': lambda x, eps, t, r, y, null: (x + paths.expand_to(r, x) * eps, x),
+    # SCT's variance-reduced point: one Euler step of the ODE with the batch denoiser x̂0 from x_t to r,
+    # x_r = (r / t) x_t + (1 - r / t) x̂0 (= x + r eps when x̂0 = x), and x̂0 itself at r = 0.
+    'stable': lambda x, eps, t, r, y, null: _stable_point(x, eps, t, r, y, null),
+}
+
+
+def _stable_point(x, eps, t, r, y, null_label):
+  x_t = x + paths.expand_to(t, x) * eps
+  denoised = batch_denoiser(x_t, t, x, y, null_label)
+  ratio = paths.expand_to(r / t, x)
+  return ratio * x_t + (1 - ratio) * denoised, denoised
 
 
 @register('ect')
@@ -297,6 +430,7 @@ class ECT(SingleNetworkMethod):
         stage_steps=25_000,       # Steps per stage s (the gap t - r shrinks by q each stage).
         weighting='inverse_gap',  # lambda(t, r): 'inverse_gap' (1 / (t - r)) | 'edm' (ECT_WEIGHTINGS).
         huber_c=0.0,              # c = 0: the un-squared L2 norm.
+        target='conditional',     # The point at r: 'conditional' (x + r eps) | 'stable' (SCT; ECT_TARGETS).
     ))
 
   @classmethod
@@ -306,6 +440,7 @@ class ECT(SingleNetworkMethod):
   def __init__(self, config, *, data_shape, num_classes, inputs=None):
     check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
     check_choice(config.method, 'weighting', ECT_WEIGHTINGS)
+    check_choice(config.method, 'target', ECT_TARGETS)
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     self.denoise = self.build_consistency_fn()
     setup_consistency(self)
@@ -330,16 +465,22 @@ class ECT(SingleNetworkMethod):
     t = timesteps.sample_log_normal(key, batch, hp.p_mean, hp.p_std)
     return t, timesteps.ect_r_from_t(t, self.stage(step), hp.q, hp.k, hp.b)
 
+  def target_fn(self, params, frozen, x_r, r, y, key):
+    """The target's consistency function at (x_r, r): the live network (stopped by the caller)."""
+    del frozen
+    return self.consistency_fn(params, x_r, r, y=y, key=key)
+
   def pair_loss(self, params, frozen, x, y, eps, t, r, key=None):
-    """lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x + r eps, r)) [B] for given eps [B, ...] and 0 <= r < t
-    [B]; the target is x where r = 0. Both passes share eps and the dropout key."""
+    """lambda(t, r) d(f_theta(x + t eps, t), sg f_theta(x_r, r)) [B] for given eps [B, ...] and 0 <= r < t [B],
+    x_r from method.target (x + r eps; the target is x where r = 0). Both passes share eps and the dropout key."""
     hp = self.hparams
     online = self.consistency_fn(params, x + paths.expand_to(t, x) * eps, t, y=y, key=key)
-    # At r = 0 the target is x itself; the network is evaluated at a positive stand-in level there and the result
-    # discarded, so that c_noise = ln(r) / 4 never sees 0.
+    x_r, at_zero = ECT_TARGETS[hp.target](x, eps, t, jnp.maximum(r, 0.0), y, self.num_classes)
+    # At r = 0 the target is `at_zero` (x itself for ECT); the network is evaluated at a positive stand-in level
+    # there and the result discarded, so that c_noise = ln(r) / 4 never sees 0.
     r_safe = jnp.where(r > 0, r, hp.sigma_min)
-    at_r = self.consistency_fn(params, x + paths.expand_to(r_safe, x) * eps, r_safe, y=y, key=key)
-    reference = jax.lax.stop_gradient(jnp.where(paths.expand_to(r > 0, x), at_r, x))
+    at_r = self.target_fn(params, frozen, x_r, r_safe, y, key)
+    reference = jax.lax.stop_gradient(jnp.where(paths.expand_to(r > 0, x), at_r, at_zero))
     weight = ECT_WEIGHTINGS[hp.weighting](t, r, hp.sigma_data)
     return weight * self.distance.fn(online, reference, (frozen or {}).get('distance'))
 
@@ -352,3 +493,113 @@ class ECT(SingleNetworkMethod):
     t, r = self.t_and_r(t_key, x.shape[0], step)
     loss = jnp.mean(self.pair_loss(params, frozen, x, y, eps, t, r, net_key))
     return loss, {'loss': loss, 'r_zero_fraction': jnp.mean(r == 0), 'stage': self.stage(step)}
+
+
+# SCT (stable consistency tuning, Wang et al. 2024): ECT with the variance-reduced target point, x_r from the batch
+# denoiser's Euler step (ECT_TARGETS['stable']); everything else ECT's.
+register_preset('stable_ct', ECT, target='stable')
+
+
+@register('tcm')
+class TruncatedConsistency(ECT):
+  """TCM (truncated consistency models, Lee et al. 2024), stage 2: ECT tuning on the truncated range
+  sigma >= t' = transition_sigma only, starting from a stage-1 ECT run (method.stage1) that stays frozen below t'.
+
+  The model is piecewise: f(x, sigma) = f_theta(x, sigma) for sigma >= t', f_stage1(x, sigma) below, so a target
+  point r < t' reads the frozen stage-1 model. Each step draws ln t from a Student-t(df, mean, std) truncated to
+  [ln t', ln sigma_max] and sets a fixed int(boundary_fraction B) of the batch to t = t': the boundary
+  samples, whose targets come from stage 1 just below t'. r = t - t (1 - ratio) (1 + k sigmoid(-b t)) with the ECT
+  ratio held at stage 1's final `ratio`. Loss = mean over the rest + boundary_weight x mean over the boundary
+  samples, each lambda(t, r) d(f_theta(x + t eps, t), sg f(x_r, r)) as ECT's. Stage 1 is an `ect` run.
+
+  Followed: NVlabs/TCM training/loss.py `ECMLoss.__call__` (the boundary count, the two means, the r mapping of
+  `delta_sigmoid`), training/networks_tcm.py `TCMPrecond` (the piecewise model, both parts plain EDM
+  preconditioning), torch_utils/misc.py `truncated_t` (the Student-t time law), ct_train.py and the README's
+  commands (defaults and the paper-row configs).
+  Deviations: the stage-1 model is evaluated deterministically (the official keeps its dropout on, a deepcopy in
+  train mode); the ECT ratio is fixed at the stage-1 limit rather than carried through the resumed tick counter
+  (the same value once stage 1 has reached its limit, as its runs do); 2-step sampling re-noises to t' = 1.0 by
+  default (the official's inherited 0.821 lies below t', a range stage 2 never trains; FastGen's TCM configs
+  use 1.0 for CIFAR-10 and 1.526 for ImageNet-64).
+  """
+
+  @classmethod
+  def defaults(cls):
+    config = super().defaults()
+    config.update(dict(
+        stage1='',                # Workdir of the stage-1 run (an `ect` run on this network); frozen below t'.
+        transition_sigma=1.0,     # t': stage 2 trains sigma >= t'.
+        boundary_fraction=0.25,   # int(fraction B) samples at t = t' each step.
+        boundary_weight=0.1,      # The boundary samples' mean loss, relative to the rest's.
+        t_df=0.01,                # ln t ~ Student-t(t_df, t_mean, t_std) truncated to [ln t', ln sigma_max].
+        t_mean=0.0,
+        t_std=0.2,
+        ratio=0.999,              # ECT's 1 - q^-(s+1) at stage 1's limit: r = t - t (1 - ratio)(1 + k sigmoid(-b t)).
+        sample_sigmas=(1.0,),
+    ))
+    return config
+
+  @classmethod
+  def inputs(cls, config):
+    hp = config.method
+    if not hp.stage1:
+      raise ValueError("method 'tcm' is stage 2 of truncated consistency training: set "
+                       '--config.method.stage1=WORKDIR (a finished ect run on this network; the student starts from '
+                       'it unless --config.method.init_from names another run).')
+    specs = super().inputs(config)
+    readout = cls.readout_of(config).name
+    specs['student_init'] = InitInput(hp.init_from or hp.stage1, readout=readout,
+                                      field='method.init_from' if hp.init_from else 'method.stage1')
+    specs['stage1'] = InitInput(hp.stage1, readout=readout, field='method.stage1')
+    return specs
+
+  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    hp = self.hparams
+    if not hp.sigma_min < hp.transition_sigma < hp.sigma_max:
+      raise ValueError(f'method.transition_sigma={hp.transition_sigma} must lie inside (sigma_min, sigma_max) = '
+                       f'({hp.sigma_min}, {hp.sigma_max})')
+    if not 0 < hp.ratio < 1:
+      raise ValueError(f'method.ratio={hp.ratio} must lie in (0, 1)')
+    self.log_t_quantiles = timesteps.truncated_student_t_quantiles(
+        hp.t_df, hp.t_mean, hp.t_std, math.log(hp.transition_sigma), math.log(hp.sigma_max))
+
+  def t_and_r(self, key, batch, step):
+    """(t, r) [B] each: ln t from the truncated Student-t, t = t' on the boundary samples (`boundary_mask` of the
+    same key), r by ECT's mapping at the fixed ratio (at least 1e-6, as the official clamp)."""
+    del step
+    hp = self.hparams
+    t_key, pick_key = jax.random.split(key)
+    t = jnp.exp(timesteps.sample_from_quantiles(t_key, batch, self.log_t_quantiles))
+    # The official's t' + 1e-8 is t' itself in float32; t' belongs to the trained range (sigma >= t').
+    t = jnp.where(self.boundary_mask(pick_key, batch), hp.transition_sigma, t)
+    r = t - t * (1 - hp.ratio) * (1 + hp.k * jax.nn.sigmoid(-hp.b * t))
+    return t, jnp.maximum(r, 1e-6)
+
+  def boundary_mask(self, key, batch):
+    """[B] bool: exactly int(boundary_fraction B) samples, at random positions (the key's second split, as
+    t_and_r draws it)."""
+    rank = jnp.argsort(jax.random.uniform(key, (batch,)))  # A random permutation of 0..B-1.
+    return rank < int(batch * self.hparams.boundary_fraction)
+
+  def target_fn(self, params, frozen, x_r, r, y, key):
+    """The piecewise model at the target point: the live network at r >= t', the frozen stage-1 model below."""
+    live = self.consistency_fn(params, x_r, r, y=y, key=key)
+    stage1 = self.consistency_fn(frozen['stage1'], x_r, r, y=y)
+    return jnp.where(paths.expand_to(r >= self.hparams.transition_sigma, x_r), live, stage1)
+
+  def loss(self, params, batch, key, ctx=StepContext()):
+    frozen = ctx.frozen
+    x, y = batch['x'], batch.get('y')
+    eps_key, t_key, label_key, net_key = jax.random.split(key, 4)
+    eps = jax.random.normal(eps_key, x.shape, x.dtype)
+    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    t, r = self.t_and_r(t_key, x.shape[0], ctx.step)
+    per_sample = self.pair_loss(params, frozen, x, y, eps, t, r, net_key)
+    boundary = self.boundary_mask(jax.random.split(t_key)[1], x.shape[0])
+    count = jnp.sum(boundary)
+    boundary_loss = jnp.sum(jnp.where(boundary, per_sample, 0.0)) / jnp.maximum(count, 1)
+    rest_loss = jnp.sum(jnp.where(boundary, 0.0, per_sample)) / jnp.maximum(x.shape[0] - count, 1)
+    loss = rest_loss + self.hparams.boundary_weight * boundary_loss
+    return loss, {'loss': loss, 'boundary_loss': boundary_loss, 'truncated_loss': rest_loss,
+                  'stage1_target_fraction': jnp.mean(r < self.hparams.transition_sigma)}
