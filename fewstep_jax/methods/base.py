@@ -223,11 +223,15 @@ class SingleNetworkMethod(Method):
   def loss(self, params, batch, key, ctx=StepContext()):
     raise NotImplementedError
 
+  def gradients(self, state, batch, key):
+    """(gradient of the loss with respect to the student's parameters, metrics) over the micro-batches."""
+    ctx = self.context(state)
+    return accumulate_gradients(lambda params, batch, key: self.loss(params, batch, key, ctx),
+                                state.nets['student'].params, batch, key, self.config.train.micro_batches)
+
   def step(self, state, batch, key):
     net = state.nets['student']
-    ctx = self.context(state)
-    grads, metrics = accumulate_gradients(lambda params, batch, key: self.loss(params, batch, key, ctx),
-                                          net.params, batch, key, self.config.train.micro_batches)
+    grads, metrics = self.gradients(state, batch, key)
     new_net = self.student.apply_gradients(net, grads)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net})
