@@ -50,6 +50,8 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       sample_grid=64,           # Images in each samples/ grid (or points in each scatter plot x 16).
       seed=1,
       at_end=True,              # Train mode: evaluate once training finishes (datasets with an evaluator).
+      schedule='',              # A stored few-step schedule file (python -m fewstep_jax.schedules): an ODE
+                                # teacher samples on its grid at each NFE it holds.
   ))
   if config.optim.ema_rates:
     config.eval.params = ema_name(config.optim.ema_rates[0])

@@ -49,8 +49,14 @@ def _euler(drift, x, make_grid, nfe, singular_end):
 def _heun(drift, x, make_grid, nfe, singular_end):
   # A plain Euler last step when nfe is odd, or when the drift must not be evaluated at the grid's end.
   euler_last = singular_end or nfe % 2 == 1
-  num_steps = (nfe + 1) // 2 if euler_last else nfe // 2
-  return heun_solve(drift, x, make_grid(num_steps), euler_last)
+  return heun_solve(drift, x, make_grid(solver_steps('heun', nfe, singular_end)), euler_last)
+
+
+def solver_steps(solver: str, nfe: int, singular_end: bool) -> int:
+  """The number of grid steps `solve` takes for `nfe` drift evaluations (its grid has one point more)."""
+  if solver == 'euler':
+    return nfe
+  return (nfe + 1) // 2 if singular_end or nfe % 2 == 1 else nfe // 2
 
 
 SOLVERS = {'euler': _euler, 'heun': _heun}
@@ -68,6 +74,19 @@ def solve(drift, x, make_grid, solver: str, nfe: int, singular_end: bool = False
   if nfe < 1:
     raise ValueError(f'nfe must be at least 1, got {nfe}')
   return SOLVERS[solver](drift, x, make_grid, nfe, singular_end)
+
+
+def fixed_grid(grid):
+  """make_grid for `solve` that returns the given decreasing grid (a stored schedule), and refuses a step count
+  it was not made for."""
+  grid = jnp.asarray(grid, jnp.float32)
+
+  def make_grid(num_steps):
+    if num_steps + 1 != grid.shape[0]:
+      raise ValueError(f'the schedule has {grid.shape[0] - 1} solver steps, but this solver and NFE take '
+                       f'{num_steps}: make a schedule for this NFE and solver (python -m fewstep_jax.schedules)')
+    return grid
+  return make_grid
 
 
 def drift_evaluations(nfe: int, labels, guidance: float) -> int:

@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 
-from fewstep_jax import sampling
+from fewstep_jax import sampling, stored_schedules
 from fewstep_jax.eval import metrics, plots
 from fewstep_jax.train import files, sharding, writers
 from fewstep_jax.train.state import ema_rate
@@ -24,18 +24,30 @@ ROW_KEY = ('method', 'sampler', 'nfe', 'metric', 'step', 'params')
 
 
 def generate(run, params, nfe: int, n: int, seed: int):
-  """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations."""
+  """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations (on the
+  stored schedule of eval.schedule where it holds one for this NFE)."""
   labels = sampling.sample_labels(n, run.data.num_classes)
   key = jax.random.fold_in(run.sample_key, seed)
-  samples = _sample_fn(run, n, nfe)(params, key, labels=labels)
+  samples = _sample_fn(run, n, nfe, stored_grid(run.config, nfe))(params, key, labels=labels)
   return np.asarray(jax.device_get(samples)), None if labels is None else np.asarray(labels)
 
 
+def stored_grid(config, nfe: int):
+  """The grid eval.schedule stores for `nfe` (a tuple), or None (no schedule file, or none for this NFE)."""
+  if not config.eval.get('schedule'):
+    return None
+  if config.method.name not in stored_schedules.SCHEDULE_MAPS:
+    raise ValueError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
+                     f'method {config.method.name!r} has its own few-step sampler: unset it.')
+  return stored_schedules.grid_for(config.eval.schedule, config.method.name, config.method.solver, nfe)
+
+
 @functools.lru_cache(maxsize=32)
-def _sample_fn(run, n: int, nfe: int):
-  """One compiled sampler per (run, n, nfe), reused by every sample grid of a training run."""
+def _sample_fn(run, n: int, nfe: int, grid=None):
+  """One compiled sampler per (run, n, nfe, stored grid), reused by every sample grid of a training run."""
+  options = {} if grid is None else {'grid': grid}
   # Replicated output: every process can read the samples, also when the parameters are sharded.
-  return jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe),
+  return jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe, **options),
                  out_shardings=sharding.replicated(run.mesh))
 
 
@@ -135,6 +147,8 @@ def sampler_name(config) -> str:
   parts = [hp.get('solver', 'default')]
   if hp.get('guidance', 1.0) != 1.0:
     parts.append(f'guidance {hp.guidance:g}')
+  if config.eval.get('schedule'):
+    parts.append(f'schedule {os.path.basename(config.eval.schedule)}')
   return ', '.join(parts)
 
 

@@ -65,8 +65,9 @@ class EDM(SingleNetworkMethod):
     sigmas = timesteps.karras_sigmas(num_steps, hp.sigma_min, hp.sigma_max, hp.rho)
     return jnp.concatenate([sigmas, jnp.zeros((1,), sigmas.dtype)])
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None):
-    """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given)."""
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None):
+    """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given), on the
+    Karras grid or on `grid` (a stored schedule: the solver's descending sigmas, ending at 0)."""
     guidance = self.hparams.guidance if guidance is None else guidance
     eps = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     x = self.hparams.sigma_max * eps
@@ -76,5 +77,6 @@ class EDM(SingleNetworkMethod):
     def drift(x, sigma):
       return (x - denoise(x, sigma)) / paths.expand_to(sigma, x)
 
-    return sampling.solve(drift, x, self.sampling_grid, solver or self.hparams.solver,
+    make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
+    return sampling.solve(drift, x, make_grid, solver or self.hparams.solver,
                           sampling.drift_evaluations(nfe, labels, guidance), singular_end=True)

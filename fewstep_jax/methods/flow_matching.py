@@ -62,12 +62,14 @@ class FlowMatching(SingleNetworkMethod):
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None):
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from
-    `noise` [n, *data_shape] ~ N(0, I) if given (reflow pairs), else from noise drawn with key."""
+    `noise` [n, *data_shape] ~ N(0, I) if given (reflow pairs), else from noise drawn with key; on the uniform
+    grid or on `grid` (a stored schedule: the solver's descending times from 1 to 0)."""
     guidance = self.hparams.guidance if guidance is None else guidance
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance,
                       self.num_classes)
-    return sampling.solve(velocity, z, timesteps.flow_time_grid, solver or self.hparams.solver,
+    make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
+    return sampling.solve(velocity, z, make_grid, solver or self.hparams.solver,
                           sampling.drift_evaluations(nfe, labels, guidance))

@@ -1,0 +1,93 @@
+"""Few-step schedules of ODE teachers: the default logits give the teacher's own grid, a stored grid samples as the
+solver's grid does, the coordinate search finds a known minimum, and a schedule made for a tiny toy teacher is
+written, read back for its NFE only and used by the evaluator (with clear errors for a wrong file)."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from fewstep_jax import schedules, stored_schedules
+from fewstep_jax.config_base import base_config, load_config
+from fewstep_jax.methods import build_method
+
+
+def teacher_method(name):
+  config = base_config(method=name, network='mlp', dataset='toy')
+  config.network.update(hidden=16, depth=1)
+  return build_method(config, data_shape=(2,), num_classes=0)
+
+
+@pytest.mark.parametrize('name,solver,nfe', [('edm', 'heun', 7), ('edm', 'euler', 4), ('flow_matching', 'euler', 4),
+                                            ('flow_matching', 'heun', 6)])
+def test_default_logits_are_the_teachers_own_grid(name, solver, nfe):
+  from fewstep_jax import sampling, timesteps
+  method = teacher_method(name)
+  steps = sampling.solver_steps(solver, nfe, name == 'edm')
+  want = method.sampling_grid(steps) if name == 'edm' else timesteps.flow_time_grid(steps)
+  np.testing.assert_allclose(stored_schedules.schedule_grid(method, solver, nfe), want, rtol=1e-5, atol=1e-7)
+  moved = stored_schedules.schedule_grid(method, solver, nfe, np.linspace(-1, 1, stored_schedules.schedule_size(
+      method, solver, nfe)))
+  assert np.all(np.diff(moved) < 0)
+  np.testing.assert_allclose(moved[[0, -1]], np.asarray(want)[[0, -1]], rtol=1e-6)  # The ends stay.
+  assert not np.allclose(moved, want)
+
+
+def test_a_stored_grid_samples_as_the_solver_grid_and_must_fit_the_nfe():
+  method = teacher_method('edm')
+  params = method.init(jax.random.PRNGKey(0)).nets['student'].params
+  grid = tuple(stored_schedules.schedule_grid(method, 'heun', 5))
+  default = method.sample(params, jax.random.PRNGKey(1), 8, 5)
+  # The stored grid is the float64 Karras grid; the sampler's own is float32: a few ulps apart.
+  np.testing.assert_allclose(method.sample(params, jax.random.PRNGKey(1), 8, 5, grid=grid), default, rtol=2e-4,
+                             atol=2e-4)
+  with pytest.raises(ValueError, match='the schedule has 3 solver steps, but this solver and NFE take 4'):
+    method.sample(params, jax.random.PRNGKey(1), 8, 7, grid=grid)
+
+
+def test_coordinate_search_finds_a_known_minimum():
+  target = np.array([0.7, -0.4, 0.2])
+  logits, value, used = schedules.search(lambda v: float(np.sum((v - target) ** 2)), 3, 400)
+  np.testing.assert_allclose(logits, target, atol=0.02)
+  assert value < 1e-3 and used <= 400
+  assert schedules.search(lambda v: 1.0, 0, 50)[2] == 1  # Nothing to move: one evaluation.
+
+
+def test_a_schedule_is_made_stored_and_used_by_the_evaluator(tmp_path):
+  from fewstep_jax.eval import evaluate
+  from fewstep_jax.train import trainer
+  teacher = str(tmp_path / 'edm')
+  small = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16,
+           'train.log_every': 1, 'train.tensorboard': False, 'eval.at_end': False}
+  trainer.train(load_config(os.path.join(REPO, 'configs/toy/edm.py'), small), teacher)
+  out = str(tmp_path / 'schedules.json')
+  made = schedules.make_schedules(teacher, [4], out, solver='euler', evals=6, num_samples=128)
+  stored = json.load(open(out))
+  assert stored == json.loads(json.dumps(made)) and stored['metric'] == 'sliced_w2'
+  entry = stored['schedules']['4']
+  assert entry['evaluations'] == 6 and entry['search_value'] <= entry['default_search_value']
+  assert stored_schedules.grid_for(out, 'edm', 'euler', 4) == tuple(entry['grid'])
+  assert stored_schedules.grid_for(out, 'edm', 'euler', 8) is None  # Other NFEs keep the default grid.
+  with pytest.raises(ValueError, match="schedules for a 'edm' teacher with the 'euler' solver"):
+    stored_schedules.grid_for(out, 'edm', 'heun', 4)
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.schedules'):
+    stored_schedules.grid_for(str(tmp_path / 'none.json'), 'edm', 'euler', 4)
+  with pytest.raises(FileExistsError):
+    schedules.make_schedules(teacher, [4], out, solver='euler', evals=2, num_samples=16)
+  # The evaluator samples on the stored grid and names the schedule in its rows.
+  config = load_config(os.path.join(REPO, 'configs/toy/edm.py'),
+                       dict(small, **{'method.solver': 'euler', 'eval.schedule': out}))
+  assert evaluate.stored_grid(config, 4) == tuple(entry['grid'])
+  assert evaluate.sampler_name(config) == 'euler, schedule schedules.json'
+  run = trainer.Run(config)
+  state, _ = trainer.restore_latest(run, teacher)
+  params = run.method.sampling_params(state)
+  samples, _ = evaluate.generate(run, params, 4, 32, 0)
+  key = jax.random.fold_in(run.sample_key, 0)
+  want = run.method.sample(params, key, 32, 4, grid=tuple(entry['grid']))
+  np.testing.assert_allclose(samples, want, rtol=1e-5, atol=1e-6)
+  ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.schedule': out})
+  with pytest.raises(ValueError, match='has its own few-step sampler'):
+    evaluate.stored_grid(ct, 1)
