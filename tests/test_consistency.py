@@ -566,8 +566,8 @@ def test_ctm_gamma_sampling_with_the_exact_jump_solves_the_ode():
   noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
   want = 80.0 * noise * math.sqrt((S**2 + 0.002**2) / (S**2 + 80.0**2))
   for nfe in (1, 2, 4):
-    np.testing.assert_allclose(method.sample(None, jax.random.PRNGKey(4), 16, nfe, noise=noise), want, rtol=1e-4,
-                               atol=1e-6)
+    sample = jax.jit(lambda key, noise, nfe=nfe: method.sample(None, key, 16, nfe, noise=noise))  # As eval runs it.
+    np.testing.assert_allclose(sample(jax.random.PRNGKey(4), noise), want, rtol=1e-4, atol=1e-6)
   many = method.sample(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
   np.testing.assert_allclose(np.var(np.asarray(many), axis=0), S**2 + 0.002**2, rtol=0.05)
 
@@ -609,3 +609,50 @@ def test_ctm_starts_from_the_teacher_and_weighs_dsm_adaptively(toy_edm_run):
   with pytest.raises(ValueError, match='do not fit the student'):
     r = trainer.Run(bad)
     r.method.init(r.init_key, r.frozen)
+
+
+def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
+  """gan_weight > 0: the head reads the frozen teacher's bottleneck; from gan_start the student (with the GAN term,
+  weighted by lambda = clip(||grad L_CTM|| / ||grad L_GAN||, 0.01, 10)) and the head update on alternate steps, each
+  leaving the other untouched, and every step reports the same metrics."""
+  from fewstep_jax import nn
+  from fewstep_jax.train import trainer
+  workdir, small = toy_edm_run
+  config = load_config(os.path.join(REPO, 'configs/toy/ctm.py'), dict(
+      small, **{'method.teacher': workdir, 'method.gan_weight': 1.0, 'method.gan_start': 2,
+                'optim.warmup_steps': 0}))  # So that step 0's update moves the student.
+  run = trainer.Run(config)
+  method = run.method
+  state = jax.jit(method.init)(run.init_key, run.frozen)
+  assert [method.step_options(k)['update'] for k in range(5)] == ['student', 'student', 'student_gan',
+                                                                    'discriminator', 'student_gan']
+  images = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
+  teacher_features = nn.make_features(nn.build_network(run.inputs['teacher'].network, num_classes=0))
+  sigma = jnp.full((4,), 0.002)
+  want = method.head.module.apply({'params': state.nets['head'].params}, teacher_features(
+      run.frozen['teacher'], images / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4))
+  np.testing.assert_allclose(method.logits(state.nets['head'].params, run.frozen, images), want, rtol=1e-5, atol=1e-6)
+  batch = {'x': jax.random.normal(jax.random.PRNGKey(2), (16, 2))}
+  names = None
+  for update in ('student', 'student_gan', 'discriminator'):
+    new, metrics = jax.jit(lambda s, b, k: method.step(s, b, k, update))(state, batch, jax.random.PRNGKey(3))
+    names = names or set(metrics)
+    assert set(metrics) == names and all(np.isfinite(v) for v in jax.device_get(metrics).values())
+    moved = lambda role: not tree_equal(new.nets[role].params, state.nets[role].params)
+    assert moved('student') == (update != 'discriminator') and moved('head') == (update == 'discriminator'), update
+  grads, metrics = jax.jit(lambda s, b, k: method.gradients(s, b, k, gan=True))(state, batch, jax.random.PRNGKey(4))
+  ctx = method.context(state)
+  ctm_key, dsm_key, gan_key = jax.random.split(jax.random.PRNGKey(4), 3)
+  params = state.nets['student'].params
+  g_ctm, g_dsm, g_gan = (jax.grad(lambda p, f=f, k=k: f(p, batch, k, ctx)[0])(params) for f, k in (
+      (method.ctm_loss, ctm_key), (method.dsm_loss, dsm_key), (method.gan_generator_loss, gan_key)))
+  norm = lambda g: math.sqrt(sum(float(jnp.sum(v**2)) for v in jax.tree.leaves(g)))
+  w = min(norm(g_ctm) / (norm(g_dsm) + 1e-4), 1e4)
+  lam = min(max(norm(g_ctm) / (norm(g_gan) + 1e-4), 0.01), 10.0)
+  np.testing.assert_allclose(float(metrics['gan_adaptive_weight']), lam, rtol=1e-4)
+  for got, a, b, c in zip(*(jax.tree.leaves(g) for g in (grads, g_ctm, g_dsm, g_gan))):
+    np.testing.assert_allclose(got, a + w * b + lam * c, rtol=1e-4, atol=1e-7)
+
+
+def tree_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

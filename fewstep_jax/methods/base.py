@@ -229,9 +229,10 @@ class SingleNetworkMethod(Method):
     return accumulate_gradients(lambda params, batch, key: self.loss(params, batch, key, ctx),
                                 state.nets['student'].params, batch, key, self.config.train.micro_batches)
 
-  def step(self, state, batch, key):
+  def step(self, state, batch, key, **gradient_options):
+    """One student update; gradient_options go to `gradients` (a subclass's static choices)."""
     net = state.nets['student']
-    grads, metrics = self.gradients(state, batch, key)
+    grads, metrics = self.gradients(state, batch, key, **gradient_options)
     new_net = self.student.apply_gradients(net, grads)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net})

@@ -23,9 +23,14 @@ Followed: sony/ctm code/cm/karras_diffusion.py `KarrasDenoiser` (`get_denoised_a
 `ctm_losses`: t, u, s and k, the estimate and target, `heun_solver`; `get_DSM_loss`; `calculate_adaptive_weight`),
 code/cm/resample.py (`HalfLogNormalHalfUniformSampler`, the weighted k), code/cm/sample_util.py
 (`sample_gamma_multistep`, `sample_exact`) and code/cm/script_util.py with commands/*.sh (defaults).
+GAN (gan_weight > 0, from step gan_start): a discriminator head (nn.GanHead) on the frozen teacher's bottleneck of
+clean images (read at gan_sigma), hinge loss relu(1 + l(fake)) + relu(1 - l(real)) with the CTM estimate as the
+fake, updated on odd steps; the student's even steps add gan_weight lambda grad(-mean l(estimate)),
+lambda = clip(||grad L_CTM|| / (||grad L_GAN|| + 1e-4), 0.01, 10) (`get_GAN_loss`, g_learning_period = 2).
 Deviations:
-- no GAN term: the official's projected discriminator on frozen DeiT / EfficientNet features is not available
-  here (issue-level follow-up: reuse the score-distillation GAN head);
+- the discriminator: one head on the frozen teacher's bottleneck (the official: projected discriminators on frozen
+  DeiT and EfficientNet features with DiffAugment, which this codebase has no weights for); the generator's GAN
+  term takes its own draw of the times (the official reuses the CTM term's estimate);
 - the adaptive weight compares the gradient norms over all parameters (the official: over the last layer only),
   which costs nothing extra here since the two terms' gradients are taken separately anyway;
 - the student starts from the teacher's weights where the names and shapes agree and keeps its fresh
@@ -38,13 +43,23 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import distances, paths, timesteps
+from fewstep_jax import distances, nn, paths, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate_gradients,
                                      drop_labels, require_teacher, teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs
 from fewstep_jax.methods.registry import register
+from fewstep_jax.train.optim import make_optimizer, optim_defaults
+from fewstep_jax.train.trained import TrainedNetwork
+
+
+def head_optim_defaults():
+  """The discriminator head's optimizer: the official RAdam, lr 2e-3, betas (0.5, 0.9), constant; no EMA."""
+  config = optim_defaults()
+  del config['ema_rates']
+  config.update(name='radam', lr=2e-3, b1=0.5, b2=0.9, schedule='constant', warmup_steps=0)
+  return config
 
 
 def merge_by_path(fresh, source):
@@ -96,6 +111,11 @@ class CTM(SingleNetworkMethod):
         label_dropout=0.0,
         guidance=1.0,             # Sampling CFG scale.
         sample_gamma=0.0,         # Gamma-sampling's stochasticity (0: deterministic jumps).
+        gan_weight=0.0,           # > 0: the GAN term (its weight times the adaptive lambda_GAN; official 1).
+        gan_start=0,              # The step from which the GAN term and the discriminator's updates run.
+        gan_sigma=0.002,          # The level the frozen teacher's bottleneck reads the (clean) images at.
+        gan_head_width=128,
+        head_optim=head_optim_defaults(),  # The discriminator head's optimizer (official RAdam 2e-3, (0.5, 0.9)).
     ))
 
   @classmethod
@@ -117,6 +137,15 @@ class CTM(SingleNetworkMethod):
     self.denoise = paths.edm_denoiser(self.apply, sigma_data=hp.sigma_data)
     self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,
                                             lpips_weights=hp.lpips_weights, lpips_resolution=hp.lpips_resolution)
+    self.use_gan = hp.gan_weight > 0
+    if self.use_gan:
+      if teacher.network is None or teacher.readout.name not in paths.NETWORK_INPUTS:
+        raise ValueError('the CTM GAN term reads the teacher\'s bottleneck: the teacher needs a network config and '
+                         'an edm, flow or TrigFlow readout; or set --config.method.gan_weight=0')
+      self.teacher_readout = teacher.readout
+      self.teacher_features = nn.make_features(nn.build_network(teacher.network, num_classes=num_classes))
+      self.head = TrainedNetwork(nn.GanHead(hidden=hp.gan_head_width),
+                                 make_optimizer(hp.head_optim, config.train.num_steps))
 
   # --- The network. ---
 
@@ -141,7 +170,14 @@ class CTM(SingleNetworkMethod):
       return state
     params = merge_by_path(state.nets['student'].params, frozen['teacher'])
     extra = dict(state.extra, target=jax.tree.map(lambda p: p.astype(jnp.float32), params))
-    return state.replace(nets={'student': self.student.init(params)}, extra=extra)
+    nets = {'student': self.student.init(params)}
+    if self.use_gan:
+      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
+      feats = jax.eval_shape(self.bottleneck, frozen, example)
+      head_key = jax.random.fold_in(key, 1)
+      nets['head'] = self.head.init(self.head.module.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params'])
+      extra['last'] = self.logged_metrics()
+    return state.replace(nets=nets, extra=extra)
 
   # --- The objective. ---
 
@@ -176,22 +212,56 @@ class CTM(SingleNetworkMethod):
 
     return jax.lax.stop_gradient(jax.lax.fori_loop(0, k, heun, x_t))
 
-  def ctm_loss(self, params, batch, key, ctx=StepContext()):
+  def estimate(self, params, batch, key, ctx):
+    """(estimate [B, ...], what the target needs): G_sg(G_theta(x_t, t, s), s, sigma_min) for one draw of the
+    times, with gradient into params (G_sg: the target network, gradient through its input only)."""
     hp = self.hparams
     x, y = batch['x'], batch.get('y')
     time_key, eps_key, label_key, net_key = jax.random.split(key, 4)
     y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
     k, t_index, u_index, s_index = self.draw_times(time_key, x.shape[0])
-    t, u, s = self.grid(t_index), self.grid(u_index), self.grid(s_index)
+    t, s = self.grid(t_index), self.grid(s_index)
     x_t = x + paths.expand_to(t, x) * jax.random.normal(eps_key, x.shape, x.dtype)
-    x_u = self.teacher_solve(ctx.frozen, x_t, t_index, k, y)
     target_params = jax.lax.stop_gradient(ctx.target if ctx.target is not None else params)
     sigma_min = jnp.full_like(s, hp.sigma_min)
     estimate = self.jump(target_params, self.jump(params, x_t, t, s, y, net_key), s, sigma_min, y)
-    inner = jax.lax.stop_gradient(self.jump(params, x_u, u, s, y, net_key))
-    reference = jax.lax.stop_gradient(self.jump(target_params, inner, s, sigma_min, y))
+    return estimate, (k, t_index, u_index, s, x_t, y, net_key, target_params)
+
+  def ctm_loss(self, params, batch, key, ctx=StepContext()):
+    hp = self.hparams
+    estimate, (k, t_index, u_index, s, x_t, y, net_key, target_params) = self.estimate(params, batch, key, ctx)
+    x_u = self.teacher_solve(ctx.frozen, x_t, t_index, k, y)
+    inner = jax.lax.stop_gradient(self.jump(params, x_u, self.grid(u_index), s, y, net_key))
+    reference = jax.lax.stop_gradient(self.jump(target_params, inner, s, jnp.full_like(s, hp.sigma_min), y))
     loss = jnp.mean(self.distance.fn(estimate, reference, (ctx.frozen or {}).get('distance')))
     return loss, {'ctm_loss': loss, 'heun_steps': k.astype(jnp.float32)}
+
+  # --- The GAN term (gan_weight > 0). ---
+
+  def bottleneck(self, frozen, images, y=None):
+    """The frozen teacher's bottleneck features of images [B, ...] read at level gan_sigma."""
+    sigma = jnp.full(images.shape[:1], self.hparams.gan_sigma)
+    x_net, c_noise = paths.network_input(self.teacher_readout.name, images, sigma, self.path,
+                                         self.teacher_readout.sigma_data)
+    return self.teacher_features(frozen['teacher'], x_net, c_noise, y)
+
+  def logits(self, head, frozen, images, y=None):
+    return self.head.module.apply({'params': head}, self.bottleneck(frozen, images, y))
+
+  def gan_generator_loss(self, params, batch, key, ctx):
+    """-mean l(estimate): the generator's side on the CTM estimate itself (the official `get_gan_fake`)."""
+    estimate, _ = self.estimate(params, batch, key, ctx)
+    loss = -jnp.mean(self.logits(ctx.nets['head'], ctx.frozen, estimate, batch.get('y')))
+    return loss, {'gan_generator_loss': loss}
+
+  def discriminator_loss(self, head, batch, key, ctx):
+    """Hinge: mean relu(1 + l(fake)) + mean relu(1 - l(real)), the fake a fresh CTM estimate without gradient."""
+    fake, _ = self.estimate(ctx.nets['student'], batch, key, ctx)
+    y = batch.get('y')
+    l_fake = self.logits(head, ctx.frozen, jax.lax.stop_gradient(fake), y)
+    l_real = self.logits(head, ctx.frozen, batch['x'], y)
+    loss = jnp.mean(jax.nn.relu(1 + l_fake)) + jnp.mean(jax.nn.relu(1 - l_real))
+    return loss, {'discriminator_loss': loss, 'real_logit': jnp.mean(l_real), 'fake_logit': jnp.mean(l_fake)}
 
   def dsm_sigma(self, key, n):
     """DSM's levels [n]: the first half log-normal, the rest the Karras map of U[0, dsm_max_ramp] from sigma_max."""
@@ -223,23 +293,76 @@ class CTM(SingleNetworkMethod):
     loss = ctm + self.hparams.dsm_weight * dsm
     return loss, {'loss': loss, **ctm_metrics, **dsm_metrics}
 
-  def gradients(self, state, batch, key):
-    """grad L_CTM + dsm_weight w grad L_DSM with the adaptive w (each term's gradient taken on its own)."""
+  def context(self, state):
+    ctx = super().context(state)
+    return ctx._replace(nets={name: net.params for name, net in state.nets.items()})
+
+  def gradients(self, state, batch, key, gan=False):
+    """grad L_CTM + dsm_weight w grad L_DSM (+ gan_weight lambda grad L_GAN with `gan`), with the adaptive
+    w = clip(||grad L_CTM|| / (||grad L_DSM|| + 1e-4), 0, 1e4) and lambda = clip(||grad L_CTM|| / (||grad L_GAN||
+    + 1e-4), 0.01, 10), each term's gradient taken on its own."""
     hp = self.hparams
-    if not hp.adaptive_dsm:
+    if not hp.adaptive_dsm and not gan:
       return super().gradients(state, batch, key)
     ctx = self.context(state)
     params, micro = state.nets['student'].params, self.config.train.micro_batches
-    ctm_key, dsm_key = jax.random.split(key)
-    ctm_grads, ctm_metrics = accumulate_gradients(lambda p, b, k: self.ctm_loss(p, b, k, ctx), params, batch,
-                                                  ctm_key, micro)
-    dsm_grads, dsm_metrics = accumulate_gradients(lambda p, b, k: self.dsm_loss(p, b, k, ctx), params, batch,
-                                                  dsm_key, micro)
-    adaptive = jnp.clip(optax.tree.norm(ctm_grads) / (optax.tree.norm(dsm_grads) + 1e-4), 0.0, 1e4)
-    weight = hp.dsm_weight * adaptive
+    ctm_key, dsm_key, gan_key = jax.random.split(key, 3)
+    term = lambda loss: lambda p, b, k: loss(p, b, k, ctx)
+    ctm_grads, metrics = accumulate_gradients(term(self.ctm_loss), params, batch, ctm_key, micro)
+    dsm_grads, dsm_metrics = accumulate_gradients(term(self.dsm_loss), params, batch, dsm_key, micro)
+    ctm_norm = optax.tree.norm(ctm_grads)
+    weight = hp.dsm_weight * (jnp.clip(ctm_norm / (optax.tree.norm(dsm_grads) + 1e-4), 0.0, 1e4)
+                              if hp.adaptive_dsm else 1.0)
     grads = jax.tree.map(lambda a, b: a + weight * b, ctm_grads, dsm_grads)
-    loss = ctm_metrics['ctm_loss'] + weight * dsm_metrics['dsm_loss']
-    return grads, {'loss': loss, **ctm_metrics, **dsm_metrics, 'dsm_adaptive_weight': adaptive}
+    loss = metrics['ctm_loss'] + weight * dsm_metrics['dsm_loss']
+    metrics = {**metrics, **dsm_metrics, 'dsm_adaptive_weight': weight / hp.dsm_weight}
+    if gan:
+      # The official's gan_loss is the estimate's, sharing the CTM term's draw; here its own draw (gan_key).
+      gan_grads, gan_metrics = accumulate_gradients(term(self.gan_generator_loss), params, batch, gan_key, micro)
+      gan_weight = hp.gan_weight * jnp.clip(ctm_norm / (optax.tree.norm(gan_grads) + 1e-4), 0.01, 10.0)
+      grads = jax.tree.map(lambda a, b: a + gan_weight * b, grads, gan_grads)
+      loss = loss + gan_weight * gan_metrics['gan_generator_loss']
+      metrics = {**metrics, **gan_metrics, 'gan_adaptive_weight': gan_weight / hp.gan_weight}
+    return grads, {'loss': loss, **metrics}
+
+  # --- The step: the student, or (GAN) the discriminator head on alternate steps. ---
+
+  def step_options(self, step: int) -> dict:
+    """Before gan_start, or without the GAN: a student update every step. From gan_start: the student on even
+    steps (with the GAN term), the discriminator head on odd ones (the official g_learning_period = 2)."""
+    if not self.use_gan or step < self.hparams.gan_start:
+      return {'update': 'student'}
+    return {'update': 'student_gan' if step % 2 == 0 else 'discriminator'}
+
+  def step(self, state, batch, key, update=None):
+    """update: 'student' | 'student_gan' | 'discriminator' (static, from step_options; None: the choice
+    step_options makes, from state.step on device). With the GAN, every step reports the same metrics: the other
+    kind of update's last values come from state.extra['last']."""
+    if not self.use_gan:
+      return super().step(state, batch, key)
+    if update is None:
+      index = jnp.where(state.step < self.hparams.gan_start, 0, jnp.where(state.step % 2 == 0, 1, 2))
+      return jax.lax.switch(index, [lambda s, name=name: self.step(s, batch, key, name)
+                                    for name in ('student', 'student_gan', 'discriminator')], state)
+    if update == 'discriminator':
+      ctx = self.context(state)
+      grads, metrics = accumulate_gradients(lambda head, b, k: self.discriminator_loss(head, b, k, ctx),
+                                            state.nets['head'].params, batch, key, self.config.train.micro_batches)
+      head = self.head.apply_gradients(state.nets['head'], grads)
+      state = state.replace(step=state.step + 1, nets={**state.nets, 'head': head})
+      metrics = dict(metrics, head_grad_norm=optax.tree.norm(grads))
+    else:
+      state, metrics = super().step(state, batch, key, gan=update == 'student_gan')
+    last = {**state.extra['last'], **{name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()
+                                      if name in state.extra['last']}}
+    return state.replace(extra={**state.extra, 'last': last}), last
+
+  def logged_metrics(self):
+    """The names every GAN-run step reports (state.extra['last'])."""
+    names = ['loss', 'ctm_loss', 'heun_steps', 'dsm_loss', 'dsm_adaptive_weight', 'grad_norm', 'target_ema',
+             'gan_generator_loss', 'gan_adaptive_weight', 'discriminator_loss', 'real_logit', 'fake_logit',
+             'head_grad_norm']
+    return {name: jnp.zeros((), jnp.float32) for name in names}
 
   # --- Sampling. ---
 
@@ -252,7 +375,9 @@ class CTM(SingleNetworkMethod):
       raise ValueError(f'gamma must be in [0, 1], got {gamma}')
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
-    sigmas = [float(v) for v in timesteps.karras_sigmas(nfe + 1, hp.sigma_min, hp.sigma_max, hp.rho)]
+    # The (nfe + 1)-point Karras grid as Python floats (the loop below is unrolled at trace time).
+    lo, hi = hp.sigma_min ** (1 / hp.rho), hp.sigma_max ** (1 / hp.rho)
+    sigmas = [(hi + i / nfe * (lo - hi)) ** hp.rho for i in range(nfe + 1)]
     g = self.g
     if labels is not None and guidance != 1.0:
       null = jnp.full_like(labels, self.num_classes)
