@@ -108,7 +108,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -
 
 def config_from_json(tree: dict) -> ml_collections.ConfigDict:
   """A run's stored config.json back as a locked ConfigDict, with its lists as the tuples the config files
-  wrote (JSON has no tuples)."""
+  wrote (JSON has no tuples). Fields the stored config lacks (hyperparameters added to the code after the run was
+  trained) take their current defaults, which keep the behaviour the run was trained with."""
   def tuples(value):
     if isinstance(value, dict):
       return {key: tuples(item) for key, item in value.items()}
@@ -116,7 +117,22 @@ def config_from_json(tree: dict) -> ml_collections.ConfigDict:
       return tuple(tuples(item) for item in value)
     return value
 
-  config = ml_collections.ConfigDict(tuples(tree))
+  def with_defaults(stored, defaults):
+    merged = dict(stored)
+    for key, value in defaults.items():
+      if key not in merged:
+        merged[key] = value
+      elif isinstance(value, dict) and isinstance(merged[key], dict):
+        merged[key] = with_defaults(merged[key], value)
+    return merged
+
+  stored = tuples(tree)
+  try:
+    defaults = base_config(method=stored['method']['name'], network=stored['network']['name'],
+                           dataset=stored['data']['name']).to_dict()
+  except (KeyError, ValueError, TypeError):  # A config of names this code does not know: as stored.
+    defaults = {}
+  config = ml_collections.ConfigDict(with_defaults(stored, defaults))
   config.lock()
   return config
 

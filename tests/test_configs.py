@@ -78,3 +78,16 @@ def test_paper_row_configs_carry_the_papers_values(path, values):
     for name in dotted.split('.'):
       node = node[name]
     assert (tuple(node) if isinstance(want, tuple) else node) == want, (path, dotted, node)
+
+
+def test_a_stored_config_from_before_a_new_hyperparameter_takes_its_default():
+  """A run's config.json written before a field existed (here CTM's gan_weight, the eval schedule) loads with that
+  field's default, so that eval and sample of older runs keep working; stored values win."""
+  import json
+  from fewstep_jax.config_base import config_from_json
+  stored = json.loads(load_config(str(REPO / 'configs/toy/ctm.py')).to_json())
+  del stored['method']['gan_weight'], stored['eval']['schedule']
+  stored['method']['dsm_weight'] = 0.5
+  config = config_from_json(stored)
+  assert config.method.gan_weight == 0.0 and config.eval.schedule == '' and config.method.dsm_weight == 0.5
+  assert config.is_locked
