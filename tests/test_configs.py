@@ -65,6 +65,9 @@ PAPER_ROWS = [
                         'method.t_df': 0.01, 'method.t_std': 0.2, 'optim.lr': 5e-5,
                         'train.batch_size': 1024}),  # NVlabs/TCM README
     ('imagenet64/tcm.py', {'method.ratio': 0.9961, 'method.huber_c': 0.06, 'method.weighting': 'edm'}),  # TCM README
+    ('cifar10/ctm.py', {'method.num_scales': 18, 'method.heun_steps': 17, 'method.target_ema': 0.999,
+                        'optim.lr': 4e-4, 'train.batch_size': 256}),  # ctm-cifar10 commands
+    ('imagenet64/ctm.py', {'method.num_scales': 40, 'method.heun_steps': 39, 'train.batch_size': 1440}),  # sony/ctm
     ('imagenet64/multistep_cd.py', {'method.segments': 8, 'method.s0': 64, 'method.s1': 1280,
                                     'method.weighting': 'snr_plus_one', 'train.batch_size': 2048}),  # Heek A.1
 ]

@@ -1,6 +1,7 @@
 """CTM (consistency trajectory models, Kim et al. 2024) on class-conditional CIFAR-10 from the class-conditional EDM
-teacher, for accelerators, the CTM + DSM stage (this codebase has no CTM GAN term yet); the paper's 1-NFE FID
-1.73 is with its GAN stage.
+teacher, for accelerators: CTM + DSM for 50k steps, then with the GAN term (the official README's 10-50k, then
+>= 30k with the GAN); the paper's 1-NFE FID 1.73. One run here: the GAN stage keeps the first stage's batch (the
+official resumes it at batch 528) and its discriminator reads the teacher's bottleneck (methods/ctm.py).
 
   python -m fewstep_jax.main --config=configs/cifar10/ctm.py --workdir=runs/cifar10_ctm \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.teacher=runs/cifar10_edm \
@@ -18,7 +19,7 @@ def get_config():
   # Kim-Dongjun/ctm-cifar10 commands (the cond CTM + DSM run): N = 18, up to 17 Heun steps (p(k) ∝ k), LPIPS,
   # target EMA 0.999, lambda_DSM 1 with the adaptive weight, RAdam lr 4e-4, batch 256, saved EMAs 0.999 / 0.9999.
   config.method.update(num_scales=18, heun_steps=17, distance='lpips', target_ema=0.999, dsm_weight=1.0,
-                        teacher='runs/cifar10_edm')
+                        gan_weight=1.0, gan_start=50_000, teacher='runs/cifar10_edm')
   config.train.update(batch_size=256, num_steps=100_000)
   config.optim.update(ema_rates=(0.999, 0.9999), lr=4e-4, name='radam')
   config.eval.update(nfe=(1, 2), params='ema_0.9999')

@@ -1,6 +1,7 @@
 """CTM (consistency trajectory models, Kim et al. 2024) on ImageNet-64 from the class-conditional EDM teacher, for
-accelerators, the CTM + DSM stage (this codebase has no CTM GAN term yet); the paper's FID 1.92 / 1.73 at 1 / 2
-NFE are with its GAN stage.
+accelerators: CTM + DSM for 50k steps, then with the GAN term; the paper's FID 1.92 / 1.73 at 1 / 2 NFE. One run
+here: the GAN stage keeps the first stage's batch, lr and Heun steps (the official resumes it at batch 4224,
+lr 8e-6, at most 20 Heun steps) and its discriminator reads the teacher's bottleneck (methods/ctm.py).
 
   python -m fewstep_jax.main --config=configs/imagenet64/ctm.py --workdir=runs/imagenet64_ctm \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.teacher=runs/imagenet64_edm \
@@ -18,7 +19,7 @@ def get_config():
   # sony/ctm code/commands (ImageNet-64 CTM + DSM): N = 40, up to 39 Heun steps (p(k) ∝ k), LPIPS, target EMA
   # 0.999, lambda_DSM 1 with the adaptive weight, RAdam lr 4e-4, batch 1440, saved EMAs 0.999 / 0.9999 / 0.9999432.
   config.method.update(num_scales=40, heun_steps=39, distance='lpips', target_ema=0.999, dsm_weight=1.0,
-                        teacher='runs/imagenet64_edm')
+                        gan_weight=1.0, gan_start=50_000, teacher='runs/imagenet64_edm')
   config.train.update(batch_size=1440, num_steps=100_000)
   config.optim.update(ema_rates=(0.999, 0.9999, 0.9999432), lr=4e-4, name='radam')
   config.eval.update(nfe=(1, 2), params='ema_0.999943')

@@ -20,8 +20,9 @@ a scalar, is written as ones here), fastgen/methods/common_loss.py `variational_
 fastgen/configs/methods/config_f_distill.py with experiments/EDM/config_f_distill_{cifar10,in64}.py (the
 defaults and the paper-row configs).
 Deviations: one GAN head on the bottleneck (FastGen's CIFAR-10 config reads three feature resolutions); the head's
-features are a second teacher pass (FastGen takes them from the guided teacher pass itself: same values, one
-more network call here); the mean |p_real| has no 1e-6 (DMD2's form, so that reverse KL equals DMD2 exactly; a
+features are written as a second teacher call at the same x_t (FastGen takes them from the teacher pass itself;
+XLA shares the two calls' layers up to the bottleneck: the compiled student update is 0.94 of its passes counted
+one by one, experiments/bench.py --passes on configs/toy/f_distill.py); the mean |p_real| has no 1e-6 (DMD2's form, so that reverse KL equals DMD2 exactly; a
 zero is caught by nan_to_num); the critic's levels are the whole 1000-level grid (FastGen draws 2..998 as for
 the matching term); the critic updates every step and the student every 5th (FastGen updates the critic on the
 four steps between student updates only).
