@@ -110,22 +110,26 @@ def make_schedules(teacher: str, nfes, out: str, *, solver=None, evals=150, num_
   return result
 
 
-flags.DEFINE_string('teacher', None, 'Workdir of the trained ODE teacher (edm or flow_matching).')
-flags.DEFINE_list('nfe', None, 'Network-call budgets to make schedules for, e.g. 3,5,7.')
-flags.DEFINE_string('out', None, 'The schedule file to write (must not exist).')
-flags.DEFINE_enum('solver', None, sorted(sampling.SOLVERS), "ODE solver (default: the teacher's).")
-flags.DEFINE_integer('evals', 150, 'Metric evaluations per schedule.')
-flags.DEFINE_integer('num_samples', 2000, 'Samples per evaluation.')
-flags.DEFINE_integer('seed', 0, 'Seed of the search draw (the held-out draw uses seed + 1000).')
-FLAGS = flags.FLAGS
-
-
 def main(argv):
   del argv
-  make_schedules(FLAGS.teacher, [int(n) for n in FLAGS.nfe], FLAGS.out, solver=FLAGS.solver, evals=FLAGS.evals,
-                 num_samples=FLAGS.num_samples, seed=FLAGS.seed)
+  flag_values = flags.FLAGS
+  make_schedules(flag_values.teacher, [int(n) for n in flag_values.nfe], flag_values.out, solver=flag_values.solver,
+                 evals=flag_values.evals, num_samples=flag_values.num_samples, seed=flag_values.seed)
+
+
+def define_flags():
+  """The command line's flags, defined only when this module runs as a program (another module's flags of the
+  same names, e.g. fewstep_jax.reflow's --teacher, may share the process)."""
+  flags.DEFINE_string('teacher', None, 'Workdir of the trained ODE teacher (edm or flow_matching).')
+  flags.DEFINE_list('nfe', None, 'Network-call budgets to make schedules for, e.g. 3,5,7.')
+  flags.DEFINE_string('out', None, 'The schedule file to write (must not exist).')
+  flags.DEFINE_enum('solver', None, sorted(sampling.SOLVERS), "ODE solver (default: the teacher's).")
+  flags.DEFINE_integer('evals', 150, 'Metric evaluations per schedule.')
+  flags.DEFINE_integer('num_samples', 2000, 'Samples per evaluation.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the search draw (the held-out draw uses seed + 1000).')
+  flags.mark_flags_as_required(['teacher', 'nfe', 'out'])
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['teacher', 'nfe', 'out'])
+  define_flags()
   app.run(main)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from fewstep_jax import schedules, stored_schedules
+from fewstep_jax import reflow, schedules, stored_schedules
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
 
@@ -45,6 +45,12 @@ def test_a_stored_grid_samples_as_the_solver_grid_and_must_fit_the_nfe():
                              atol=2e-4)
   with pytest.raises(ValueError, match='the schedule has 3 solver steps, but this solver and NFE take 4'):
     method.sample(params, jax.random.PRNGKey(1), 8, 7, grid=grid)
+
+
+def test_the_tool_shares_a_process_with_the_reflow_tool():
+  """Both command lines have a --teacher: the schedule tool defines its flags only when it runs as a program, so
+  importing both (as this test file does) is no duplicate-flag error."""
+  assert 'teacher' in reflow.FLAGS and callable(schedules.define_flags)
 
 
 def test_coordinate_search_finds_a_known_minimum():
