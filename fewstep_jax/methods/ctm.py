@@ -199,7 +199,7 @@ class CTM(SingleNetworkMethod):
 
   def teacher_solve(self, frozen, x_t, t_index, k, y):
     """x_u [B, ...]: k Heun steps of the teacher's ODE dx/dsigma = (x - D(x, sigma)) / sigma along the grid from
-    index t_index [B] (exactly k teacher-pair calls; the last step to sigma_min ends with Euler, as EDM's)."""
+    index t_index [B]: 2k teacher calls (the grid ends at sigma_min > 0, so every step is a full Heun step)."""
     denoise = self.teacher_x0(frozen['teacher'], y)
 
     def heun(j, x):
