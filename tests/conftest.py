@@ -60,3 +60,15 @@ def described_teachers(config, data_shape, num_classes, readout='edm'):
   return {name: Teacher(network=config.network, readout=paths.readout(readout), data_shape=tuple(data_shape),
                         num_classes=num_classes)
           for name, spec in specs.items() if isinstance(spec, TeacherInput)}
+
+
+@pytest.fixture(scope='module')
+def toy_edm_run(tmp_path_factory):
+  """(workdir, its overrides) of a tiny 2-step toy EDM run, once per test module: a teacher or init run."""
+  from fewstep_jax.config_base import load_config
+  from fewstep_jax.train import trainer
+  workdir = str(tmp_path_factory.mktemp('toy_edm'))
+  small = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16,
+           'train.log_every': 1, 'train.tensorboard': False, 'eval.at_end': False}
+  trainer.train(load_config(os.path.join(REPO, 'configs/toy/edm.py'), small), workdir)
+  return workdir, small
