@@ -8,15 +8,13 @@ import os
 
 import numpy as np
 
-from fewstep_jax import sampling
+from fewstep_jax import sampling, timesteps
 from fewstep_jax.errors import RunError
 from fewstep_jax.train import files
 
 
 def _edm_grid(hp, fractions):
-  sigmas = (hp.sigma_max ** (1 / hp.rho) + fractions * (hp.sigma_min ** (1 / hp.rho) - hp.sigma_max ** (1 / hp.rho))
-            ) ** hp.rho
-  return np.concatenate([sigmas, [0.0]])
+  return np.concatenate([timesteps.karras_map(1.0 - fractions, hp.sigma_min, hp.sigma_max, hp.rho), [0.0]])
 
 
 # By teacher method: (points of a num_steps-step grid that the fractions span, fractions [points] -> grid,

@@ -132,8 +132,12 @@ def log_linear_num_scales(step, anneal_steps: int, s0=64, s1=1280):
 def ect_r_from_t(t, stage, q=2.0, k=8.0, b=1.0):
   """ECT's second point r = max(0, t (1 - q^-(stage + 1) (1 + k sigmoid(-b t)))) for EDM noise levels t [B]:
   r < t, the gap t - r shrinks by q each stage (continuous time in the limit), and small t map to r = 0."""
-  shrink = q ** (-(jnp.asarray(stage, jnp.float32) + 1.0)) * (1.0 + k * jax.nn.sigmoid(-b * t))
-  return jnp.maximum(0.0, t * (1.0 - shrink))
+  return ect_r_at_gap(t, q ** (-(jnp.asarray(stage, jnp.float32) + 1.0)), k, b)
+
+
+def ect_r_at_gap(t, gap, k=8.0, b=1.0):
+  """ECT's r = max(0, t (1 - gap (1 + k sigmoid(-b t)))) at a given gap = q^-(stage + 1) (TCM holds it fixed)."""
+  return jnp.maximum(0.0, t * (1.0 - gap * (1.0 + k * jax.nn.sigmoid(-b * t))))
 
 
 def truncated_student_t_quantiles(df: float, loc: float, scale: float, lo: float, hi: float, num: int = 4097):

@@ -161,6 +161,16 @@ def setup_consistency(method):
                                       guidance=hp.guidance, gamma=hp.sample_gamma)
 
 
+def teacher_heun_step(denoise, x, sigma, sigma_to):
+  """One Heun step of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to sigma_to (both [B], > 0), for a
+  denoiser D(x, sigma): CD's teacher step, and each of CTM's."""
+  s, s_to = paths.expand_to(sigma, x), paths.expand_to(sigma_to, x)
+  slope = (x - denoise(x, sigma)) / s
+  euler = x + (s_to - s) * slope
+  slope_end = (euler - denoise(euler, sigma_to)) / s_to
+  return x + (s_to - s) * 0.5 * (slope + slope_end)
+
+
 @register('ct')
 class ConsistencyTraining(SingleNetworkMethod):
   """CT (Song et al. 2023): x̂_n = x + sigma_n z, EMA target with the adaptive rate mu(k), N(k) from 2 to 151.
@@ -318,14 +328,9 @@ class ConsistencyDistillation(ConsistencyTraining):
                                     self.hparams.teacher_guidance, self.num_classes)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
-    """x̂_n [B, ...]: one Heun step of dx/dsigma = (x - D_teacher(x, sigma)) / sigma from sigma_{n+1} to sigma_n."""
+    """x̂_n [B, ...]: one Heun step of the teacher's ODE from sigma_{n+1} to sigma_n."""
     del x, z
-    denoise = self.teacher_x0(frozen['teacher'], y)
-    sn, snext = paths.expand_to(sigma_n, x_next), paths.expand_to(sigma_next, x_next)
-    slope = (x_next - denoise(x_next, sigma_next)) / snext
-    euler = x_next + (sn - snext) * slope
-    slope_end = (euler - denoise(euler, sigma_n)) / sn
-    return x_next + (sn - snext) * 0.5 * (slope + slope_end)
+    return teacher_heun_step(self.teacher_x0(frozen['teacher'], y), x_next, sigma_next, sigma_n)
 
 
 # Multistep consistency models (Heek et al. 2024, Algorithms 1 and 2): K segments, each consistency model mapping to
@@ -573,8 +578,7 @@ class TruncatedConsistency(ECT):
     t = jnp.exp(timesteps.sample_from_quantiles(t_key, batch, self.log_t_quantiles))
     # The official's t' + 1e-8 is t' itself in float32; t' belongs to the trained range (sigma >= t').
     t = jnp.where(self.boundary_mask(pick_key, batch), hp.transition_sigma, t)
-    r = t - t * (1 - hp.ratio) * (1 + hp.k * jax.nn.sigmoid(-hp.b * t))
-    return t, jnp.maximum(r, 1e-6)
+    return t, jnp.maximum(timesteps.ect_r_at_gap(t, 1 - hp.ratio, hp.k, hp.b), 1e-6)
 
   def boundary_mask(self, key, batch):
     """[B] bool: exactly int(boundary_fraction B) samples, at random positions (the key's second split, as

@@ -47,8 +47,8 @@ from fewstep_jax import distances, nn, paths, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate_gradients,
-                                     drop_labels, require_teacher, teacher_model)
-from fewstep_jax.methods.consistency import distance_inputs
+                                     drop_labels, guided, require_teacher, teacher_model)
+from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
 from fewstep_jax.methods.registry import register
 from fewstep_jax.train.optim import make_optimizer, optim_defaults
 from fewstep_jax.train.trained import TrainedNetwork
@@ -203,12 +203,7 @@ class CTM(SingleNetworkMethod):
     denoise = self.teacher_x0(frozen['teacher'], y)
 
     def heun(j, x):
-      sigma, sigma_next = self.grid(t_index + j), self.grid(t_index + j + 1)
-      s, s_next = paths.expand_to(sigma, x), paths.expand_to(sigma_next, x)
-      slope = (x - denoise(x, sigma)) / s
-      euler = x + (s_next - s) * slope
-      slope_next = (euler - denoise(euler, sigma_next)) / s_next
-      return x + (s_next - s) * 0.5 * (slope + slope_next)
+      return teacher_heun_step(denoise, x, self.grid(t_index + j), self.grid(t_index + j + 1))
 
     return jax.lax.stop_gradient(jax.lax.fori_loop(0, k, heun, x_t))
 
@@ -269,8 +264,7 @@ class CTM(SingleNetworkMethod):
     normal_key, ramp_key = jax.random.split(key)
     lognormal = timesteps.sample_log_normal(normal_key, n, hp.dsm_p_mean, hp.dsm_p_std)
     ramp = jax.random.uniform(ramp_key, (n,), maxval=hp.dsm_max_ramp)
-    karras = (hp.sigma_max ** (1 / hp.rho) + ramp * (hp.sigma_min ** (1 / hp.rho) - hp.sigma_max ** (1 / hp.rho))
-              ) ** hp.rho
+    karras = timesteps.karras_map(1.0 - ramp, hp.sigma_min, hp.sigma_max, hp.rho)
     return jnp.where(jnp.arange(n) < n // 2, lognormal, karras)
 
   def dsm_loss(self, params, batch, key, ctx=StepContext()):
@@ -375,20 +369,15 @@ class CTM(SingleNetworkMethod):
       raise ValueError(f'gamma must be in [0, 1], got {gamma}')
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
-    # The (nfe + 1)-point Karras grid as Python floats (the loop below is unrolled at trace time).
-    lo, hi = hp.sigma_min ** (1 / hp.rho), hp.sigma_max ** (1 / hp.rho)
-    sigmas = [(hi + i / nfe * (lo - hi)) ** hp.rho for i in range(nfe + 1)]
-    g = self.g
-    if labels is not None and guidance != 1.0:
-      null = jnp.full_like(labels, self.num_classes)
-      g = lambda p, x, t, s, y: (self.g(p, x, t, s, null)
-                                 + guidance * (self.g(p, x, t, s, y) - self.g(p, x, t, s, null)))
+    # The descending (nfe + 1)-point Karras grid as Python floats (the loop below is unrolled at trace time).
+    sigmas = [timesteps.karras_map(1.0 - i / nfe, hp.sigma_min, hp.sigma_max, hp.rho) for i in range(nfe + 1)]
+    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, guidance, self.num_classes)
     for i in range(nfe):
       last = i == nfe - 1
       s = sigmas[i + 1] if last else (1 - gamma**2) ** 0.5 * (sigmas[i + 1] - hp.sigma_min) + hp.sigma_min
       t_vec, s_vec = jnp.full((n,), sigmas[i]), jnp.full((n,), s)
       ratio = s / sigmas[i]
-      x = ratio * x + (1 - ratio) * g(params, x, t_vec, s_vec, labels)
+      x = ratio * x + (1 - ratio) * g(x, t_vec, s_vec)
       if not last and gamma > 0:
         fresh = jax.random.normal(jax.random.fold_in(walk_key, i), x.shape, x.dtype)
         x = x + (max(sigmas[i + 1]**2 - s**2, 0.0)) ** 0.5 * fresh
