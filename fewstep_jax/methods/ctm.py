@@ -50,14 +50,14 @@ from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, Ste
                                      drop_labels, guided, require_teacher, teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
 from fewstep_jax.methods.registry import register
-from fewstep_jax.train.optim import make_optimizer, optim_defaults
+from fewstep_jax.methods.score_distillation import critic_optim_defaults
+from fewstep_jax.train.optim import make_optimizer
 from fewstep_jax.train.trained import TrainedNetwork
 
 
 def head_optim_defaults():
   """The discriminator head's optimizer: the official RAdam, lr 2e-3, betas (0.5, 0.9), constant; no EMA."""
-  config = optim_defaults()
-  del config['ema_rates']
+  config = critic_optim_defaults()
   config.update(name='radam', lr=2e-3, b1=0.5, b2=0.9, schedule='constant', warmup_steps=0)
   return config
 
