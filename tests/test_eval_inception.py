@@ -41,6 +41,13 @@ def test_preprocessing_quantises_to_8_bits_and_repeats_gray_to_rgb():
   assert pixels.shape == (1, 6, 6, 3) and np.all(pixels[..., 0] == pixels[..., 2])
 
 
+def test_the_network_holds_pytorch_fids_arrays():
+  shapes = inception.weight_shapes()
+  # pytorch-fid's network: 23,850,960 parameters plus 34,432 batch-norm running means and variances.
+  assert sum(int(np.prod(shape)) for shape in shapes.values()) == 23_850_960 + 34_432
+  assert shapes['Mixed_7c.branch_pool.conv.weight'] == (1, 1, 2048, 192)
+
+
 def test_weight_files_round_trip_and_wrong_ones_name_the_array(tmp_path):
   from safetensors.numpy import save_file
   weights = inception.random_weights(3)

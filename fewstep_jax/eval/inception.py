@@ -17,11 +17,16 @@ Weights are read from a local file, never downloaded: pytorch-fid's `pt_inceptio
 either, which later loads read with numpy alone. Arrays keep the state dict's names; convolution kernels are
 stored HWIO.
 """
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fewstep_jax.eval import weight_files
+from fewstep_jax.mesh_axes import BATCH_AXES
 
 PUBLISHED_AT = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                 'pt_inception-2015-12-05-6726825d.pth')
@@ -173,22 +178,7 @@ def read_state_dict(path: str) -> dict:
     raise FileNotFoundError(f'Inception weights file {path!r} not found; nothing is downloaded at run time. The '
                             f'weights are published at {PUBLISHED_AT}; pass the downloaded file or its conversion '
                             '(python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz).')
-  extension = os.path.splitext(path)[1]
-  if extension == '.npz':
-    with np.load(path) as stored:
-      return {name: stored[name] for name in stored.files}
-  if extension == '.safetensors':
-    from safetensors.numpy import load_file
-    return load_file(path)
-  if extension in ('.pth', '.pt'):
-    try:
-      import torch
-    except ImportError as error:
-      raise ImportError(f'reading {path} needs PyTorch (pip install torch); convert it once to .npz on a machine '
-                        'that has it: python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz') from error
-    state_dict = torch.load(path, map_location='cpu', weights_only=True)  # Tensors only: no code is run.
-    return {name: value.numpy() for name, value in state_dict.items()}
-  raise ValueError(f'{path}: unknown weights format {extension!r}; use .pth, .safetensors or .npz')
+  return weight_files.read_state_dict(path, 'python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz')
 
 
 def load_weights(path: str) -> dict:
@@ -330,7 +320,18 @@ def features_and_logits(weights, images, resolution: int = RESOLUTION):
   return network(weights, preprocess(images, resolution))
 
 
+@functools.lru_cache(maxsize=8)
+def sharded_features(mesh, resolution: int = RESOLUTION):
+  """jit(weights, images [B, ...]) -> (features, logits) with the batch split over the mesh's devices and the
+  output replicated (every process reads it); compiled once per image shape."""
+  def features(weights, images):
+    images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, PartitionSpec(BATCH_AXES)))
+    return features_and_logits(weights, images, resolution)
+  return jax.jit(features, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
 def main(argv):
+  del argv
   from absl import flags
   source, out = flags.FLAGS.src, flags.FLAGS.out
   save_weights(out, load_weights(source))
