@@ -52,6 +52,14 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       at_end=True,              # Train mode: evaluate once training finishes (datasets with an evaluator).
       schedule='',              # A stored few-step schedule file (python -m fewstep_jax.schedules): an ODE
                                 # teacher samples on its grid at each NFE it holds.
+      batch_size=256,           # Samples per sampling call (rounded up to a multiple of the device count).
+      metrics=(),               # Keys of evaluate.EVALUATORS ('toy', 'digits', 'inception', 'dinov2'); () = the
+                                # dataset's.
+      inception='',             # FID Inception-v3 weights (.pth, .safetensors or converted .npz), for 'inception'.
+      reference_stats='',       # The dataset's Inception statistics (.npz with mu, sigma), for FID.
+      inception_resolution=299, # Images are resized to this before the Inception (299 for papers' numbers).
+      dinov2='',                # DINOv2 ViT-L/14 weights (.pth, .safetensors or converted .npz), for 'dinov2'.
+      dinov2_reference_stats='',  # The dataset's DINOv2 statistics (.npz), for FD-DINOv2.
   ))
   if config.optim.ema_rates:
     config.eval.params = ema_name(config.optim.ema_rates[0])

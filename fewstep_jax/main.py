@@ -42,7 +42,7 @@ def _train(config, workdir):
   run, state, finished = trainer.train(
       config, workdir,
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
-  if finished and config.eval.at_end and run.data.evaluator in evaluate_lib.EVALUATORS:
+  if finished and config.eval.at_end and evaluate_lib.metric_names(config, run.data):
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
   if not finished:  # Stopped by a signal: the trainer said how to resume.
     return

@@ -1,12 +1,36 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for this test session, shared by both workers and every subprocess they
+  start (through the environment, read when jax is imported): the many tests that build the same tiny networks and
+  steps compile each program once. It starts empty and is removed at the end, so no run depends on an earlier one."""
+  if hasattr(config, 'workerinput') or os.environ.get(CACHE_VARIABLE):
+    return
+  directory = tempfile.mkdtemp(prefix='fewstep_jax_xla_cache_')
+  config._fewstep_jax_cache = directory
+  os.environ[CACHE_VARIABLE] = directory
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+  if 'jax' in sys.modules:  # Imported already (a plugin): set it there too.
+    sys.modules['jax'].config.update('jax_compilation_cache_dir', directory)
+    sys.modules['jax'].config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def pytest_unconfigure(config):
+  directory = getattr(config, '_fewstep_jax_cache', None)
+  if directory:
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -14,10 +38,10 @@ def repo():
   return REPO
 
 
-def run_main(args, env_extra=None, timeout=600, check=True):
-  """Runs `python -m fewstep_jax.main ARGS` in a subprocess; returns the CompletedProcess."""
+def run_main(args, env_extra=None, timeout=600, check=True, module='fewstep_jax.main'):
+  """Runs `python -m MODULE ARGS` (by default the entry point) in a subprocess; returns the CompletedProcess."""
   env = dict(os.environ, **(env_extra or {}))
-  result = subprocess.run([sys.executable, '-m', 'fewstep_jax.main', *args], cwd=REPO, env=env,
+  result = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
   if check and result.returncode != 0:
     raise AssertionError(f'main failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}')

@@ -180,7 +180,7 @@ def test_eval_checks_that_it_can_write_before_it_samples(trained, run_copy, monk
   shutil.rmtree(os.path.join(run_copy, 'eval'))
   with open(os.path.join(run_copy, 'eval'), 'w') as f:  # Where the eval directory should be: unwritable.
     f.write('in the way')
-  monkeypatch.setattr(evaluate_lib, 'generate', lambda *args: pytest.fail('sampled before checking'))
+  monkeypatch.setattr(evaluate_lib, 'generate_batches', lambda *args: pytest.fail('sampled before checking'))
   state, step = trainer.restore_latest(trained[1], run_copy)
   with pytest.raises(RunError, match=r'cannot write to .*eval'):
     evaluate_lib.evaluate(trained[1], state, run_copy, step)

@@ -92,8 +92,9 @@ def test_a_schedule_is_made_stored_and_used_by_the_evaluator(tmp_path):
   params = run.method.sampling_params(state)
   samples, _ = evaluate.generate(run, params, 4, 32, 0)
   key = jax.random.fold_in(run.sample_key, 0)
-  want = run.method.sample(params, key, 32, 4, grid=tuple(entry['grid']))
-  np.testing.assert_allclose(samples, want, rtol=1e-5, atol=1e-6)
+  for i in (0, 5, 31):  # Sample i is the sampler's single sample from key fold_in(key, i).
+    want = run.method.sample(params, jax.random.fold_in(key, i), 1, 4, grid=tuple(entry['grid']))
+    np.testing.assert_allclose(samples[i], want[0], rtol=1e-5, atol=1e-6)
   ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.schedule': out})
   with pytest.raises(ValueError, match='has its own few-step sampler'):
     evaluate.stored_grid(ct, 1)

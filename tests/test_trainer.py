@@ -14,7 +14,7 @@ TOY = str(REPO / 'configs/toy/flow_matching.py')
 DIGITS = str(REPO / 'configs/digits/flow_matching.py')
 TINY_UNET = {'network.channels': 8, 'network.channel_mult': (1, 2), 'network.attn_resolutions': (),
              'train.batch_size': 16, 'train.log_every': 1, 'train.tensorboard': False,
-             'optim.schedule': 'constant', 'eval.at_end': False}
+             'optim.schedule': 'constant', 'eval.at_end': False, 'eval.nfe': (2,), 'eval.sample_grid': 4}
 
 
 def test_resume_restores_data_iterator_and_log_interval_exactly(tmp_path):

@@ -12,9 +12,11 @@ EDM_UNET = dict(channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_res
 
 
 def accelerator_run(config):
-  """CIFAR-10 from TFDS, a line every 100 steps, a checkpoint every 10k and samples every 50k; no evaluation at the
-  end (the embedded evaluators cover the toy data and the digits only)."""
+  """CIFAR-10 from TFDS, a line every 100 steps, a checkpoint every 10k and
+  samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
+  weights and the dataset's reference statistics (--config.eval.inception=FILE --config.eval.reference_stats=FILE,
+  README "FID / IS setup"); not at the end of training, which does not know those files."""
   config.data.tfds_name = 'cifar10'
   config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000)
-  config.eval.at_end = False
+  config.eval.update(at_end=False, num_samples=50_000)
   return config

@@ -12,8 +12,10 @@ EDM_UNET = dict(channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attn_
 
 def accelerator_run(config):
   """ImageNet 64x64 (imagenet_resized) from TFDS in bfloat16, a line every 100 steps, a checkpoint every 10k and
-  samples every 50k; no evaluation at the end (the embedded evaluators cover the toy data and the digits only)."""
+  samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
+  weights and the dataset's reference statistics (--config.eval.inception=FILE --config.eval.reference_stats=FILE,
+  README "FID / IS setup"); not at the end of training, which does not know those files."""
   config.data.tfds_name = 'imagenet_resized/64x64'
   config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000, compute_dtype='bfloat16')
-  config.eval.at_end = False
+  config.eval.update(at_end=False, num_samples=50_000)
   return config

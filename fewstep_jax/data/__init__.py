@@ -122,6 +122,17 @@ class ImageData(HostBatches, DataPipeline):
       records = [transform.map(record) for record in records]
     return stack_model_batch(records)
 
+  def split_images(self, split: str, batch_size: int, limit: int = 0):
+    """Yields the images of `split` in order (the first `limit`, or all), float32 [<= batch_size, H, W, C] in
+    [-1, 1], resized like training data: for reference statistics."""
+    source = tfds_images.open_split(self._builder, split)
+    total = len(source) if limit <= 0 else min(limit, len(source))
+    for start in range(0, total, batch_size):
+      records = [source[index] for index in range(start, min(start + batch_size, total))]
+      for transform in self._record_transforms:
+        records = [transform.map(record) for record in records]
+      yield stack_model_batch(records)['x']
+
 
 def _build_toy(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   del global_batch_size, seed  # The trainer draws each batch on device from the step's own key.

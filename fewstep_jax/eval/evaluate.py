@@ -1,19 +1,27 @@
 """--mode=eval and --mode=sample, and the sample images written during training.
 
-Evaluators are registered per dataset (`EVALUATORS`): each turns samples into rows
+Evaluators are registered by name (`EVALUATORS`; eval.metrics picks them, or the dataset's default ones of
+`DEFAULT_METRICS`): each takes the samples batch by batch (`start`, `add`, `finish`) and turns them into rows
 {"method", "sampler", "nfe", "metric", "value", "reference", "step", "params"} of eval/results.json (merged
 with the rows already there: see `merge_rows`), where `reference` is the metric's floor
-(the value two independent samples of the true distribution reach at the same sample size), or the
-classifier's own accuracy on real data.
+(the value two independent samples of the true distribution reach at the same sample size), the
+classifier's own accuracy on real data, or None (FID, IS).
+
+Samples come from `generate_batches`: sample i from its own key and label, so that a metric does not depend on the
+batch size, the device count or the number of hosts.
 """
 import functools
 import os
+import time
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec
 
-from fewstep_jax import sampling, stored_schedules
-from fewstep_jax.eval import metrics, plots
+from fewstep_jax import stored_schedules
+from fewstep_jax.eval import dinov2, features, metrics, plots
+from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
+from fewstep_jax.mesh_axes import BATCH_AXES
 from fewstep_jax.train import files, sharding, writers
 from fewstep_jax.train.state import ema_rate
 from fewstep_jax.train.workdir import check_writable
@@ -23,13 +31,37 @@ from fewstep_jax.train.workdir import check_writable
 ROW_KEY = ('method', 'sampler', 'nfe', 'metric', 'step', 'params')
 
 
+def eval_batch_size(config, mesh, n: int | None = None) -> int:
+  """Samples per sampling call: eval.batch_size (or n if fewer) rounded up to a multiple of the device count."""
+  wanted = max(1, config.eval.batch_size if n is None else min(n, config.eval.batch_size))
+  return -(-wanted // mesh.size) * mesh.size
+
+
+def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int):
+  """Yields (samples [batch_size, *data_shape] (a replicated jax array), labels [batch_size] (numpy) or None,
+  count) for samples 0..n-1 in order, `count` the leading rows that belong to them (the last batch is padded).
+
+  Sample i comes from its own key fold_in(fold_in(sample_key, seed), i) and has label i % num_classes, so it is the
+  same array whatever the batch size, the device count or the number of hosts. One compiled sampler per
+  (run, nfe, batch size, stored grid), reused by every batch."""
+  sample = _sample_fn(run, batch_size, nfe, stored_grid(run.config, nfe))
+  key = jax.random.fold_in(run.sample_key, seed)
+  index_sharding = sharding.batch_sharding(run.mesh)
+  for start in range(0, n, batch_size):
+    indices = np.arange(start, start + batch_size, dtype=np.int32)
+    global_indices = jax.make_array_from_callback(indices.shape, index_sharding, lambda index: indices[index])
+    labels = indices % run.data.num_classes if run.data.num_classes else None
+    yield sample(params, key, global_indices), labels, min(batch_size, n - start)
+
+
 def generate(run, params, nfe: int, n: int, seed: int):
   """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations (on the
-  stored schedule of eval.schedule where it holds one for this NFE)."""
-  labels = sampling.sample_labels(n, run.data.num_classes)
-  key = jax.random.fold_in(run.sample_key, seed)
-  samples = _sample_fn(run, n, nfe, stored_grid(run.config, nfe))(params, key, labels=labels)
-  return np.asarray(jax.device_get(samples)), None if labels is None else np.asarray(labels)
+  stored schedule of eval.schedule where it holds one for this NFE); see generate_batches."""
+  batches = [(np.asarray(samples)[:count], None if labels is None else labels[:count])
+             for samples, labels, count in generate_batches(run, params, nfe, n, seed,
+                                                            eval_batch_size(run.config, run.mesh, n))]
+  labels = None if run.data.num_classes == 0 else np.concatenate([labels for _, labels in batches])
+  return np.concatenate([samples for samples, _ in batches]), labels
 
 
 def stored_grid(config, nfe: int):
@@ -43,15 +75,47 @@ def stored_grid(config, nfe: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _sample_fn(run, n: int, nfe: int, grid=None):
-  """One compiled sampler per (run, n, nfe, stored grid), reused by every sample grid of a training run."""
+def _sample_fn(run, batch_size: int, nfe: int, grid=None):
+  """jit(params, key, indices [batch_size]) -> samples: every device draws its share of the indices, one sample per
+  index from its own key (the method's sampler vmapped over single samples), under shard_map, so that kernels XLA
+  cannot partition (Pallas attention) run per device as in training. The output is replicated: every process can
+  read it, also when the parameters are sharded."""
   options = {} if grid is None else {'grid': grid}
-  # Replicated output: every process can read the samples, also when the parameters are sharded.
-  return jax.jit(functools.partial(run.method.sample, n=n, nfe=nfe, **options),
-                 out_shardings=sharding.replicated(run.mesh))
+  method, num_classes = run.method, run.data.num_classes
+
+  def one_sample(params, key, label):
+    labels = None if label is None else label[None]
+    return method.sample(params, key, n=1, nfe=nfe, labels=labels, **options)[0]
+
+  def device_share(params, key, indices):
+    keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
+    labels = indices % num_classes if num_classes else None
+    return jax.vmap(one_sample, in_axes=(None, 0, 0))(params, keys, labels)
+
+  batch = PartitionSpec(BATCH_AXES)
+  # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
+  shared = jax.shard_map(device_share, mesh=run.mesh, in_specs=(PartitionSpec(), PartitionSpec(), batch),
+                         out_specs=batch, check_vma=False)
+  return jax.jit(shared, out_shardings=sharding.replicated(run.mesh))
 
 
-class ToyMetrics:
+class InMemoryMetrics:
+  """Evaluators whose metrics need every sample at once (`rows(samples, labels)`): batches are gathered on the
+  host."""
+
+  def start(self):
+    self._parts = []
+
+  def add(self, samples, labels, count: int):
+    self._parts.append((np.asarray(samples)[:count], None if labels is None else labels[:count]))
+
+  def finish(self) -> list:
+    samples = np.concatenate([part for part, _ in self._parts])
+    labels = None if self._parts[0][1] is None else np.concatenate([labels for _, labels in self._parts])
+    return self.rows(samples, labels)
+
+
+class ToyMetrics(InMemoryMetrics):
   """2-D data: sliced Wasserstein-2 and RBF MMD against fresh samples of the true distribution."""
 
   def __init__(self, run, n: int, seed: int):
@@ -71,7 +135,7 @@ class ToyMetrics:
     return [(name, fn(samples), self.floors[name]) for name, fn in self._metrics().items()]
 
 
-class DigitsMetrics:
+class DigitsMetrics(InMemoryMetrics):
   """Digits: Frechet distance in the shipped classifier's features (floor: test vs train split) and the
   classifier's accuracy on class-conditional samples (reference: its accuracy on the test split)."""
 
@@ -92,38 +156,185 @@ class DigitsMetrics:
     return rows
 
 
-EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics}
+def _sample_count_name(n: int) -> str:
+  return f'{n // 1000}k' if n % 1000 == 0 else str(n)
+
+
+class FrechetMetrics:
+  """The Frechet distance between a feature network's statistics of the samples and the dataset's reference
+  statistics (eval.<reference_field>); the network's weights are eval.<weights_field>."""
+
+  network = ''  # A key of features.EXTRACTORS.
+  weights_field = ''
+  reference_field = ''
+
+  def __init__(self, run, n: int, seed: int):
+    del seed
+    config = run.config.eval
+    path = config[self.reference_field]
+    if not path:  # Checked before minutes of loading weights.
+      raise ValueError(f'{self.network} metrics need the dataset\'s reference statistics: set '
+                       f'--config.eval.{self.reference_field}=FILE.npz (published ones, or python -m '
+                       f'fewstep_jax.eval.stats --config=CONFIG --features={self.network} --weights=WEIGHTS '
+                       '--out=FILE.npz)')
+    mu, sigma = load_stats(path)
+    self.extract, dim = features.EXTRACTORS[self.network](config[self.weights_field], run.mesh,
+                                                          self.resolution(config))
+    if mu.shape != (dim,):
+      raise ValueError(f'{path} holds statistics of {mu.shape[0]}-dimensional features, not the {self.network} '
+                       f'features ({dim})')
+    self.reference = (mu, sigma)
+    self.name = _sample_count_name(n)
+
+  def resolution(self, config) -> int:
+    raise NotImplementedError
+
+  def start(self):
+    self.stats, self.logits = FeatureStats(), []
+
+  def add(self, samples, labels, count: int):
+    del labels
+    values, logits = self.extract(samples)
+    self.stats.update(np.asarray(values)[:count])
+    if logits is not None:
+      self.logits.append(np.asarray(logits)[:count])
+
+  def distance(self) -> float:
+    return metrics.frechet_distance(*self.stats.mu_sigma(), *self.reference)
+
+
+class InceptionMetrics(FrechetMetrics):
+  """Images: FID (eval.reference_stats) and the Inception Score (mean and standard deviation over 10 splits) from
+  the FID Inception-v3 of eval/inception.py (weights eval.inception). Rows fid_<n>, is_<n>, is_<n>_std, n the sample
+  count (50k for 50000); no floor is reported."""
+
+  network, weights_field, reference_field = 'inception', 'inception', 'reference_stats'
+
+  def resolution(self, config) -> int:
+    return config.inception_resolution
+
+  def finish(self) -> list:
+    logits = np.concatenate(self.logits)
+    score, spread = inception_score(logits, splits=min(10, len(logits)))
+    return [(f'fid_{self.name}', self.distance(), None), (f'is_{self.name}', score, None),
+            (f'is_{self.name}_std', spread, None)]
+
+
+class DinoMetrics(FrechetMetrics):
+  """Images: FD-DINOv2 as EDM2 computes it (eval/dinov2.py; weights eval.dinov2, reference statistics
+  eval.dinov2_reference_stats). Row fd_dinov2_<n>."""
+
+  network, weights_field, reference_field = 'dinov2', 'dinov2', 'dinov2_reference_stats'
+
+  def resolution(self, config) -> int:
+    del config
+    return dinov2.RESOLUTION
+
+  def finish(self) -> list:
+    return [(f'fd_dinov2_{self.name}', self.distance(), None)]
+
+
+EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics, 'inception': InceptionMetrics, 'dinov2': DinoMetrics}
+# What each dataset is evaluated with when eval.metrics is empty.
+DEFAULT_METRICS = {'toy': ('toy',), 'digits': ('digits',), 'tfds': ('inception',)}
+
+
+def metric_names(config, data) -> tuple:
+  """The EVALUATORS config.eval.metrics names, or the dataset's default ones (empty: no embedded evaluator)."""
+  names = tuple(config.eval.metrics) or DEFAULT_METRICS.get(data.evaluator, ())
+  unknown = [name for name in names if name not in EVALUATORS]
+  if unknown:
+    raise ValueError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
+  if data.evaluator == 'toy' and set(names) - {'toy'} or data.evaluator != 'toy' and 'toy' in names:
+    raise ValueError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
+                     'only')
+  return names
+
+
+class SampleProgress:
+  """A line every `every` seconds (and at the end): samples done, samples/s and the time left."""
+
+  def __init__(self, total: int, label: str, every: float = 15.0):
+    self.total, self.label, self.every = total, label, every
+    self.done, self.start = 0, time.perf_counter()
+    self.last = self.start
+
+  def update(self, count: int):
+    self.done += count
+    now = time.perf_counter()
+    if now - self.last < self.every and self.done < self.total:
+      return
+    self.last = now
+    rate = self.done / max(now - self.start, 1e-9)
+    if self.done >= self.total:
+      when = f'done in {writers.format_duration(now - self.start)}'
+    else:
+      when = f'ETA {writers.format_duration((self.total - self.done) / rate)}'
+    writers.say(f'{self.label}: {self.done}/{self.total} samples, {rate:.1f} samples/s, {when}')
 
 
 def evaluate(run, state, workdir: str, step: int):
-  """Evaluates the state at every config.eval.nfe and writes workdir/eval/results.json. Returns the rows."""
+  """Evaluates the state at every config.eval.nfe with the metrics of `metric_names` and writes
+  workdir/eval/results.json, results.md (a table) and results.png (metric against NFE). Returns the new rows."""
   config = run.config
-  if run.data.evaluator not in EVALUATORS:
-    raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (available for '
-                     f'{sorted(EVALUATORS)}); use --mode=sample and an external metric for this dataset.')
+  names = metric_names(config, run.data)
+  if not names:
+    raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
+                     f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
+                     'metric.')
   directory = os.path.join(workdir, 'eval')
   if jax.process_index() == 0:  # Before minutes of sampling whose results could not be written.
     check_writable(directory)
   n, seed = config.eval.num_samples, config.eval.seed
-  evaluator = EVALUATORS[run.data.evaluator](run, n, seed)
+  evaluators = [EVALUATORS[name](run, n, seed) for name in names]
+  batch_size = eval_batch_size(config, run.mesh)
   rows = []
   copies = parameter_copies(config.eval.params, step)
-  print(f'evaluating step {step} ({", ".join(copies)}) at NFE {tuple(config.eval.nfe)} on {n} samples', flush=True)
+  print(f'evaluating step {step} ({", ".join(copies)}) at NFE {tuple(config.eval.nfe)} on {n} samples '
+        f'({", ".join(names)}; {batch_size} a batch)', flush=True)
   for name in copies:
     params = run.method.sampling_params(state, name)
-    for nfe in writers.progress(config.eval.nfe, desc='eval', unit='nfe'):
-      samples, labels = generate(run, params, nfe, n, seed)
-      for metric, value, reference in evaluator.rows(samples, labels):
-        rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
-                     'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
-        writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}  (reference {reference:.5g})')
+    for nfe in config.eval.nfe:
+      for evaluator in evaluators:
+        evaluator.start()
+      progress = SampleProgress(n, f'{name} nfe {nfe}')
+      for samples, labels, count in generate_batches(run, params, nfe, n, seed, batch_size):
+        for evaluator in evaluators:
+          evaluator.add(samples, labels, count)
+        progress.update(count)
+      for evaluator in evaluators:
+        for metric, value, reference in evaluator.finish():
+          rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
+                       'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
+          writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}'
+                      + ('' if reference is None else f'  (reference {reference:.5g})'))
   if jax.process_index() == 0:
     path = os.path.join(directory, 'results.json')
-    files.write_json(path, merge_rows(files.read_json(path) if os.path.exists(path) else [], rows))
+    merged = merge_rows(files.read_json(path) if os.path.exists(path) else [], rows)
+    files.write_json(path, merged)
+    files.write_text(os.path.join(directory, 'results.md'), results_table(merged))
+    plots.save_metric_curves(os.path.join(directory, 'results.png'), merged)
     if config.train.tensorboard:
       writers.write_eval_tensorboard(workdir, step, rows)
-    print(f'results: {path}', flush=True)
+    print(f'results: {path} (table results.md, plot results.png)', flush=True)
   return rows
+
+
+def results_table(rows: list) -> str:
+  """Markdown: a line per (step, params, sampler, metric), a column per NFE."""
+  nfes = sorted({row['nfe'] for row in rows})
+  lines = {}
+  for row in rows:
+    key = (row.get('step', 0), row.get('params', ''), row.get('sampler', ''), row['metric'])
+    lines.setdefault(key, {'method': row['method'], 'reference': row.get('reference')})[row['nfe']] = row['value']
+  header = ['method', 'step', 'params', 'sampler', 'metric'] + [f'NFE {nfe}' for nfe in nfes] + ['reference']
+  text = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for (step, params, sampler, metric), values in sorted(lines.items()):
+    cells = [values['method'], str(step), params, sampler, metric]
+    cells += [f'{values[nfe]:.5g}' if nfe in values else '' for nfe in nfes]
+    cells.append('' if values['reference'] is None else f'{values["reference"]:.5g}')
+    text.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(text) + '\n'
 
 
 # An EMA copy that still holds more than this fraction of the initial weights (rate ** step) is reported beside

@@ -60,3 +60,35 @@ def save_scatter(path: str, points, reference=None, title: str = '', size_inches
   axes.set_title(title)
   figure.tight_layout()
   figure.savefig(path, dpi=dpi)
+
+
+def save_metric_curves(path: str, rows: list, dpi: int = 100):
+  """Writes a PNG of each metric of evaluation rows against the NFE (log-2 axis), a panel per metric and a line per
+  (step, parameter copy, sampler); a metric's reference, where it has one, is a dashed grey line."""
+  metrics = sorted({row['metric'] for row in rows})
+  if not metrics:
+    return
+  columns = min(3, len(metrics))
+  panel_rows = math.ceil(len(metrics) / columns)
+  figure = Figure(figsize=(4.0 * columns, 3.0 * panel_rows), dpi=dpi)
+  FigureCanvasAgg(figure)
+  for index, metric in enumerate(metrics):
+    axes = figure.add_subplot(panel_rows, columns, index + 1)
+    lines = {}
+    for row in rows:
+      if row['metric'] == metric:
+        label = f'step {row.get("step", 0)} {row.get("params", "")} {row.get("sampler", "")}'.strip()
+        lines.setdefault(label, []).append((row['nfe'], row['value'], row.get('reference')))
+    for label, points in sorted(lines.items()):
+      points.sort()
+      axes.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=label)
+      references = [p[2] for p in points if p[2] is not None]
+      if references:
+        axes.axhline(references[-1], color='0.6', linestyle='--', linewidth=1)
+    axes.set_xscale('log', base=2)
+    axes.set_xlabel('NFE')
+    axes.set_title(metric)
+    axes.legend(fontsize='x-small')
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  figure.savefig(path, dpi=dpi)

@@ -9,6 +9,12 @@
 - `inception_score`: exp(E_x KL(p(y|x) || p(y))) over `splits` consecutive parts of the samples, the mean and
   standard deviation over the parts (Salimans et al. 2016, the improved-GAN `inception_score.py` formula).
 The Frechet distance itself is `metrics.frechet_distance`.
+
+`python -m fewstep_jax.eval.stats --config=CONFIG --weights=WEIGHTS --out=FILE.npz [--features=inception|dinov2]
+[--split=train] [--num=N]` writes the feature statistics of the images of a config's dataset (every image of the
+split by default, as the published CIFAR-10 / ImageNet references use the whole training set), resized like its
+training data, then as the metric resizes samples; FID reads them through --config.eval.reference_stats=FILE.npz,
+FD-DINOv2 through --config.eval.dinov2_reference_stats.
 """
 import os
 
@@ -104,3 +110,67 @@ def inception_score(logits, splits: int = 10):
     kl = np.sum(np.exp(part) * (part - log_marginal), axis=1)
     scores.append(np.exp(kl.mean()))
   return float(np.mean(scores)), float(np.std(scores))
+
+
+def dataset_statistics(config, split: str, network: str, weights_path: str, limit: int = 0, batch_size: int = 250,
+                       resolution: int = 0):
+  """(mu, sigma, count): statistics of `network`'s features (a key of features.EXTRACTORS) of the images of
+  config.data's `split`, on every local device; resolution 0 is the network's own (299 / 224)."""
+  import jax
+  from fewstep_jax import data as data_lib
+  from fewstep_jax.eval import features
+  from fewstep_jax.mesh_axes import BATCH_AXES
+  from fewstep_jax.train.writers import say
+
+  if network not in features.EXTRACTORS:
+    raise ValueError(f'unknown feature network {network!r}; use one of {sorted(features.EXTRACTORS)}')
+  pipeline = data_lib.build_data(config.data, global_batch_size=config.train.batch_size, seed=config.train.seed)
+  if not hasattr(pipeline, 'split_images'):
+    raise ValueError(f'data.name={config.data.name!r} holds no images to compute feature statistics of')
+  mesh = jax.make_mesh((jax.device_count(), 1), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  extractor = features.EXTRACTORS[network]
+  extract, dim = extractor(weights_path, mesh, resolution) if resolution else extractor(weights_path, mesh)
+  stats = FeatureStats(dim)
+  for images in pipeline.split_images(split, batch_size, limit):
+    count = len(images)
+    padded = np.concatenate([images, np.zeros((batch_size - count,) + images.shape[1:], images.dtype)])
+    values, _ = extract(padded)  # Padded to the one compiled batch size.
+    stats.update(np.asarray(values)[:count])
+    if stats.count % (20 * batch_size) < batch_size:
+      say(f'{stats.count} images')
+  mu, sigma = stats.mu_sigma()
+  return mu, sigma, stats.count
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  options = flags.FLAGS
+  mu, sigma, count = dataset_statistics(options.config, options.split, options.features, options.weights,
+                                        options.num, options.batch, options.resolution)
+  save_stats(options.out, mu, sigma)
+  field = 'reference_stats' if options.features == 'inception' else f'{options.features}_reference_stats'
+  print(f'{options.features} statistics of {count} images of {options.config.data.name} ({options.split}) written '
+        f'to {options.out}; use them with --config.eval.{field}={options.out}', flush=True)
+
+
+def define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file('config', None, 'An experiment config: its data.* fields name the dataset.')
+  flags.DEFINE_enum('features', 'inception', ['inception', 'dinov2'], 'The feature network (FID or FD-DINOv2)')
+  flags.DEFINE_string('weights', None, "The network's weights (.pth, .safetensors or converted .npz)")
+  flags.DEFINE_string('out', None, 'The .npz to write (mu, sigma)')
+  flags.DEFINE_string('split', 'train', 'The split (any TFDS split spec)')
+  flags.DEFINE_integer('num', 0, 'Use the first NUM images of the split (0: all)')
+  flags.DEFINE_integer('batch', 250, 'Images per network call')
+  flags.DEFINE_integer('resolution', 0, "The network's input size; 0: its own (299 Inception, 224 DINOv2), as the "
+                       'published statistics use')
+  flags.mark_flags_as_required(['config', 'weights', 'out'])
+
+
+if __name__ == '__main__':
+  from absl import app
+  define_flags()
+  app.run(main)

@@ -17,6 +17,11 @@ def write_jsonl(path: str, rows: list):
   _write_atomically(path, lambda f: f.writelines(json.dumps(row) + '\n' for row in rows))
 
 
+def write_text(path: str, text: str):
+  """Writes `text` to `path`, atomically."""
+  _write_atomically(path, lambda f: f.write(text))
+
+
 def _write_atomically(path: str, write):
   temporary = f'{path}.tmp-{os.getpid()}'
   try:

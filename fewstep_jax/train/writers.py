@@ -13,7 +13,7 @@ from tqdm import tqdm
 from fewstep_jax.train import files
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
   if not math.isfinite(seconds):
     return '?'
   seconds = int(seconds)
@@ -101,7 +101,7 @@ class MetricWriter:
     terms = ' '.join(f'{name} {value:.5g}' for name, value in scalars.items() if name != 'loss')
     self.advance(step)
     say(f'step {step}/{self.total_steps} loss {scalars.get("loss", float("nan")):.5g} {terms} | '
-        f'{steps_per_s:.2f} steps/s | ETA {_format_duration(eta)}')
+        f'{steps_per_s:.2f} steps/s | ETA {format_duration(eta)}')
 
   def write_image(self, tag: str, image, step: int):
     """image: [H, W, C] uint8, or a path to a PNG written beside."""
