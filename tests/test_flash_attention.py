@@ -401,3 +401,42 @@ def test_pallas_attention_runs_per_batch_shard_on_a_mesh(repo):
       env=dict(os.environ,
                XLA_FLAGS='--xla_force_host_platform_device_count=8'))
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+_EVAL_SAMPLER_SCRIPT = r'''
+import sys
+import jax, numpy as np
+from fewstep_jax.config_base import load_config
+from fewstep_jax.eval import evaluate
+from fewstep_jax.train import trainer
+
+samples = {}
+for impl in ('pallas', 'xla'):
+  config = load_config('configs/digits/flow_matching.py', {
+      'network.channels': 8, 'network.attn_resolutions': (4,), 'network.attention': impl, 'mesh.data': 8,
+      'data.dir': sys.argv[1], 'eval.batch_size': 16})
+  run = trainer.Run(config)
+  params = run.method.init(jax.random.PRNGKey(0)).nets['student'].params
+  leaves, tree = jax.tree.flatten(params)  # Perturbed: the attention's zero-initialised output would hide it.
+  noise = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise)])
+  if impl == 'pallas':
+    indices = jax.device_put(np.arange(16, dtype=np.int32), evaluate.sharding.batch_sharding(run.mesh))
+    jaxpr = str(jax.make_jaxpr(evaluate._sample_fn(run, 16, 2, None))(params, jax.random.PRNGKey(0), indices))
+    assert 'shard_map' in jaxpr and 'pallas_call' in jaxpr, jaxpr[:2000]
+  samples[impl] = evaluate.generate(run, params, 2, 20, 0)[0]
+np.testing.assert_allclose(samples['pallas'], samples['xla'], atol=2e-4, rtol=2e-4)
+assert np.abs(samples['xla']).max() > 0.1
+print('OK', np.abs(samples['pallas'] - samples['xla']).max())
+'''
+
+
+@pytest.mark.slow
+def test_the_eval_sampler_runs_pallas_attention_per_device(repo, tmp_path):
+  """8 simulated devices: the evaluation sampler (one key per sample, under shard_map) runs the Pallas kernels per
+  device, and its samples equal those of the xla attention (about a minute: the kernels run interpreted)."""
+  result = subprocess.run(
+      [sys.executable, '-c', _EVAL_SAMPLER_SCRIPT, str(tmp_path / 'data')], cwd=repo, capture_output=True,
+      text=True, timeout=600,
+      env=dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
