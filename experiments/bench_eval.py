@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from fewstep_jax.eval import evaluate, inception
+from fewstep_jax.eval import evaluate, features, inception
 from fewstep_jax.train import sharding, trainer
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -70,12 +70,12 @@ def main(argv):
   key = jax.random.fold_in(run.sample_key, config.eval.seed)
 
   weights = jax.device_put(inception.random_weights(0), sharding.replicated(run.mesh))
-  features = inception.sharded_features(run.mesh, inception.RESOLUTION)
+  extract = features.sharded('inception', run.mesh, inception.RESOLUTION)
   images = jax.device_put(np.zeros((FLAGS.inception_batch,) + samples.shape[1:], np.float32))
-  jax.block_until_ready(features(weights, images))
+  jax.block_until_ready(extract(weights, images))
   start = time.perf_counter()
   for _ in range(3):
-    jax.block_until_ready(features(weights, images))
+    jax.block_until_ready(extract(weights, images))
   inception_per_s = 3 * FLAGS.inception_batch / (time.perf_counter() - start)
   print(json.dumps({
       'config': f'{config.method.name}/{config.data.name}/{config.network.name}', 'devices': jax.device_count(),
@@ -83,8 +83,8 @@ def main(argv):
       'train_examples_per_s': config.train.batch_size / step_s,
       'nfe': FLAGS.nfe, 'eval_batch': batch_size, 'sample_per_s': sample_per_s,
       'sampler_compiles': sampler._cache_size(), 'sample_flops': _flops(sampler, params, key, indices),
-      'inception_per_s': inception_per_s, 'inception_compiles': features._cache_size(),
-      'inception_flops': _flops(features, weights, images)}))
+      'inception_per_s': inception_per_s, 'inception_compiles': extract._cache_size(),
+      'inception_flops': _flops(extract, weights, images)}))
 
 
 if __name__ == '__main__':

@@ -42,7 +42,11 @@ def _train(config, workdir):
   run, state, finished = trainer.train(
       config, workdir,
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
-  if finished and config.eval.at_end and evaluate_lib.metric_names(config, run.data):
+  metrics = evaluate_lib.metric_names(config, run.data)
+  unset = evaluate_lib.unset_files(config, metrics)
+  if finished and config.eval.at_end and metrics and unset:
+    print(f'no evaluation at the end: {", ".join(metrics)} need {", ".join(unset)} (then --mode=eval)', flush=True)
+  elif finished and config.eval.at_end and metrics:
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
   if not finished:  # Stopped by a signal: the trainer said how to resume.
     return

@@ -69,9 +69,12 @@ def _free_port():
     return sock.getsockname()[1]
 
 
-def test_fid_is_the_same_on_one_device_eight_devices_and_two_hosts(digits_run, tmp_path):
+@pytest.fixture(scope='module')
+def one_device(digits_run):
+  """The metrics of the digits run evaluated in this process, on one device; checks the compile counts and the
+  table and plot written beside results.json."""
   from fewstep_jax import config_base
-  from fewstep_jax.eval import evaluate, inception
+  from fewstep_jax.eval import evaluate, features
   from fewstep_jax.train import files, trainer
   workdir, overrides = digits_run
   config = config_base.config_from_json(files.read_json(os.path.join(workdir, 'config.json')))
@@ -82,42 +85,55 @@ def test_fid_is_the_same_on_one_device_eight_devices_and_two_hosts(digits_run, t
   run = trainer.Run(config)
   state, step = trainer.restore_latest(run, workdir)
   rows = evaluate.evaluate(run, state, workdir, step)
-  one_device = {row['metric']: row['value'] for row in rows}
-  assert sorted(one_device) == ['fd_dinov2_40', 'fid_40', 'is_40', 'is_40_std'] and one_device['fid_40'] > 0
+  values = {row['metric']: row['value'] for row in rows}
+  assert sorted(values) == ['fd_dinov2_40', 'fid_40', 'is_40', 'is_40_std'] and values['fid_40'] > 0
   # Three batches (16, 16 and a padded 8): one compiled sampler, one compiled Inception.
   assert evaluate._sample_fn(run, 16, 2, None)._cache_size() == 1
-  assert inception.sharded_features(run.mesh, 75)._cache_size() == 1
+  assert features.sharded('inception', run.mesh, 75)._cache_size() == 1
   table = open(os.path.join(workdir, 'eval', 'results.md')).read()
   assert '| flow_matching | 1 | params | heun, guidance 1.5 | fid_40 |' in table
   assert os.path.getsize(os.path.join(workdir, 'eval', 'results.png')) > 0
+  return values
 
-  # The same checkpoint evaluated in other workdirs (links to its files), so that each writes its own results.
-  results = {}
-  for name, mesh, processes, devices in (('eight', {'mesh.data': 8}, 1, 8),
-                                         ('two_hosts', {'mesh.data': 4}, 2, 2)):
-    copy = str(tmp_path / name)
-    os.makedirs(copy)
-    for entry in ('checkpoints', 'config.json', 'run_info.json'):
-      os.symlink(os.path.join(workdir, entry), os.path.join(copy, entry))
-    args = ['--mode=eval', '--config=' + DIGITS, '--workdir=' + copy, *_flags(dict(overrides, **mesh))]
-    env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
-    if processes == 1:
-      output = run_main(args, env_extra=env).stdout
-    else:
-      address = f'127.0.0.1:{_free_port()}'
-      started = [start_main(args + ['--config.mesh.num_processes=2', f'--config.mesh.process_id={index}',
-                                    f'--config.mesh.coordinator_address={address}'], env_extra=env)
-                 for index in range(processes)]
-      outputs = [process.communicate(timeout=300)[0] for process in started]
-      for process, output in zip(started, outputs):
-        assert process.returncode == 0, output[-4000:]
-      output = outputs[0]
-    assert 'params nfe 2: 40/40 samples' in output  # The progress line.
-    results[name] = _fid_rows(copy)
-  for name, values in results.items():
-    np.testing.assert_allclose(values['fid_40'], one_device['fid_40'], rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(values['is_40'], one_device['is_40'], rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(values['fd_dinov2_40'], one_device['fd_dinov2_40'], rtol=1e-6, err_msg=name)
+
+def _evaluated_elsewhere(digits_run, directory, mesh, processes: int, devices: int):
+  """The metrics of the same checkpoint evaluated by --mode=eval in `processes` processes of `devices` devices each,
+  in another workdir (links to the run's files), so that it writes its own results."""
+  workdir, overrides = digits_run
+  os.makedirs(directory)
+  for entry in ('checkpoints', 'config.json', 'run_info.json'):
+    os.symlink(os.path.join(workdir, entry), os.path.join(directory, entry))
+  args = ['--mode=eval', '--config=' + DIGITS, '--workdir=' + directory, *_flags(dict(overrides, **mesh))]
+  env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+  if processes == 1:
+    output = run_main(args, env_extra=env).stdout
+  else:
+    address = f'127.0.0.1:{_free_port()}'
+    started = [start_main(args + [f'--config.mesh.num_processes={processes}', f'--config.mesh.process_id={index}',
+                                  f'--config.mesh.coordinator_address={address}'], env_extra=env)
+               for index in range(processes)]
+    outputs = [process.communicate(timeout=300)[0] for process in started]
+    for process, output in zip(started, outputs):
+      assert process.returncode == 0, output[-4000:]
+    output = outputs[0]
+  assert 'params nfe 2: 40/40 samples' in output  # The progress line.
+  return _fid_rows(directory)
+
+
+def _assert_same(values, expected):
+  for metric in ('fid_40', 'is_40', 'fd_dinov2_40'):
+    np.testing.assert_allclose(values[metric], expected[metric], rtol=1e-6, err_msg=metric)
+
+
+def test_fid_is_the_same_on_one_device_and_on_eight(digits_run, one_device, tmp_path):
+  _assert_same(_evaluated_elsewhere(digits_run, str(tmp_path / 'eight'), {'mesh.data': 8}, 1, 8), one_device)
+
+
+@pytest.mark.slow
+def test_fid_is_the_same_on_two_hosts(digits_run, one_device, tmp_path):
+  """Two processes on 127.0.0.1 with two devices each (about 30 s; the multi-host training test is in the
+  default run)."""
+  _assert_same(_evaluated_elsewhere(digits_run, str(tmp_path / 'hosts'), {'mesh.data': 4}, 2, 2), one_device)
 
 
 def test_fid_without_weights_or_statistics_says_which_file_is_missing(tmp_path):
@@ -132,6 +148,9 @@ def test_fid_without_weights_or_statistics_says_which_file_is_missing(tmp_path):
                    'dinov2_reference_stats': '', **fields}
     return types.SimpleNamespace(config=ml_collections.ConfigDict({'eval': eval_config}), mesh=mesh)
 
+  # Training's evaluation at the end is skipped, naming these, when they are unset.
+  assert evaluate.unset_files(opened(inception='w.npz').config, ('digits', 'inception', 'dinov2')) == [
+      'eval.reference_stats', 'eval.dinov2', 'eval.dinov2_reference_stats']
   with pytest.raises(ValueError, match='set --config.eval.reference_stats=FILE.npz'):
     evaluate.InceptionMetrics(opened(), 10, 0)
   with pytest.raises(FileNotFoundError, match='no reference statistics at'):

@@ -291,9 +291,11 @@ def _meanflow_on_dit(attention):
   return build_method(config, data_shape=(8, 8, 1), num_classes=10)
 
 
+@pytest.mark.slow
 def test_meanflow_trains_the_same_with_pallas_and_xla_attention():
   """Two jitted MeanFlow steps on a DiT (16 tokens, interpret-mode kernels):
-  same losses and parameters as with the plain attention."""
+  same losses and parameters as with the plain attention (about 40 s; the
+  default run keeps sCT's JVP loss and gradient through the kernels)."""
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   batch = {'x': jax.random.normal(keys[0], (8, 8, 8, 1)),
            'y': jax.random.randint(keys[1], (8,), 0, 10)}

@@ -16,16 +16,13 @@ or the `.npz` conversion `python -m fewstep_jax.eval.dinov2 --src=FILE --out=FIL
 Arrays keep the state dict's names and layouts; they are transposed for JAX when loaded.
 """
 import dataclasses
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from fewstep_jax.eval import weight_files
-from fewstep_jax.mesh_axes import BATCH_AXES
 
 PUBLISHED_AT = 'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth'
 RESOLUTION = 224
@@ -248,15 +245,6 @@ def network(vit: ViT, weights, x):
 def features(vit: ViT, weights, images, resolution: int = RESOLUTION):
   """Images [B, H, W, C] in [-1, 1] -> FD-DINOv2 features [B, dim]."""
   return network(vit, weights, preprocess(images, resolution))
-
-
-@functools.lru_cache(maxsize=8)
-def sharded_features(vit: ViT, mesh, resolution: int = RESOLUTION):
-  """jit(weights, images) -> features, the batch split over the mesh, the output replicated."""
-  def fn(weights, images):
-    images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, PartitionSpec(BATCH_AXES)))
-    return features(vit, weights, images, resolution)
-  return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def main(argv):

@@ -245,10 +245,22 @@ def metric_names(config, data) -> tuple:
   unknown = [name for name in names if name not in EVALUATORS]
   if unknown:
     raise ValueError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
-  if data.evaluator == 'toy' and set(names) - {'toy'} or data.evaluator != 'toy' and 'toy' in names:
+  points = data.evaluator == 'toy'
+  if (points and set(names) != {'toy'}) or (not points and 'toy' in names):
     raise ValueError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
                      'only')
   return names
+
+
+def unset_files(config, names) -> list:
+  """The eval.* file fields the metrics `names` need that are empty (FID's weights and statistics, ...)."""
+  unset = []
+  for name in names:
+    evaluator = EVALUATORS[name]
+    if issubclass(evaluator, FrechetMetrics):
+      unset += [f'eval.{field}' for field in (evaluator.weights_field, evaluator.reference_field)
+                if not config.eval[field]]
+  return unset
 
 
 class SampleProgress:

@@ -17,16 +17,13 @@ Weights are read from a local file, never downloaded: pytorch-fid's `pt_inceptio
 either, which later loads read with numpy alone. Arrays keep the state dict's names; convolution kernels are
 stored HWIO.
 """
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from fewstep_jax.eval import weight_files
-from fewstep_jax.mesh_axes import BATCH_AXES
 
 PUBLISHED_AT = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                 'pt_inception-2015-12-05-6726825d.pth')
@@ -318,16 +315,6 @@ def network(weights, x):
 def features_and_logits(weights, images, resolution: int = RESOLUTION):
   """Images [B, H, W, C] in [-1, 1] -> (pool3 features [B, 2048], logits [B, 1008]), float32."""
   return network(weights, preprocess(images, resolution))
-
-
-@functools.lru_cache(maxsize=8)
-def sharded_features(mesh, resolution: int = RESOLUTION):
-  """jit(weights, images [B, ...]) -> (features, logits) with the batch split over the mesh's devices and the
-  output replicated (every process reads it); compiled once per image shape."""
-  def features(weights, images):
-    images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, PartitionSpec(BATCH_AXES)))
-    return features_and_logits(weights, images, resolution)
-  return jax.jit(features, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def main(argv):
