@@ -65,7 +65,7 @@ def main(argv):
   for samples, _, _ in stream:
     jax.block_until_ready(samples)
   sample_per_s = FLAGS.batches * batch_size / (time.perf_counter() - start)
-  sampler = evaluate._sample_fn(run, batch_size, FLAGS.nfe, evaluate.stored_grid(config, FLAGS.nfe))
+  sampler = evaluate.compiled_sampler(run, batch_size, FLAGS.nfe)
   indices = jax.device_put(np.arange(batch_size, dtype=np.int32), sharding.batch_sharding(run.mesh))
   key = jax.random.fold_in(run.sample_key, config.eval.seed)
 

@@ -53,6 +53,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       schedule='',              # A stored few-step schedule file (python -m fewstep_jax.schedules): an ODE
                                 # teacher samples on its grid at each NFE it holds.
       batch_size=256,           # Samples per sampling call (rounded up to a multiple of the device count).
+      solvers=(),               # ODE methods: evaluate with each of these solvers ('euler', 'heun'); () = method.solver.
       metrics=(),               # Keys of evaluate.EVALUATORS ('toy', 'digits', 'inception', 'dinov2'); () = the
                                 # dataset's.
       inception='',             # FID Inception-v3 weights (.pth, .safetensors or converted .npz), for 'inception'.

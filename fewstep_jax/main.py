@@ -42,11 +42,11 @@ def _train(config, workdir):
   run, state, finished = trainer.train(
       config, workdir,
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
-  metrics = evaluate_lib.metric_names(config, run.data)
+  metrics = evaluate_lib.metric_names(config, run.data) if finished and config.eval.at_end else ()
   unset = evaluate_lib.unset_files(config, metrics)
-  if finished and config.eval.at_end and metrics and unset:
+  if unset:
     print(f'no evaluation at the end: {", ".join(metrics)} need {", ".join(unset)} (then --mode=eval)', flush=True)
-  elif finished and config.eval.at_end and metrics:
+  elif metrics:
     evaluate_lib.evaluate(run, state, workdir, int(state.step))
   if not finished:  # Stopped by a signal: the trainer said how to resume.
     return

@@ -424,7 +424,7 @@ for impl in ('pallas', 'xla'):
   params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise)])
   if impl == 'pallas':
     indices = jax.device_put(np.arange(16, dtype=np.int32), evaluate.sharding.batch_sharding(run.mesh))
-    jaxpr = str(jax.make_jaxpr(evaluate._sample_fn(run, 16, 2, None))(params, jax.random.PRNGKey(0), indices))
+    jaxpr = str(jax.make_jaxpr(evaluate.compiled_sampler(run, 16, 2))(params, jax.random.PRNGKey(0), indices))
     assert 'shard_map' in jaxpr and 'pallas_call' in jaxpr, jaxpr[:2000]
   samples[impl] = evaluate.generate(run, params, 2, 20, 0)[0]
 np.testing.assert_allclose(samples['pallas'], samples['xla'], atol=2e-4, rtol=2e-4)

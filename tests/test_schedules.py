@@ -98,3 +98,28 @@ def test_a_schedule_is_made_stored_and_used_by_the_evaluator(tmp_path):
   ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.schedule': out})
   with pytest.raises(ValueError, match='has its own few-step sampler'):
     evaluate.stored_grid(ct, 1)
+
+
+def test_eval_solvers_evaluates_each_solver_in_its_own_rows(toy_edm_run, tmp_path):
+  from fewstep_jax.eval import evaluate
+  from fewstep_jax.train import trainer
+  workdir, small = toy_edm_run
+  config = load_config(os.path.join(REPO, 'configs/toy/edm.py'), dict(
+      small, **{'eval.solvers': ('euler', 'heun'), 'eval.nfe': (4,), 'eval.num_samples': 64}))
+  run = trainer.Run(config)
+  state, step = trainer.restore_latest(run, workdir)
+  rows = evaluate.evaluate(run, state, str(tmp_path), step)
+  by_sampler = {(row['sampler'], row['metric']): row['value'] for row in rows}
+  assert sorted({sampler for sampler, _ in by_sampler}) == ['euler', 'heun']
+  assert by_sampler[('euler', 'sliced_w2')] != by_sampler[('heun', 'sliced_w2')]
+  # Euler at 4 NFE is the method's own sampler with solver=euler, sample by sample.
+  euler = evaluate.generate_batches(run, run.method.sampling_params(state), 4, 8, config.eval.seed, 8, 'euler')
+  samples = np.asarray(next(euler)[0])
+  key = jax.random.fold_in(jax.random.fold_in(run.sample_key, config.eval.seed), 3)
+  np.testing.assert_allclose(samples[3], run.method.sample(run.method.sampling_params(state), key, 1, 4,
+                                                           solver='euler')[0], rtol=1e-5, atol=1e-6)
+  ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.solvers': ('euler',)})
+  with pytest.raises(ValueError, match='eval.solvers chooses the ODE solver'):
+    evaluate.solvers(ct)
+  with pytest.raises(ValueError, match=r"unknown eval.solvers \['rk4'\]"):
+    evaluate.solvers(load_config(os.path.join(REPO, 'configs/toy/edm.py'), {'eval.solvers': ('rk4',)}))

@@ -11,6 +11,7 @@ Samples come from `generate_batches`: sample i from its own key and label, so th
 batch size, the device count or the number of hosts.
 """
 import functools
+import itertools
 import os
 import time
 
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from fewstep_jax import stored_schedules
+from fewstep_jax import sampling, stored_schedules
 from fewstep_jax.eval import dinov2, features, metrics, plots
 from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
 from fewstep_jax.mesh_axes import BATCH_AXES
@@ -37,14 +38,15 @@ def eval_batch_size(config, mesh, n: int | None = None) -> int:
   return -(-wanted // mesh.size) * mesh.size
 
 
-def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int):
+def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, solver: str | None = None):
   """Yields (samples [batch_size, *data_shape] (a replicated jax array), labels [batch_size] (numpy) or None,
   count) for samples 0..n-1 in order, `count` the leading rows that belong to them (the last batch is padded).
 
   Sample i comes from its own key fold_in(fold_in(sample_key, seed), i) and has label i % num_classes, so it is the
-  same array whatever the batch size, the device count or the number of hosts. One compiled sampler per
-  (run, nfe, batch size, stored grid), reused by every batch."""
-  sample = _sample_fn(run, batch_size, nfe, stored_grid(run.config, nfe))
+  same array whatever the batch size, the device count or the number of hosts. `solver` replaces the method's ODE
+  solver (see `solvers`). One compiled sampler per (run, nfe, batch size, stored grid, solver), reused by every
+  batch."""
+  sample = compiled_sampler(run, batch_size, nfe, solver)
   key = jax.random.fold_in(run.sample_key, seed)
   index_sharding = sharding.batch_sharding(run.mesh)
   for start in range(0, n, batch_size):
@@ -64,23 +66,44 @@ def generate(run, params, nfe: int, n: int, seed: int):
   return np.concatenate([samples for samples, _ in batches]), labels
 
 
-def stored_grid(config, nfe: int):
-  """The grid eval.schedule stores for `nfe` (a tuple), or None (no schedule file, or none for this NFE)."""
+def stored_grid(config, nfe: int, solver: str | None = None):
+  """The grid eval.schedule stores for `nfe` and the solver (a tuple), or None (no schedule file, or none for this
+  NFE)."""
   if not config.eval.get('schedule'):
     return None
   if config.method.name not in stored_schedules.SCHEDULE_MAPS:
     raise ValueError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
                      f'method {config.method.name!r} has its own few-step sampler: unset it.')
-  return stored_schedules.grid_for(config.eval.schedule, config.method.name, config.method.solver, nfe)
+  return stored_schedules.grid_for(config.eval.schedule, config.method.name, solver or config.method.solver, nfe)
+
+
+def solvers(config) -> tuple:
+  """The ODE solvers eval.solvers names (each evaluated in its own rows), or (None,): the method's own sampler."""
+  if not config.eval.solvers:
+    return (None,)
+  if config.method.name not in stored_schedules.SCHEDULE_MAPS:
+    raise ValueError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
+                     f'{config.method.name!r} has its own few-step sampler: unset it.')
+  unknown = [name for name in config.eval.solvers if name not in sampling.SOLVERS]
+  if unknown:
+    raise ValueError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
+  return tuple(config.eval.solvers)
+
+
+def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
+  """The jitted sampler generate_batches calls (one per run, batch size, NFE, stored grid and solver)."""
+  return _sample_fn(run, batch_size, nfe, stored_grid(run.config, nfe, solver), solver)
 
 
 @functools.lru_cache(maxsize=32)
-def _sample_fn(run, batch_size: int, nfe: int, grid=None):
+def _sample_fn(run, batch_size: int, nfe: int, grid=None, solver=None):
   """jit(params, key, indices [batch_size]) -> samples: every device draws its share of the indices, one sample per
   index from its own key (the method's sampler vmapped over single samples), under shard_map, so that kernels XLA
   cannot partition (Pallas attention) run per device as in training. The output is replicated: every process can
   read it, also when the parameters are sharded."""
   options = {} if grid is None else {'grid': grid}
+  if solver is not None:
+    options['solver'] = solver
   method, num_classes = run.method, run.data.num_classes
 
   def one_sample(params, key, label):
@@ -298,28 +321,28 @@ def evaluate(run, state, workdir: str, step: int):
   if jax.process_index() == 0:  # Before minutes of sampling whose results could not be written.
     check_writable(directory)
   n, seed = config.eval.num_samples, config.eval.seed
+  chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.
   evaluators = [EVALUATORS[name](run, n, seed) for name in names]
   batch_size = eval_batch_size(config, run.mesh)
   rows = []
   copies = parameter_copies(config.eval.params, step)
   print(f'evaluating step {step} ({", ".join(copies)}) at NFE {tuple(config.eval.nfe)} on {n} samples '
         f'({", ".join(names)}; {batch_size} a batch)', flush=True)
-  for name in copies:
+  for name, solver, nfe in itertools.product(copies, chosen_solvers, config.eval.nfe):
     params = run.method.sampling_params(state, name)
-    for nfe in config.eval.nfe:
+    for evaluator in evaluators:
+      evaluator.start()
+    progress = SampleProgress(n, f'{name} nfe {nfe}' + (f' {solver}' if solver else ''))
+    for samples, labels, count in generate_batches(run, params, nfe, n, seed, batch_size, solver):
       for evaluator in evaluators:
-        evaluator.start()
-      progress = SampleProgress(n, f'{name} nfe {nfe}')
-      for samples, labels, count in generate_batches(run, params, nfe, n, seed, batch_size):
-        for evaluator in evaluators:
-          evaluator.add(samples, labels, count)
-        progress.update(count)
-      for evaluator in evaluators:
-        for metric, value, reference in evaluator.finish():
-          rows.append({'method': config.method.name, 'sampler': sampler_name(config), 'nfe': int(nfe),
-                       'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
-          writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}'
-                      + ('' if reference is None else f'  (reference {reference:.5g})'))
+        evaluator.add(samples, labels, count)
+      progress.update(count)
+    for evaluator in evaluators:
+      for metric, value, reference in evaluator.finish():
+        rows.append({'method': config.method.name, 'sampler': sampler_name(config, solver), 'nfe': int(nfe),
+                     'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
+        writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}'
+                    + ('' if reference is None else f'  (reference {reference:.5g})'))
   if jax.process_index() == 0:
     path = os.path.join(directory, 'results.json')
     merged = merge_rows(files.read_json(path) if os.path.exists(path) else [], rows)
@@ -364,10 +387,10 @@ def parameter_copies(name: str, step: int) -> list:
   return [name]
 
 
-def sampler_name(config) -> str:
+def sampler_name(config, solver: str | None = None) -> str:
   """The sampling options a row's numbers depend on besides the NFE: the solver and the guidance scale."""
   hp = config.method
-  parts = [hp.get('solver', 'default')]
+  parts = [solver or hp.get('solver', 'default')]
   if hp.get('guidance', 1.0) != 1.0:
     parts.append(f'guidance {hp.guidance:g}')
   if config.eval.get('schedule'):
