@@ -70,7 +70,7 @@ def main(argv):
   key = jax.random.fold_in(run.sample_key, config.eval.seed)
 
   weights = jax.device_put(inception.random_weights(0), sharding.replicated(run.mesh))
-  extract = features.sharded('inception', run.mesh, inception.RESOLUTION)
+  extract = features.sharded(features.inception_outputs, run.mesh, inception.RESOLUTION)
   images = jax.device_put(np.zeros((FLAGS.inception_batch,) + samples.shape[1:], np.float32))
   jax.block_until_ready(extract(weights, images))
   start = time.perf_counter()

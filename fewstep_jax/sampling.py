@@ -103,7 +103,13 @@ def drift_evaluations(nfe: int, labels, guidance: float) -> int:
 def sample_labels(n: int, num_classes: int):
   """Labels for a class-conditional sample grid: 0, 1, ..., num_classes - 1, 0, 1, ...; None if
   unconditional."""
-  return jnp.arange(n, dtype=jnp.int32) % num_classes if num_classes else None
+  return labels_of(jnp.arange(n, dtype=jnp.int32), num_classes)
+
+
+def labels_of(indices, num_classes: int):
+  """The label of sample `indices` (numpy or jnp) in that schedule: index % num_classes; None if
+  unconditional."""
+  return indices % num_classes if num_classes else None
 
 
 def consistency_sample(x0_fn, path, times, x, key, gamma: float = 1.0):

@@ -89,7 +89,7 @@ def one_device(digits_run):
   assert sorted(values) == ['fd_dinov2_40', 'fid_40', 'is_40', 'is_40_std'] and values['fid_40'] > 0
   # Three batches (16, 16 and a padded 8): one compiled sampler, one compiled Inception.
   assert evaluate.compiled_sampler(run, 16, 2)._cache_size() == 1
-  assert features.sharded('inception', run.mesh, 75)._cache_size() == 1
+  assert features.sharded(features.inception_outputs, run.mesh, 75)._cache_size() == 1
   table = open(os.path.join(workdir, 'eval', 'results.md')).read()
   assert '| flow_matching | 1 | params | heun, guidance 1.5 | fid_40 |' in table
   assert os.path.getsize(os.path.join(workdir, 'eval', 'results.png')) > 0

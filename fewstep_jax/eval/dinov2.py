@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fewstep_jax.eval import weight_files
+from fewstep_jax.train import files
 
 PUBLISHED_AT = 'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth'
 RESOLUTION = 224
@@ -184,11 +185,7 @@ def _read(path):
 
 def save_state_dict(path: str, state_dict: dict):
   """Writes a state dict (numpy arrays) as the .npz load_weights reads without PyTorch."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = os.path.join(directory, f'.{os.path.basename(path)}.tmp.npz')
-  np.savez(temporary, **{name: np.asarray(value) for name, value in state_dict.items()})
-  os.replace(temporary, path)
+  files.write_npz(path, {name: np.asarray(value) for name, value in state_dict.items()})
 
 
 def preprocess(images, resolution: int = RESOLUTION):

@@ -34,8 +34,12 @@ ROW_KEY = ('method', 'sampler', 'nfe', 'metric', 'step', 'params')
 
 def eval_batch_size(config, mesh, n: int | None = None) -> int:
   """Samples per sampling call: eval.batch_size (or n if fewer) rounded up to a multiple of the device count."""
-  wanted = max(1, config.eval.batch_size if n is None else min(n, config.eval.batch_size))
-  return -(-wanted // mesh.size) * mesh.size
+  return device_multiple(config.eval.batch_size if n is None else min(n, config.eval.batch_size), mesh)
+
+
+def device_multiple(batch_size: int, mesh) -> int:
+  """The smallest multiple of the mesh's device count that is at least batch_size (and 1)."""
+  return -(-max(1, batch_size) // mesh.size) * mesh.size
 
 
 def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, solver: str | None = None):
@@ -52,7 +56,7 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
   for start in range(0, n, batch_size):
     indices = np.arange(start, start + batch_size, dtype=np.int32)
     global_indices = jax.make_array_from_callback(indices.shape, index_sharding, lambda index: indices[index])
-    labels = indices % run.data.num_classes if run.data.num_classes else None
+    labels = sampling.labels_of(indices, run.data.num_classes)
     yield sample(params, key, global_indices), labels, min(batch_size, n - start)
 
 
@@ -112,7 +116,7 @@ def _sample_fn(run, batch_size: int, nfe: int, grid=None, solver=None):
 
   def device_share(params, key, indices):
     keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
-    labels = indices % num_classes if num_classes else None
+    labels = sampling.labels_of(indices, num_classes)
     return jax.vmap(one_sample, in_axes=(None, 0, 0))(params, keys, labels)
 
   batch = PartitionSpec(BATCH_AXES)

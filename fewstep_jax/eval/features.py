@@ -12,15 +12,21 @@ from fewstep_jax.eval import dinov2, inception
 from fewstep_jax.mesh_axes import BATCH_AXES
 
 
+def inception_outputs(weights, images, resolution: int):
+  return inception.features_and_logits(weights, images, resolution)
+
+
+def dinov2_outputs(weights, images, resolution: int, vit: dinov2.ViT):
+  return dinov2.features(vit, weights, images, resolution), None
+
+
 @functools.lru_cache(maxsize=16)
-def sharded(network: str, mesh, resolution: int, vit: dinov2.ViT | None = None):
-  """jit(weights, images) -> (features, logits or None) of `network`, the batch split over `mesh`, the output
-  replicated."""
+def sharded(outputs, mesh, *options):
+  """jit(weights, images) -> outputs(weights, images, *options) (a module-level function above: (features,
+  logits or None)), the batch split over `mesh`, the output replicated."""
   def apply(weights, images):
     images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, PartitionSpec(BATCH_AXES)))
-    if network == 'inception':
-      return inception.features_and_logits(weights, images, resolution)
-    return dinov2.features(vit, weights, images, resolution), None
+    return outputs(weights, images, *options)
   return jax.jit(apply, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
@@ -31,14 +37,14 @@ def _replicated(mesh, tree):
 def inception_extractor(weights_path: str, mesh, resolution: int = inception.RESOLUTION):
   """FID Inception-v3: pool3 features (2048) and the 1008 logits of the Inception Score."""
   weights = _replicated(mesh, inception.load_weights(weights_path))
-  fn = sharded('inception', mesh, resolution)
+  fn = sharded(inception_outputs, mesh, resolution)
   return (lambda images: fn(weights, images)), inception.FEATURE_DIM
 
 
 def dinov2_extractor(weights_path: str, mesh, resolution: int = dinov2.RESOLUTION):
   """DINOv2 ViT: the normalised class token (1024 for ViT-L/14); no logits."""
   vit, weights = dinov2.load_weights(weights_path, resolution)
-  fn = sharded('dinov2', mesh, resolution, vit)
+  fn = sharded(dinov2_outputs, mesh, resolution, vit)
   weights = _replicated(mesh, weights)
   return (lambda images: fn(weights, images)), vit.dim
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fewstep_jax.eval import weight_files
+from fewstep_jax.train import files
 
 PUBLISHED_AT = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                 'pt_inception-2015-12-05-6726825d.pth')
@@ -186,11 +187,7 @@ def load_weights(path: str) -> dict:
 def save_weights(path: str, weights: dict):
   """Writes converted weights as the .npz that load_weights reads back without PyTorch (HWIO kernels are turned
   back to the state dict's layout, so the file is the state dict itself)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = os.path.join(directory, f'.{os.path.basename(path)}.tmp.npz')
-  np.savez(temporary, **to_state_dict(weights))
-  os.replace(temporary, path)
+  files.write_npz(path, to_state_dict(weights))
 
 
 def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:

@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from fewstep_jax.train import files
+
 
 class FeatureStats:
   """Running mean and covariance of features [B, F] added with `update`."""
@@ -68,11 +70,7 @@ def save_stats(path: str, mu, sigma):
   """Writes {'mu', 'sigma'} to the .npz file `path` (atomically: a partial file never replaces a good one)."""
   mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
   _check(path, mu, sigma)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = os.path.join(directory, f'.{os.path.basename(path)}.tmp.npz')
-  np.savez(temporary, mu=mu, sigma=sigma)
-  os.replace(temporary, path)
+  files.write_npz(path, {'mu': mu, 'sigma': sigma})
 
 
 def load_stats(path: str):
@@ -116,10 +114,11 @@ def dataset_statistics(config, split: str, network: str, weights_path: str, limi
                        resolution: int = 0):
   """(mu, sigma, count): statistics of `network`'s features (a key of features.EXTRACTORS) of the images of
   config.data's `split`, on every local device; resolution 0 is the network's own (299 / 224)."""
+  import types
   import jax
   from fewstep_jax import data as data_lib
-  from fewstep_jax.eval import features
-  from fewstep_jax.mesh_axes import BATCH_AXES
+  from fewstep_jax.eval import evaluate, features
+  from fewstep_jax.train import sharding
   from fewstep_jax.train.writers import say
 
   if network not in features.EXTRACTORS:
@@ -127,8 +126,8 @@ def dataset_statistics(config, split: str, network: str, weights_path: str, limi
   pipeline = data_lib.build_data(config.data, global_batch_size=config.train.batch_size, seed=config.train.seed)
   if not hasattr(pipeline, 'split_images'):
     raise ValueError(f'data.name={config.data.name!r} holds no images to compute feature statistics of')
-  mesh = jax.make_mesh((jax.device_count(), 1), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  batch_size = -(-batch_size // mesh.size) * mesh.size
+  mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
+  batch_size = evaluate.device_multiple(batch_size, mesh)
   extractor = features.EXTRACTORS[network]
   extract, dim = extractor(weights_path, mesh, resolution) if resolution else extractor(weights_path, mesh)
   stats = FeatureStats(dim)

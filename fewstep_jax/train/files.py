@@ -4,6 +4,8 @@ errors that name the file."""
 import json
 import os
 
+import numpy as np
+
 from fewstep_jax.errors import RunError
 
 
@@ -22,10 +24,16 @@ def write_text(path: str, text: str):
   _write_atomically(path, lambda f: f.write(text))
 
 
-def _write_atomically(path: str, write):
+def write_npz(path: str, arrays: dict):
+  """Writes the numpy arrays `arrays` ({name: array}) as the .npz `path`, atomically, creating its directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  _write_atomically(path, lambda f: np.savez(f, **arrays), mode='wb')
+
+
+def _write_atomically(path: str, write, mode: str = 'w'):
   temporary = f'{path}.tmp-{os.getpid()}'
   try:
-    with open(temporary, 'w') as f:
+    with open(temporary, mode) as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
