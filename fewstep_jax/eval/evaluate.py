@@ -34,12 +34,7 @@ ROW_KEY = ('method', 'sampler', 'nfe', 'metric', 'step', 'params')
 
 def eval_batch_size(config, mesh, n: int | None = None) -> int:
   """Samples per sampling call: eval.batch_size (or n if fewer) rounded up to a multiple of the device count."""
-  return device_multiple(config.eval.batch_size if n is None else min(n, config.eval.batch_size), mesh)
-
-
-def device_multiple(batch_size: int, mesh) -> int:
-  """The smallest multiple of the mesh's device count that is at least batch_size (and 1)."""
-  return -(-max(1, batch_size) // mesh.size) * mesh.size
+  return sharding.device_multiple(config.eval.batch_size if n is None else min(n, config.eval.batch_size), mesh)
 
 
 def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, solver: str | None = None):

@@ -117,7 +117,7 @@ def dataset_statistics(config, split: str, network: str, weights_path: str, limi
   import types
   import jax
   from fewstep_jax import data as data_lib
-  from fewstep_jax.eval import evaluate, features
+  from fewstep_jax.eval import features
   from fewstep_jax.train import sharding
   from fewstep_jax.train.writers import say
 
@@ -127,7 +127,7 @@ def dataset_statistics(config, split: str, network: str, weights_path: str, limi
   if not hasattr(pipeline, 'split_images'):
     raise ValueError(f'data.name={config.data.name!r} holds no images to compute feature statistics of')
   mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
-  batch_size = evaluate.device_multiple(batch_size, mesh)
+  batch_size = sharding.device_multiple(batch_size, mesh)
   extractor = features.EXTRACTORS[network]
   extract, dim = extractor(weights_path, mesh, resolution) if resolution else extractor(weights_path, mesh)
   stats = FeatureStats(dim)

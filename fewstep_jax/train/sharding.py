@@ -53,6 +53,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def device_multiple(batch_size: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh's device count that is at least batch_size (and 1): a batch that splits
+  evenly over the devices, padded where it must be."""
+  return -(-max(1, batch_size) // mesh.size) * mesh.size
+
+
 def check_batch_size(global_batch_size: int, micro_batches: int, mesh: Mesh):
   devices = mesh.size
   if global_batch_size % micro_batches:
