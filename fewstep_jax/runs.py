@@ -56,7 +56,7 @@ def data_differences(theirs, ours) -> list:
 
 # --- What a run records. ---
 
-def _structure(tree):
+def parameter_structure(tree):
   return jax.tree.map(lambda leaf: {'shape': list(leaf.shape), 'dtype': str(leaf.dtype)}, tree)
 
 
@@ -69,7 +69,7 @@ def write_run_info(workdir: str, method, state, inputs: dict):
       'readout': None if method.readout is None else method.readout.to_json(),
       'teaches': bool(method.teaches),
       'teachers': {name: value.describe() for name, value in inputs.items() if isinstance(value, Teacher)},
-      'parameters': {'params': _structure(student.params), 'ema': _structure(student.ema)},
+      'parameters': {'params': parameter_structure(student.params), 'ema': parameter_structure(student.ema)},
   }
   files.write_json(os.path.join(workdir, RUN_INFO), info, indent=None)
 

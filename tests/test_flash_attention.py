@@ -322,6 +322,7 @@ def _sct_on_dit(attention):
   return build_method(config, data_shape=(8, 8, 1), num_classes=10)
 
 
+@pytest.mark.slow  # About 35 s; the kernels' JVP and its gradient stay in the default run (test_vmap_of_jvp...).
 def test_sct_loss_and_gradient_match_with_pallas_and_xla_attention():
   """sCT's loss (one JVP along the TrigFlow path with the rearranged
   tangents, gradient through the primal only) on a DiT whose adaLN-Zero layers

@@ -49,9 +49,12 @@ DIGITS_TINY_ARGS = ['--config.network.channels=8', '--config.network.attn_resolu
 
 # The digits runs (host pipeline, about two minutes each) are slow tests; the toy ones stay in the default run.
 TOY_AND_SLOW_DIGITS = ['toy', pytest.param('digits', marks=pytest.mark.slow)]
+# Resuming after SIGKILL runs three processes (about a minute for toy); in-process resume stays in the default run
+# (test_trainer.py), and the SIGTERM test here.
+SLOW_TOY_AND_DIGITS = [pytest.param('toy', marks=pytest.mark.slow), pytest.param('digits', marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize('data', TOY_AND_SLOW_DIGITS)
+@pytest.mark.parametrize('data', SLOW_TOY_AND_DIGITS)
 def test_resume_after_sigkill_is_bit_exact(tmp_path, data):
   """Killed between checkpoints (with the host pipeline's prefetch thread running, for digits), then started
   again with the same command: every logged loss equals the uninterrupted run's."""

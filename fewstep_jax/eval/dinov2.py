@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax.eval import weight_files
+from fewstep_jax import weights as weight_files
 from fewstep_jax.train import files
 
 PUBLISHED_AT = 'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth'
@@ -180,7 +180,7 @@ def load_weights(path: str, resolution: int = RESOLUTION):
 
 
 def _read(path):
-  return weight_files.read_state_dict(path, 'python -m fewstep_jax.eval.dinov2 --src=FILE --out=FILE.npz')
+  return weight_files.read_state_dict(path)
 
 
 def save_state_dict(path: str, state_dict: dict):
@@ -256,7 +256,7 @@ def main(argv):
 
 def define_flags():
   from absl import flags
-  flags.DEFINE_string('src', None, 'dinov2_vitl14_pretrain.pth (needs PyTorch), or a .safetensors of it')
+  flags.DEFINE_string('src', None, 'dinov2_vitl14_pretrain.pth, or a .safetensors of it')
   flags.DEFINE_string('out', None, 'the .npz to write')
   flags.mark_flags_as_required(['src', 'out'])
 

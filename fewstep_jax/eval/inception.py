@@ -12,9 +12,9 @@ as v / 255, resized bilinearly to 299 x 299 (`F.interpolate(mode='bilinear', ali
 antialiasing), and scaled to [-1, 1]. A one-channel image is repeated to RGB.
 
 Weights are read from a local file, never downloaded: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
-(through `torch.load(weights_only=True)`, so PyTorch is needed for that one read), the same state dict as
-`.safetensors`, or the `.npz` that `python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz` writes from
-either, which later loads read with numpy alone. Arrays keep the state dict's names; convolution kernels are
+(read with numpy alone by `fewstep_jax.weights`' restricted unpickler, which runs no code from the file), the same
+state dict as `.safetensors`, or the `.npz` that `python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz`
+writes from either. Arrays keep the state dict's names; convolution kernels are
 stored HWIO.
 """
 import os
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax.eval import weight_files
+from fewstep_jax import weights as weight_files
 from fewstep_jax.train import files
 
 PUBLISHED_AT = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
@@ -176,7 +176,7 @@ def read_state_dict(path: str) -> dict:
     raise FileNotFoundError(f'Inception weights file {path!r} not found; nothing is downloaded at run time. The '
                             f'weights are published at {PUBLISHED_AT}; pass the downloaded file or its conversion '
                             '(python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz).')
-  return weight_files.read_state_dict(path, 'python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz')
+  return weight_files.read_state_dict(path)
 
 
 def load_weights(path: str) -> dict:
@@ -325,7 +325,7 @@ def main(argv):
 
 def define_flags():
   from absl import flags
-  flags.DEFINE_string('src', None, "pytorch-fid's .pth (needs PyTorch), or a .safetensors of the same state dict")
+  flags.DEFINE_string('src', None, "pytorch-fid's .pth, or a .safetensors of the same state dict")
   flags.DEFINE_string('out', None, 'the .npz to write')
   flags.mark_flags_as_required(['src', 'out'])
 

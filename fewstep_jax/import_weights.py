@@ -1,0 +1,264 @@
+"""Imports a published network as a fewstep_jax run directory that serves as a teacher or a starting point.
+
+  python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
+  python -m fewstep_jax.import_weights --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
+
+An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
+network), so `--arch` is needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of
+`PRESETS` and the label count, augmentation labels and image shape are read off the weights' shapes. Nothing in the
+file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
+
+The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config
+and `eval.params = 'params'`), `run_info.json` (data shape, label count, the readout the network was trained with)
+and an Orbax checkpoint of the parameters, so that later loads need neither the original file nor PyTorch:
+
+  --config.method.teacher=teachers/edm_cifar10_cond
+
+Every parameter of the network must be in the file with its exact shape; anything missing, misshapen or left over is
+an error that names it.
+"""
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from fewstep_jax import nn, paths, runs, weights
+from fewstep_jax.nn import edm_unets
+from fewstep_jax.train import files
+from fewstep_jax.train.checkpoint import Checkpointer
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """How the checkpoints of one network class map onto the project's network `network_name`: `torch_name` turns a
+  flax parameter path into the checkpoint's key, and `constants` are the checkpoint's buffers that the port computes
+  itself ({key suffix: fn(network config) -> expected array}), checked and dropped on import."""
+  network_name: str
+  torch_name: callable
+  constants: dict
+
+
+def _resample_filter_buffer(network: ml_collections.ConfigDict) -> np.ndarray:
+  return edm_unets.resample_filter(network.get('resample_filter', (1, 1)))[None, None]
+
+
+ARCHITECTURES = {
+    'SongUNet': Architecture('edm_songunet', edm_unets.torch_name, {'resample_filter': _resample_filter_buffer}),
+    'DhariwalUNet': Architecture('edm_dhariwalunet', edm_unets.torch_name,
+                                 {'resample_filter': _resample_filter_buffer}),
+}
+
+# The published networks, by the hyper-parameters of EDM's train.py (--arch, and its dataset-dependent dropout);
+# for importing bare state dicts. Labels, augmentation labels and image shape come from the weights.
+PRESETS = {
+    'edm_cifar10_ddpmpp': ('SongUNet', dict(
+        model_channels=128, channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), dropout=0.13,
+        embedding_type='positional', channel_mult_noise=1, encoder_type='standard', decoder_type='standard',
+        resample_filter=(1, 1))),
+    'edm_cifar10_ncsnpp': ('SongUNet', dict(
+        model_channels=128, channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), dropout=0.13,
+        embedding_type='fourier', channel_mult_noise=2, encoder_type='residual', decoder_type='standard',
+        resample_filter=(1, 3, 3, 1))),
+    'edm_imagenet64_adm': ('DhariwalUNet', dict(
+        model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(32, 16, 8), dropout=0.10)),
+}
+
+# EDM preconditioning arguments that need no network field: the EDM denoiser is paths.edm_denoiser for any
+# sigma range; use_fp16 picks PyTorch's compute dtype (here train.compute_dtype).
+_PRECOND_ONLY = ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min', 'sigma_max', 'sigma_data',
+                 'model_type')
+
+
+@dataclasses.dataclass
+class Imported:
+  """A network read from a file: its config, readout, data shape, label count and parameters."""
+  network: ml_collections.ConfigDict
+  readout: paths.Readout
+  data_shape: tuple
+  num_classes: int
+  params: dict
+  source: str
+
+
+def network_config(class_name: str, fields: dict) -> ml_collections.ConfigDict:
+  """The project's network config for the checkpoint class `class_name` with hyper-parameters `fields` (lists become
+  tuples); an unknown field is an error naming it."""
+  if class_name not in ARCHITECTURES:
+    raise ValueError(f'no port of the network class {class_name!r}; known: {sorted(ARCHITECTURES)}')
+  config = nn.network_defaults(ARCHITECTURES[class_name].network_name)
+  for key, value in fields.items():
+    if key not in config:
+      raise ValueError(f'{class_name} argument {key!r} has no counterpart in network '
+                       f'{config.name!r}; its fields are {sorted(k for k in config if k != "name")}')
+    config[key] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
+def abstract_params(network: ml_collections.ConfigDict, data_shape, num_classes: int) -> dict:
+  """The network's parameter shapes (jax.ShapeDtypeStruct pytree), without materialising any weight."""
+  module = nn.build_network(network, num_classes=num_classes)
+  example = jax.ShapeDtypeStruct((1,) + tuple(data_shape), np.float32)
+  return jax.eval_shape(lambda: nn.init_params(module, jax.random.key(0), example))
+
+
+def parameter_count(network: ml_collections.ConfigDict, data_shape, num_classes: int) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(abstract_params(network, data_shape, num_classes)))
+
+
+def to_state_dict(class_name: str, params) -> dict:
+  """The checkpoint keys and arrays of a parameter pytree of the port of `class_name` (the inverse of the import)."""
+  torch_name = ARCHITECTURES[class_name].torch_name
+  return {torch_name(path): np.asarray(value) for path, value in traverse_util.flatten_dict(params).items()}
+
+
+def from_state_dict(class_name: str, state_dict: dict, network, data_shape, num_classes: int, source: str) -> dict:
+  """The parameter pytree of `network` from a checkpoint's state dict, name by name and shape by shape."""
+  architecture = ARCHITECTURES[class_name]
+  state_dict = dict(state_dict)
+  if state_dict and all(key.startswith('model.') for key in state_dict):  # EDMPrecond's wrapper around the network.
+    state_dict = {key[len('model.'):]: value for key, value in state_dict.items()}
+  for key in [key for key in state_dict if key.rsplit('.', 1)[-1] in architecture.constants]:
+    expected = architecture.constants[key.rsplit('.', 1)[-1]](network)
+    found = np.asarray(state_dict[key])
+    if found.shape != expected.shape or not np.allclose(found, expected):
+      raise ValueError(f'{source}: buffer {key} is {np.asarray(state_dict[key]).ravel().tolist()}, but network '
+                       f'{network.name!r} with these fields computes {expected.ravel().tolist()}: the checkpoint '
+                       'was built with other hyper-parameters')
+    del state_dict[key]  # The port computes it.
+  flat = traverse_util.flatten_dict(abstract_params(network, data_shape, num_classes))
+  by_name = {architecture.torch_name(path): (path, leaf) for path, leaf in flat.items()}
+  missing = sorted(set(by_name) - set(state_dict))
+  unexpected = sorted(set(state_dict) - set(by_name))
+  if missing or unexpected:
+    raise ValueError(f'{source} does not match network {network.name!r} with {dict(_fields(network))}: missing '
+                     f'{missing[:8]}{" ..." if len(missing) > 8 else ""} ({len(missing)}), unexpected '
+                     f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""} ({len(unexpected)}). Check --arch '
+                     'or the network fields.')
+  params = {}
+  for name, (path, leaf) in by_name.items():
+    value = np.asarray(state_dict[name])
+    if value.shape != tuple(leaf.shape):
+      raise ValueError(f'{source}: parameter {name} has shape {value.shape}, but network {network.name!r} expects '
+                       f'{tuple(leaf.shape)}; check --arch or the network fields')
+    params[path] = value.astype(leaf.dtype)
+  return traverse_util.unflatten_dict(params)
+
+
+def _fields(network):
+  return {key: value for key, value in network.items() if key != 'name'}
+
+
+def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
+  """An EDM training snapshot / published network pickle: {'ema': EDMPrecond(...), ...}, or the network itself."""
+  from fewstep_jax.weights import torch_files
+  loaded = torch_files.load(path)
+  precond = loaded.get(entry) if isinstance(loaded, dict) else loaded
+  if not isinstance(precond, torch_files.ModuleStub):
+    raise ValueError(f'{path} holds no network under {entry!r} (top-level keys: '
+                     f'{sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__})')
+  class_name = precond.qualified_name.rsplit('.', 1)[-1]
+  if class_name != 'EDMPrecond':
+    raise ValueError(f'{path}: the network is wrapped in {class_name}; only EDMPrecond is ported (the EDM '
+                     'preconditioning, paths.edm_denoiser). VP/VE/iDDPM preconditionings are not.')
+  kwargs = torch_files.init_kwargs(precond)
+  model_type = kwargs.get('model_type', 'DhariwalUNet')
+  data_shape = (int(kwargs['img_resolution']), int(kwargs['img_resolution']), int(kwargs['img_channels']))
+  num_classes = int(kwargs.get('label_dim', 0))
+  fields = {key: value for key, value in kwargs.items() if key not in _PRECOND_ONLY}
+  network = network_config(model_type, fields)
+  params = from_state_dict(model_type, torch_files.state_dict(precond), network, data_shape, num_classes, path)
+  readout = paths.readout('edm', float(kwargs.get('sigma_data', paths.SIGMA_DATA)))
+  return Imported(network, readout, data_shape, num_classes, params, os.path.abspath(path))
+
+
+def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Imported:
+  """A bare state dict of the network `arch`: a key of PRESETS, or a class of ARCHITECTURES with its
+  hyper-parameters `fields` (EDM's argument names); labels and shapes are read off the weights."""
+  if arch in PRESETS:
+    class_name, preset = PRESETS[arch]
+    fields = dict(preset, **(fields or {}))
+  elif arch in ARCHITECTURES:
+    class_name, fields = arch, dict(fields or {})
+  else:
+    raise ValueError(f'--arch={arch!r} is not a known network; use one of {sorted(PRESETS)}')
+  state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
+  strip = lambda key: key[len('model.'):] if key.startswith('model.') else key
+  shapes = {strip(key): np.shape(value) for key, value in state_dict.items()}
+  first_conv = [key for key in shapes if key.startswith('enc.') and key.endswith('_conv.weight')]
+  if len(first_conv) != 1:
+    raise ValueError(f'{path} is not an EDM {class_name} state dict (no single enc.<res>x<res>_conv.weight)')
+  resolution = int(first_conv[0][len('enc.'):].split('x', 1)[0])
+  data_shape = (resolution, resolution, int(shapes[first_conv[0]][1]))
+  num_classes = int(shapes['map_label.weight'][1]) if 'map_label.weight' in shapes else 0
+  augment_dim = int(shapes['map_augment.weight'][1]) if 'map_augment.weight' in shapes else 0
+  network = network_config(class_name, dict(fields, augment_dim=augment_dim))
+  params = from_state_dict(class_name, state_dict, network, data_shape, num_classes, path)
+  return Imported(network, paths.readout('edm'), data_shape, num_classes, params, os.path.abspath(path))
+
+
+def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):
+  """Writes `imported` as a run directory (see the module docstring); refuses a directory that holds a run."""
+  if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
+    raise FileExistsError(f'{out} already holds a run; choose another --out or remove it')
+  os.makedirs(out, exist_ok=True)
+  config = {
+      'method': {'name': 'imported'},
+      'network': imported.network.to_dict(),
+      'data': None,  # The distribution is not recorded in the file; students check shape and labels.
+      'eval': {'params': 'params'},
+      'train': {'compute_dtype': compute_dtype, 'max_to_keep': 1},
+      'imported_from': imported.source,
+  }
+  config = json.loads(json.dumps(config))
+  checkpointer = Checkpointer(os.path.join(out, 'checkpoints'), max_to_keep=1)
+  try:
+    state = {'nets': {'student': {'params': jax.tree.map(np.asarray, imported.params)}}}
+    checkpointer.save(0, state, {}, [], config, force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+  files.write_json(os.path.join(out, 'config.json'), config)
+  info = {
+      'data_shape': list(imported.data_shape), 'num_classes': int(imported.num_classes),
+      'readout': imported.readout.to_json(), 'teaches': True, 'teachers': {},
+      'parameters': {'params': runs.parameter_structure(imported.params), 'ema': {}},
+  }
+  files.write_json(os.path.join(out, runs.RUN_INFO), info, indent=None)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  src = FLAGS.src
+  if src.endswith('.pkl') and not FLAGS.arch:
+    imported = read_nvlabs_pickle(src, FLAGS.entry)
+  elif not FLAGS.arch:
+    raise app.UsageError(f'{src} is a bare state dict: name its network with --arch (one of {sorted(PRESETS)})')
+  else:
+    imported = read_state_dict_file(src, FLAGS.arch)
+  write_run(FLAGS.out, imported, FLAGS.compute_dtype)
+  count = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(imported.params))
+  print(f'{src}: network {imported.network.name!r}, {count:,} parameters, data shape {imported.data_shape}, '
+        f'{imported.num_classes} classes, readout {imported.readout.name!r} -> {FLAGS.out}')
+  print(f'use it as --config.method.teacher={FLAGS.out}')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('src', None, 'the weights file: an NVlabs .pkl, or a state dict (.pt/.pth/.safetensors/.npz)')
+  flags.DEFINE_string('out', None, 'the run directory to write')
+  flags.DEFINE_string('arch', '', f'the network of a bare state dict: one of {sorted(PRESETS)}')
+  flags.DEFINE_string('entry', 'ema', "the network's key in an NVlabs pickle")
+  flags.DEFINE_enum('compute_dtype', 'float32', sorted(nn.DTYPES), "the teacher's compute dtype in students")
+  flags.mark_flags_as_required(['src', 'out'])
+  try:
+    app.run(main)
+  except (ValueError, FileNotFoundError, FileExistsError) as error:
+    sys.exit(f'error: {error}')

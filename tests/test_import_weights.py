@@ -1,0 +1,163 @@
+"""Importing published networks: PyTorch files read without PyTorch and without running their code, EDM's networks
+round-tripped through every file format into a run directory that opens as a Teacher, errors that name the
+parameter, and an imported EDM-architecture teacher distilled through the entry point. (The ports' outputs equal EDM's
+own code's: experiments/parity/edm.py.)"""
+import os
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+import torch_format
+from conftest import run_main
+from fewstep_jax import import_weights, runs, weights
+from fewstep_jax.weights import torch_files
+
+TINY = {
+    # EDM class name, EDM's constructor arguments at a tiny size.
+    'ddpmpp': ('SongUNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
+                                embedding_type='positional', channel_mult_noise=1, encoder_type='standard',
+                                decoder_type='standard', resample_filter=[1, 1], augment_dim=9, dropout=0.13)),
+    'ncsnpp': ('SongUNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
+                                embedding_type='fourier', channel_mult_noise=2, encoder_type='residual',
+                                decoder_type='skip', resample_filter=[1, 3, 3, 1])),
+    'adm': ('DhariwalUNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
+                                 dropout=0.1)),
+}
+SHAPE, CLASSES = (8, 8, 1), 10
+
+
+def tiny_params(arch, seed=0):
+  class_name, fields = TINY[arch]
+  network = import_weights.network_config(class_name, fields)
+  abstract = import_weights.abstract_params(network, SHAPE, CLASSES)
+  keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(abstract))))
+  params = jax.tree.map(lambda leaf: np.asarray(jax.random.normal(next(keys), leaf.shape)), abstract)
+  return class_name, fields, network, params
+
+
+def edm_kwargs(class_name, fields):
+  return dict(img_resolution=SHAPE[0], img_channels=SHAPE[2], label_dim=CLASSES, use_fp16=False, sigma_data=0.5,
+              model_type=class_name, **fields)
+
+
+def test_torch_layouts_read_without_torch(tmp_path):
+  state_dict = {'a.weight': np.arange(12, dtype=np.float32).reshape(3, 4), 'b': np.arange(5, dtype=np.int64),
+                'c': np.float16([1.5, -2.0]), 'strided': np.arange(6, dtype=np.float32).reshape(2, 3).T}
+  for save, name in ((torch_format.save_zip, 'zip.pt'), (torch_format.save_legacy, 'legacy.pth')):
+    save(state_dict, str(tmp_path / name))
+    loaded = weights.read_state_dict(str(tmp_path / name))
+    assert sorted(loaded) == sorted(state_dict)
+    for key, value in state_dict.items():
+      assert loaded[key].dtype == value.dtype and np.array_equal(loaded[key], value), (name, key)
+  assert torch_files.file_kind(str(tmp_path / 'zip.pt')) == 'zip'
+  assert torch_files.file_kind(str(tmp_path / 'legacy.pth')) == 'legacy'
+
+
+class _RunsACommand:
+  def __reduce__(self):
+    return (os.system, (f'touch {self.marker}',))
+
+
+def test_the_unpickler_refuses_unknown_callables_and_reads_tensors_and_dicts(tmp_path):
+  marker = tmp_path / 'ran'
+  evil = _RunsACommand()
+  evil.marker = marker
+  path = tmp_path / 'evil.pkl'
+  path.write_bytes(pickle.dumps({'ema': evil}))
+  with pytest.raises(torch_files.UnsafePickleError, match=r'refers to (posix|os)\.system, which is not a tensor'):
+    torch_files.load(str(path))
+  assert not marker.exists()  # Nothing ran.
+  with pytest.raises(torch_files.UnsafePickleError, match=r'builtins\.eval'):
+    torch_files.SafeUnpickler(__import__('io').BytesIO(b'cbuiltins\neval\n(S"1"\ntR.'), 'crafted').load()
+
+  plain = tmp_path / 'plain.pkl'
+  plain.write_bytes(pickle.dumps({'nested': {'x': [1, 2.5, 'name']}, 'n': 3}))
+  assert torch_files.load(str(plain)) == {'nested': {'x': [1, 2.5, 'name']}, 'n': 3}
+
+
+@pytest.mark.parametrize('arch', sorted(TINY))
+def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch, tmp_path):
+  from safetensors.numpy import save_file
+  class_name, fields, network, params = tiny_params(arch)
+  state_dict = import_weights.to_state_dict(class_name, params)
+  prefixed = {f'model.{key}': value for key, value in state_dict.items()}  # As EDMPrecond.state_dict() names them.
+  files = {'safetensors': tmp_path / 'net.safetensors', 'npz': tmp_path / 'net.npz', 'zip': tmp_path / 'net.pt',
+           'legacy': tmp_path / 'net.pth', 'pickle': tmp_path / 'net.pkl'}
+  save_file(state_dict, str(files['safetensors']))
+  np.savez(files['npz'], **state_dict)
+  torch_format.save_zip(prefixed, str(files['zip']))
+  torch_format.save_legacy(state_dict, str(files['legacy']))
+  buffers = ('freqs',)
+  torch_format.save_nvlabs_pickle(state_dict, str(files['pickle']), class_name, edm_kwargs(class_name, fields),
+                                  buffers=buffers)
+  for kind, path in files.items():
+    if kind == 'pickle':
+      imported = import_weights.read_nvlabs_pickle(str(path))
+    else:
+      imported = import_weights.read_state_dict_file(str(path), class_name, fields=fields)
+    assert (imported.data_shape, imported.num_classes, imported.readout.name) == (SHAPE, CLASSES, 'edm'), kind
+    assert imported.network.to_dict() == network.to_dict(), kind
+    for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
+      np.testing.assert_array_equal(got, want, err_msg=kind)
+
+  out = str(tmp_path / 'teacher')
+  import_weights.write_run(out, imported)
+  teacher = runs.open_teacher(out)
+  assert teacher.readout.name == 'edm' and teacher.network.name == network.name
+  for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+  with pytest.raises(FileExistsError, match='already holds a run'):
+    import_weights.write_run(out, imported)
+
+
+def test_wrong_missing_and_extra_weights_name_the_parameter(tmp_path):
+  class_name, fields, network, params = tiny_params('ddpmpp')
+  state_dict = import_weights.to_state_dict(class_name, params)
+  read = lambda sd: import_weights.from_state_dict(class_name, sd, network, SHAPE, CLASSES, 'net.pt')
+  wrong = dict(state_dict, **{'enc.8x8_block0.conv0.weight': np.zeros((8, 8, 1, 1), np.float32)})
+  with pytest.raises(ValueError, match=r'enc\.8x8_block0\.conv0\.weight has shape \(8, 8, 1, 1\).*expects '
+                                       r'\(8, 8, 3, 3\)'):
+    read(wrong)
+  missing = {key: value for key, value in state_dict.items() if key != 'map_layer1.bias'}
+  with pytest.raises(ValueError, match=r"missing \['map_layer1.bias'\] \(1\), unexpected \[\] \(0\)"):
+    read(missing)
+  extra = dict(state_dict, **{'dec.8x8_extra.weight': np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match=r"unexpected \['dec.8x8_extra.weight'\]"):
+    read(extra)
+  other_filter = dict(state_dict, **{'enc.4x4_down.conv0.resample_filter': np.full((1, 1, 4, 4), 1 / 16, np.float32)})
+  with pytest.raises(ValueError, match=r'buffer enc\.4x4_down\.conv0\.resample_filter is'):
+    read(other_filter)
+  with pytest.raises(ValueError, match="argument 'widths' has no counterpart in network 'edm_songunet'"):
+    import_weights.network_config('SongUNet', {'widths': 3})
+
+
+def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
+  # EDM's own counts (training/networks.py, printed by experiments/parity/edm.py); NCSN++'s 128 Fourier
+  # frequencies are a buffer there and a (gradient-free) parameter here.
+  expected = {'edm_cifar10_ddpmpp': ((32, 32, 3), 10, 9, 55_735_299),
+              'edm_cifar10_ncsnpp': ((32, 32, 3), 10, 9, 56_400_643 + 128),
+              'edm_imagenet64_adm': ((64, 64, 3), 1000, 0, 295_899_267)}
+  for preset, (shape, classes, augment_dim, count) in expected.items():
+    class_name, fields = import_weights.PRESETS[preset]
+    network = import_weights.network_config(class_name, dict(fields, augment_dim=augment_dim))
+    assert import_weights.parameter_count(network, shape, classes) == count, preset
+
+
+def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_path):
+  class_name, fields, network, params = tiny_params('ddpmpp', seed=1)
+  params = jax.tree.map(lambda p: 0.1 * p, params)
+  pickle_path = str(tmp_path / 'edm.pkl')
+  torch_format.save_nvlabs_pickle(import_weights.to_state_dict(class_name, params), pickle_path, class_name,
+                                  edm_kwargs(class_name, fields))
+  teacher = str(tmp_path / 'teacher')
+  result = run_main([f'--src={pickle_path}', f'--out={teacher}'], module='fewstep_jax.import_weights')
+  assert 'edm_songunet' in result.stdout and 'readout' in result.stdout
+  workdir = str(tmp_path / 'cd')
+  run_main(['--config=configs/digits/cd.py', f'--workdir={workdir}', f'--config.method.teacher={teacher}',
+            '--config.method.init_from=', '--config.train.num_steps=2', '--config.train.batch_size=8',
+            '--config.network.channels=8', '--config.network.channel_mult=(1,)', '--config.network.attn_resolutions=()',
+            '--config.eval.at_end=False', '--config.eval.nfe=(1,)', '--config.eval.sample_grid=4'])
+  opened = runs.open_run(workdir)
+  assert opened.step == 2 and opened.info['teachers']['teacher']['network']['name'] == 'edm_songunet'
