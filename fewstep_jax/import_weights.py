@@ -52,7 +52,20 @@ ARCHITECTURES = {
     'SongUNet': Architecture('edm_songunet', edm_unets.torch_name, {'resample_filter': _resample_filter_buffer}),
     'DhariwalUNet': Architecture('edm_dhariwalunet', edm_unets.torch_name,
                                  {'resample_filter': _resample_filter_buffer}),
+    'EDM2UNet': Architecture('edm2_unet', edm_unets.torch_name, {}),
 }
+
+# NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
+# preconditioning's own arguments, which need no network field). Both are EDM's preconditioning (paths.edm_denoiser,
+# c_noise = ln(sigma) / 4); use_fp16 picks PyTorch's compute dtype (here train.compute_dtype).
+PRECONDITIONINGS = {
+    'EDMPrecond': (lambda kwargs: kwargs.get('model_type', 'DhariwalUNet'),
+                   ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min', 'sigma_max', 'sigma_data',
+                    'model_type')),
+    'Precond': (lambda kwargs: 'EDM2UNet', ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_data')),
+}
+# EDM2's arguments whose None (choose automatically / no clipping) is 0 here.
+_NONE_IS_ZERO = ('channel_mult_noise', 'channel_mult_emb', 'clip_act')
 
 # The published networks, by the hyper-parameters of EDM's train.py (--arch, and its dataset-dependent dropout);
 # for importing bare state dicts. Labels, augmentation labels and image shape come from the weights.
@@ -67,12 +80,15 @@ PRESETS = {
         resample_filter=(1, 3, 3, 1))),
     'edm_imagenet64_adm': ('DhariwalUNet', dict(
         model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(32, 16, 8), dropout=0.10)),
+    # EDM2's train_edm2.py presets: model_channels and dropout per size (the rest are its class defaults).
+    **{f'edm2_img64_{size}': ('EDM2UNet', dict(model_channels=channels, dropout=dropout))
+       for size, channels, dropout in (('xs', 128, 0.0), ('s', 192, 0.0), ('m', 256, 0.1), ('l', 320, 0.1),
+                                       ('xl', 384, 0.1))},
+    **{f'edm2_img512_{size}': ('EDM2UNet', dict(model_channels=channels, dropout=dropout))
+       for size, channels, dropout in (('xxs', 64, 0.0), ('xs', 128, 0.0), ('s', 192, 0.0), ('m', 256, 0.1),
+                                       ('l', 320, 0.1), ('xl', 384, 0.1), ('xxl', 448, 0.1))},
 }
 
-# EDM preconditioning arguments that need no network field: the EDM denoiser is paths.edm_denoiser for any
-# sigma range; use_fp16 picks PyTorch's compute dtype (here train.compute_dtype).
-_PRECOND_ONLY = ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min', 'sigma_max', 'sigma_data',
-                 'model_type')
 
 
 @dataclasses.dataclass
@@ -93,6 +109,8 @@ def network_config(class_name: str, fields: dict) -> ml_collections.ConfigDict:
     raise ValueError(f'no port of the network class {class_name!r}; known: {sorted(ARCHITECTURES)}')
   config = nn.network_defaults(ARCHITECTURES[class_name].network_name)
   for key, value in fields.items():
+    if value is None and key in _NONE_IS_ZERO:
+      value = 0
     if key not in config:
       raise ValueError(f'{class_name} argument {key!r} has no counterpart in network '
                        f'{config.name!r}; its fields are {sorted(k for k in config if k != "name")}')
@@ -155,7 +173,8 @@ def _fields(network):
 
 
 def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
-  """An EDM training snapshot / published network pickle: {'ema': EDMPrecond(...), ...}, or the network itself."""
+  """An EDM or EDM2 training snapshot / published network pickle: {'ema': EDMPrecond(...) or Precond(...), ...}, or
+  the network itself."""
   from fewstep_jax.weights import torch_files
   loaded = torch_files.load(path)
   precond = loaded.get(entry) if isinstance(loaded, dict) else loaded
@@ -163,14 +182,15 @@ def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
     raise ValueError(f'{path} holds no network under {entry!r} (top-level keys: '
                      f'{sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__})')
   class_name = precond.qualified_name.rsplit('.', 1)[-1]
-  if class_name != 'EDMPrecond':
-    raise ValueError(f'{path}: the network is wrapped in {class_name}; only EDMPrecond is ported (the EDM '
-                     'preconditioning, paths.edm_denoiser). VP/VE/iDDPM preconditionings are not.')
+  if class_name not in PRECONDITIONINGS:
+    raise ValueError(f'{path}: the network is wrapped in {class_name}; only {sorted(PRECONDITIONINGS)} are ported '
+                     '(EDM\'s preconditioning, paths.edm_denoiser). VP/VE/iDDPM preconditionings are not.')
   kwargs = torch_files.init_kwargs(precond)
-  model_type = kwargs.get('model_type', 'DhariwalUNet')
+  network_class, precond_only = PRECONDITIONINGS[class_name]
+  model_type = network_class(kwargs)
   data_shape = (int(kwargs['img_resolution']), int(kwargs['img_resolution']), int(kwargs['img_channels']))
   num_classes = int(kwargs.get('label_dim', 0))
-  fields = {key: value for key, value in kwargs.items() if key not in _PRECOND_ONLY}
+  fields = {key: value for key, value in kwargs.items() if key not in precond_only}
   network = network_config(model_type, fields)
   params = from_state_dict(model_type, torch_files.state_dict(precond), network, data_shape, num_classes, path)
   readout = paths.readout('edm', float(kwargs.get('sigma_data', paths.SIGMA_DATA)))
@@ -188,16 +208,20 @@ def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Im
   else:
     raise ValueError(f'--arch={arch!r} is not a known network; use one of {sorted(PRESETS)}')
   state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
-  strip = lambda key: key[len('model.'):] if key.startswith('model.') else key
-  shapes = {strip(key): np.shape(value) for key, value in state_dict.items()}
+  edm2 = class_name == 'EDM2UNet'
+  inner = 'unet.' if edm2 else 'model.'  # The network's keys inside its preconditioning wrapper.
+  shapes = {(key[len(inner):] if key.startswith(inner) else key): np.shape(value) for key, value in state_dict.items()}
   first_conv = [key for key in shapes if key.startswith('enc.') and key.endswith('_conv.weight')]
   if len(first_conv) != 1:
-    raise ValueError(f'{path} is not an EDM {class_name} state dict (no single enc.<res>x<res>_conv.weight)')
+    raise ValueError(f'{path} is not a {class_name} state dict (no single enc.<res>x<res>_conv.weight)')
   resolution = int(first_conv[0][len('enc.'):].split('x', 1)[0])
-  data_shape = (resolution, resolution, int(shapes[first_conv[0]][1]))
-  num_classes = int(shapes['map_label.weight'][1]) if 'map_label.weight' in shapes else 0
-  augment_dim = int(shapes['map_augment.weight'][1]) if 'map_augment.weight' in shapes else 0
-  network = network_config(class_name, dict(fields, augment_dim=augment_dim))
+  # EDM2 appends a channel of ones to its input.
+  data_shape = (resolution, resolution, int(shapes[first_conv[0]][1]) - (1 if edm2 else 0))
+  label = 'emb_label.weight' if edm2 else 'map_label.weight'
+  num_classes = int(shapes[label][1]) if label in shapes else 0
+  if not edm2:
+    fields = dict(fields, augment_dim=int(shapes['map_augment.weight'][1]) if 'map_augment.weight' in shapes else 0)
+  network = network_config(class_name, fields)
   params = from_state_dict(class_name, state_dict, network, data_shape, num_classes, path)
   return Imported(network, paths.readout('edm'), data_shape, num_classes, params, os.path.abspath(path))
 

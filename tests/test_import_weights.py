@@ -6,6 +6,7 @@ import os
 import pickle
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,6 +25,8 @@ TINY = {
                                 decoder_type='skip', resample_filter=[1, 3, 3, 1])),
     'adm': ('DhariwalUNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
                                  dropout=0.1)),
+    'edm2': ('EDM2UNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
+                              logvar_channels=8, channel_mult_noise=None, clip_act=256)),
 }
 SHAPE, CLASSES = (8, 8, 1), 10
 
@@ -38,8 +41,17 @@ def tiny_params(arch, seed=0):
 
 
 def edm_kwargs(class_name, fields):
+  """The constructor arguments EDM's EDMPrecond (EDM2's Precond) records."""
+  model_type = {} if class_name == 'EDM2UNet' else {'model_type': class_name}
   return dict(img_resolution=SHAPE[0], img_channels=SHAPE[2], label_dim=CLASSES, use_fp16=False, sigma_data=0.5,
-              model_type=class_name, **fields)
+              **model_type, **fields)
+
+
+def save_pickle(state_dict, path, class_name, fields):
+  edm2 = class_name == 'EDM2UNet'
+  torch_format.save_nvlabs_pickle(state_dict, path, class_name, edm_kwargs(class_name, fields),
+                                  buffers=('freqs', 'phases'), precond='Precond' if edm2 else 'EDMPrecond',
+                                  inner=None if edm2 else 'model')
 
 
 def test_torch_layouts_read_without_torch(tmp_path):
@@ -82,16 +94,15 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
   from safetensors.numpy import save_file
   class_name, fields, network, params = tiny_params(arch)
   state_dict = import_weights.to_state_dict(class_name, params)
-  prefixed = {f'model.{key}': value for key, value in state_dict.items()}  # As EDMPrecond.state_dict() names them.
+  # As EDMPrecond.state_dict() names them (EDM2's state dict is its Precond's already).
+  prefixed = state_dict if class_name == 'EDM2UNet' else {f'model.{key}': value for key, value in state_dict.items()}
   files = {'safetensors': tmp_path / 'net.safetensors', 'npz': tmp_path / 'net.npz', 'zip': tmp_path / 'net.pt',
            'legacy': tmp_path / 'net.pth', 'pickle': tmp_path / 'net.pkl'}
   save_file(state_dict, str(files['safetensors']))
   np.savez(files['npz'], **state_dict)
   torch_format.save_zip(prefixed, str(files['zip']))
   torch_format.save_legacy(state_dict, str(files['legacy']))
-  buffers = ('freqs',)
-  torch_format.save_nvlabs_pickle(state_dict, str(files['pickle']), class_name, edm_kwargs(class_name, fields),
-                                  buffers=buffers)
+  save_pickle(state_dict, str(files['pickle']), class_name, fields)
   for kind, path in files.items():
     if kind == 'pickle':
       imported = import_weights.read_nvlabs_pickle(str(path))
@@ -102,6 +113,8 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
     for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
       np.testing.assert_array_equal(got, want, err_msg=kind)
 
+  if arch != 'edm2':
+    return  # One architecture through Orbax here (the distillation test below imports DDPM++ by the command).
   out = str(tmp_path / 'teacher')
   import_weights.write_run(out, imported)
   teacher = runs.open_teacher(out)
@@ -110,6 +123,10 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
     np.testing.assert_array_equal(np.asarray(got), want)
   with pytest.raises(FileExistsError, match='already holds a run'):
     import_weights.write_run(out, imported)
+  # EDM2's learned uncertainty is the network's log-variance head; the teacher's prediction leaves it out.
+  x = jnp.ones((2,) + SHAPE)
+  prediction = teacher.prediction(teacher.readout.path, 'x0')(teacher.params, x, jnp.float32(1.0), jnp.array([3, 10]))
+  assert prediction.shape == x.shape
 
 
 def test_wrong_missing_and_extra_weights_name_the_parameter(tmp_path):
@@ -138,10 +155,13 @@ def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
   # frequencies are a buffer there and a (gradient-free) parameter here.
   expected = {'edm_cifar10_ddpmpp': ((32, 32, 3), 10, 9, 55_735_299),
               'edm_cifar10_ncsnpp': ((32, 32, 3), 10, 9, 56_400_643 + 128),
-              'edm_imagenet64_adm': ((64, 64, 3), 1000, 0, 295_899_267)}
+              'edm_imagenet64_adm': ((64, 64, 3), 1000, 0, 295_899_267),
+              # EDM2-S: 280,209,381 parameters and 640 Fourier frequencies and phases (buffers there).
+              'edm2_img64_s': ((64, 64, 3), 1000, None, 280_209_381 + 640)}
   for preset, (shape, classes, augment_dim, count) in expected.items():
     class_name, fields = import_weights.PRESETS[preset]
-    network = import_weights.network_config(class_name, dict(fields, augment_dim=augment_dim))
+    augment = {} if augment_dim is None else {'augment_dim': augment_dim}
+    network = import_weights.network_config(class_name, dict(fields, **augment))
     assert import_weights.parameter_count(network, shape, classes) == count, preset
 
 
@@ -149,8 +169,7 @@ def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_p
   class_name, fields, network, params = tiny_params('ddpmpp', seed=1)
   params = jax.tree.map(lambda p: 0.1 * p, params)
   pickle_path = str(tmp_path / 'edm.pkl')
-  torch_format.save_nvlabs_pickle(import_weights.to_state_dict(class_name, params), pickle_path, class_name,
-                                  edm_kwargs(class_name, fields))
+  save_pickle(import_weights.to_state_dict(class_name, params), pickle_path, class_name, fields)
   teacher = str(tmp_path / 'teacher')
   result = run_main([f'--src={pickle_path}', f'--out={teacher}'], module='fewstep_jax.import_weights')
   assert 'edm_songunet' in result.stdout and 'readout' in result.stdout

@@ -152,10 +152,12 @@ class _PersistentModule:
     return self.objects['torch_utils.persistence._reconstruct_persistent_obj'], (meta,)
 
 
-def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs: dict, buffers=()):
+def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs: dict, buffers=(),
+                       precond: str = 'EDMPrecond', inner: str | None = 'model'):
   """A network pickle as EDM's training loop writes it: {'ema': EDMPrecond(model=<class_name>), ...}, with the
-  state dict's entries as parameters (names in `buffers` as buffers) of nested modules, and EDMPrecond's recorded
-  constructor arguments `init_kwargs`."""
+  state dict's entries as parameters (names in `buffers` as buffers) of nested modules, and the preconditioning's
+  recorded constructor arguments `init_kwargs`. EDM2's: precond='Precond', inner=None (its state dict is already
+  the preconditioning's: unet.*, logvar_*)."""
   names = ('torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', 'torch.storage._load_from_bytes',
            'torch_utils.persistence._reconstruct_persistent_obj', *_storage_names())
   with _torch_names(*names) as objects:
@@ -185,8 +187,11 @@ def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs
       children = [(child, build(items, 'Block')) for child, items in groups.items()]
       return module(name, children, tensors)
 
-    network = build(list(state_dict.items()), class_name)
-    ema = module('EDMPrecond', [('model', network)], {}, init_kwargs)
+    if inner is None:
+      ema = build(list(state_dict.items()), precond)
+      ema.state['_init_kwargs'] = init_kwargs
+    else:
+      ema = module(precond, [(inner, build(list(state_dict.items()), class_name))], {}, init_kwargs)
     with open(path, 'wb') as file:
       pickle._Pickler(file, protocol=2).dump({'ema': ema, 'loss_fn': None, 'dataset_kwargs': {'path': 'data'}})
 

@@ -262,12 +262,15 @@ def _check_inputs(name, x, r, multiple):
 
 
 def torch_name(path: Sequence[str]) -> str:
-  """The PyTorch state-dict key of the flax parameter path `path` of these networks."""
-  first = path[0]
-  for prefix in ('enc_', 'dec_'):
-    if first.startswith(prefix):
-      first = f'{prefix[:-1]}.{first[len(prefix):]}'
-  return '.'.join((first,) + tuple(path[1:]))
+  """The PyTorch state-dict key of the flax parameter path `path` of these networks (and EDM2's): a module named
+  'enc_<name>' or 'dec_<name>' is the entry <name> of EDM's ModuleDict `enc` or `dec`."""
+  parts = []
+  for part in path:
+    for prefix in ('enc_', 'dec_'):
+      if part.startswith(prefix):
+        part = f'{prefix[:-1]}.{part[len(prefix):]}'
+    parts.append(part)
+  return '.'.join(parts)
 
 
 class SongUNet(nn.Module):
