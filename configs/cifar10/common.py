@@ -4,11 +4,22 @@ teacher, or the teacher is read on the same network).
 
 A config file reads this module with `config_base.load_sibling(__file__)`.
 """
+from fewstep_jax.import_weights import PRESETS
 
 # configs/cifar10/edm.py's DDPM++-style U-Net (c_noise = ln(sigma) / 4 with time_scale 250); dropout is set per run
 # (it changes no parameter, so a student may use another rate than its teacher).
 EDM_UNET = dict(channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_resolutions=(16,), dropout=0.0,
                 time_scale=250.0)
+
+
+# EDM's published CIFAR-10 networks (DDPM++ on EDMPrecond, trained with augmentation labels), which the
+# distillation rows of SiD, SIM, Diff-Instruct and ECT start from. Imported once, without PyTorch:
+#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
+#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond
+# A student on the same network starts from the teacher's weights; its dropout is set per run (0 here: dropout
+# changes no parameter).
+EDM_DDPMPP = dict(PRESETS['edm_cifar10_ddpmpp'][1], augment_dim=9, dropout=0.0)
+EDM_TEACHER = {True: 'teachers/edm_cifar10_cond', False: 'teachers/edm_cifar10_uncond'}  # By data.conditional.
 
 
 def accelerator_run(config):

@@ -4,10 +4,18 @@ student starts from the teacher, or the teacher is read on the same network).
 
 A config file reads this module with `config_base.load_sibling(__file__)`.
 """
+from fewstep_jax.import_weights import PRESETS
 
 # configs/imagenet64/edm.py's ADM-style U-Net (c_noise = ln(sigma) / 4 with time_scale 250); dropout is set per run.
 EDM_UNET = dict(channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attn_resolutions=(32, 16, 8),
                 dropout=0.0, time_scale=250.0)
+
+
+# EDM's published ImageNet-64 network (ADM on EDMPrecond, class-conditional), which the SiD and DMD2 rows
+# distil. Imported once, without PyTorch:
+#   python -m fewstep_jax.import_weights --src=edm-imagenet-64x64-cond-adm.pkl --out=teachers/edm_imagenet64_cond
+EDM_ADM = dict(PRESETS['edm_imagenet64_adm'][1], dropout=0.0)
+EDM_TEACHER = 'teachers/edm_imagenet64_cond'
 
 
 def accelerator_run(config):
