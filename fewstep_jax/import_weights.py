@@ -18,7 +18,9 @@ Every parameter of the network must be in the file with its exact shape; anythin
 an error that names it.
 """
 import dataclasses
+import functools
 import json
+import math
 import os
 import sys
 
@@ -29,7 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from fewstep_jax import nn, paths, runs, weights
-from fewstep_jax.nn import edm_unets
+from fewstep_jax.nn import edm_unets, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
 
@@ -53,6 +55,7 @@ ARCHITECTURES = {
     'DhariwalUNet': Architecture('edm_dhariwalunet', edm_unets.torch_name,
                                  {'resample_filter': _resample_filter_buffer}),
     'EDM2UNet': Architecture('edm2_unet', edm_unets.torch_name, {}),
+    'SiT': Architecture('sit', sit.torch_name, {}),
 }
 
 # NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
@@ -87,7 +90,13 @@ PRESETS = {
     **{f'edm2_img512_{size}': ('EDM2UNet', dict(model_channels=channels, dropout=dropout))
        for size, channels, dropout in (('xxs', 64, 0.0), ('xs', 128, 0.0), ('s', 192, 0.0), ('m', 256, 0.1),
                                        ('l', 320, 0.1), ('xl', 384, 0.1), ('xxl', 448, 0.1))},
+    # SiT's SiT_models (SiT-XL/2 is sit_xl_2), as its checkpoints were trained: label dropout 0.1, learn_sigma.
+    **{f'sit_{name.lower().replace("/", "_")}': ('SiT', dict(depth=depth, hidden_size=hidden, patch_size=patch,
+                                                             num_heads=heads))
+       for name, (depth, hidden, patch, heads) in sit.SIZES.items()},
 }
+# The readout each architecture's published checkpoints are read with.
+READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT': 'sit'}
 
 
 
@@ -120,8 +129,13 @@ def network_config(class_name: str, fields: dict) -> ml_collections.ConfigDict:
 
 def abstract_params(network: ml_collections.ConfigDict, data_shape, num_classes: int) -> dict:
   """The network's parameter shapes (jax.ShapeDtypeStruct pytree), without materialising any weight."""
-  module = nn.build_network(network, num_classes=num_classes)
-  example = jax.ShapeDtypeStruct((1,) + tuple(data_shape), np.float32)
+  return _abstract_params(json.dumps(network.to_dict(), sort_keys=True), tuple(data_shape), int(num_classes))
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_params(network_json: str, data_shape: tuple, num_classes: int) -> dict:
+  module = nn.build_network(ml_collections.ConfigDict(json.loads(network_json)), num_classes=num_classes)
+  example = jax.ShapeDtypeStruct((1,) + data_shape, np.float32)
   return jax.eval_shape(lambda: nn.init_params(module, jax.random.key(0), example))
 
 
@@ -208,6 +222,18 @@ def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Im
   else:
     raise ValueError(f'--arch={arch!r} is not a known network; use one of {sorted(PRESETS)}')
   state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
+  if class_name == 'SiT':
+    data_shape, num_classes = _sit_data(state_dict, fields, path)
+  else:
+    data_shape, num_classes, fields = _edm_data(state_dict, class_name, fields, path)
+  network = network_config(class_name, fields)
+  params = from_state_dict(class_name, state_dict, network, data_shape, num_classes, path)
+  return Imported(network, paths.readout(READOUT_OF[class_name]), data_shape, num_classes, params,
+                  os.path.abspath(path))
+
+
+def _edm_data(state_dict, class_name, fields, path):
+  """(data shape, label count, fields with augment_dim) of an EDM / EDM2 state dict, from its weights' shapes."""
   edm2 = class_name == 'EDM2UNet'
   inner = 'unet.' if edm2 else 'model.'  # The network's keys inside its preconditioning wrapper.
   shapes = {(key[len(inner):] if key.startswith(inner) else key): np.shape(value) for key, value in state_dict.items()}
@@ -221,9 +247,20 @@ def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Im
   num_classes = int(shapes[label][1]) if label in shapes else 0
   if not edm2:
     fields = dict(fields, augment_dim=int(shapes['map_augment.weight'][1]) if 'map_augment.weight' in shapes else 0)
-  network = network_config(class_name, fields)
-  params = from_state_dict(class_name, state_dict, network, data_shape, num_classes, path)
-  return Imported(network, paths.readout('edm'), data_shape, num_classes, params, os.path.abspath(path))
+  return data_shape, num_classes, fields
+
+
+def _sit_data(state_dict, fields, path):
+  """(data shape, label count) of a SiT state dict: the patch embedding gives the channels, the position table the
+  token grid, the label table the classes (one row more with label dropout)."""
+  for key in ('x_embedder.proj.weight', 'pos_embed', 'y_embedder.embedding_table.weight'):
+    if key not in state_dict:
+      raise ValueError(f'{path} is not a SiT state dict (no {key})')
+  channels = int(np.shape(state_dict['x_embedder.proj.weight'])[1])
+  grid = math.isqrt(int(np.shape(state_dict['pos_embed'])[1]))
+  rows = int(np.shape(state_dict['y_embedder.embedding_table.weight'])[0])
+  side = grid * int(fields.get('patch_size', 2))
+  return (side, side, channels), rows - (1 if fields.get('class_dropout_prob', 0.1) > 0 else 0)
 
 
 def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):

@@ -352,7 +352,24 @@ def flow_velocity(raw_apply: RawApply):
   return velocity
 
 
-PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity}
+def sit_network_input(z_t, t, sigma_data=SIGMA_DATA):
+  """(z_t [B, ...], 1 - t [B]): SiT's time runs the other way (1 data, 0 noise); sigma_data unused."""
+  del sigma_data
+  return z_t, 1.0 - _per_example(t, z_t)
+
+
+def sit_velocity(raw_apply: RawApply):
+  """Wraps a SiT network into the flow velocity v(params, z_t, t, r, y, key). SiT's path is x_s = s x + (1 - s) eps
+  with s = 1 - t, and its network predicts dx_s/ds = x - eps = -v: input (z_t, 1 - t), output negated."""
+
+  def velocity(params, z_t, t, r=None, y=None, key=None):
+    r = None if r is None else 1.0 - _per_example(r, z_t)
+    return -raw_apply(params, *sit_network_input(z_t, t), r, y, key)
+
+  return velocity
+
+
+PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity, 'sit': sit_velocity}
 
 
 def flow_map_velocity(raw_apply: RawApply):
@@ -392,12 +409,14 @@ READOUTS = {
     'trigflow': (TrigFlowPath, 'F', lambda raw, sigma_data: PRECONDITIONINGS['trigflow'](raw, sigma_data)),
     'flow': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['flow'](raw)),
     'flow_map': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_map_velocity(raw)),
+    'sit': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['sit'](raw)),
 }
 
 
 def readout(name: str, sigma_data: float = SIGMA_DATA) -> Readout:
   """The readout `name` (a key of READOUTS): 'edm' (an EDM denoiser), 'trigflow' (sCM's F), 'flow' (a linear-flow
-  velocity) or 'flow_map' (the velocity u(z, t, t) of a two-time flow map)."""
+  velocity), 'flow_map' (the velocity u(z, t, t) of a two-time flow map) or 'sit' (SiT's velocity, in its reversed
+  time)."""
   if name not in READOUTS:
     raise ValueError(f'unknown readout {name!r}; use one of {sorted(READOUTS)}')
   make_path, kind, wrap = READOUTS[name]
@@ -413,6 +432,7 @@ NETWORK_INPUTS = {
     'edm': (lambda sigma_data: EDMPath(), edm_network_input),
     'trigflow': (TrigFlowPath, trigflow_network_input),
     'flow': (lambda sigma_data: LinearFlowPath(), flow_network_input),
+    'sit': (lambda sigma_data: LinearFlowPath(), sit_network_input),
 }
 
 

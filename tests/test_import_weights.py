@@ -27,6 +27,7 @@ TINY = {
                                  dropout=0.1)),
     'edm2': ('EDM2UNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
                               logvar_channels=8, channel_mult_noise=None, clip_act=256)),
+    'sit': ('SiT', dict(depth=1, hidden_size=16, patch_size=2, num_heads=2)),
 }
 SHAPE, CLASSES = (8, 8, 1), 10
 
@@ -94,21 +95,26 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
   from safetensors.numpy import save_file
   class_name, fields, network, params = tiny_params(arch)
   state_dict = import_weights.to_state_dict(class_name, params)
-  # As EDMPrecond.state_dict() names them (EDM2's state dict is its Precond's already).
-  prefixed = state_dict if class_name == 'EDM2UNet' else {f'model.{key}': value for key, value in state_dict.items()}
+  # As EDMPrecond.state_dict() names them (EDM2's state dict is its Precond's already, SiT has no wrapper).
+  edm = class_name in ('SongUNet', 'DhariwalUNet')
+  prefixed = {f'model.{key}': value for key, value in state_dict.items()} if edm else state_dict
   files = {'safetensors': tmp_path / 'net.safetensors', 'npz': tmp_path / 'net.npz', 'zip': tmp_path / 'net.pt',
            'legacy': tmp_path / 'net.pth', 'pickle': tmp_path / 'net.pkl'}
   save_file(state_dict, str(files['safetensors']))
   np.savez(files['npz'], **state_dict)
   torch_format.save_zip(prefixed, str(files['zip']))
   torch_format.save_legacy(state_dict, str(files['legacy']))
-  save_pickle(state_dict, str(files['pickle']), class_name, fields)
+  if class_name == 'SiT':
+    del files['pickle']  # SiT publishes state dicts only.
+  else:
+    save_pickle(state_dict, str(files['pickle']), class_name, fields)
   for kind, path in files.items():
     if kind == 'pickle':
       imported = import_weights.read_nvlabs_pickle(str(path))
     else:
       imported = import_weights.read_state_dict_file(str(path), class_name, fields=fields)
-    assert (imported.data_shape, imported.num_classes, imported.readout.name) == (SHAPE, CLASSES, 'edm'), kind
+    readout = 'sit' if class_name == 'SiT' else 'edm'
+    assert (imported.data_shape, imported.num_classes, imported.readout.name) == (SHAPE, CLASSES, readout), kind
     assert imported.network.to_dict() == network.to_dict(), kind
     for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
       np.testing.assert_array_equal(got, want, err_msg=kind)
@@ -157,7 +163,8 @@ def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
               'edm_cifar10_ncsnpp': ((32, 32, 3), 10, 9, 56_400_643 + 128),
               'edm_imagenet64_adm': ((64, 64, 3), 1000, 0, 295_899_267),
               # EDM2-S: 280,209,381 parameters and 640 Fourier frequencies and phases (buffers there).
-              'edm2_img64_s': ((64, 64, 3), 1000, None, 280_209_381 + 640)}
+              'edm2_img64_s': ((64, 64, 3), 1000, None, 280_209_381 + 640),
+              'sit_xl_2': ((32, 32, 4), 1000, None, 675_129_632)}  # SiT's count, its fixed position table included.
   for preset, (shape, classes, augment_dim, count) in expected.items():
     class_name, fields = import_weights.PRESETS[preset]
     augment = {} if augment_dim is None else {'augment_dim': augment_dim}

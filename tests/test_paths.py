@@ -218,7 +218,11 @@ def test_trigflow_and_flow_wrappers_feed_the_network_its_inputs():
   _close(calls[-1]['x'], x)
   _close(calls[-1]['c_noise'], [0.3, 0.6])
   assert calls[-1]['r'] is None
-  assert set(paths.PRECONDITIONINGS) == {'edm', 'trigflow', 'flow'}
+  # SiT's network sees its own time 1 - t and predicts x - eps = -v.
+  velocity = paths.sit_velocity(raw)
+  _close(velocity(None, x, jnp.array([0.3, 0.6])), -2.0 * x)
+  _close(calls[-1]['c_noise'], [0.7, 0.4])
+  assert set(paths.PRECONDITIONINGS) == {'edm', 'trigflow', 'flow', 'sit'}
 
 
 def _gaussian_denoiser(mu, data_std):

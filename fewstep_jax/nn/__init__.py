@@ -23,13 +23,14 @@ from fewstep_jax.nn.dit import DiT
 from fewstep_jax.nn.edm2_unet import EDM2UNet
 from fewstep_jax.nn.edm_unets import DhariwalUNet, SongUNet
 from fewstep_jax.nn.mlp import MLP
+from fewstep_jax.nn.sit import SiT
 from fewstep_jax.nn.unet import UNet
 
 # 'edm_songunet' and 'edm_dhariwalunet' are EDM's published architectures with its checkpoints' parameter layout
 # (DDPM++ / NCSN++ and ADM), 'edm2_unet' EDM2's; they take one time input, EDM's c_noise, and are read through the
-# 'edm' readout.
+# 'edm' readout; 'sit' is SiT's (DiT's) transformer with its checkpoints' layout, read through the 'sit' readout.
 NETWORKS: dict[str, type] = {'mlp': MLP, 'dit': DiT, 'unet': UNet, 'edm_songunet': SongUNet,
-                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet}
+                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet, 'sit': SiT}
 
 # Compute dtypes by config name (train.compute_dtype, train.param_dtype).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -188,6 +189,6 @@ def init_params(
 
 
 __all__ = [
-    'DhariwalUNet', 'DiT', 'EDM2UNet', 'MLP', 'NETWORKS', 'SongUNet', 'UNet', 'build_network', 'init_params',
+    'DhariwalUNet', 'DiT', 'EDM2UNet', 'MLP', 'NETWORKS', 'SiT', 'SongUNet', 'UNet', 'build_network', 'init_params',
     'make_apply', 'network_defaults',
 ]

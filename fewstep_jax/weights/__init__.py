@@ -15,7 +15,7 @@ def read_state_dict(path: str, module: str | None = None) -> dict:
 
   A PyTorch file holds a state dict, or (a dict of) whole modules; `module` names the entry to read from a dict of
   modules, as NVlabs' training pickles store their network under 'ema'. A file holding one module is read as its
-  state dict.
+  state dict, a training checkpoint ({'model', 'ema', 'opt', ...}, as DiT's and SiT's) as its 'ema'.
   """
   extension = os.path.splitext(path)[1]
   if not os.path.exists(path):
@@ -42,6 +42,8 @@ def _torch_state_dict(loaded, path: str, module: str | None) -> dict:
     return torch_files.state_dict(loaded)
   if isinstance(loaded, dict) and all(isinstance(value, np.ndarray) for value in loaded.values()):
     return dict(loaded)
+  if isinstance(loaded, dict) and module is None and isinstance(loaded.get('ema'), dict):
+    return _torch_state_dict(loaded['ema'], path, None)  # A training checkpoint (model, ema, opt): its EMA.
   if isinstance(loaded, dict) and len(loaded) == 1:  # E.g. {'state_dict': {...}} or {'model': {...}}.
     return _torch_state_dict(next(iter(loaded.values())), path, None)
   keys = sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__

@@ -185,6 +185,8 @@ class SafeUnpickler(pickle.Unpickler):
       return STORAGE_DTYPES[name]
     if module == 'torch' and name in TORCH_DTYPES:
       return TORCH_DTYPES[name]
+    if key == ('argparse', 'Namespace'):  # A training checkpoint's command-line arguments: attributes only.
+      return _stub_class('argparse.Namespace')
     if module.startswith('torch.nn.modules.') and name[:1].isupper():
       return _stub_class(f'{module}.{name}')  # A torch layer or container: its attributes, nothing constructed.
     raise UnsafePickleError(
