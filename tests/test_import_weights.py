@@ -187,3 +187,29 @@ def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_p
             '--config.eval.at_end=False', '--config.eval.nfe=(1,)', '--config.eval.sample_grid=4'])
   opened = runs.open_run(workdir)
   assert opened.step == 2 and opened.info['teachers']['teacher']['network']['name'] == 'edm_songunet'
+
+
+def test_the_sd_vae_round_trips_with_either_attention_naming_and_encodes_and_decodes(tmp_path):
+  from safetensors.numpy import save_file
+  from fewstep_jax.nn import sd_vae
+  vae = sd_vae.SDVAE(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
+  abstract = sd_vae.abstract_params(vae, image_size=8)
+  keys = iter(jax.random.split(jax.random.key(0), len(jax.tree.leaves(abstract))))
+  params = jax.tree.map(lambda leaf: np.asarray(0.3 * jax.random.normal(next(keys), leaf.shape)), abstract)
+  state_dict = sd_vae.to_state_dict(params)
+  assert state_dict['encoder.mid_block.attentions.0.to_out.0.weight'].shape == (16, 16)
+  assert state_dict['decoder.up_blocks.0.upsamplers.0.conv.weight'].shape == (16, 16, 3, 3)
+  deprecated = {key.replace('.to_out.0.', '.proj_attn.').replace('.to_q.', '.query.'): value
+                for key, value in state_dict.items()}
+  save_file(deprecated, str(tmp_path / 'vae.safetensors'))
+  _, loaded = sd_vae.load(str(tmp_path / 'vae.safetensors'), vae)
+  for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+  images = jnp.zeros((2, 8, 8, 3))
+  mean, std = jax.jit(lambda p, x: vae.apply({'params': p}, x, method=vae.encode))(loaded, images)
+  assert mean.shape == std.shape == (2, 4, 4, 4) and bool((std > 0).all())
+  decoded = jax.jit(lambda p, z: vae.apply({'params': p}, z, method=vae.decode))(loaded, mean)
+  assert decoded.shape == images.shape
+  wrong = dict(state_dict, **{'quant_conv.weight': np.zeros((8, 8, 3, 3), np.float32)})
+  with pytest.raises(ValueError, match=r'quant_conv\.weight has shape \(8, 8, 3, 3\), expected \(8, 8, 1, 1\)'):
+    sd_vae.from_state_dict(wrong, vae)

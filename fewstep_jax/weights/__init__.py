@@ -7,7 +7,7 @@ import numpy as np
 
 from fewstep_jax.weights import torch_files
 
-FORMATS = ('.pth', '.pt', '.pkl', '.safetensors', '.npz')
+FORMATS = ('.pth', '.pt', '.bin', '.pkl', '.safetensors', '.npz')
 
 
 def read_state_dict(path: str, module: str | None = None) -> dict:
@@ -27,7 +27,7 @@ def read_state_dict(path: str, module: str | None = None) -> dict:
   if extension == '.safetensors':
     from safetensors.numpy import load_file
     return load_file(path)
-  if extension in ('.pth', '.pt', '.pkl'):
+  if extension in ('.pth', '.pt', '.bin', '.pkl'):
     return _torch_state_dict(torch_files.load(path), path, module)
   raise ValueError(f'{path}: unknown weights format {extension!r}; use one of {", ".join(FORMATS)}')
 

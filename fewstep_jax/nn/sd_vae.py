@@ -1,0 +1,230 @@
+"""The Stable Diffusion VAE (`sd-vae-ft-mse` / `sd-vae-ft-ema`, the latent space of DiT, SiT and MeanFlow at
+ImageNet-256) in flax, with diffusers' `AutoencoderKL` parameter layout.
+
+Followed: diffusers' `models/autoencoders/vae.py` (`Encoder`, `Decoder`), `models/unets/unet_2d_blocks.py`
+(`DownEncoderBlock2D`, `UpDecoderBlock2D`, `UNetMidBlock2D`), `models/resnet.py` (`ResnetBlock2D`),
+`models/downsampling.py` / `upsampling.py` (`Downsample2D` with its (0, 1, 0, 1) padding, `Upsample2D` nearest) and
+`models/attention_processor.py` (`Attention` with group norm, one head), with `AutoencoderKL`'s quant convolutions
+and `DiagonalGaussianDistribution` (log-variance clamped to [-30, 20]). Defaults are the SD VAE's config.
+Parameters keep PyTorch's names and layouts (`encoder.down_blocks.0.resnets.1.conv1.weight` is the flax path
+`('encoder', 'down_blocks_0', 'resnets_1', 'conv1', 'weight')`); the attention's deprecated names (query, key,
+value, proj_attn), which the published files use, are read as diffusers reads them. Activations are NHWC.
+
+  vae, params = sd_vae.load('diffusion_pytorch_model.safetensors')
+  mean, std = vae.apply({'params': params}, images, method=vae.encode)    # images in [-1, 1], [B, 256, 256, 3]
+  images = vae.apply({'params': params}, latents, method=vae.decode)      # latents unscaled, [B, 32, 32, 4]
+
+The training latents are `SCALING_FACTOR * (mean + std * eps)`, MeanFlow's and DiT's scaling.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from fewstep_jax import weights
+from fewstep_jax.nn import attention as attention_lib
+from fewstep_jax.nn import edm_unets, sit
+
+SCALING_FACTOR = 0.18215
+# diffusers' deprecated attention names -> the current ones (its _convert_deprecated_attention_blocks).
+_DEPRECATED = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v', 'proj_attn': 'to_out.0'}
+
+
+def _conv(out, kernel, name, **kwargs):
+  return edm_unets.Conv2d(out, kernel, init_mode='kaiming_uniform', init_weight=1.0, name=name, **kwargs)
+
+
+def _norm(groups, name):
+  return edm_unets.GroupNorm(num_groups=groups, min_channels_per_group=1, eps=1e-6, name=name)
+
+
+class ResnetBlock(nn.Module):
+  """diffusers' ResnetBlock2D without a time embedding: norm-SiLU-conv twice, a 1x1 shortcut when widths differ."""
+  out_channels: int
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = _conv(self.out_channels, 3, 'conv1')(nn.silu(_norm(self.groups, 'norm1')(x)))
+    h = _conv(self.out_channels, 3, 'conv2')(nn.silu(_norm(self.groups, 'norm2')(h)))
+    if x.shape[-1] != self.out_channels:
+      x = _conv(self.out_channels, 1, 'conv_shortcut')(x)
+    return x + h
+
+
+class AttentionBlock(nn.Module):
+  """diffusers' Attention as the VAE's middle block uses it: group norm, one head over all pixels, residual."""
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    batch, height, width, channels = x.shape
+    h = _norm(self.groups, 'group_norm')(x).reshape(batch, height * width, 1, channels)
+    linear = lambda name: edm_unets.Linear(channels, init_mode='kaiming_uniform', name=name)
+    out = attention_lib.attention(linear('to_q')(h), linear('to_k')(h), linear('to_v')(h))
+    return x + linear('to_out_0')(out).reshape(x.shape)
+
+
+class MidBlock(nn.Module):
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = ResnetBlock(x.shape[-1], self.groups, name='resnets_0')(x)
+    x = AttentionBlock(self.groups, name='attentions_0')(x)
+    return ResnetBlock(x.shape[-1], self.groups, name='resnets_1')(x)
+
+
+class _Downsample(nn.Module):
+  """diffusers' Downsample2D(padding=0): pad one row and column at the bottom and right, 3x3 conv of stride 2."""
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    w = self.param('weight', nn.initializers.lecun_normal(in_axis=1, out_axis=0), (channels, channels, 3, 3))
+    b = self.param('bias', nn.initializers.zeros, (channels,))
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    return lax.conv_general_dilated(x, w.astype(x.dtype), (2, 2), 'VALID',
+                                    dimension_numbers=('NHWC', 'OIHW', 'NHWC')) + b.astype(x.dtype)
+
+
+class _Sampler(nn.Module):
+  """The 'downsamplers' / 'upsamplers' entry: its `conv`."""
+  up: bool
+
+  @nn.compact
+  def __call__(self, x):
+    if not self.up:
+      return _Downsample(name='conv')(x)
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # Nearest-neighbour, as F.interpolate(mode='nearest').
+    return _conv(x.shape[-1], 3, 'conv')(x)
+
+
+class _Level(nn.Module):
+  """DownEncoderBlock2D / UpDecoderBlock2D: `layers` ResnetBlocks, then a 2x resampling unless it is the last."""
+  out_channels: int
+  layers: int
+  groups: int
+  resample: str  # 'down', 'up' or ''.
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.layers):
+      x = ResnetBlock(self.out_channels, self.groups, name=f'resnets_{i}')(x)
+    if self.resample:
+      x = _Sampler(self.resample == 'up', name='downsamplers_0' if self.resample == 'down' else 'upsamplers_0')(x)
+    return x
+
+
+class Encoder(nn.Module):
+  block_out_channels: Sequence[int]
+  layers_per_block: int
+  latent_channels: int
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = _conv(self.block_out_channels[0], 3, 'conv_in')(x)
+    for i, channels in enumerate(self.block_out_channels):
+      last = i == len(self.block_out_channels) - 1
+      h = _Level(channels, self.layers_per_block, self.groups, '' if last else 'down', name=f'down_blocks_{i}')(h)
+    h = MidBlock(self.groups, name='mid_block')(h)
+    h = nn.silu(_norm(self.groups, 'conv_norm_out')(h))
+    return _conv(2 * self.latent_channels, 3, 'conv_out')(h)
+
+
+class Decoder(nn.Module):
+  block_out_channels: Sequence[int]
+  layers_per_block: int
+  out_channels: int
+  groups: int
+
+  @nn.compact
+  def __call__(self, z):
+    reversed_channels = list(reversed(self.block_out_channels))
+    h = _conv(reversed_channels[0], 3, 'conv_in')(z)
+    h = MidBlock(self.groups, name='mid_block')(h)
+    for i, channels in enumerate(reversed_channels):
+      last = i == len(reversed_channels) - 1
+      h = _Level(channels, self.layers_per_block + 1, self.groups, '' if last else 'up', name=f'up_blocks_{i}')(h)
+    h = nn.silu(_norm(self.groups, 'conv_norm_out')(h))
+    return _conv(self.out_channels, 3, 'conv_out')(h)
+
+
+class SDVAE(nn.Module):
+  """AutoencoderKL. `encode(images [B, H, W, 3] in [-1, 1]) -> (mean, std)` of the posterior, each [B, H/8, W/8, 4]
+  (unscaled); `decode(latents) -> images`. __call__ is decode(encode mean), for initialisation."""
+  block_out_channels: Sequence[int] = (128, 256, 512, 512)
+  layers_per_block: int = 2
+  latent_channels: int = 4
+  norm_num_groups: int = 32
+  out_channels: int = 3
+
+  def setup(self):
+    channels = tuple(self.block_out_channels)
+    self.encoder = Encoder(channels, self.layers_per_block, self.latent_channels, self.norm_num_groups)
+    self.quant_conv = _conv(2 * self.latent_channels, 1, None)
+    self.post_quant_conv = _conv(self.latent_channels, 1, None)
+    self.decoder = Decoder(channels, self.layers_per_block, self.out_channels, self.norm_num_groups)
+
+  def encode(self, images):
+    moments = self.quant_conv(self.encoder(images.astype(jnp.float32)))
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return mean, jnp.exp(0.5 * jnp.clip(logvar, -30.0, 20.0))
+
+  def decode(self, latents):
+    return self.decoder(self.post_quant_conv(latents.astype(jnp.float32)))
+
+  def __call__(self, images):
+    return self.decode(self.encode(images)[0])
+
+
+def torch_name(path) -> str:
+  return sit.torch_name(path)
+
+
+def abstract_params(vae: SDVAE, image_size: int = 64):
+  example = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(lambda: vae.init(jax.random.key(0), jnp.zeros(example.shape))['params'])
+
+
+def from_state_dict(state_dict: dict, vae: SDVAE | None = None, source: str = 'state dict') -> dict:
+  """The SDVAE parameter pytree from a diffusers AutoencoderKL state dict (current or deprecated attention names),
+  name by name and shape by shape; anything missing, extra or misshapen is an error naming it."""
+  from flax import traverse_util
+  vae = vae or SDVAE()
+  renamed = {}
+  for key, value in state_dict.items():
+    parts = key.split('.')
+    if len(parts) >= 2 and parts[-2] in _DEPRECATED:
+      key = '.'.join(parts[:-2] + [_DEPRECATED[parts[-2]], parts[-1]])
+    value = np.asarray(value)
+    if '.attentions.' in key and key.endswith('.weight') and value.ndim == 4:  # 1x1 convolutions in older files.
+      value = value[:, :, 0, 0]
+    renamed[key] = value
+  flat = traverse_util.flatten_dict(abstract_params(vae))
+  by_name = {torch_name(path): (path, leaf) for path, leaf in flat.items()}
+  missing, unexpected = sorted(set(by_name) - set(renamed)), sorted(set(renamed) - set(by_name))
+  if missing or unexpected:
+    raise ValueError(f'{source} is not an SD-VAE state dict of this shape: missing {missing[:8]} ({len(missing)}), '
+                     f'unexpected {unexpected[:8]} ({len(unexpected)})')
+  params = {}
+  for name, (path, leaf) in by_name.items():
+    if renamed[name].shape != tuple(leaf.shape):
+      raise ValueError(f'{source}: parameter {name} has shape {renamed[name].shape}, expected {tuple(leaf.shape)}')
+    params[path] = renamed[name].astype(np.float32)
+  return traverse_util.unflatten_dict(params)
+
+
+def to_state_dict(params) -> dict:
+  from flax import traverse_util
+  return {torch_name(path): np.asarray(value) for path, value in traverse_util.flatten_dict(params).items()}
+
+
+def load(path: str, vae: SDVAE | None = None):
+  """(module, params) from a weights file: diffusers' diffusion_pytorch_model.safetensors / .bin, or an .npz."""
+  vae = vae or SDVAE()
+  return vae, from_state_dict(weights.read_state_dict(path), vae, source=path)
