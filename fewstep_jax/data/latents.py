@@ -1,14 +1,18 @@
-"""Precomputed VAE latents as a dataset (ImageNet-256 latent configs): `config.data.latents_dir` holds
+"""Precomputed VAE latents as a dataset (ImageNet-256 latent configs). `config.data.latents_dir` holds either
 
-  latents.npy   float16 / float32 [N, H, W, C]   VAE posterior means of the training images (e.g. SD-VAE:
-                                                  [N, 32, 32, 4] for 256x256 images), unscaled
-  labels.npy    int [N]                           class labels (absent: unconditional)
-  info.json     optional {"num_classes": 1000, ...}; without it num_classes = max(label) + 1
+  posterior moments, as `python -m fewstep_jax.encode_latents` writes them (fewstep_jax/encode_latents.py):
+    info.json                         {"format": "moments", "shape": [H, W, C], "num_examples", "num_classes", ...}
+    moments-<shard>.array_record      one record per image: int32 label, float32 mean [H, W, C], float32 std
 
-memory-mapped (N may exceed host memory) and read by the grain pipeline. Batches are
-{'x': latent_scale * latents, 'y': labels}; latent_scale is 0.18215 for SD-VAE. The latents are made once by the
-user's VAE encoder, outside this codebase (no VAE weights ship here); MeanFlow's reference samples from the
-stored posterior mean and std each time, we read the mean only.
+  or posterior means only, from any encoder:
+    latents.npy   float16 / float32 [N, H, W, C]   VAE posterior means (e.g. SD-VAE: [N, 32, 32, 4]), unscaled
+    labels.npy    int [N]                           class labels (absent: unconditional)
+    info.json     optional {"num_classes": 1000, ...}; without it num_classes = max(label) + 1
+
+read by the grain pipeline (memory-mapped / random access: N may exceed host memory). Host batches are
+{'x': latent_scale * mean, 'y': labels}, plus 'x_std': latent_scale * std for moments; then on the device, each
+step, `on_device` draws x = latent_scale * (mean + std * eps) from the step's key, as MeanFlow's reference samples
+its stored moments. latent_scale is 0.18215 for SD-VAE.
 """
 import json
 import os
@@ -22,6 +26,64 @@ def _missing(directory: str) -> str:
   return (f'no latents at data.latents_dir={directory!r}: expected latents.npy [N, H, W, C] (and labels.npy [N] '
           'for class-conditional training) written by your VAE encoder; set --config.data.latents_dir to that '
           'directory.')
+
+
+MOMENTS_FORMAT = 'moments'
+
+
+def moments_record(mean: np.ndarray, std: np.ndarray, label: int) -> bytes:
+  """One image's record: int32 label, then float32 mean and std [H, W, C]."""
+  return (np.int32(label).tobytes() + np.ascontiguousarray(mean, np.float32).tobytes()
+          + np.ascontiguousarray(std, np.float32).tobytes())
+
+
+def read_moments_record(record: bytes, shape) -> tuple:
+  """(mean, std, label) of a record of `moments_record`."""
+  size = int(np.prod(shape))
+  values = np.frombuffer(record, np.float32, count=2 * size, offset=4)
+  return values[:size].reshape(shape), values[size:].reshape(shape), int(np.frombuffer(record, np.int32, count=1)[0])
+
+
+def shard_paths(directory: str, num_shards: int) -> list:
+  return [os.path.join(directory, f'moments-{i:05d}-of-{num_shards:05d}.array_record') for i in range(num_shards)]
+
+
+class MomentsSource:
+  """source[i] -> {'x': scale * mean, 'x_std': scale * std, 'label': int}, from encode_latents' shards."""
+
+  def __init__(self, directory: str, scale: float, info: dict):
+    import grain.python as grain
+    paths = shard_paths(directory, int(info['num_shards']))
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+      raise FileNotFoundError(f'{directory} is incomplete: {len(missing)} of {len(paths)} shards are missing (first: '
+                              f'{missing[0]}); run python -m fewstep_jax.encode_latents again with the same --out '
+                              'to finish it')
+    self._records = grain.ArrayRecordDataSource(paths)
+    if len(self._records) != int(info['num_examples']):
+      raise ValueError(f'{directory}: the shards hold {len(self._records)} records, info.json says '
+                       f'{info["num_examples"]}; the dataset is damaged: encode it again')
+    self.shape, self.scale = tuple(info['shape']), scale
+    self.num_classes = int(info.get('num_classes', 0))
+
+  def __len__(self):
+    return len(self._records)
+
+  def __getitem__(self, index):
+    mean, std, label = read_moments_record(self._records[index], self.shape)
+    record = {'x': mean * self.scale, 'x_std': std * self.scale}
+    if self.num_classes:
+      record['label'] = label
+    return record
+
+
+def open_source(directory: str, scale: float):
+  """The latents directory's source: MomentsSource for encode_latents' output, LatentSource for latents.npy."""
+  info_path = os.path.join(directory, 'info.json') if directory else ''
+  info = json.load(open(info_path)) if info_path and os.path.exists(info_path) else {}
+  if info.get('format') == MOMENTS_FORMAT:
+    return MomentsSource(directory, scale, info)
+  return LatentSource(directory, scale)
 
 
 class LatentSource:
@@ -57,6 +119,8 @@ class LatentSource:
 
 def stack_latents(records) -> dict:
   batch = {'x': np.stack([r['x'] for r in records])}
+  if 'x_std' in records[0]:
+    batch['x_std'] = np.stack([r['x_std'] for r in records])
   if 'label' in records[0]:
     batch['y'] = np.array([r['label'] for r in records], dtype=np.int32)
   return batch
@@ -68,14 +132,28 @@ class LatentData(HostBatches):
   evaluator = ''
 
   def __init__(self, config_data, *, global_batch_size: int, seed: int):
-    self._source = LatentSource(config_data.latents_dir, config_data.latent_scale)
+    self._source = open_source(config_data.latents_dir, config_data.latent_scale)
     self.data_shape, self.num_classes = self._source.shape, self._source.num_classes
     self._batches = BatchIterator(self._source, global_batch_size=global_batch_size, seed=seed,
                                   batch_fn=stack_latents, worker_count=config_data.worker_count,
                                   prefetch=config_data.prefetch)
 
+  @staticmethod
+  def on_device(key, batch: dict) -> dict:
+    """A posterior sample per latent, x = mean + std * eps, drawn on the device from the step's key (batches of
+    posterior means pass unchanged)."""
+    if 'x_std' not in batch:
+      return batch
+    import jax
+    batch = dict(batch)
+    std = batch.pop('x_std')
+    batch['x'] = batch['x'] + std * jax.random.normal(key, batch['x'].shape, batch['x'].dtype)
+    return batch
+
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
-    """The first n latents of a seed-permutation (there is one split: `split` is ignored)."""
+    """The first n latents (posterior means) of a seed-permutation (there is one split: `split` is ignored)."""
     del split
     indices = np.random.default_rng(seed).permutation(len(self._source))[:n]
-    return stack_latents([self._source[int(i)] for i in indices])
+    batch = stack_latents([self._source[int(i)] for i in indices])
+    batch.pop('x_std', None)
+    return batch

@@ -116,6 +116,13 @@ class HostBatches:
 
   kind = 'host'
 
+  @staticmethod
+  def on_device(key, batch: dict) -> dict:
+    """Called on the device, inside the train step, with the step's data key: a source whose host batches are
+    distributions (VAE posterior moments) draws its sample here. Identity by default."""
+    del key
+    return batch
+
   def device_sample(self, key, n: int) -> dict:
     raise TypeError(f'{type(self).__name__} is read on the host: use next_batch()')
 

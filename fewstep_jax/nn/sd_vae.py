@@ -224,6 +224,26 @@ def to_state_dict(params) -> dict:
   return {torch_name(path): np.asarray(value) for path, value in traverse_util.flatten_dict(params).items()}
 
 
+def shape_from_state_dict(state_dict: dict) -> dict:
+  """SDVAE's block_out_channels, layers_per_block and latent_channels, read off a state dict's shapes (the group
+  count cannot be: it is 32 in the SD VAE)."""
+  widths, level = [], 0
+  while f'encoder.down_blocks.{level}.resnets.0.conv1.weight' in state_dict:
+    widths.append(int(np.shape(state_dict[f'encoder.down_blocks.{level}.resnets.0.conv1.weight'])[0]))
+    level += 1
+  if not widths:
+    raise ValueError('not an SD-VAE state dict: no encoder.down_blocks.0.resnets.0.conv1.weight')
+  layers = 0
+  while f'encoder.down_blocks.0.resnets.{layers}.conv1.weight' in state_dict:
+    layers += 1
+  latent = int(np.shape(state_dict['post_quant_conv.weight'])[0])
+  return {'block_out_channels': tuple(widths), 'layers_per_block': layers, 'latent_channels': latent}
+
+
+def shape_from_file(path: str) -> dict:
+  return shape_from_state_dict(weights.read_state_dict(path))
+
+
 def load(path: str, vae: SDVAE | None = None):
   """(module, params) from a weights file: diffusers' diffusion_pytorch_model.safetensors / .bin, or an .npz."""
   vae = vae or SDVAE()

@@ -84,6 +84,8 @@ class Run:
       if batch is None:  # Device-side data (toy): sampled here, from the step's key.
         batch = data.device_sample(data_key, batch_size)
         batch = jax.lax.with_sharding_constraint(batch, sharding_lib.batch_sharding(mesh))
+      else:  # Host batches that are distributions (latent moments) are sampled here.
+        batch = data.on_device(data_key, batch)
       # The mesh in context lets kernels that XLA cannot partition (Pallas
       # attention) run per batch shard under shard_map.
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
