@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 
 # Fields eval and sample may override on the run's stored config: they change what is measured or where files
 # are, not what was trained.
-EVAL_FIELDS = ('eval.', 'mesh.', 'data.dir', 'train.resume_step')
+EVAL_FIELDS = ('eval.', 'mesh.', 'data.dir', 'data.vae', 'train.resume_step')
 
 
 def _train(config, workdir):

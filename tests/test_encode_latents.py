@@ -13,7 +13,7 @@ from fewstep_jax.data import build_data, data_defaults
 from fewstep_jax.encode_latents import FolderImages, center_crop, encode_dataset
 from fewstep_jax.nn import sd_vae
 
-SMALL_VAE = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
+SMALL_VAE = dict(block_out_channels=(8, 16), layers_per_block=1)  # 32 groups: one channel each here.
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +49,7 @@ def test_encoded_moments_read_back_resume_and_are_sampled_on_device(images_and_v
   root, vae, params = images_and_vae
   out = str(tmp_path / 'latents')
   result = run_main([f'--vae={root / "vae.safetensors"}', f'--out={out}', f'--folder={root / "images"}',
-                     '--image_size=8', '--shard_size=3', '--batch_size=2', '--vae_groups=4'],
+                     '--image_size=8', '--shard_size=3', '--batch_size=2'],
                     module='fewstep_jax.encode_latents')
   assert 'in 3 shards; 0 of' in result.stdout
   shards = sorted(name for name in os.listdir(out) if name.endswith('.array_record'))
@@ -95,3 +95,21 @@ def test_encoded_moments_read_back_resume_and_are_sampled_on_device(images_and_v
   os.remove(lost)
   with pytest.raises(FileNotFoundError, match='1 of 3 shards are missing'):
     build_data(config, global_batch_size=8, seed=0)
+
+
+def test_latent_samples_are_decoded_by_the_configured_vae(images_and_vae):
+  import types
+  from fewstep_jax.eval import evaluate
+  from fewstep_jax.train import sharding
+  root, vae, params = images_and_vae
+  config = types.SimpleNamespace(data=data_defaults())
+  config.data.update(name='latents', vae=str(root / 'vae.safetensors'))
+  mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
+  run = types.SimpleNamespace(config=config, mesh=mesh)
+  decode = evaluate.latent_decoder(run)
+  assert evaluate.latent_decoder(run) is decode  # Built once per run.
+  latents = jax.random.normal(jax.random.key(0), (2, 4, 4, 4)) * 0.18215
+  want = np.clip(vae.apply({'params': params}, latents / 0.18215, method=vae.decode), -1, 1)
+  np.testing.assert_allclose(decode(latents), want, rtol=1e-5, atol=1e-6)
+  config.data.vae = ''
+  assert evaluate.latent_decoder(types.SimpleNamespace(config=config, mesh=mesh)) is None

@@ -31,6 +31,8 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor).
+  config.vae = ''  # SD-VAE weights (diffusers' .safetensors): latent samples are decoded to images for the sample
+                   # grids and the image metrics (FID, FD-DINOv2); unset, they are written as .npy.
   config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.
   config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
   config.worker_count = 0  # grain worker processes; 0 reads in the training process.

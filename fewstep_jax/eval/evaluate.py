@@ -46,13 +46,36 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
   solver (see `solvers`). One compiled sampler per (run, nfe, batch size, stored grid, solver), reused by every
   batch."""
   sample = compiled_sampler(run, batch_size, nfe, solver)
+  decode = latent_decoder(run)
   key = jax.random.fold_in(run.sample_key, seed)
   index_sharding = sharding.batch_sharding(run.mesh)
   for start in range(0, n, batch_size):
     indices = np.arange(start, start + batch_size, dtype=np.int32)
     global_indices = jax.make_array_from_callback(indices.shape, index_sharding, lambda index: indices[index])
     labels = sampling.labels_of(indices, run.data.num_classes)
-    yield sample(params, key, global_indices), labels, min(batch_size, n - start)
+    samples = sample(params, key, global_indices)
+    yield (samples if decode is None else decode(samples)), labels, min(batch_size, n - start)
+
+
+def latent_decoder(run):
+  """jit(latent samples [B, h, w, c]) -> images [B, H, W, 3] in [-1, 1] through the SD-VAE of data.vae (the samples
+  divided by data.latent_scale first), or None unless the run's data are latents and data.vae is set. Built once
+  per run; the VAE's parameters are an argument of the compiled function (replicated), not constants in it."""
+  data_config = run.config.data
+  if data_config.name != 'latents' or not data_config.get('vae', ''):
+    return None
+  cached = getattr(run, '_latent_decoder', None)
+  if cached is not None:
+    return cached
+  from fewstep_jax.nn import sd_vae
+  vae, vae_params = sd_vae.load(data_config.vae, sd_vae.SDVAE(**sd_vae.shape_from_file(data_config.vae)))
+  vae_params = jax.device_put(vae_params, sharding.replicated(run.mesh))
+  scale = float(data_config.latent_scale)
+  decode = jax.jit(lambda p, z: jax.numpy.clip(vae.apply({'params': p}, z / scale, method=vae.decode), -1.0, 1.0),
+                   in_shardings=(sharding.replicated(run.mesh), sharding.batch_sharding(run.mesh)),
+                   out_shardings=sharding.replicated(run.mesh))
+  run._latent_decoder = functools.partial(decode, vae_params)
+  return run._latent_decoder
 
 
 def generate(run, params, nfe: int, n: int, seed: int):
@@ -438,8 +461,8 @@ def write_samples(run, state, workdir: str, step: int):
     if jax.process_index() != 0:
       continue
     path = os.path.join(directory, f'step_{step:07d}_nfe{nfe}_{_sampler_slug(config)}.png')
-    if not is_points and run.data.data_shape[-1] not in (1, 3):
-      # Latents: stored as arrays for an external decoder (no VAE ships here).
+    if not is_points and samples.shape[-1] not in (1, 3):
+      # Latents without data.vae: stored as arrays for an external decoder.
       path = _unused(path.replace('.png', '.npy'))
       np.save(path, samples)
     elif is_points:
