@@ -1,9 +1,13 @@
 """Imports a published network as a fewstep_jax run directory that serves as a teacher or a starting point.
 
   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
+  python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+  python -m fewstep_jax.import_weights --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
   python -m fewstep_jax.import_weights --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
 
-An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
+Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM) and EDM2's U-Net, read through the `edm` readout;
+SiT (`sit` readout, a velocity in SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's
+timesteps). An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
 network), so `--arch` is needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of
 `PRESETS` and the label count, augmentation labels and image shape are read off the weights' shapes. Nothing in the
 file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
@@ -56,6 +60,7 @@ ARCHITECTURES = {
                                  {'resample_filter': _resample_filter_buffer}),
     'EDM2UNet': Architecture('edm2_unet', edm_unets.torch_name, {}),
     'SiT': Architecture('sit', sit.torch_name, {}),
+    'DiT': Architecture('sit', sit.torch_name, {}),  # SiT's network; DiT's checkpoints differ in what they predict.
 }
 
 # NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
@@ -94,9 +99,13 @@ PRESETS = {
     **{f'sit_{name.lower().replace("/", "_")}': ('SiT', dict(depth=depth, hidden_size=hidden, patch_size=patch,
                                                              num_heads=heads))
        for name, (depth, hidden, patch, heads) in sit.SIZES.items()},
+    # DiT's DiT_models: the same transformer, read as an epsilon prediction at DDPM's timesteps.
+    **{f'dit_{name.lower().replace("/", "_")}': ('DiT', dict(depth=depth, hidden_size=hidden, patch_size=patch,
+                                                             num_heads=heads))
+       for name, (depth, hidden, patch, heads) in sit.SIZES.items()},
 }
 # The readout each architecture's published checkpoints are read with.
-READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT': 'sit'}
+READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT': 'sit', 'DiT': 'dit'}
 
 
 
@@ -222,7 +231,7 @@ def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Im
   else:
     raise ValueError(f'--arch={arch!r} is not a known network; use one of {sorted(PRESETS)}')
   state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
-  if class_name == 'SiT':
+  if class_name in ('SiT', 'DiT'):
     data_shape, num_classes = _sit_data(state_dict, fields, path)
   else:
     data_shape, num_classes, fields = _edm_data(state_dict, class_name, fields, path)

@@ -369,7 +369,44 @@ def sit_velocity(raw_apply: RawApply):
   return velocity
 
 
-PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity, 'sit': sit_velocity}
+def ddpm_linear_sigmas(steps: int = 1000):
+  """The EDM noise levels sqrt((1 - abar_j) / abar_j) of DDPM's linear schedule (betas from 1e-4 to 0.02 over
+  1000 steps, scaled for other step counts), j = 0 .. steps - 1, increasing: DiT's training schedule
+  (get_named_beta_schedule('linear'))."""
+  import numpy as np
+  scale = 1000 / steps
+  betas = np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
+  alphas_cumprod = np.cumprod(1.0 - betas)
+  return np.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+
+
+def dit_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA, sigmas=None):
+  """(x_sigma / sqrt(1 + sigma^2) [B, ...], DDPM timestep [B]): DiT sees the variance-preserving sample and the
+  (fractional) timestep whose noise level is sigma, interpolated in log sigma between its 1000 steps and clamped to
+  them; sigma_data unused."""
+  del sigma_data
+  sigmas = ddpm_linear_sigmas() if sigmas is None else sigmas
+  sigma = _per_example(sigma, x_sigma)
+  timestep = jnp.interp(jnp.log(sigma), jnp.log(jnp.asarray(sigmas, jnp.float32)),
+                        jnp.arange(len(sigmas), dtype=jnp.float32))
+  return x_sigma / expand_to(jnp.sqrt(1.0 + sigma**2), x_sigma), timestep
+
+
+def dit_eps(raw_apply: RawApply):
+  """Wraps a DiT network (an epsilon prediction at DDPM's timesteps; its learned-variance half already dropped by
+  the network) into eps(params, x_sigma, sigma, r, y, key) on the EDM path: the same eps, since the
+  variance-preserving sample x_sigma / sqrt(1 + sigma^2) has the same noise."""
+  sigmas = ddpm_linear_sigmas()
+
+  def eps(params, x_sigma, sigma, r=None, y=None, key=None):
+    del r  # One time input.
+    return raw_apply(params, *dit_network_input(x_sigma, sigma, sigmas=sigmas), None, y, key)
+
+  return eps
+
+
+PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity, 'sit': sit_velocity,
+                    'dit': dit_eps}
 
 
 def flow_map_velocity(raw_apply: RawApply):
@@ -410,13 +447,14 @@ READOUTS = {
     'flow': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['flow'](raw)),
     'flow_map': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_map_velocity(raw)),
     'sit': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['sit'](raw)),
+    'dit': (lambda sigma_data: EDMPath(), 'eps', lambda raw, sigma_data: PRECONDITIONINGS['dit'](raw)),
 }
 
 
 def readout(name: str, sigma_data: float = SIGMA_DATA) -> Readout:
   """The readout `name` (a key of READOUTS): 'edm' (an EDM denoiser), 'trigflow' (sCM's F), 'flow' (a linear-flow
-  velocity), 'flow_map' (the velocity u(z, t, t) of a two-time flow map) or 'sit' (SiT's velocity, in its reversed
-  time)."""
+  velocity), 'flow_map' (the velocity u(z, t, t) of a two-time flow map), 'sit' (SiT's velocity, in its reversed
+  time) or 'dit' (DiT's epsilon at DDPM's timesteps)."""
   if name not in READOUTS:
     raise ValueError(f'unknown readout {name!r}; use one of {sorted(READOUTS)}')
   make_path, kind, wrap = READOUTS[name]
@@ -433,6 +471,7 @@ NETWORK_INPUTS = {
     'trigflow': (TrigFlowPath, trigflow_network_input),
     'flow': (lambda sigma_data: LinearFlowPath(), flow_network_input),
     'sit': (lambda sigma_data: LinearFlowPath(), sit_network_input),
+    'dit': (lambda sigma_data: EDMPath(), dit_network_input),
 }
 
 

@@ -14,8 +14,9 @@ or y = num_classes) is its last row, SiT's classifier-free-guidance embedding, w
 class_dropout_prob > 0 (as in every published checkpoint).
 
 Deviations: the fixed sin-cos position table (a frozen parameter in SiT) is a parameter behind a stop-gradient.
-`learn_sigma` keeps SiT's output width (2C, the variance half unused) so that its checkpoints import; DiT's own
-checkpoints are epsilon predictions on DDPM's discrete schedule, which no readout here reads yet.
+`learn_sigma` keeps the output width (2C, the variance half unused) so that the checkpoints import. DiT's
+checkpoints (DiT's `models.py`, the same module layout) are read through the `dit` readout instead: an epsilon
+prediction at DDPM's linear-schedule timesteps (`paths.dit_eps`).
 """
 import math
 import re
