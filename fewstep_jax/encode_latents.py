@@ -11,8 +11,8 @@ and the label are stored one record per image in array_record shards of --shard_
 `fewstep_jax/data/latents.py`). The batch is sharded over every device; with several processes
 (jax.distributed) each encodes the shards whose index is its process index modulo the process count. A shard is
 written to a temporary file and renamed when complete, so an interrupted run, started again with the same
-arguments, encodes only the shards that are missing. --flip also stores each image's horizontal mirror, as
-MeanFlow's latent preparation does (the record count doubles).
+arguments, encodes only the shards that are missing. --flip also stores each image's horizontal mirror (a
+fixed flip augmentation; the record count doubles).
 """
 import os
 import sys
