@@ -28,8 +28,8 @@ def images_and_vae(tmp_path_factory):
           root / 'images' / name / f'{i}.png')
   vae = sd_vae.SDVAE(**SMALL_VAE)
   abstract = sd_vae.abstract_params(vae, image_size=8)
-  keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(abstract))))
-  params = jax.tree.map(lambda leaf: np.asarray(0.2 * jax.random.normal(next(keys), leaf.shape)), abstract)
+  weights_rng = np.random.default_rng(1)  # numpy: jax.random per leaf would compile a kernel per shape.
+  params = jax.tree.map(lambda leaf: (0.2 * weights_rng.standard_normal(leaf.shape)).astype(np.float32), abstract)
   from safetensors.numpy import save_file
   save_file(sd_vae.to_state_dict(params), str(root / 'vae.safetensors'))
   return root, vae, params
@@ -79,7 +79,8 @@ def test_encoded_moments_read_back_resume_and_are_sampled_on_device(images_and_v
   # The means are the encoder's, scaled, for the image each label names.
   folder = FolderImages(str(root / 'images'))
   crops = np.stack([center_crop(folder.image(i)[0], 8) for i in range(len(folder))])
-  mean, std = vae.apply({'params': params}, jnp.asarray(crops, jnp.float32) / 127.5 - 1, method=vae.encode)
+  mean, std = jax.jit(lambda p, x: vae.apply({'params': p}, x, method=vae.encode))(
+      params, jnp.asarray(crops, jnp.float32) / 127.5 - 1)
   scaled = np.asarray(mean) * 0.18215
   rows = [int(np.argmin(np.abs(scaled - x).sum((1, 2, 3)))) for x in batch['x']]
   np.testing.assert_allclose(batch['x'], scaled[rows], rtol=1e-5, atol=1e-6)
@@ -109,7 +110,7 @@ def test_latent_samples_are_decoded_by_the_configured_vae(images_and_vae):
   decode = evaluate.latent_decoder(run)
   assert evaluate.latent_decoder(run) is decode  # Built once per run.
   latents = jax.random.normal(jax.random.key(0), (2, 4, 4, 4)) * 0.18215
-  want = np.clip(vae.apply({'params': params}, latents / 0.18215, method=vae.decode), -1, 1)
+  want = np.clip(jax.jit(lambda p, z: vae.apply({'params': p}, z, method=vae.decode))(params, latents / 0.18215), -1, 1)
   np.testing.assert_allclose(decode(latents), want, rtol=1e-5, atol=1e-6)
   config.data.vae = ''
   assert evaluate.latent_decoder(types.SimpleNamespace(config=config, mesh=mesh)) is None

@@ -36,8 +36,8 @@ def tiny_params(arch, seed=0):
   class_name, fields = TINY[arch]
   network = import_weights.network_config(class_name, fields)
   abstract = import_weights.abstract_params(network, SHAPE, CLASSES)
-  keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(abstract))))
-  params = jax.tree.map(lambda leaf: np.asarray(jax.random.normal(next(keys), leaf.shape)), abstract)
+  rng = np.random.default_rng(seed)  # numpy: jax.random per leaf would compile a kernel per shape.
+  params = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape).astype(np.float32), abstract)
   return class_name, fields, network, params
 
 
@@ -129,9 +129,11 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
     np.testing.assert_array_equal(np.asarray(got), want)
   with pytest.raises(FileExistsError, match='already holds a run'):
     import_weights.write_run(out, imported)
-  # EDM2's learned uncertainty is the network's log-variance head; the teacher's prediction leaves it out.
-  x = jnp.ones((2,) + SHAPE)
-  prediction = teacher.prediction(teacher.readout.path, 'x0')(teacher.params, x, jnp.float32(1.0), jnp.array([3, 10]))
+  # EDM2's learned uncertainty is the network's log-variance head; the teacher's prediction leaves it out (traced
+  # only: the ports' numbers are experiments/parity's).
+  x = jax.ShapeDtypeStruct((2,) + SHAPE, jnp.float32)
+  prediction = jax.eval_shape(lambda params, x: teacher.prediction(teacher.readout.path, 'x0')(
+      params, x, jnp.float32(1.0), jnp.array([3, 10])), teacher.params, x)
   assert prediction.shape == x.shape
 
 
@@ -182,6 +184,7 @@ def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_p
   assert 'edm_songunet' in result.stdout and 'readout' in result.stdout
   workdir = str(tmp_path / 'cd')
   run_main(['--config=configs/digits/cd.py', f'--workdir={workdir}', f'--config.method.teacher={teacher}',
+            f'--config.data.dir={tmp_path / "data"}',
             '--config.method.init_from=', '--config.train.num_steps=2', '--config.train.batch_size=8',
             '--config.network.channels=8', '--config.network.channel_mult=(1,)', '--config.network.attn_resolutions=()',
             '--config.eval.at_end=False', '--config.eval.nfe=(1,)', '--config.eval.sample_grid=4'])
@@ -194,8 +197,8 @@ def test_the_sd_vae_round_trips_with_either_attention_naming_and_encodes_and_dec
   from fewstep_jax.nn import sd_vae
   vae = sd_vae.SDVAE(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
   abstract = sd_vae.abstract_params(vae, image_size=8)
-  keys = iter(jax.random.split(jax.random.key(0), len(jax.tree.leaves(abstract))))
-  params = jax.tree.map(lambda leaf: np.asarray(0.3 * jax.random.normal(next(keys), leaf.shape)), abstract)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda leaf: (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32), abstract)
   state_dict = sd_vae.to_state_dict(params)
   assert state_dict['encoder.mid_block.attentions.0.to_out.0.weight'].shape == (16, 16)
   assert state_dict['decoder.up_blocks.0.upsamplers.0.conv.weight'].shape == (16, 16, 3, 3)
@@ -205,11 +208,11 @@ def test_the_sd_vae_round_trips_with_either_attention_naming_and_encodes_and_dec
   _, loaded = sd_vae.load(str(tmp_path / 'vae.safetensors'), vae)
   for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(got, want)
-  images = jnp.zeros((2, 8, 8, 3))
-  mean, std = jax.jit(lambda p, x: vae.apply({'params': p}, x, method=vae.encode))(loaded, images)
-  assert mean.shape == std.shape == (2, 4, 4, 4) and bool((std > 0).all())
-  decoded = jax.jit(lambda p, z: vae.apply({'params': p}, z, method=vae.decode))(loaded, mean)
-  assert decoded.shape == images.shape
+  # Shapes only (traced): the numbers are experiments/parity/sd_vae.py's, and test_encode_latents runs both halves.
+  images = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+  mean, std = jax.eval_shape(lambda p, x: vae.apply({'params': p}, x, method=vae.encode), loaded, images)
+  assert mean.shape == std.shape == (2, 4, 4, 4)
+  assert jax.eval_shape(lambda p, z: vae.apply({'params': p}, z, method=vae.decode), loaded, mean).shape == images.shape
   wrong = dict(state_dict, **{'quant_conv.weight': np.zeros((8, 8, 3, 3), np.float32)})
   with pytest.raises(ValueError, match=r'quant_conv\.weight has shape \(8, 8, 3, 3\), expected \(8, 8, 1, 1\)'):
     sd_vae.from_state_dict(wrong, vae)
