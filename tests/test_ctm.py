@@ -133,6 +133,7 @@ def test_ctm_starts_from_the_teacher_and_takes_a_step(toy_edm_run):
     r.method.init(r.init_key, r.frozen)
 
 
+@pytest.mark.slow  # About 55 s; CTM without the GAN stays in the default run.
 def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
   """gan_weight > 0: the head reads the frozen teacher's bottleneck; from gan_start the student (its gradient
   grad L_CTM + w grad L_DSM + lambda grad L_GAN with the adaptive w = ||grad L_CTM|| / ||grad L_DSM|| and

@@ -125,6 +125,7 @@ def _assert_same(values, expected):
     np.testing.assert_allclose(values[metric], expected[metric], rtol=1e-6, err_msg=metric)
 
 
+@pytest.mark.slow  # A digits run evaluated twice (about 80 s); the two-host run is slow too.
 def test_fid_is_the_same_on_one_device_and_on_eight(digits_run, one_device, tmp_path):
   _assert_same(_evaluated_elsewhere(digits_run, str(tmp_path / 'eight'), {'mesh.data': 8}, 1, 8), one_device)
 

@@ -101,6 +101,7 @@ def test_r_equal_t_reduces_to_flow_matching():
   np.testing.assert_allclose(u, method.average_velocity(params, z, t, t), rtol=1e-6)
 
 
+@pytest.mark.slow  # About 40 s; the sub-batch JVP (the default) without dropout runs in the default run.
 def test_sub_batch_jvp_with_dropout_is_the_full_batch_loss_with_the_same_per_row_masks():
   """The JVP on the r != t head and a plain pass on the r = t tail give the full-batch loss and gradients. With
   dropout the two parts draw their masks from fold_in(key, 0) (the head) and fold_in(key, 1) (the tail);

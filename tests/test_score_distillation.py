@@ -332,7 +332,8 @@ def tree_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize('schedule', ['static', 'traced'])
+# The static schedule (the trainer's step_options, about 40 s) is a slow test; the traced one stays by default.
+@pytest.mark.parametrize('schedule', [pytest.param('static', marks=pytest.mark.slow), 'traced'])
 def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
   """Both ways of running the schedule: the trainer's static step_options, and lax.cond on state.step."""
   method, frozen = distiller(teachers, 'dmd2', **{'method.student_every': 3, 'method.gan_weight': 1e-2,
