@@ -187,7 +187,8 @@ def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_p
             f'--config.data.dir={tmp_path / "data"}',
             '--config.method.init_from=', '--config.train.num_steps=2', '--config.train.batch_size=8',
             '--config.network.channels=8', '--config.network.channel_mult=(1,)', '--config.network.attn_resolutions=()',
-            '--config.eval.at_end=False', '--config.eval.nfe=(1,)', '--config.eval.sample_grid=4'])
+            '--config.eval.at_end=False', '--config.eval.nfe=(1,)', '--config.eval.sample_grid=4',
+            '--config.method.teacher_guidance=1.0'])  # One teacher call per evaluation; experiments/parity checks the null label.
   opened = runs.open_run(workdir)
   assert opened.step == 2 and opened.info['teachers']['teacher']['network']['name'] == 'edm_songunet'
 

@@ -217,6 +217,7 @@ def test_a_teacher_of_other_toy_data_is_refused(run_copy):
   runs.check_teacher(teacher, 'method.teacher', small_config(), (2,), 0, same_network=False)
 
 
+@pytest.mark.slow  # About 30 s: two evaluations of a trained run.
 def test_eval_merges_rows_and_reads_the_runs_stored_config(run_copy):
   """A run trained with command-line overrides (the network here) is evaluated without repeating them; a second
   evaluation at other NFEs adds its rows to the first's."""
