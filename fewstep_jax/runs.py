@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fewstep_jax import methods, paths
+from fewstep_jax import methods, nn, paths
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput
 from fewstep_jax.mesh_axes import BATCH_AXES
 from fewstep_jax.train import files
@@ -40,9 +40,12 @@ def _as_json(config) -> dict:
 
 def network_differences(a, b) -> list:
   """The network fields (sorted names) whose values differ between two network ConfigDicts, other than the
-  PARAMETER_FREE_NETWORK_FIELDS."""
+  PARAMETER_FREE_NETWORK_FIELDS and the network's own parameter-free fields (`nn.parameter_free_fields`)."""
   a, b = _as_json(a), _as_json(b)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in PARAMETER_FREE_NETWORK_FIELDS)
+  free = set(PARAMETER_FREE_NETWORK_FIELDS)
+  if a.get('name') == b.get('name') and a.get('name') in nn.NETWORKS:
+    free.update(nn.parameter_free_fields(a['name']))
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in free)
 
 
 def data_differences(theirs, ours) -> list:

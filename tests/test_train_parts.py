@@ -25,6 +25,26 @@ def test_ema_follows_its_recursion_for_every_rate():
     np.testing.assert_allclose(ema[state_lib.ema_name(rate)]['w'], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize('std', [0.05, 0.1])
+def test_power_function_ema_has_edm2s_profile(std):
+  """EDM2's power-function EMA: after n updates of a parameter that equals its update index k, the copy holds
+  the profile's mean of k, and with k^2 its second moment. EDM2's profile is p(k) ∝ k^gamma on [0, n]: mean
+  n (gamma + 1) / (gamma + 2) and relative standard deviation sigma_rel = std, the width it is named by."""
+  gamma = state_lib.power_ema_exponent(std)
+  np.testing.assert_allclose((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3)), std ** 2, rtol=1e-9)
+  n = 4000
+
+  def body(k, ema):
+    value = jnp.asarray(k + 1, jnp.float32)
+    return state_lib.update_ema(ema, {'m1': value, 'm2': value ** 2}, (), (std,), count=k)
+
+  init = {state_lib.power_ema_name(std): {'m1': jnp.float32(-1e6), 'm2': jnp.float32(-1e6)}}  # Overwritten at k=0.
+  ema = jax.lax.fori_loop(0, n, body, init)[state_lib.power_ema_name(std)]
+  mean, second = float(ema['m1']), float(ema['m2'])
+  np.testing.assert_allclose(mean / n, (gamma + 1) / (gamma + 2), rtol=2e-3)
+  np.testing.assert_allclose(np.sqrt(second - mean ** 2) / n, std, rtol=2e-2)
+
+
 @pytest.mark.parametrize('schedule,checks', [
     ('constant', {0: 1.0, 50: 1.0}),
     ('warmup', {0: 0.0, 5: 0.5, 10: 1.0, 90: 1.0}),
@@ -37,6 +57,15 @@ def test_learning_rate_schedules(schedule, checks):
   lr = optim.SCHEDULES[schedule](config, 100)
   for step, expected in checks.items():
     np.testing.assert_allclose(lr(step), expected, atol=1e-6, err_msg=f'{schedule} at step {step}')
+
+
+def test_inverse_sqrt_without_warmup_starts_at_the_full_rate():
+  """EDM2's schedule with no ramp-up (ECT's ImageNet-64 run): the first update already takes lr."""
+  config = optim.optim_defaults()
+  config.update(dict(lr=1.0, schedule='inverse_sqrt', warmup_steps=0, decay_ref_steps=40))
+  lr = optim.SCHEDULES['inverse_sqrt'](config, 100)
+  for step, expected in {0: 1.0, 40: 1.0, 160: 0.5}.items():
+    np.testing.assert_allclose(lr(step), expected, atol=1e-6, err_msg=f'step {step}')
 
 
 def test_optimizers_build_and_clip():

@@ -145,11 +145,11 @@ class Method:
 def check_eval_params(config):
   """config.eval.params must name the student's parameters or one of its EMA copies: fail before training, not at
   the first sample grid."""
-  rates = tuple(config.optim.ema_rates)
-  available = ['params'] + [state_lib.ema_name(rate) for rate in rates]
+  rates, stds = tuple(config.optim.ema_rates), tuple(config.optim.get('ema_stds', ()))
+  available = ['params'] + state_lib.ema_names(rates, stds)
   if config.eval.params not in available:
     raise ValueError(f'eval.params={config.eval.params!r} names no parameters of this run '
-                     f'(optim.ema_rates={rates}); use one of {available}.')
+                     f'(optim.ema_rates={rates}, optim.ema_stds={stds}); use one of {available}.')
 
 
 class SingleNetworkMethod(Method):
@@ -233,7 +233,7 @@ class SingleNetworkMethod(Method):
     """One student update; gradient_options go to `gradients` (a subclass's static choices)."""
     net = state.nets['student']
     grads, metrics = self.gradients(state, batch, key, **gradient_options)
-    new_net = self.student.apply_gradients(net, grads)
+    new_net = self.student.apply_gradients(net, grads, count=state.step)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, nets={**state.nets, 'student': new_net})
     if 'target' in state.extra and self.target_network == 'own_ema':

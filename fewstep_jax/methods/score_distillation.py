@@ -76,6 +76,7 @@ def critic_optim_defaults() -> ml_collections.ConfigDict:
   """The critic's optimizer block: config.optim's fields without EMA (the critic is never sampled from)."""
   config = optim_defaults()
   del config['ema_rates']
+  del config['ema_stds']
   return config
 
 
@@ -293,7 +294,9 @@ class ScoreDistillation(Method):
                       extra=state.extra)
     grads, metrics = accumulate_gradients(lambda params, batch, key: self.student_loss(params, batch, key, ctx),
                                           nets['student'].params, batch, key, self.config.train.micro_batches)
-    student = self.student.apply_gradients(nets['student'], grads)
+    # The student updates on every student_every-th step from step 0: state.step // student_every before this one.
+    student = self.student.apply_gradients(nets['student'], grads,
+                                           count=state.step // self.hparams.student_every)
     extra = {**state.extra, 'generator_loss': metrics['generator_loss'],
              'generator_grad_norm': optax.tree.norm(grads),
              **{name: metrics[name] for name in self.running_statistics()}}

@@ -130,6 +130,18 @@ def make_apply(module: linen.Module) -> ApplyFn:
   return apply
 
 
+def parameter_free_fields(name: str) -> tuple:
+  """The fields of network `name` that change none of its parameters (besides dropout and attention, which change
+  none in any network): runs on configs that differ only there share parameters."""
+  return tuple(getattr(_network_class(name), 'parameter_free_fields', ()))
+
+
+def param_projection(module: linen.Module) -> Callable | None:
+  """params -> params: the constraint training keeps on this network's parameters (a network's `project_params`,
+  e.g. EDM2's forced weight normalisation), applied after every optimizer update; None for networks without one."""
+  return getattr(module, 'project_params', None)
+
+
 def make_features(module: linen.Module) -> Callable:
   """Wraps `module` as `features(params, x, t, y=None) -> [B, ...]`: the bottleneck activations every network
   sows under 'bottleneck' (U-Net: after the middle blocks; MLP and DiT: the last hidden state), deterministic.
@@ -190,5 +202,5 @@ def init_params(
 
 __all__ = [
     'DhariwalUNet', 'DiT', 'EDM2UNet', 'MLP', 'NETWORKS', 'SiT', 'SongUNet', 'UNet', 'build_network', 'init_params',
-    'make_apply', 'network_defaults',
+    'make_apply', 'network_defaults', 'param_projection', 'parameter_free_fields',
 ]

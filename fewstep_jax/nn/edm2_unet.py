@@ -11,11 +11,16 @@ and with `logvar_head` also Precond's u(sigma) = logvar_linear(logvar_fourier(c_
 uncertainty (its loss weighting). The `edm` readout adds EDM's preconditioning, which is Precond's. Labels are one-hot
 times sqrt(num_classes) as in EDM2; the null label (None, or y = num_classes) is the zero vector.
 
+Forced weight normalisation. EDM2's `MPConv.forward` re-normalises its stored weight in place at every training
+forward pass. A pure forward pass cannot write its parameters, so the same rule is the network's `project_params`,
+which the trainer applies to a trained network's parameters at initialisation and after every optimizer update
+(`TrainedNetwork`); `forced_weight_norm=False` turns it off. That is EDM2's arithmetic: its forward pass at step k
+sees normalize(w_{k-1} + update_{k-1}) and so does ours, through the same gradients and Adam state. The EMA copies
+average the parameters before the projection, as EDM2's do (its EMA update follows the optimizer step, before the
+next forward pass normalises). Both passes of a self-distillation target see the same projected weights, which is
+what ECT's `disable_forced_wn` around its target pass achieves.
+
 Deviations:
-  - EDM2 re-normalises every weight in place on each training forward pass ("forced weight normalisation"); a pure
-    function cannot. The forward pass normalises the weights as EDM2's does, so the network computes the same
-    function of its parameters and a teacher or an imported start is exact; what differs is training from these
-    parameters: the weights' norms are free to grow, which lowers the effective learning rate over a run.
   - The Fourier features' frequencies and phases (buffers in EDM2) are parameters behind a stop-gradient.
   - `clip_act = 0` stands for EDM2's None (no clipping), `channel_mult_noise = 0` / `channel_mult_emb = 0` for its
     None (chosen from channel_mult).
@@ -167,6 +172,7 @@ class _UNetBody(nn.Module):
   block_kwargs: tuple
   num_classes: int
   dtype: Dtype
+  dropout_res: int = 0
 
   @nn.compact
   def __call__(self, x, c_noise, y, train: bool):
@@ -175,7 +181,12 @@ class _UNetBody(nn.Module):
     cnoise = self.model_channels * self.channel_mult_noise if self.channel_mult_noise else cblock[0]
     cemb = self.model_channels * self.channel_mult_emb if self.channel_mult_emb else max(cblock)
     out_gain = self.param('out_gain', nn.initializers.zeros, ())
-    block = lambda out, name, **kwargs: Block(out, dtype=self.dtype, name=name, **dict(self.block_kwargs), **kwargs)
+
+    def block(out, name, res, **kwargs):
+      block_kwargs = dict(self.block_kwargs)
+      if self.dropout_res and res > self.dropout_res:  # ECT's `dropout_res`: dropout only at coarse resolutions.
+        block_kwargs['dropout'] = 0.0
+      return Block(out, dtype=self.dtype, name=name, **block_kwargs, **kwargs)
 
     emb = MPConv(cemb, (), name='emb_noise')(MPFourier(cnoise, name='emb_fourier')(c_noise))
     if self.num_classes:
@@ -191,24 +202,24 @@ class _UNetBody(nn.Module):
       if level == 0:
         h = MPConv(width, (3, 3), dtype=self.dtype, name=f'enc_{res}x{res}_conv')(h)
       else:
-        h = block(h.shape[-1], f'enc_{res}x{res}_down', flavor='enc', resample_mode='down')(h, emb, train)
+        h = block(h.shape[-1], f'enc_{res}x{res}_down', res, flavor='enc', resample_mode='down')(h, emb, train)
       skips.append(h)
       for idx in range(self.num_blocks):
-        h = block(width, f'enc_{res}x{res}_block{idx}', flavor='enc',
+        h = block(width, f'enc_{res}x{res}_block{idx}', res, flavor='enc',
                   attention=res in self.attn_resolutions)(h, emb, train)
         skips.append(h)
 
     for level, width in reversed(list(enumerate(cblock))):
       res = resolution >> level
       if level == len(cblock) - 1:
-        h = block(h.shape[-1], f'dec_{res}x{res}_in0', flavor='dec', attention=True)(h, emb, train)
-        h = block(h.shape[-1], f'dec_{res}x{res}_in1', flavor='dec')(h, emb, train)
+        h = block(h.shape[-1], f'dec_{res}x{res}_in0', res, flavor='dec', attention=True)(h, emb, train)
+        h = block(h.shape[-1], f'dec_{res}x{res}_in1', res, flavor='dec')(h, emb, train)
         self.sow('intermediates', 'bottleneck', h)
       else:
-        h = block(h.shape[-1], f'dec_{res}x{res}_up', flavor='dec', resample_mode='up')(h, emb, train)
+        h = block(h.shape[-1], f'dec_{res}x{res}_up', res, flavor='dec', resample_mode='up')(h, emb, train)
       for idx in range(self.num_blocks + 1):
         h = mp_cat(h, skips.pop(), self.concat_balance)
-        h = block(width, f'dec_{res}x{res}_block{idx}', flavor='dec',
+        h = block(width, f'dec_{res}x{res}_block{idx}', res, flavor='dec',
                   attention=res in self.attn_resolutions)(h, emb, train)
     return MPConv(channels, (3, 3), dtype=self.dtype, name='out_conv')(h, gain=out_gain)
 
@@ -219,8 +230,10 @@ class EDM2UNet(nn.Module):
   in model_channels (XS 128, S 192, M 256, L 320, XL 384, XXL 448) and dropout.
 
   Attributes follow EDM2's names; block arguments (resample_filter, channels_per_head, dropout, res_balance,
-  attn_balance, clip_act) are fields here. logvar_head: also return u(sigma) [B]. attention picks the attention
-  kernel (`attention.ATTENTION_IMPLS`).
+  attn_balance, clip_act) are fields here. logvar_head: also return u(sigma) [B] (its parameters exist either way). forced_weight_norm: training keeps
+  every weight at unit RMS norm per output channel (`project_params`). dropout_res: dropout only in blocks at
+  resolutions <= dropout_res (ECT's `imgnet` branch of `training/networks_edm2.py`; 0, EDM2's None: everywhere).
+  attention picks the attention kernel (`attention.ATTENTION_IMPLS`).
   """
   model_channels: int = 192
   channel_mult: Sequence[int] = (1, 2, 3, 4)
@@ -238,12 +251,30 @@ class EDM2UNet(nn.Module):
   clip_act: float = 256.0
   logvar_channels: int = 128
   logvar_head: bool = True
+  forced_weight_norm: bool = True
+  dropout_res: int = 0
   attention: str = 'xla'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   two_times = False
+  # Fields that change no parameter (runs.network_differences): the uncertainty head's parameters exist either way,
+  # as in EDM2's Precond, so a student without the head starts from a published network that has it.
+  parameter_free_fields = ('logvar_head', 'forced_weight_norm', 'dropout_res')
+
+  def project_params(self, params):
+    """EDM2's forced weight normalisation: every MPConv weight (the leaves named 'weight'; the gains and Fourier
+    buffers have other names) replaced by normalize(w) over its input axes, in float32, in its own dtype."""
+    if not self.forced_weight_norm:
+      return params
+
+    def project(path, leaf):
+      if getattr(path[-1], 'key', None) != 'weight':
+        return leaf
+      return normalize(leaf.astype(jnp.float32), range(1, leaf.ndim)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(project, params)
 
   @nn.compact
   def __call__(self, x, t, r=None, y=None, *, train: bool = False):
@@ -257,7 +288,8 @@ class EDM2UNet(nn.Module):
                     ('attention_impl', self.attention))
     out = _UNetBody(self.model_channels, tuple(self.channel_mult), self.channel_mult_noise, self.channel_mult_emb,
                     self.num_blocks, tuple(self.attn_resolutions), self.label_balance, self.concat_balance,
-                    block_kwargs, self.num_classes, self.dtype, name='unet')(x, t, y, train)
+                    block_kwargs, self.num_classes, self.dtype, self.dropout_res, name='unet')(x, t, y, train)
+    # Created with or without logvar_head (dead code under jit without it), as EDM2's Precond always holds them.
     logvar = MPConv(1, (), name='logvar_linear')(MPFourier(self.logvar_channels, name='logvar_fourier')(t))[:, 0]
     out = out.astype(jnp.float32)
     return (out, logvar.astype(jnp.float32)) if self.logvar_head else out

@@ -225,8 +225,9 @@ class SiT(nn.Module):
   """SiT (DiT's architecture). Defaults are SiT-XL/2's; `SIZES` lists the published sizes.
 
   Attributes: depth, hidden_size, patch_size, num_heads, mlp_ratio, class_dropout_prob (label dropout while
-  training; > 0 creates the null-label row), learn_sigma (the checkpoint's output width is 2C), attention (the
-  attention kernel, `attention.ATTENTION_IMPLS`).
+  training; > 0 creates the null-label row), train_label_dropout (False: never drop labels, for a method that drops
+  them itself or trains without dropping them; the null row stays), learn_sigma (the checkpoint's output width is
+  2C), attention (the attention kernel, `attention.ATTENTION_IMPLS`).
   """
   depth: int = 28
   hidden_size: int = 1152
@@ -234,6 +235,7 @@ class SiT(nn.Module):
   num_heads: int = 16
   mlp_ratio: float = 4.0
   class_dropout_prob: float = 0.1
+  train_label_dropout: bool = True
   learn_sigma: bool = True
   attention: str = 'xla'
   num_classes: int = 0
@@ -241,6 +243,7 @@ class SiT(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   two_times = False
+  parameter_free_fields = ('train_label_dropout',)  # runs.network_differences.
 
   @nn.compact
   def __call__(self, x, t, r=None, y=None, *, train: bool = False):
@@ -257,7 +260,7 @@ class SiT(nn.Module):
                            (1, grid * grid, d))
     h = h + lax.stop_gradient(pos_embed).astype(dtype)
     labels = jnp.full((batch,), self.num_classes, jnp.int32) if y is None else jnp.broadcast_to(y, (batch,))
-    if train and self.class_dropout_prob > 0:
+    if train and self.train_label_dropout and self.class_dropout_prob > 0:
       drop = jax.random.uniform(self.make_rng('dropout'), (batch,)) < self.class_dropout_prob
       labels = jnp.where(drop, self.num_classes, labels)
     rows = self.num_classes + (1 if self.class_dropout_prob > 0 else 0)

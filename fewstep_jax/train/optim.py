@@ -20,8 +20,10 @@ SCHEDULES = {
         [_warmup(c), optax.constant_schedule(c.lr)], [c.warmup_steps]),
     'cosine': lambda c, total: optax.warmup_cosine_decay_schedule(
         0.0, c.lr, c.warmup_steps, max(total, c.warmup_steps + 1), end_value=c.lr * c.final_lr_fraction),
-    # EDM2 / iCT: lr min(step / warmup, 1) / sqrt(max(step / decay_ref_steps, 1)), both counted from step 0.
-    'inverse_sqrt': lambda c, total: lambda step: c.lr * jnp.minimum(step / max(c.warmup_steps, 1), 1.0)
+    # EDM2 / iCT: lr min(step / warmup, 1) / sqrt(max(step / decay_ref_steps, 1)), both counted from step 0; no
+    # ramp at all for warmup_steps = 0 (EDM2's rampup 0, ECT's ImageNet run), so the first update is not lr 0.
+    'inverse_sqrt': lambda c, total: lambda step: c.lr * (jnp.minimum(step / c.warmup_steps, 1.0)
+                                                          if c.warmup_steps else 1.0)
     / jnp.sqrt(jnp.maximum(step / max(c.decay_ref_steps, 1), 1.0)),
 }
 
@@ -32,6 +34,7 @@ def optim_defaults() -> ml_collections.ConfigDict:
       schedule='constant', warmup_steps=0, final_lr_fraction=0.0, decay_ref_steps=1000,
       grad_clip=0.0,  # global-norm clipping; 0 disables it.
       ema_rates=(0.999,),
+      ema_stds=(),  # Power-function EMA copies (EDM2's), by relative width sigma_rel: named 'phema_<std>'.
   ))
 
 

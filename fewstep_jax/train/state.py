@@ -8,6 +8,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 
@@ -43,7 +44,32 @@ def ema_rate(name: str) -> float | None:
   return float(name[len('ema_'):]) if name.startswith('ema_') else None
 
 
-def init_net_state(params, tx, ema_rates) -> NetState:
+def power_ema_name(std: float) -> str:
+  """'phema_0.05' for sigma_rel 0.05: the key of a power-function EMA copy (EDM2's) in NetState.ema and in configs."""
+  return f'phema_{std:g}'
+
+
+def power_ema_exponent(std: float) -> float:
+  """EDM2's power-function exponent gamma of relative width sigma_rel = std (its Eq. 126 and Algorithm 2): the
+  largest real root of sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), a cubic in gamma."""
+  inv = 1.0 / float(std) ** 2
+  roots = np.roots([1.0, 7.0, 16.0 - inv, 12.0 - inv])
+  return float(max(root.real for root in roots if abs(root.imag) < 1e-9))
+
+
+def power_ema_rate(std: float, count):
+  """beta_n = (1 - 1/n)^(gamma + 1) for the n-th update (count = n - 1 updates before it, traced): EDM2's
+  `power_function_beta` with t_next = n batches and t_delta = one batch. beta_1 = 0: the first update copies."""
+  n = jnp.asarray(count, jnp.float32) + 1.0
+  return (1.0 - 1.0 / n) ** (power_ema_exponent(std) + 1.0)
+
+
+def ema_names(ema_rates=(), ema_stds=()) -> list:
+  """The names of the EMA copies a network keeps: fixed-rate ones, then power-function ones."""
+  return [ema_name(rate) for rate in ema_rates] + [power_ema_name(std) for std in ema_stds]
+
+
+def init_net_state(params, tx, ema_rates, ema_stds=()) -> NetState:
   """A fresh NetState: optimizer initialised, every EMA copy equal to the initial parameters.
 
   EMA copies are float32 whatever the parameters' dtype: a (1 - rate) = 1e-4 increment is below bfloat16's
@@ -51,16 +77,18 @@ def init_net_state(params, tx, ema_rates) -> NetState:
   """
   as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
   return NetState(params=params, opt_state=tx.init(params),
-                  ema={ema_name(rate): as_float32 for rate in ema_rates})
+                  ema={name: as_float32 for name in ema_names(ema_rates, ema_stds)})
 
 
-def update_ema(ema: dict, params, ema_rates) -> dict:
-  """ema <- rate * ema + (1 - rate) * params for each configured rate (in the EMA's float32)."""
-  new = {}
-  for rate in ema_rates:
-    name = ema_name(rate)
-    new[name] = jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p.astype(e.dtype), ema[name], params)
-  return new
+def update_ema(ema: dict, params, ema_rates, ema_stds=(), count=None) -> dict:
+  """ema <- rate * ema + (1 - rate) * params for each configured rate, and for each power-function width std at
+  rate power_ema_rate(std, count) (count: the updates before this one), in the EMA's float32."""
+  if ema_stds and count is None:
+    raise ValueError('a power-function EMA (optim.ema_stds) needs the update count')
+  rates = [(ema_name(rate), rate) for rate in ema_rates]
+  rates += [(power_ema_name(std), power_ema_rate(std, count)) for std in ema_stds]
+  return {name: jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p.astype(e.dtype), ema[name], params)
+          for name, rate in rates}
 
 
 def count_params(params) -> int:

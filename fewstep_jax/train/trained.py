@@ -13,12 +13,14 @@ from fewstep_jax.train.optim import make_optimizer
 
 class TrainedNetwork:
   """module: a flax module; tx: its optax optimizer; ema_rates: the rates of its EMA copies (none for networks
-  that are never sampled from); param_dtype: the dtype its parameters are kept in."""
+  that are never sampled from); ema_stds: the widths sigma_rel of its power-function EMA copies (EDM2's);
+  param_dtype: the dtype its parameters are kept in."""
 
-  def __init__(self, module, tx, ema_rates=(), param_dtype=jnp.float32):
+  def __init__(self, module, tx, ema_rates=(), param_dtype=jnp.float32, ema_stds=()):
     self.module = module
     self.tx = tx
     self.ema_rates = tuple(ema_rates)
+    self.ema_stds = tuple(ema_stds)
     self.param_dtype = param_dtype
 
   @classmethod
@@ -29,7 +31,7 @@ class TrainedNetwork:
                               dtype=nn.dtype_named(config.train.compute_dtype))
     updates = config.train.num_steps if num_updates is None else num_updates
     return cls(module, make_optimizer(config.optim, updates), config.optim.ema_rates,
-               nn.dtype_named(config.train.param_dtype))
+               nn.dtype_named(config.train.param_dtype), config.optim.get('ema_stds', ()))
 
   @property
   def apply(self):
@@ -40,14 +42,23 @@ class TrainedNetwork:
     """Fresh parameters of the network for examples of shape data_shape."""
     return nn.init_params(self.module, key, jnp.zeros((1,) + tuple(data_shape), jnp.float32))
 
-  def init(self, params) -> state_lib.NetState:
-    """A NetState starting at `params` (cast to param_dtype): optimizer initialised, EMA copies equal to them."""
-    params = jax.tree.map(lambda p: p.astype(self.param_dtype), params)
-    return state_lib.init_net_state(params, self.tx, self.ema_rates)
+  def project(self, params):
+    """The network's constraint on its parameters (`nn.param_projection`; EDM2's forced weight normalisation), or
+    params unchanged."""
+    projection = nn.param_projection(self.module)
+    return params if projection is None else projection(params)
 
-  def apply_gradients(self, net: state_lib.NetState, grads) -> state_lib.NetState:
-    """One optimizer step on `grads`, then the EMA update."""
+  def init(self, params) -> state_lib.NetState:
+    """A NetState starting at `params` (cast to param_dtype, then projected): optimizer initialised, EMA copies
+    equal to them."""
+    params = self.project(jax.tree.map(lambda p: p.astype(self.param_dtype), params))
+    return state_lib.init_net_state(params, self.tx, self.ema_rates, self.ema_stds)
+
+  def apply_gradients(self, net: state_lib.NetState, grads, count=None) -> state_lib.NetState:
+    """One optimizer step on `grads`, the EMA update, then the projection. count: this network's updates before
+    this one (traced), which the power-function EMA's rate depends on. The EMA copies average the updated
+    parameters before the projection, as EDM2's average its weights before the next forward pass normalises them."""
     updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
     params = optax.apply_updates(net.params, updates)
-    return state_lib.NetState(params=params, opt_state=opt_state,
-                              ema=state_lib.update_ema(net.ema, params, self.ema_rates))
+    return state_lib.NetState(params=self.project(params), opt_state=opt_state,
+                              ema=state_lib.update_ema(net.ema, params, self.ema_rates, self.ema_stds, count))

@@ -29,11 +29,11 @@ from fewstep_jax.train.writers import MetricWriter
 RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
                        'data.pairs_dir', 'data.latent_scale', 'data.conditional',
                        'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
-                       'optim.name', 'optim.ema_rates')
+                       'optim.name', 'optim.ema_rates', 'optim.ema_stds')
 # What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
 # solver) may change.
 STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.conditional',
-                         'data.image_size', 'optim.name', 'optim.ema_rates')
+                         'data.image_size', 'optim.name', 'optim.ema_rates', 'optim.ema_stds')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -171,9 +171,11 @@ def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
     return
   saved = _flatten(files.read_json(path))
   current = _flatten(config_to_json(config))
+  # A field added to fewstep_jax after the run was written (absent there) matches its empty default here.
   changed = sorted(key for key in set(saved) | set(current)
                    if any(key == field or key.startswith(field + '.') for field in fields)
-                   and saved.get(key) != current.get(key))
+                   and saved.get(key) != current.get(key)
+                   and not (key not in saved and current.get(key) in ([], ())))
   if changed:
     why = (' train.num_steps sets the length of this run\'s learning-rate schedule or discretisation curriculum, '
            'so changing it on resume would rescale the rest of the run.' if 'train.num_steps' in changed else '')
