@@ -134,3 +134,19 @@ def test_ema_of_bfloat16_parameters_is_float32_and_moves():
   ema = state_lib.update_ema(ema, {'w': jnp.full(2, 2.0, jnp.bfloat16)}, (0.9999,))
   assert ema['ema_0.9999']['w'].dtype == jnp.float32
   np.testing.assert_allclose(ema['ema_0.9999']['w'], 1.0001, rtol=1e-6)
+
+
+def test_a_run_written_before_ema_stds_existed_still_resumes(tmp_path):
+  """optim.ema_stds is newer than some workdirs: its absence there matches its empty default, not a changed
+  run-defining field; a run written with other widths is still refused."""
+  import json
+  from fewstep_jax.train import trainer
+  config = base_config(method='edm', network='mlp', dataset='toy')
+  saved = trainer.config_to_json(config)
+  del saved['optim']['ema_stds']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  trainer.check_workdir_matches(str(tmp_path), config)
+  saved['optim']['ema_stds'] = [0.05]
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match='optim.ema_stds'):
+    trainer.check_workdir_matches(str(tmp_path), config)
