@@ -43,9 +43,9 @@ def batch(n=16, seed=2):
   return x, z, tau
 
 
-def on_the_path():
+def on_the_path(parameterization='trigflow'):
   """An sCT method, perturbed parameters, and (x, z, tau, x_tau, dx_tau/dtau) of a batch on the sCT path."""
-  method = make()
+  method = make(parameterization=parameterization)
   params = perturbed_params(method)
   x, z, tau = batch()
   x_tau = method.path.noisy(x, z / SIGMA_D, tau)
@@ -59,10 +59,11 @@ def test_boundary_condition_is_exact():
   np.testing.assert_array_equal(method.consistency_fn(params, x, jnp.zeros(x.shape[0])), x)
 
 
-def test_tangent_is_a_finite_difference_of_the_network_along_the_path():
+@pytest.mark.parametrize('parameterization', ['trigflow', 'edm'])
+def test_tangent_is_a_finite_difference_of_the_network_along_the_path(parameterization):
   # The network computes in float32, so h cannot be tiny: Richardson's combination of central differences at
   # h and h / 2 cancels the O(h^2) truncation term, leaving O(h^4) and rounding of about 1e-7 / h.
-  method, params, (x, z, tau, x_tau, dx) = on_the_path()
+  method, params, (x, z, tau, x_tau, dx) = on_the_path(parameterization)
   _, _, g0 = method.prediction_and_g(params, x_tau, tau, dx, None, w=0.0)
   _, _, g1 = method.prediction_and_g(params, x_tau, tau, dx, None, w=1.0)
   # g(w=1) - g(w=0) = -(cos sin x_tau + sigma_d J): recover J.
@@ -76,8 +77,9 @@ def test_tangent_is_a_finite_difference_of_the_network_along_the_path():
   np.testing.assert_allclose(J, finite_difference, rtol=1e-3, atol=1e-4)
 
 
-def test_g_is_cos_tau_times_the_total_derivative_of_f_along_the_path():
-  method, params, (x, z, tau, x_tau, dx) = on_the_path()
+@pytest.mark.parametrize('parameterization', ['trigflow', 'edm'])
+def test_g_is_cos_tau_times_the_total_derivative_of_f_along_the_path(parameterization):
+  method, params, (x, z, tau, x_tau, dx) = on_the_path(parameterization)
   _, _, g = method.prediction_and_g(params, x_tau, tau, dx, None, w=1.0)
 
   def f_along(t):
@@ -103,6 +105,30 @@ def test_scd_converts_an_exact_teacher_to_the_exact_trigflow_velocity():
   c, s = jnp.cos(tau)[:, None], jnp.sin(tau)[:, None]
   exact = x_tau * c * s * (SIGMA_D**2 - S**2) / (c**2 * S**2 + s**2 * SIGMA_D**2)
   np.testing.assert_allclose(velocity, exact, rtol=1e-4, atol=1e-6)
+
+
+def test_an_edm_student_is_its_denoiser_read_as_trigflow():
+  """parameterization='edm': F is EDM's denoiser of the same raw network converted by paths.reparameterize (an
+  independent route through the generic conversions), the consistency function f(x_tau, tau) is that denoiser at
+  sigma = sigma_d tan tau (so a student that starts from an EDM teacher starts as the teacher's denoiser), the
+  log-variance is the network's own, and sampling starts at tau(sigma_max)."""
+  method = make(parameterization='edm')
+  params = perturbed_params(method)
+  x, z, tau = batch()
+  tau = tau.at[0].set(1.5645)  # tau(80): the sampler's first angle.
+  x_tau = method.path.noisy(x, z / SIGMA_D, tau)
+  raw_output = lambda p, x, t, r=None, y=None, key=None: method.apply(p, x, t, r, y, key)[0]
+  denoiser = paths.edm_denoiser(raw_output, SIGMA_D)
+  expected_F = paths.reparameterize(denoiser, paths.EDMPath(), 'x0', paths.TrigFlowPath(SIGMA_D), 'F')
+  F, logvar = method.F(params, x_tau, tau)
+  np.testing.assert_allclose(F, expected_F(params, x_tau, tau), rtol=1e-5, atol=1e-5)
+  sigma = SIGMA_D * jnp.tan(tau)
+  np.testing.assert_allclose(method.consistency_fn(params, x_tau, tau),
+                             denoiser(params, x_tau / jnp.cos(tau)[:, None], sigma), rtol=1e-4, atol=1e-5)
+  _, c_noise = paths.edm_network_input(x_tau / jnp.cos(tau)[:, None], sigma, SIGMA_D)
+  np.testing.assert_allclose(logvar, method.apply(params, x_tau, c_noise)[1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(method.sampler.schedule(2), [np.arctan(80 / SIGMA_D), 1.1], rtol=1e-6)
+  assert method.readout.name == 'edm'
 
 
 def test_scd_without_a_teacher_is_a_clear_error():

@@ -19,6 +19,14 @@ Proposal: tan(tau) = exp(n) / sigma_d, n ~ N(P_mean, P_std^2). Sampling: f(sigma
 more NFE re-noise to the intermediate angles (`sample_taus`, default (1.1,) as in the paper) and apply f again;
 `sample_gamma` < 1 gives TCD's stochastic sampler.
 
+Student parameterisation (`parameterization`): 'trigflow', the paper's F_theta = raw(x_tau / sigma_d, tau); or
+'edm', an EDM-preconditioned network (EDM's c_in, c_skip, c_out and c_noise = ln(sigma) / 4 at sigma = sigma_d tan
+tau, `edm_student_F`) read exactly as TrigFlow's F, so that the student starts from a published EDM / EDM2 denoiser
+(its readout is then 'edm', which init_from must match). Under the rearranged time tangent cos(tau) sin(tau), the
+derivative of c_noise = ln(sigma_d tan tau) / 4 is the constant 1/4, so the JVP stays bounded near pi/2; the
+network itself is not defined at pi/2 (sigma = inf), so an 'edm' student samples from tau(sigma_max) (EDM's 80)
+instead of pi/2. With a log-variance head the network's own u(sigma) is l(tau) (EDM2's uncertainty).
+
 Initialisation: as in the paper, sCT / sCD start from a pretrained TrigFlow diffusion model, `init_from=WORKDIR`
 (same network config). `diffusion_only=True` trains that model with this very method (w = 0: g reduces to the
 diffusion target; use tangent_norm='none'), as configs/digits/trigflow.py does. Without `init_from` training starts
@@ -57,6 +65,35 @@ def tangent_normalizers():
 TANGENT_NORMALIZERS = tangent_normalizers()
 
 
+def edm_student_F(raw_apply, sigma_data: float, has_logvar: bool):
+  """F(params, x_tau, tau, r=None, y=None, key=None) of an EDM-preconditioned raw network, exactly TrigFlow's F:
+  x_tau moves to EDM's path (x_sigma = x_tau / cos tau at sigma = sigma_d tan tau, `paths.change_path`), the
+  denoiser D = c_skip x_sigma + c_out raw(c_in x_sigma, ln(sigma) / 4) is read as F = TrigFlowPath.F_from_x0. With
+  has_logvar the raw network returns (out, logvar) and F returns (F, logvar)."""
+  edm, trigflow = paths.EDMPath(), paths.TrigFlowPath(sigma_data)
+
+  def F(params, x_tau, tau, r=None, y=None, key=None):
+    del r  # One-time networks.
+    tau = jnp.broadcast_to(jnp.asarray(tau, x_tau.dtype), x_tau.shape[:1])
+    x_sigma, sigma = paths.change_path(x_tau, tau, trigflow, edm)
+    c_skip, c_out, _ = (paths.expand_to(c, x_sigma) for c in paths.edm_coefficients(sigma, sigma_data))
+    raw = raw_apply(params, *paths.edm_network_input(x_sigma, sigma, sigma_data), None, y, key)
+    out, logvar = raw if has_logvar else (raw, None)
+    F_tau = trigflow.F_from_x0(x_tau, c_skip * x_sigma + c_out * out, tau)
+    return (F_tau, logvar) if has_logvar else F_tau
+
+  return F
+
+
+# The student by method.parameterization: (raw_apply x sigma_data x has_logvar -> F, hparams -> the sampler's
+# first angle).
+STUDENT_PARAMETERIZATIONS = {
+    'trigflow': (lambda raw, sigma_data, has_logvar: paths.trigflow_F(raw, sigma_data=sigma_data),
+                 lambda hp: HALF_PI),
+    'edm': (edm_student_F, lambda hp: float(paths.tau_from_sigma(hp.sigma_max, hp.sigma_data))),
+}
+
+
 @register('sct')
 class SCT(SingleNetworkMethod):
   """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
@@ -66,7 +103,7 @@ class SCT(SingleNetworkMethod):
 
   @classmethod
   def readout_of(cls, config):
-    return paths.readout('trigflow', config.method.sigma_data)
+    return paths.readout(config.method.parameterization, config.method.sigma_data)
 
   @classmethod
   def defaults(cls):
@@ -84,9 +121,12 @@ class SCT(SingleNetworkMethod):
         sample_taus=(1.1,),      # Intermediate angles of multistep sampling after pi/2.
         sample_gamma=1.0,        # TCD stochasticity: 1 = multistep consistency sampling, 0 = deterministic.
         init_from='',            # Workdir of a trained run (same network config) to initialise from.
+        parameterization='trigflow',  # The student network's: 'trigflow' (F) | 'edm' (a denoiser; STUDENT_...).
+        sigma_max=80.0,          # 'edm' students sample from tau(sigma_max), not pi/2.
     ))
 
   def __init__(self, config, *, data_shape, num_classes, inputs=None):
+    check_choice(config.method, 'parameterization', STUDENT_PARAMETERIZATIONS)
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     check_choice(hp, 'tangent_norm', TANGENT_NORMALIZERS)
@@ -94,8 +134,11 @@ class SCT(SingleNetworkMethod):
       require_forward_mode(config.network.attention)
     self.path = paths.TrigFlowPath(hp.sigma_data)
     self.has_logvar = bool(config.network.get('logvar_head', False))
-    self.F = paths.trigflow_F(self.apply, sigma_data=hp.sigma_data)
-    self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=HALF_PI, start_scale=hp.sigma_data,
+    make_F, first_angle = STUDENT_PARAMETERIZATIONS[hp.parameterization]
+    self.F = make_F(self.apply, hp.sigma_data, self.has_logvar)
+    start = first_angle(hp)
+    self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=start,
+                                      start_scale=hp.sigma_data * math.sin(start),
                                       intermediate_times=hp.sample_taus, data_shape=self.data_shape,
                                       num_classes=num_classes, guidance=hp.guidance, gamma=hp.sample_gamma)
 
