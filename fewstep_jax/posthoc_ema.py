@@ -24,7 +24,7 @@ batch size (the coefficients do not depend on the unit). Step 0 (the initial par
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import numpy as np
 
@@ -89,11 +89,16 @@ def reconstruct(workdir: str, std: float, step: int | None = None, log=print):
   return end, [(s, n, float(w)) for (s, n, _), w in zip(found, weights)], params
 
 
+def check_out(out: str):
+  """A clear error if `out` already holds a run (nothing is overwritten)."""
+  if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
+    raise FileExistsError(f'{out} already holds a run; choose another --out or remove it')
+
+
 def write_run(out: str, workdir: str, std: float, end: int, used, params):
   """The reconstruction as a run directory: the source's config (eval.params = 'params') and run info, one
   checkpoint at `end` holding the student's parameters. Refuses a directory that holds a run."""
-  if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
-    raise FileExistsError(f'{out} already holds a run; choose another --out or remove it')
+  check_out(out)
   config, info = runs.read_run_info(workdir)
   config_json = json.loads(json.dumps(config.to_dict()))
   config_json['eval']['params'] = 'params'
@@ -117,6 +122,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax's per-file INFO lines.
+  check_out(FLAGS.out)  # Before the reconstruction, which reads every checkpoint.
   end, used, params = reconstruct(FLAGS.workdir, FLAGS.std, FLAGS.step)
   write_run(FLAGS.out, FLAGS.workdir, FLAGS.std, end, used, params)
   print(f'-> {FLAGS.out}')
