@@ -47,8 +47,16 @@ PAPER_ROWS = [
     ('imagenet64/ct.py', {'optim.ema_rates': (0.999943,), 'method.s1': 200, 'method.sample_sigmas': (1.913,)}),
     ('cifar10/sct.py', {'data.conditional': False, 'optim.name': 'radam', 'optim.b2': 0.99}),  # sCM Table 1, G.2
     ('imagenet64/sct.py', {'train.num_steps': 400_000, 'optim.b2': 0.99, 'optim.eps': 1e-11,
-                           'optim.decay_ref_steps': 35_000}),  # sCM Table 4
-    ('imagenet64/ect.py', {'method.p_mean': -0.8, 'method.p_std': 1.6, 'method.huber_c': 0.06}),  # ECT imgnet
+                           'optim.decay_ref_steps': 35_000, 'optim.ema_stds': (0.05,),
+                           'network.model_channels': 192}),  # sCM Tables 4 and 8 (EDM2-S)
+    ('imagenet64/scd.py', {'train.num_steps': 400_000, 'optim.b2': 0.99, 'optim.eps': 1e-11, 'method.p_std': 1.6,
+                           'optim.decay_ref_steps': 35_000, 'optim.ema_stds': (0.05,),
+                           'network.model_channels': 192}),  # sCM Tables 4 and 8 (EDM2-S)
+    ('imagenet64/ect.py', {'method.p_mean': -0.8, 'method.p_std': 1.6, 'method.huber_c': 0.06, 'method.q': 4.0,
+                           'method.stage_steps': 25_000, 'method.sample_sigmas': (1.526,), 'optim.lr': 1e-3,
+                           'optim.b2': 0.99, 'optim.decay_ref_steps': 2000, 'network.dropout': 0.4,
+                           'network.dropout_res': 16, 'network.model_channels': 192,
+                           'train.batch_size': 128}),  # ECT imgnet branch, run_imgnet_ecm.sh, preset edm2-img64-s
     ('cifar10/sid.py', {'method.t_max': 0.8, 'method.sigma_init': 2.5, 'method.alpha': 1.2}),  # SiD run_sid.sh
     ('imagenet64/sid.py', {'optim.lr': 4e-6, 'method.critic_optim.lr': 4e-6, 'train.batch_size': 8192}),
     ('imagenet64/dmd2.py', {'eval.params': 'params', 'method.max_level': 0.98, 'method.student_every': 5}),
@@ -64,7 +72,9 @@ PAPER_ROWS = [
     ('cifar10/tcm.py', {'method.transition_sigma': 1.0, 'method.boundary_fraction': 0.25, 'method.boundary_weight': 0.1,
                         'method.t_df': 0.01, 'method.t_std': 0.2, 'optim.lr': 5e-5,
                         'train.batch_size': 1024}),  # NVlabs/TCM README
-    ('imagenet64/tcm.py', {'method.ratio': 0.9961, 'method.huber_c': 0.06, 'method.weighting': 'edm'}),  # TCM README
+    ('imagenet64/tcm.py', {'method.ratio': 0.9961, 'method.huber_c': 0.06, 'method.weighting': 'edm',
+                           'optim.lr': 5e-4, 'optim.decay_ref_steps': 8000, 'optim.ema_stds': (0.05,),
+                           'network.dropout': 0.4, 'train.batch_size': 1024}),  # TCM README, ImageNet stage 2
     ('cifar10/ctm.py', {'method.num_scales': 18, 'method.heun_steps': 17, 'method.target_ema': 0.999,
                         'optim.lr': 4e-4, 'train.batch_size': 256}),  # ctm-cifar10 commands
     ('imagenet64/ctm.py', {'method.num_scales': 40, 'method.heun_steps': 39, 'train.batch_size': 1440}),  # sony/ctm

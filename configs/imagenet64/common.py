@@ -18,6 +18,14 @@ EDM_ADM = dict(PRESETS['edm_imagenet64_adm'][1], dropout=0.0)
 EDM_TEACHER = 'teachers/edm_imagenet64_cond'
 
 
+# EDM2's published ImageNet-64 S network (EDM2 Precond, class-conditional; post-hoc EMA sigma_rel 0.075), which ECT's
+# official ImageNet run (its `imgnet` branch, run_imgnet_ecm.sh --transfer) and TCM's start from. Imported once:
+#   python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+# A student on it keeps the uncertainty head's parameters (logvar_head=False only stops returning it).
+EDM2_S = dict(PRESETS['edm2_img64_s'][1], dropout=0.0)
+EDM2_TEACHER = 'teachers/edm2_img64_s'
+
+
 def accelerator_run(config):
   """ImageNet 64x64 (imagenet_resized) from TFDS in bfloat16, a line every 100 steps, a checkpoint every 10k and
   samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
