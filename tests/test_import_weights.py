@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import torch_format
-from conftest import run_main
+from conftest import REPO, run_main
 from fewstep_jax import import_weights, runs, weights
 from fewstep_jax.weights import torch_files
 
@@ -135,6 +135,23 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
   prediction = jax.eval_shape(lambda params, x: teacher.prediction(teacher.readout.path, 'x0')(
       params, x, jnp.float32(1.0), jnp.array([3, 10])), teacher.params, x)
   assert prediction.shape == x.shape
+
+  # ECT's ImageNet-64 config starts from it (as its official run starts from EDM2's pickle) at this tiny size:
+  # without the uncertainty head, with ECT's dropout_res, its weights projected by forced weight normalisation.
+  from fewstep_jax.config_base import load_config
+  from fewstep_jax.methods import build_method
+  from fewstep_jax.nn import edm2_unet
+  sizes = {f'network.{key}': tuple(value) if isinstance(value, list) else value
+           for key, value in network.to_dict().items() if key in fields}
+  config = load_config(os.path.join(REPO, 'configs/imagenet64/ect.py'),
+                       dict(sizes, **{'method.init_from': out, 'network.channel_mult_noise': 0}))
+  inputs = runs.resolve_inputs(config, SHAPE, CLASSES)
+  method = build_method(config, data_shape=SHAPE, num_classes=CLASSES, inputs=inputs)
+  student = jax.jit(method.init)(jax.random.PRNGKey(0), runs.frozen_values(inputs)).nets['student']
+  for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(student.params), jax.tree.leaves(params)):
+    if path[-1].key == 'weight':
+      want = edm2_unet.normalize(want, range(1, want.ndim))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
 
 
 def test_wrong_missing_and_extra_weights_name_the_parameter(tmp_path):
