@@ -12,7 +12,9 @@ and the label are stored one record per image in array_record shards of --shard_
 (jax.distributed) each encodes the shards whose index is its process index modulo the process count. A shard is
 written to a temporary file and renamed when complete, so an interrupted run, started again with the same
 arguments, encodes only the shards that are missing. --flip also stores each image's horizontal mirror (a
-fixed flip augmentation; the record count doubles).
+fixed flip augmentation; the record count doubles). --pixels=unit feeds the VAE images in [0, 1] as EDM2's
+StabilityVAEEncoder does (its ImageNet-512 networks read such latents, with --config.data.latent_norm=edm2); the
+default, signed, is [-1, 1].
 """
 import os
 import sys
@@ -87,20 +89,29 @@ class TfdsImages:
     return Image.fromarray(np.asarray(record['image'])), int(record.get('label', 0))
 
 
-def encoder_fn(vae, params, mesh):
+# The VAE's input from uint8 pixels, by --pixels (latents.PIXEL_RANGES): [-1, 1] as the SD VAE was trained and DiT,
+# SiT and MeanFlow encode; [0, 1] as EDM2's StabilityVAEEncoder.encode_pixels feeds it (x / 255).
+PIXEL_MAPS = {'signed': lambda images: images / 127.5 - 1.0, 'unit': lambda images: images / 255.0}
+
+
+def encoder_fn(vae, params, mesh, pixels: str = 'signed'):
   """jit(images uint8 [B, S, S, 3]) -> (mean, std), the batch sharded over the mesh."""
   batch_sharding = sharding_lib.batch_sharding(mesh)
+  to_input = PIXEL_MAPS[pixels]
 
   def encode(images):
-    x = images.astype(jnp.float32) / 127.5 - 1.0
+    x = to_input(images.astype(jnp.float32))
     return vae.apply({'params': params}, x, method=vae.encode)
 
   return jax.jit(encode, in_shardings=batch_sharding, out_shardings=(batch_sharding, batch_sharding))
 
 
 def encode_dataset(images, vae, params, out: str, *, image_size: int, shard_size: int, batch_size: int,
-                   flip: bool = False, source: str = '', log=print) -> dict:
-  """Writes (or completes) the latents directory `out` for `images` (FolderImages / TfdsImages); returns info."""
+                   flip: bool = False, source: str = '', pixels: str = 'signed', log=print) -> dict:
+  """Writes (or completes) the latents directory `out` for `images` (FolderImages / TfdsImages); returns info.
+  pixels: the VAE input range (PIXEL_MAPS), recorded in info.json so that the data source checks its norm."""
+  if pixels not in PIXEL_MAPS:
+    raise ValueError(f'unknown --pixels={pixels!r}; known: {sorted(PIXEL_MAPS)}')
   os.makedirs(out, exist_ok=True)
   from array_record.python.array_record_module import ArrayRecordWriter
   views = 2 if flip else 1
@@ -108,14 +119,14 @@ def encode_dataset(images, vae, params, out: str, *, image_size: int, shard_size
   num_shards = -(-num_examples // shard_size)
   mesh = sharding_lib.make_mesh(ml_collections.ConfigDict({'data': jax.device_count(), 'fsdp': 1}))
   batch_size = sharding_lib.device_multiple(batch_size, mesh)
-  encode = encoder_fn(vae, params, mesh)
+  encode = encoder_fn(vae, params, mesh, pixels)
   latent_side = image_size // 2 ** (len(vae.block_out_channels) - 1)
   info = {'format': latents_lib.MOMENTS_FORMAT, 'shape': [latent_side, latent_side, vae.latent_channels],
           'num_examples': num_examples, 'num_classes': images.num_classes, 'num_shards': num_shards,
-          'shard_size': shard_size, 'image_size': image_size, 'flip': flip, 'source': source}
+          'shard_size': shard_size, 'image_size': image_size, 'flip': flip, 'source': source, 'pixels': pixels}
   info_path = os.path.join(out, 'info.json')
   if os.path.exists(info_path):
-    existing = files.read_json(info_path)
+    existing = dict({'pixels': 'signed'}, **files.read_json(info_path))  # Written before --pixels: [-1, 1].
     differ = sorted(k for k in info if existing.get(k) != info[k])
     if differ:
       raise ValueError(f'{out} holds latents made with other arguments ({", ".join(f"{k}: {existing.get(k)!r}" for k in differ)}); '
@@ -168,8 +179,9 @@ def main(argv):
                                                     **sd_vae.shape_from_file(FLAGS.vae)))
   source = FLAGS.folder or f'{FLAGS.tfds_name}:{FLAGS.split}'
   encode_dataset(images, vae, params, FLAGS.out, image_size=FLAGS.image_size, shard_size=FLAGS.shard_size,
-                 batch_size=FLAGS.batch_size, flip=FLAGS.flip, source=source)
-  print(f'use it with --config.data.name=latents --config.data.latents_dir={FLAGS.out}')
+                 batch_size=FLAGS.batch_size, flip=FLAGS.flip, source=source, pixels=FLAGS.pixels)
+  norm = ' --config.data.latent_norm=edm2' if FLAGS.pixels == 'unit' else ''
+  print(f'use it with --config.data.name=latents --config.data.latents_dir={FLAGS.out}{norm}')
 
 
 if __name__ == '__main__':
@@ -184,6 +196,9 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batch_size', 64, 'images per encoder call (rounded up to a multiple of the device count)')
   flags.DEFINE_bool('flip', False, "also store each image's horizontal mirror")
   flags.DEFINE_integer('vae_groups', 32, "the VAE's group-norm group count (32 for the SD VAE)")
+  flags.DEFINE_enum('pixels', 'signed', sorted(PIXEL_MAPS),
+                    "the VAE's input range: signed [-1, 1] (DiT, SiT, MeanFlow) or unit [0, 1] (EDM2's encoder, for "
+                    'data.latent_norm=edm2)')
   flags.mark_flags_as_required(['vae', 'out'])
   try:
     app.run(main)

@@ -114,3 +114,42 @@ def test_latent_samples_are_decoded_by_the_configured_vae(images_and_vae):
   np.testing.assert_allclose(decode(latents), want, rtol=1e-5, atol=1e-6)
   config.data.vae = ''
   assert evaluate.latent_decoder(types.SimpleNamespace(config=config, mesh=mesh)) is None
+
+
+def test_edm2s_latents_are_encoded_from_unit_pixels_normalised_per_channel_and_decoded_back(images_and_vae, tmp_path):
+  """--pixels=unit feeds the VAE x / 255 as EDM2's StabilityVAEEncoder.encode_pixels does; data.latent_norm='edm2'
+  reads (raw - raw_mean) * 0.5 / raw_std per channel (its encode_latents); the decoder undoes both. Latents of the
+  other pixel range are refused, naming the fix."""
+  import types
+  from fewstep_jax.data import latents as latents_lib
+  from fewstep_jax.eval import evaluate
+  from fewstep_jax.train import sharding
+  root, vae, params = images_and_vae
+  out = str(tmp_path / 'latents')
+  folder = FolderImages(str(root / 'images'))
+  encode_dataset(folder, vae, params, out, image_size=8, shard_size=8, batch_size=8, pixels='unit',
+                 log=lambda line: None)
+  config = data_defaults()
+  config.update(name='latents', latents_dir=out, latent_norm='edm2', vae=str(root / 'vae.safetensors'))
+  data = build_data(config, global_batch_size=8, seed=0)
+  batch = data.next_batch()
+  crops = np.stack([center_crop(folder.image(i)[0], 8) for i in range(len(folder))])
+  mean, std = jax.jit(lambda p, x: vae.apply({'params': p}, x, method=vae.encode))(
+      params, jnp.asarray(crops, jnp.float32) / 255)
+  raw_mean = np.array([5.81, 3.25, 0.12, -2.15])
+  raw_std = np.array([4.17, 4.62, 3.71, 3.28])
+  final = (np.asarray(mean) - raw_mean) * (0.5 / raw_std)
+  rows = [int(np.argmin(np.abs(final - x).sum((1, 2, 3)))) for x in batch['x']]
+  np.testing.assert_allclose(batch['x'], final[rows], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(batch['x_std'], np.asarray(std)[rows] * (0.5 / raw_std), rtol=1e-5, atol=1e-6)
+
+  mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
+  decode = evaluate.latent_decoder(types.SimpleNamespace(config=types.SimpleNamespace(data=config), mesh=mesh))
+  raw = jax.jit(lambda p, z: vae.apply({'params': p}, z, method=vae.decode))(params, jnp.asarray(mean[:2]))
+  np.testing.assert_allclose(decode(jnp.asarray(final[:2], jnp.float32)), np.clip(2 * np.asarray(raw) - 1, -1, 1),
+                             rtol=1e-4, atol=1e-5)
+
+  config.latent_norm = 'scale'
+  with pytest.raises(ValueError, match=r'images in \[0, 1\].*latent_norm=edm2'):
+    build_data(config, global_batch_size=8, seed=0)
+  assert latents_lib.latent_norm(config).pixels == 'signed'

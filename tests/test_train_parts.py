@@ -137,15 +137,19 @@ def test_ema_of_bfloat16_parameters_is_float32_and_moves():
 
 
 def test_a_run_written_before_ema_stds_existed_still_resumes(tmp_path):
-  """optim.ema_stds is newer than some workdirs: its absence there matches its empty default, not a changed
-  run-defining field; a run written with other widths is still refused."""
+  """optim.ema_stds and data.latent_norm are newer than some workdirs: their absence there means their old meaning
+  (no power EMA, latent_scale), not a changed run-defining field; other values are still refused."""
   import json
   from fewstep_jax.train import trainer
   config = base_config(method='edm', network='mlp', dataset='toy')
   saved = trainer.config_to_json(config)
-  del saved['optim']['ema_stds']
+  del saved['optim']['ema_stds'], saved['data']['latent_norm']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   trainer.check_workdir_matches(str(tmp_path), config)
+  config.data.latent_norm = 'edm2'  # Absent there means 'scale'.
+  with pytest.raises(ValueError, match='data.latent_norm'):
+    trainer.check_workdir_matches(str(tmp_path), config)
+  config.data.latent_norm = 'scale'
   saved['optim']['ema_stds'] = [0.05]
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   with pytest.raises(ValueError, match='optim.ema_stds'):

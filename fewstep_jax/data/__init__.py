@@ -30,7 +30,9 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.dir = 'data'  # Where the digits are built and TFDS datasets are prepared.
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
-  config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor).
+  config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
+  config.latent_norm = 'scale'  # latents.LATENT_NORMS: 'scale' (latent_scale; images in [-1, 1]: DiT, SiT,
+                                # MeanFlow) | 'edm2' (EDM2's per-channel normalisation; images in [0, 1]).
   config.vae = ''  # SD-VAE weights (diffusers' .safetensors): latent samples are decoded to images for the sample
                    # grids and the image metrics (FID, FD-DINOv2); unset, they are written as .npy.
   config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.

@@ -10,14 +10,54 @@
     info.json     optional {"num_classes": 1000, ...}; without it num_classes = max(label) + 1
 
 read by the grain pipeline (memory-mapped / random access: N may exceed host memory). Host batches are
-{'x': latent_scale * mean, 'y': labels}, plus 'x_std': latent_scale * std for moments; then on the device, each
-step, `on_device` draws x = latent_scale * (mean + std * eps) from the step's key, as MeanFlow's reference samples
-its stored moments. latent_scale is 0.18215 for SD-VAE.
+{'x': scale * mean + shift, 'y': labels}, plus 'x_std': scale * std for moments; then on the device, each step,
+`on_device` draws x = scale * (mean + std * eps) + shift from the step's key, as MeanFlow's reference samples its
+stored moments. `data.latent_norm` chooses (scale, shift) (LATENT_NORMS): 'scale' is data.latent_scale (0.18215
+for SD-VAE) and no shift, for latents of images in [-1, 1] (DiT, SiT, MeanFlow); 'edm2' is EDM2's
+StabilityVAEEncoder (its training/encoders.py): per channel (raw - raw_mean) * 0.5 / raw_std, for latents of images
+in [0, 1], as EDM2 encodes them (`encode_latents --pixels=unit`), which its ImageNet-512 networks were trained on.
 """
+import dataclasses
 import json
 import os
 
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentNorm:
+  """Final latents = scale * raw + shift (per channel or scalar); `pixels`: the range of the images the VAE
+  encoded, 'signed' ([-1, 1]) or 'unit' ([0, 1])."""
+  scale: np.ndarray
+  shift: np.ndarray
+  pixels: str
+
+
+# EDM2's StabilityVAEEncoder defaults: the raw latents' assumed channel means and stds, mapped to mean 0, std 0.5.
+EDM2_RAW_MEAN = np.array([5.81, 3.25, 0.12, -2.15], np.float32)
+EDM2_RAW_STD = np.array([4.17, 4.62, 3.71, 3.28], np.float32)
+
+EDM2_FINAL_STD = np.float32(0.5)
+
+
+def _edm2_norm(config_data) -> LatentNorm:
+  del config_data
+  scale = EDM2_FINAL_STD / EDM2_RAW_STD
+  return LatentNorm(scale, -EDM2_RAW_MEAN * scale, 'unit')
+
+
+LATENT_NORMS = {
+    'scale': lambda config_data: LatentNorm(np.float32(config_data.latent_scale), np.float32(0.0), 'signed'),
+    'edm2': _edm2_norm,
+}
+
+
+def latent_norm(config_data) -> LatentNorm:
+  """The LatentNorm config_data.latent_norm names ('scale' when the field is absent: runs written before it)."""
+  name = config_data.get('latent_norm', 'scale')
+  if name not in LATENT_NORMS:
+    raise ValueError(f'unknown data.latent_norm {name!r}; known: {sorted(LATENT_NORMS)}')
+  return LATENT_NORMS[name](config_data)
 
 from fewstep_jax.data.pipeline import BatchIterator, HostBatches
 
@@ -49,9 +89,9 @@ def shard_paths(directory: str, num_shards: int) -> list:
 
 
 class MomentsSource:
-  """source[i] -> {'x': scale * mean, 'x_std': scale * std, 'label': int}, from encode_latents' shards."""
+  """source[i] -> {'x': scale * mean + shift, 'x_std': scale * std, 'label': int}, from encode_latents' shards."""
 
-  def __init__(self, directory: str, scale: float, info: dict):
+  def __init__(self, directory: str, norm: LatentNorm, info: dict):
     import grain.python as grain
     paths = shard_paths(directory, int(info['num_shards']))
     missing = [path for path in paths if not os.path.exists(path)]
@@ -63,7 +103,12 @@ class MomentsSource:
     if len(self._records) != int(info['num_examples']):
       raise ValueError(f'{directory}: the shards hold {len(self._records)} records, info.json says '
                        f'{info["num_examples"]}; the dataset is damaged: encode it again')
-    self.shape, self.scale = tuple(info['shape']), scale
+    pixels = info.get('pixels', 'signed')
+    if pixels != norm.pixels:
+      raise ValueError(f'{directory} holds latents of images in {PIXEL_RANGES[pixels]}, but data.latent_norm expects '
+                       f'images in {PIXEL_RANGES[norm.pixels]}: encode again with --pixels={norm.pixels}, or set '
+                       f'--config.data.latent_norm={"edm2" if pixels == "unit" else "scale"}')
+    self.shape, self.norm = tuple(info['shape']), norm
     self.num_classes = int(info.get('num_classes', 0))
 
   def __len__(self):
@@ -71,25 +116,29 @@ class MomentsSource:
 
   def __getitem__(self, index):
     mean, std, label = read_moments_record(self._records[index], self.shape)
-    record = {'x': mean * self.scale, 'x_std': std * self.scale}
+    record = {'x': mean * self.norm.scale + self.norm.shift, 'x_std': std * self.norm.scale}
     if self.num_classes:
       record['label'] = label
     return record
 
 
-def open_source(directory: str, scale: float):
+# encode_latents' --pixels: the range the images are mapped to before the VAE.
+PIXEL_RANGES = {'signed': '[-1, 1]', 'unit': '[0, 1]'}
+
+
+def open_source(directory: str, norm: LatentNorm):
   """The latents directory's source: MomentsSource for encode_latents' output, LatentSource for latents.npy."""
   info_path = os.path.join(directory, 'info.json') if directory else ''
   info = json.load(open(info_path)) if info_path and os.path.exists(info_path) else {}
   if info.get('format') == MOMENTS_FORMAT:
-    return MomentsSource(directory, scale, info)
-  return LatentSource(directory, scale)
+    return MomentsSource(directory, norm, info)
+  return LatentSource(directory, norm)
 
 
 class LatentSource:
-  """source[i] -> {'x': float32 [H, W, C] scaled, 'label': int}."""
+  """source[i] -> {'x': float32 [H, W, C] normalised (scale * mean + shift), 'label': int}."""
 
-  def __init__(self, directory: str, scale: float):
+  def __init__(self, directory: str, norm: LatentNorm):
     path = os.path.join(directory, 'latents.npy')
     if not directory or not os.path.exists(path):
       raise FileNotFoundError(_missing(directory))
@@ -104,14 +153,14 @@ class LatentSource:
       self.num_classes = 0
     else:
       self.num_classes = int(info.get('num_classes', int(np.max(self._labels)) + 1))
-    self.scale = scale
+    self.norm = norm
     self.shape = tuple(self._latents.shape[1:])
 
   def __len__(self):
     return len(self._latents)
 
   def __getitem__(self, index):
-    record = {'x': np.asarray(self._latents[index], np.float32) * self.scale}
+    record = {'x': np.asarray(self._latents[index], np.float32) * self.norm.scale + self.norm.shift}
     if self._labels is not None:
       record['label'] = int(self._labels[index])
     return record
@@ -132,7 +181,7 @@ class LatentData(HostBatches):
   evaluator = ''
 
   def __init__(self, config_data, *, global_batch_size: int, seed: int):
-    self._source = open_source(config_data.latents_dir, config_data.latent_scale)
+    self._source = open_source(config_data.latents_dir, latent_norm(config_data))
     self.data_shape, self.num_classes = self._source.shape, self._source.num_classes
     self._batches = BatchIterator(self._source, global_batch_size=global_batch_size, seed=seed,
                                   batch_fn=stack_latents, worker_count=config_data.worker_count,

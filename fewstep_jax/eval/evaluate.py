@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from fewstep_jax import sampling, stored_schedules
+from fewstep_jax.data import latents as latents_lib
 from fewstep_jax.eval import dinov2, features, metrics, plots
 from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
 from fewstep_jax.mesh_axes import BATCH_AXES
@@ -57,10 +58,15 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
     yield (samples if decode is None else decode(samples)), labels, min(batch_size, n - start)
 
 
+# A VAE's decoded images in this project's [-1, 1], by the range its encoder saw (latents.PIXEL_RANGES).
+IMAGES_FROM_PIXELS = {'signed': lambda images: images, 'unit': lambda images: 2.0 * images - 1.0}
+
+
 def latent_decoder(run):
   """jit(latent samples [B, h, w, c]) -> images [B, H, W, 3] in [-1, 1] through the SD-VAE of data.vae (the samples
-  divided by data.latent_scale first), or None unless the run's data are latents and data.vae is set. Built once
-  per run; the VAE's parameters are an argument of the compiled function (replicated), not constants in it."""
+  mapped back by data.latent_norm first: (x - shift) / scale; a VAE that encoded images in [0, 1], EDM2's, decodes
+  to [0, 1], mapped to [-1, 1]), or None unless the run's data are latents and data.vae is set. Built once per run;
+  the VAE's parameters are an argument of the compiled function (replicated), not constants in it."""
   data_config = run.config.data
   if data_config.name != 'latents' or not data_config.get('vae', ''):
     return None
@@ -70,8 +76,10 @@ def latent_decoder(run):
   from fewstep_jax.nn import sd_vae
   vae, vae_params = sd_vae.load(data_config.vae, sd_vae.SDVAE(**sd_vae.shape_from_file(data_config.vae)))
   vae_params = jax.device_put(vae_params, sharding.replicated(run.mesh))
-  scale = float(data_config.latent_scale)
-  decode = jax.jit(lambda p, z: jax.numpy.clip(vae.apply({'params': p}, z / scale, method=vae.decode), -1.0, 1.0),
+  norm = latents_lib.latent_norm(data_config)
+  to_signed = IMAGES_FROM_PIXELS[norm.pixels]
+  decode = jax.jit(lambda p, z: jax.numpy.clip(to_signed(vae.apply({'params': p}, (z - norm.shift) / norm.scale,
+                                                                   method=vae.decode)), -1.0, 1.0),
                    in_shardings=(sharding.replicated(run.mesh), sharding.batch_sharding(run.mesh)),
                    out_shardings=sharding.replicated(run.mesh))
   run._latent_decoder = functools.partial(decode, vae_params)

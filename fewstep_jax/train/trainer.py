@@ -27,9 +27,12 @@ from fewstep_jax.train.writers import MetricWriter
 # Config fields (or whole blocks) that define a run: resuming a workdir with any of them changed would mix two
 # experiments or break exact resume. Paths, logging, eval and mesh settings may change between restarts.
 RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
-                       'data.pairs_dir', 'data.latent_scale', 'data.conditional',
+                       'data.pairs_dir', 'data.latent_scale', 'data.latent_norm', 'data.conditional',
                        'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
                        'optim.name', 'optim.ema_rates', 'optim.ema_stds')
+# Run-defining fields added after runs were written, with the value their absence in a stored config.json means.
+ADDED_FIELDS = {'optim.ema_stds': [], 'data.latent_norm': 'scale', 'network.dropout_res': 0,
+                'network.forced_weight_norm': False, 'network.train_label_dropout': True}
 # What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
 # solver) may change.
 STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.conditional',
@@ -171,11 +174,12 @@ def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
     return
   saved = _flatten(files.read_json(path))
   current = _flatten(config_to_json(config))
-  # A field added to fewstep_jax after the run was written (absent there) matches its empty default here.
+  for key, absent in ADDED_FIELDS.items():  # Written before the field existed: it had its old meaning.
+    if key in current:
+      saved.setdefault(key, absent)
   changed = sorted(key for key in set(saved) | set(current)
                    if any(key == field or key.startswith(field + '.') for field in fields)
-                   and saved.get(key) != current.get(key)
-                   and not (key not in saved and current.get(key) in ([], ())))
+                   and saved.get(key) != current.get(key))
   if changed:
     why = (' train.num_steps sets the length of this run\'s learning-rate schedule or discretisation curriculum, '
            'so changing it on resume would rescale the rest of the run.' if 'train.num_steps' in changed else '')
