@@ -4,10 +4,11 @@
   python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
   python -m fewstep_jax.import_weights --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
   python -m fewstep_jax.import_weights --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
+  python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
 
-Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM) and EDM2's U-Net, read through the `edm` readout;
-SiT (`sit` readout, a velocity in SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's
-timesteps). An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
+Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
+UNetModel (its EDM-trained ImageNet-64 teacher), read through the `edm` readout; SiT (`sit` readout, a velocity in
+SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's timesteps). An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
 network), so `--arch` is needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of
 `PRESETS` and the label count, augmentation labels and image shape are read off the weights' shapes. Nothing in the
 file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
@@ -35,7 +36,7 @@ import numpy as np
 from flax import traverse_util
 
 from fewstep_jax import nn, paths, runs, weights
-from fewstep_jax.nn import edm_unets, sit
+from fewstep_jax.nn import cm_unet, edm_unets, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
 
@@ -61,6 +62,7 @@ ARCHITECTURES = {
     'EDM2UNet': Architecture('edm2_unet', edm_unets.torch_name, {}),
     'SiT': Architecture('sit', sit.torch_name, {}),
     'DiT': Architecture('sit', sit.torch_name, {}),  # SiT's network; DiT's checkpoints differ in what they predict.
+    'UNetModel': Architecture('cm_unet', cm_unet.torch_name, {}),  # openai/consistency_models cm/unet.py.
 }
 
 # NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
@@ -103,9 +105,16 @@ PRESETS = {
     **{f'dit_{name.lower().replace("/", "_")}': ('DiT', dict(depth=depth, hidden_size=hidden, patch_size=patch,
                                                              num_heads=heads))
        for name, (depth, hidden, patch, heads) in sit.SIZES.items()},
+    # CM's EDM teacher edm_imagenet64_ema.pt (scripts/launch.sh: --num_channels 192 --num_res_blocks 3
+    # --attention_resolutions 32,16,8 --num_head_channels 64 --resblock_updown True --use_scale_shift_norm True
+    # --dropout 0.1 --class_cond True); image_size is the data's side, which its state dict does not record.
+    'cm_imagenet64': ('UNetModel', dict(model_channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+                                        attention_ds=(2, 4, 8), num_head_channels=64, use_scale_shift_norm=True,
+                                        resblock_updown=True, dropout=0.1, image_size=64)),
 }
 # The readout each architecture's published checkpoints are read with.
-READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT': 'sit', 'DiT': 'dit'}
+READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT': 'sit', 'DiT': 'dit',
+              'UNetModel': 'edm'}
 
 
 
@@ -233,6 +242,8 @@ def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Im
   state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
   if class_name in ('SiT', 'DiT'):
     data_shape, num_classes = _sit_data(state_dict, fields, path)
+  elif class_name == 'UNetModel':
+    data_shape, num_classes, fields = _cm_data(state_dict, fields, path)
   else:
     data_shape, num_classes, fields = _edm_data(state_dict, class_name, fields, path)
   network = network_config(class_name, fields)
@@ -257,6 +268,22 @@ def _edm_data(state_dict, class_name, fields, path):
   if not edm2:
     fields = dict(fields, augment_dim=int(shapes['map_augment.weight'][1]) if 'map_augment.weight' in shapes else 0)
   return data_shape, num_classes, fields
+
+
+def _cm_data(state_dict, fields, path):
+  """(data shape, label count, network fields) of a CM UNetModel state dict: the first convolution gives the
+  channels, the label table the classes; the side is fields['image_size'] (a convolutional network's weights do
+  not record it)."""
+  fields = dict(fields)
+  side = fields.pop('image_size', None)
+  if not side:
+    raise ValueError(f'{path}: a UNetModel state dict does not record its image size; use a preset (--arch='
+                     'cm_imagenet64) or give image_size with its fields')
+  if 'input_blocks.0.0.weight' not in state_dict:
+    raise ValueError(f'{path} is not a UNetModel state dict (no input_blocks.0.0.weight)')
+  channels = int(np.shape(state_dict['input_blocks.0.0.weight'])[1])
+  classes = int(np.shape(state_dict['label_emb.weight'])[0]) if 'label_emb.weight' in state_dict else 0
+  return (int(side), int(side), channels), classes, fields
 
 
 def _sit_data(state_dict, fields, path):

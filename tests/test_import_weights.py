@@ -28,13 +28,16 @@ TINY = {
     'edm2': ('EDM2UNet', dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
                               logvar_channels=8, channel_mult_noise=None, clip_act=256)),
     'sit': ('SiT', dict(depth=1, hidden_size=16, patch_size=2, num_heads=2)),
+    'cm': ('UNetModel', dict(model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_ds=[2],
+                             num_head_channels=16, use_scale_shift_norm=True, resblock_updown=True, dropout=0.1,
+                             image_size=8)),
 }
 SHAPE, CLASSES = (8, 8, 1), 10
 
 
 def tiny_params(arch, seed=0):
   class_name, fields = TINY[arch]
-  network = import_weights.network_config(class_name, fields)
+  network = import_weights.network_config(class_name, {k: v for k, v in fields.items() if k != 'image_size'})
   abstract = import_weights.abstract_params(network, SHAPE, CLASSES)
   rng = np.random.default_rng(seed)  # numpy: jax.random per leaf would compile a kernel per shape.
   params = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape).astype(np.float32), abstract)
@@ -104,8 +107,8 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
   np.savez(files['npz'], **state_dict)
   torch_format.save_zip(prefixed, str(files['zip']))
   torch_format.save_legacy(state_dict, str(files['legacy']))
-  if class_name == 'SiT':
-    del files['pickle']  # SiT publishes state dicts only.
+  if class_name in ('SiT', 'UNetModel'):
+    del files['pickle']  # SiT and CM publish state dicts only.
   else:
     save_pickle(state_dict, str(files['pickle']), class_name, fields)
   for kind, path in files.items():
@@ -113,7 +116,7 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
       imported = import_weights.read_nvlabs_pickle(str(path))
     else:
       imported = import_weights.read_state_dict_file(str(path), class_name, fields=fields)
-    readout = 'sit' if class_name == 'SiT' else 'edm'
+    readout = import_weights.READOUT_OF[class_name]
     assert (imported.data_shape, imported.num_classes, imported.readout.name) == (SHAPE, CLASSES, readout), kind
     assert imported.network.to_dict() == network.to_dict(), kind
     for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
@@ -183,9 +186,11 @@ def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
               'edm_imagenet64_adm': ((64, 64, 3), 1000, 0, 295_899_267),
               # EDM2-S: 280,209,381 parameters and 640 Fourier frequencies and phases (buffers there).
               'edm2_img64_s': ((64, 64, 3), 1000, None, 280_209_381 + 640),
-              'sit_xl_2': ((32, 32, 4), 1000, None, 675_129_632)}  # SiT's count, its fixed position table included.
+              'sit_xl_2': ((32, 32, 4), 1000, None, 675_129_632),  # SiT's count, its fixed position table included.
+              'cm_imagenet64': ((64, 64, 3), 1000, None, 295_899_267)}  # CM's UNetModel (experiments/parity).
   for preset, (shape, classes, augment_dim, count) in expected.items():
     class_name, fields = import_weights.PRESETS[preset]
+    fields = {key: value for key, value in fields.items() if key != 'image_size'}  # Data, not network.
     augment = {} if augment_dim is None else {'augment_dim': augment_dim}
     network = import_weights.network_config(class_name, dict(fields, **augment))
     assert import_weights.parameter_count(network, shape, classes) == count, preset

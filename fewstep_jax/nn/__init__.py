@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fewstep_jax.nn.cm_unet import CMUNet
 from fewstep_jax.nn.dit import DiT
 from fewstep_jax.nn.edm2_unet import EDM2UNet
 from fewstep_jax.nn.edm_unets import DhariwalUNet, SongUNet
@@ -28,9 +29,10 @@ from fewstep_jax.nn.unet import UNet
 
 # 'edm_songunet' and 'edm_dhariwalunet' are EDM's published architectures with its checkpoints' parameter layout
 # (DDPM++ / NCSN++ and ADM), 'edm2_unet' EDM2's; they take one time input, EDM's c_noise, and are read through the
-# 'edm' readout; 'sit' is SiT's (DiT's) transformer with its checkpoints' layout, read through the 'sit' readout.
+# 'edm' readout; 'sit' is SiT's (DiT's) transformer with its checkpoints' layout, read through the 'sit' readout;
+# 'cm_unet' is the consistency-models code's U-Net (guided-diffusion's), its EDM teacher's, through the 'edm' readout.
 NETWORKS: dict[str, type] = {'mlp': MLP, 'dit': DiT, 'unet': UNet, 'edm_songunet': SongUNet,
-                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet, 'sit': SiT}
+                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet, 'sit': SiT, 'cm_unet': CMUNet}
 
 # Compute dtypes by config name (train.compute_dtype, train.param_dtype).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -201,6 +203,6 @@ def init_params(
 
 
 __all__ = [
-    'DhariwalUNet', 'DiT', 'EDM2UNet', 'MLP', 'NETWORKS', 'SiT', 'SongUNet', 'UNet', 'build_network', 'init_params',
+    'CMUNet', 'DhariwalUNet', 'DiT', 'EDM2UNet', 'MLP', 'NETWORKS', 'SiT', 'SongUNet', 'UNet', 'build_network', 'init_params',
     'make_apply', 'network_defaults', 'param_projection', 'parameter_free_fields',
 ]
