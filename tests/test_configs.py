@@ -42,7 +42,9 @@ def test_config_builds_its_method(path):
 PAPER_ROWS = [
     ('cifar10/cd.py', {'method.target_ema': 'none', 'optim.name': 'radam', 'optim.lr': 4e-4,
                        'data.conditional': False, 'method.init_from': 'runs/cifar10_edm_uncond'}),  # CM Table 3, app. C
-    ('imagenet64/cd.py', {'optim.ema_rates': (0.999943,), 'optim.name': 'radam', 'method.mu0': 0.95,
+    ('imagenet64/cd.py', {'network.model_channels': 192, 'network.num_res_blocks': 3, 'network.num_head_channels': 64,
+                          'network.resblock_updown': True, 'method.teacher': 'teachers/cm_imagenet64',
+                          'optim.ema_rates': (0.999943,), 'optim.name': 'radam', 'method.mu0': 0.95,
                           'method.sample_sigmas': (1.382,)}),  # CM Table 3; official scripts/launch.sh --ts 0,22,39
     ('imagenet64/ct.py', {'optim.ema_rates': (0.999943,), 'method.s1': 200, 'method.sample_sigmas': (1.913,)}),
     ('cifar10/sct.py', {'data.conditional': False, 'optim.name': 'radam', 'optim.b2': 0.99}),  # sCM Table 1, G.2

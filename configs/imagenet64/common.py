@@ -26,6 +26,14 @@ EDM2_S = dict(PRESETS['edm2_img64_s'][1], dropout=0.0)
 EDM2_TEACHER = 'teachers/edm2_img64_s'
 
 
+# The consistency-models code's EDM teacher (its UNetModel, `edm_imagenet64_ema.pt`), which CM's ImageNet-64 CD rows
+# distil and start from. Imported once: the state dict records no image size, so the preset names it:
+#   python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+CM_UNET = dict({key: value for key, value in PRESETS['cm_imagenet64'][1].items() if key != 'image_size'},
+               dropout=0.0)
+CM_TEACHER = 'teachers/cm_imagenet64'
+
+
 def accelerator_run(config):
   """ImageNet 64x64 (imagenet_resized) from TFDS in bfloat16, a line every 100 steps, a checkpoint every 10k and
   samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
