@@ -7,7 +7,9 @@ script builds EDM2's `Precond` at a small size with random weights (every parame
 gains, and the Fourier buffers redrawn), writes it as EDM2 writes its network pickles and as a `torch.save` state
 dict, imports both with `fewstep_jax.import_weights`, and compares the denoiser D(x; sigma, labels) and the
 uncertainty u(sigma) with the project's `edm` readout of the imported network, over noise levels from 0.002 to 80,
-conditional and unconditional. It also prints the parameter counts of the published ImageNet-64 and -512 sizes,
+conditional and unconditional; then trains both for a few Adam steps from those weights, EDM2's with its forced
+weight normalisation in training mode and the port's through TrainedNetwork's projection, and compares them after
+every step. It also prints the parameter counts of the published ImageNet-64 and -512 sizes,
 EDM2's against the port's (`jax.eval_shape`). One JSON line per check.
 """
 import argparse
@@ -81,6 +83,43 @@ def main():
                                                / np.abs(want_logvar.numpy()).max()))
     print(json.dumps({'architecture': 'edm2', 'import': source, 'resolution': args.resolution,
                       'max_relative_error': worst, 'logvar_max_relative_error': worst_logvar}), flush=True)
+
+  # Training under forced weight normalisation: EDM2's own MPConv in training mode (the in-place re-normalisation
+  # at every forward pass) with torch's Adam, against TrainedNetwork's projection with optax's Adam, from the same
+  # weights on the same fixed batch; the networks' outputs (eval mode) are compared after every step.
+  import optax
+  from fewstep_jax.train.trained import TrainedNetwork
+  imported = imports['state_dict']
+  module = nn.build_network(imported.network, num_classes=imported.num_classes)
+  denoise = imported.readout.model(lambda *a: nn.make_apply(module)(*a)[0])
+  x = rng.standard_normal((args.batch, 3, args.resolution, args.resolution)).astype(np.float32)
+  target = rng.standard_normal(x.shape).astype(np.float32)
+  sigma = np.asarray([0.1, 0.5, 2.0, 10.0][:args.batch], np.float32)
+  labels = rng.integers(0, label_dim, args.batch)
+  one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels), label_dim).float()
+  lr, steps = 1e-3, 4
+  x_nhwc, target_nhwc = jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(target.transpose(0, 2, 3, 1))
+  loss = lambda params: jnp.mean(jnp.square(denoise(params, x_nhwc, jnp.asarray(sigma), None, jnp.asarray(labels))
+                                            - target_nhwc))
+  trained = TrainedNetwork(module, optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
+  state = trained.init(imported.params)
+  update = jax.jit(lambda state: trained.apply_gradients(state, jax.grad(loss)(state.params)))
+  optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+  worst_step = 0.0
+  for step in range(steps):
+    net.train()
+    optimizer.zero_grad()
+    torch.mean(torch.square(net(torch.as_tensor(x), torch.as_tensor(sigma), one_hot) - torch.as_tensor(target))
+               ).backward()
+    optimizer.step()
+    state = update(state)
+    net.eval()
+    with torch.no_grad():
+      want = net(torch.as_tensor(x), torch.as_tensor(sigma), one_hot).numpy()
+    got = np.asarray(denoise(state.params, x_nhwc, jnp.asarray(sigma), None, jnp.asarray(labels))).transpose(0, 3, 1, 2)
+    worst_step = max(worst_step, float(np.abs(got - want).max() / np.abs(want).max()))
+  print(json.dumps({'architecture': 'edm2', 'check': f'{steps} Adam steps (lr {lr}) under forced weight normalisation',
+                    'max_relative_error': worst_step}), flush=True)
 
   for preset, (resolution, channels, labels, model_channels) in PUBLISHED.items():
     net = networks_edm2.Precond(img_resolution=resolution, img_channels=channels, label_dim=labels,
