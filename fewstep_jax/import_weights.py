@@ -8,9 +8,11 @@
 
 Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
 UNetModel (its EDM-trained ImageNet-64 teacher), read through the `edm` readout; SiT (`sit` readout, a velocity in
-SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's timesteps). An NVlabs network pickle records its own hyper-parameters (the constructor arguments of its preconditioning and
-network), so `--arch` is needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of
-`PRESETS` and the label count, augmentation labels and image shape are read off the weights' shapes. Nothing in the
+SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's timesteps). An NVlabs network pickle
+records its own hyper-parameters (the constructor arguments of its preconditioning and network), so `--arch` is
+needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of `PRESETS` and the label
+count, augmentation labels and image shape are read off the weights' shapes (CM's U-Net records no image size: its
+preset carries it). Nothing in the
 file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
 
 The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config

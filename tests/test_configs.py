@@ -79,7 +79,9 @@ PAPER_ROWS = [
                            'network.dropout': 0.4, 'train.batch_size': 1024}),  # TCM README, ImageNet stage 2
     ('cifar10/ctm.py', {'method.num_scales': 18, 'method.heun_steps': 17, 'method.target_ema': 0.999,
                         'optim.lr': 4e-4, 'train.batch_size': 256}),  # ctm-cifar10 commands
-    ('imagenet64/ctm.py', {'method.num_scales': 40, 'method.heun_steps': 39, 'train.batch_size': 1440}),  # sony/ctm
+    ('imagenet64/ctm.py', {'method.num_scales': 40, 'method.heun_steps': 39, 'train.batch_size': 1440,
+                           'network.two_times': True, 'network.dropout': 0.0,
+                           'method.teacher': 'teachers/cm_imagenet64'}),  # sony/ctm
     ('imagenet64/multistep_cd.py', {'method.segments': 8, 'method.s0': 64, 'method.s1': 1280,
                                     'method.weighting': 'snr_plus_one', 'train.batch_size': 2048}),  # Heek A.1
 ]

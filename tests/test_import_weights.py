@@ -6,13 +6,14 @@ import os
 import pickle
 
 import jax
+from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import torch_format
 from conftest import REPO, run_main
-from fewstep_jax import import_weights, runs, weights
+from fewstep_jax import import_weights, nn, runs, weights
 from fewstep_jax.weights import torch_files
 
 TINY = {
@@ -122,6 +123,23 @@ def test_every_architecture_round_trips_through_every_format_into_a_teacher(arch
     for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
       np.testing.assert_array_equal(got, want, err_msg=kind)
 
+  if arch == 'cm':
+    # CTM's two-time variant starts from CM's teacher by name: its s layers are new, and without s it is the teacher.
+    two_time = import_weights.network_config(class_name, {k: v for k, v in fields.items() if k != 'image_size'})
+    two_time.two_times = True
+    module = nn.build_network(two_time, num_classes=CLASSES)
+    abstract = import_weights.abstract_params(two_time, SHAPE, CLASSES)
+    flat_new = {path: leaf for path, leaf in traverse_util.flatten_dict(abstract).items()
+                if path not in traverse_util.flatten_dict(params)}
+    assert sorted({path[-2] for path in flat_new}) == ['emb_layers_s__1', 'time_embed_s__0', 'time_embed_s__2']
+    zeros = {path: np.zeros(leaf.shape, leaf.dtype) for path, leaf in flat_new.items()}
+    merged = traverse_util.unflatten_dict({**traverse_util.flatten_dict(params), **zeros})
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2,) + SHAPE), jnp.float32)
+    one_time = nn.build_network(imported.network, num_classes=CLASSES)
+    t, y = jnp.array([0.1, -0.3]), jnp.array([1, 4])
+    np.testing.assert_allclose(nn.make_apply(module)(merged, x, t, None, y),
+                               nn.make_apply(one_time)(params, x, t, None, y), rtol=1e-6, atol=1e-6)
+    assert nn.make_apply(module)(merged, x, t, t, y).shape == x.shape
   if arch != 'edm2':
     return  # One architecture through Orbax here (the distillation test below imports DDPM++ by the command).
   out = str(tmp_path / 'teacher')

@@ -34,8 +34,9 @@ def main():
   import torch
   # The training-side imports of cm/karras_diffusion.py and cm/dist_util.py (LPIPS, crops, MPI, blob storage),
   # which the network and its denoiser do not use.
-  for name, attributes in {'piq': {'LPIPS': lambda **kwargs: None}, 'torchvision': {}, 'torchvision.transforms': {'RandomCrop': None},
-                           'blobfile': {}, 'mpi4py': {'MPI': None}}.items():
+  stubs = {'piq': {'LPIPS': lambda **kwargs: None}, 'torchvision': {}, 'torchvision.transforms': {'RandomCrop': None},
+           'blobfile': {}, 'mpi4py': {'MPI': None}}
+  for name, attributes in stubs.items():
     sys.modules.setdefault(name, types.SimpleNamespace(**attributes))
   from cm import karras_diffusion, script_util, unet
 

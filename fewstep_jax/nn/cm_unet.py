@@ -1,6 +1,6 @@
 """OpenAI's U-Net as the consistency-models code ships it (guided-diffusion's `UNetModel`), in flax, with its
-checkpoints' parameter layout: the network of CM's published EDM teacher `edm_imagenet64_ema.pt`, which CM's
-ImageNet-64 CD rows distil (CTM's official code distils it too, through a two-time variant not ported here).
+checkpoints' parameter layout: the network of CM's published EDM teacher `edm_imagenet64_ema.pt`, which CM's and
+CTM's ImageNet-64 rows distil, and with `two_times` CTM's student variant of it (sony/ctm code/cm/unet.py).
 
 Followed line by line: `cm/unet.py` of openai/consistency_models (`UNetModel`, `ResBlock`, `AttentionBlock`,
 `QKVFlashAttention` / `QKVAttentionLegacy`, `Upsample`, `Downsample`) and `cm/nn.py` (`GroupNorm32`,
@@ -82,15 +82,21 @@ class ResBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, emb, train: bool):
+  def __call__(self, x, embeddings, train: bool):
+    """embeddings: (emb [B, E], emb_s [B, E] of CTM's second time, or None)."""
+    emb, emb_s = embeddings
     channels, out = x.shape[-1], self.out_channels
     resample = upsample_nearest if self.up else downsample_by_pooling if self.down else None
     h = nn.silu(group_norm('in_layers__0', self.dtype)(x))
     if resample is not None:
       h, x = resample(h), resample(x)
     h = conv(out, 3, 'in_layers__2', self.dtype)(h)
-    emb_out = edm_unets.Linear(2 * out if self.use_scale_shift_norm else out, init_mode='kaiming_uniform',
-                               dtype=self.dtype, name='emb_layers__1')(nn.silu(emb))[:, None, None, :]
+    width = 2 * out if self.use_scale_shift_norm else out
+    emb_layer = lambda name: edm_unets.Linear(width, init_mode='kaiming_uniform', dtype=self.dtype, name=name)
+    emb_out = emb_layer('emb_layers__1')(nn.silu(emb))
+    if emb_s is not None:  # CTM's `emb_layers_s`, added to the first time's.
+      emb_out = emb_out + emb_layer('emb_layers_s__1')(nn.silu(emb_s))
+    emb_out = emb_out[:, None, None, :]
     norm = group_norm('out_layers__0', self.dtype)
     if self.use_scale_shift_norm:
       scale, shift = jnp.split(emb_out, 2, axis=-1)
@@ -173,7 +179,9 @@ class CMUNet(nn.Module):
 
   Attributes follow UNetModel's names; attention_ds are its `attention_resolutions` (downsampling factors),
   num_head_channels 0 stands for its -1 (use num_heads), learn_sigma doubles the output width (the variance half
-  unused), time_scale multiplies the time input (see the module docstring), attention picks the attention kernel.
+  unused), time_scale multiplies the time inputs (see the module docstring), two_times adds CTM's second time s
+  (sony/ctm code/cm/unet.py: `time_embed_s` and each ResBlock's `emb_layers_s`, whose output is added to the first
+  time's), attention picks the attention kernel.
   """
   model_channels: int = 128
   channel_mult: Sequence[float] = (1, 2, 3, 4)
@@ -186,28 +194,35 @@ class CMUNet(nn.Module):
   resblock_updown: bool = False
   learn_sigma: bool = False
   time_scale: float = 1000.0
+  two_times: bool = False
   attention: str = 'xla'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  two_times = False
-
   @nn.compact
   def __call__(self, x, t, r=None, y=None, *, train: bool = False):
-    """x: [B, H, W, C] (c_in x), t: [B] (ln(sigma) / 4), y: [B] labels or None -> [B, H, W, C] float32."""
-    edm_unets._check_inputs('CMUNet', x, r, 2 ** (len(self.channel_mult) - 1))
+    """x: [B, H, W, C] (c_in x), t: [B] (ln(sigma) / 4), r: [B] CTM's second time s in the same units (two_times
+    only; None: unconditioned on s, as CTM calls its teacher role), y: [B] labels or None -> [B, H, W, C] float32."""
+    edm_unets._check_inputs('CMUNet', x, None, 2 ** (len(self.channel_mult) - 1))
+    if r is not None and not self.two_times:
+      raise ValueError('CMUNet takes a second time only with two_times=True (CTM\'s s embedding)')
     batch, channels = x.shape[0], x.shape[-1]
     dtype, mc = self.dtype, self.model_channels
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,)) * self.time_scale
     linear = lambda features, name: edm_unets.Linear(features, init_mode='kaiming_uniform', dtype=dtype, name=name)
-    emb = linear(4 * mc, 'time_embed__2')(nn.silu(linear(4 * mc, 'time_embed__0')(timestep_embedding(t, mc))))
+
+    def time_embedding(time, name):
+      time = jnp.broadcast_to(jnp.asarray(time, jnp.float32), (batch,)) * self.time_scale
+      return linear(4 * mc, f'{name}__2')(nn.silu(linear(4 * mc, f'{name}__0')(timestep_embedding(time, mc))))
+
+    emb = time_embedding(t, 'time_embed')
+    emb_s = time_embedding(r, 'time_embed_s').astype(dtype) if r is not None else None  # CTM's `time_embed_s`.
     if self.num_classes:
       table = self.param('label_emb', lambda key: {'weight': jax.random.normal(key, (self.num_classes, 4 * mc))})
       labels = jnp.full((batch,), self.num_classes, jnp.int32) if y is None else jnp.broadcast_to(y, (batch,))
       real = (labels >= 0) & (labels < self.num_classes)  # The null label adds nothing (module docstring).
       emb = emb + jnp.where(real[:, None], table['weight'][jnp.clip(labels, 0, self.num_classes - 1)], 0.0)
-    emb = emb.astype(dtype)
+    embeddings = (emb.astype(dtype), emb_s)
 
     def res(out, **kwargs):
       return ('res', (('out_channels', out), ('dropout', self.dropout),
@@ -215,7 +230,7 @@ class CMUNet(nn.Module):
 
     attend = ('attn', (('num_heads', self.num_heads), ('num_head_channels', self.num_head_channels),
                        ('attention_impl', self.attention), ('dtype', dtype)))
-    block = lambda name, *layers: lambda h: Sequential(tuple(layers), name=name)(h, emb, train)
+    block = lambda name, *layers: lambda h: Sequential(tuple(layers), name=name)(h, embeddings, train)
 
     ch = int(self.channel_mult[0] * mc)
     h = block('input_blocks__0', ('conv', (('channels', ch), ('dtype', dtype))))(x.astype(dtype))
