@@ -41,7 +41,9 @@ def test_config_builds_its_method(path):
 # Paper-row values, each with where it comes from (checked against the papers' tables and the official code).
 PAPER_ROWS = [
     ('cifar10/cd.py', {'method.target_ema': 'none', 'optim.name': 'radam', 'optim.lr': 4e-4,
-                       'data.conditional': False, 'method.init_from': 'runs/cifar10_edm_uncond'}),  # CM Table 3, app. C
+                       'data.conditional': False, 'method.init_from': 'teachers/edm_cifar10_uncond_ve',
+                       'network.embedding_type': 'fourier', 'network.dropout': 0.0,
+                       'train.batch_size': 512}),  # CM Table 3, app. C; cifar10_ve_cd.py
     ('imagenet64/cd.py', {'network.model_channels': 192, 'network.num_res_blocks': 3, 'network.num_head_channels': 64,
                           'network.resblock_updown': True, 'method.teacher': 'teachers/cm_imagenet64',
                           'optim.ema_rates': (0.999943,), 'optim.name': 'radam', 'method.mu0': 0.95,

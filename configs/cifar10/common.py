@@ -22,6 +22,14 @@ EDM_DDPMPP = dict(PRESETS['edm_cifar10_ddpmpp'][1], augment_dim=9, dropout=0.0)
 EDM_TEACHER = {True: 'teachers/edm_cifar10_cond', False: 'teachers/edm_cifar10_uncond'}  # By data.conditional.
 
 
+# EDM's published unconditional NCSN++ (edm-cifar10-32x32-uncond-ve.pkl: NCSN++ with EDM's preconditioning and
+# training), the public counterpart of CM's CIFAR-10 teacher (the same NCSN++ trained with EDM's recipe by the
+# consistency_models_cifar10 code, configs/cifar10_k_ve.py, in a JAX checkpoint not ported here):
+#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-ve.pkl --out=teachers/edm_cifar10_uncond_ve
+EDM_NCSNPP = dict(PRESETS['edm_cifar10_ncsnpp'][1], augment_dim=9, dropout=0.0)
+EDM_NCSNPP_TEACHER = 'teachers/edm_cifar10_uncond_ve'
+
+
 def accelerator_run(config):
   """CIFAR-10 from TFDS, a line every 100 steps, a checkpoint every 10k and
   samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
