@@ -23,6 +23,8 @@ import tempfile
 
 import numpy as np
 
+import openai_unet_support  # experiments/parity/openai_unet_support.py
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,30 +32,15 @@ def main():
   parser.add_argument('--batch', type=int, default=3)
   args = parser.parse_args()
   sys.path.insert(0, os.path.abspath(args.reference))
-  import types
-  import torch
   # The training-side imports of cm/karras_diffusion.py and cm/dist_util.py (LPIPS, crops, MPI, blob storage),
   # which the network and its denoiser do not use.
-  stubs = {'piq': {'LPIPS': lambda **kwargs: None}, 'torchvision': {}, 'torchvision.transforms': {'RandomCrop': None},
-           'blobfile': {}, 'mpi4py': {'MPI': None}}
-  for name, attributes in stubs.items():
-    sys.modules.setdefault(name, types.SimpleNamespace(**attributes))
+  openai_unet_support.stub_modules({'piq': {'LPIPS': lambda **kwargs: None}, 'torchvision': {},
+                                    'torchvision.transforms': {'RandomCrop': None}, 'blobfile': {},
+                                    'mpi4py': {'MPI': None}})
+  import torch
   from cm import karras_diffusion, script_util, unet
 
-  class Float32Attention(torch.nn.Module):
-    """The flash kernel's arithmetic in float32: qkv [B, (3 H D), T] -> [B, (H D), T]."""
-
-    def __init__(self, channels, heads, **kwargs):
-      super().__init__()
-      self.heads = heads
-
-    def forward(self, qkv, **kwargs):
-      batch, width, length = qkv.shape
-      q, k, v = qkv.reshape(batch, 3, self.heads, width // (3 * self.heads), length).unbind(1)
-      weight = torch.softmax(torch.einsum('bhdt,bhds->bhts', q, k) / math.sqrt(q.shape[2]), dim=-1)
-      return torch.einsum('bhts,bhds->bhdt', weight, v).reshape(batch, -1, length)
-
-  unet.QKVFlashAttention = Float32Attention
+  unet.QKVFlashAttention = openai_unet_support.float32_attention()
 
   import jax
   import jax.numpy as jnp

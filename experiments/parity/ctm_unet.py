@@ -17,9 +17,10 @@ import math
 import os
 import sys
 import tempfile
-import types
 
 import numpy as np
+
+import openai_unet_support  # experiments/parity/openai_unet_support.py
 
 
 def main():
@@ -28,29 +29,15 @@ def main():
   parser.add_argument('--batch', type=int, default=3)
   args = parser.parse_args()
   sys.path.insert(0, os.path.join(os.path.abspath(args.reference), 'code'))
-  stubs = {'flash_attn': {}, 'flash_attn.flash_attn_interface': {'flash_attn_varlen_qkvpacked_func': None},
-           'flash_attn.bert_padding': {'unpad_input': None, 'pad_input': None}, 'xformers': {},
-           'xformers.components': {}, 'xformers.components.attention': {'ScaledDotProduct': None},
-           'blobfile': {}, 'mpi4py': {'MPI': None}}
-  for name, attributes in stubs.items():
-    sys.modules.setdefault(name, types.SimpleNamespace(**attributes))
+  # code/cm/unet.py's module-level imports of flash-attn and xformers, and dist_util's of MPI and blob storage.
+  openai_unet_support.stub_modules({
+      'flash_attn': {}, 'flash_attn.flash_attn_interface': {'flash_attn_varlen_qkvpacked_func': None},
+      'flash_attn.bert_padding': {'unpad_input': None, 'pad_input': None}, 'xformers': {}, 'xformers.components': {},
+      'xformers.components.attention': {'ScaledDotProduct': None}, 'blobfile': {}, 'mpi4py': {'MPI': None}})
   import torch
   from cm import unet  # sony/ctm's, from the checkout.
 
-  class Float32Attention(torch.nn.Module):
-    """The flash kernel's arithmetic in float32: qkv [B, (3 H D), T] -> [B, (H D), T]."""
-
-    def __init__(self, channels, heads, **kwargs):
-      super().__init__()
-      self.heads = heads
-
-    def forward(self, qkv, **kwargs):
-      batch, width, length = qkv.shape
-      q, k, v = qkv.reshape(batch, 3, self.heads, width // (3 * self.heads), length).unbind(1)
-      weight = torch.softmax(torch.einsum('bhdt,bhds->bhts', q, k) / math.sqrt(q.shape[2]), dim=-1)
-      return torch.einsum('bhts,bhds->bhdt', weight, v).reshape(batch, -1, length)
-
-  unet.QKVFlashAttention = Float32Attention
+  unet.QKVFlashAttention = openai_unet_support.float32_attention()
 
   import jax
   import jax.numpy as jnp
