@@ -19,6 +19,8 @@ Deviations:
     label embedding, which the network never saw in training; CM's and CTM's ImageNet-64 rows use no guidance.
   - The legacy attention's half-precision cast and `use_fp16` are not carried over: the compute dtype is
     train.compute_dtype.
+  - Fresh initialisation (only where no checkpoint provides the weights, e.g. CTM's s layers) is EDM's
+    Kaiming-uniform, not PyTorch's default; the zero-initialised layers are zero as in `zero_module`.
 """
 import math
 from typing import Sequence
