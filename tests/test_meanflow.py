@@ -172,3 +172,47 @@ def test_refuses_one_time_network():
   config = base_config(method='meanflow', network='mlp', dataset='toy')
   with pytest.raises(ValueError, match='two_times=True'):
     build_method(config, data_shape=(2,), num_classes=0)
+
+
+def labelled(dropout=0.0, **hparams):
+  config = base_config(method='meanflow', network='mlp', dataset='toy')
+  config.network.update(dict(two_times=True, dropout=dropout, hidden=32, depth=2))
+  config.method.update(dict(omega=0.6, kappa=0.3, guidance_t_end=0.8), **hparams)
+  return build_method(config, data_shape=(2,), num_classes=3)
+
+
+@pytest.mark.parametrize('ratio', [0.75, 1.0])
+def test_folded_guidance_reuses_the_r_equal_t_prediction_with_the_same_loss_and_gradients(ratio):
+  """Without dropout, the r = t rows' conditional guidance term is their own prediction: taking it from there
+  instead of a second pass changes neither the loss nor the gradients, and calls the network once less."""
+  shared = labelled(ratio_r_equal_t=ratio)
+  separate = labelled(ratio_r_equal_t=ratio)
+  separate.shares_conditional_pass = lambda batch: False
+  assert shared.shares_conditional_pass(32)
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(5), p.shape),
+                        shared.init(jax.random.PRNGKey(0)).nets['student'].params)
+  batch = {'x': S * jax.random.normal(jax.random.PRNGKey(1), (32, 2)), 'y': jnp.arange(32) % 3}
+  rows = {}
+  for name, method in (('shared', shared), ('separate', separate)):
+    network, rows[name] = method.average_velocity, []
+
+    def counted(params, z, r, t, y=None, key=None, network=network, calls=rows[name]):
+      calls.append(z.shape[0])
+      return network(params, z, r, t, y, key)
+    method.average_velocity = counted
+  (loss_shared, _), grads_shared = jax.value_and_grad(shared.loss, has_aux=True)(params, batch, jax.random.PRNGKey(2))
+  (loss_separate, _), grads_separate = jax.value_and_grad(separate.loss, has_aux=True)(
+      params, batch, jax.random.PRNGKey(2))
+  np.testing.assert_allclose(loss_shared, loss_separate, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads_shared), jax.tree.leaves(grads_separate)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  tail = 32 - shared.num_jvp(32)
+  # The separate loss runs the conditional term on all 32 rows; the shared one on the r != t rows only.
+  assert sum(rows['separate']) - sum(rows['shared']) == tail
+
+
+def test_folded_guidance_keeps_its_own_pass_under_dropout():
+  assert not labelled(dropout=0.2).shares_conditional_pass(32)
+  assert not labelled(kappa=0.0).shares_conditional_pass(32)
+  assert not labelled(jvp_sub_batch=False).shares_conditional_pass(32)
+  assert not labelled(ratio_r_equal_t=0.0).shares_conditional_pass(32)

@@ -399,3 +399,24 @@ def test_build_network_passes_fields_and_dtype():
       num_classes=10, dtype=jnp.bfloat16)
   assert module.channel_mult == (1, 2, 2) and module.dropout == 0.2
   assert module.num_classes == 10 and module.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('fields', [dict(name='mlp', hidden=16, dropout=0.0),
+                                    dict(name='mlp', hidden=16, dropout=0.3),
+                                    dict(name='sit', depth=1, hidden_size=16, patch_size=2, num_heads=2,
+                                         class_dropout_prob=0.5, train_label_dropout=True),
+                                    dict(name='sit', depth=1, hidden_size=16, patch_size=2, num_heads=2,
+                                         class_dropout_prob=0.5, train_label_dropout=False)])
+def test_draws_in_training_says_whether_a_training_call_is_random(fields):
+  module = networks.build_network(ml_collections.ConfigDict(fields), num_classes=4)
+  shape = (8, 2) if fields['name'] == 'mlp' else (8, 4, 4, 4)
+  x, t, y = jnp.ones(shape), jnp.full((8,), 0.5), jnp.arange(8) % 4
+  params = networks.init_params(module, jax.random.PRNGKey(0), x[:1])
+  # Zero-initialised output layers would hide any randomness: perturb every parameter.
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(3), p.shape), params)
+  apply = networks.make_apply(module)
+  first, second = (apply(params, x, t, None, y, jax.random.PRNGKey(k)) for k in (1, 2))
+  assert networks.draws_in_training(module) == (not np.array_equal(first, second))
+  if not networks.draws_in_training(module):
+    np.testing.assert_array_equal(first, apply(params, x, t, None, y))
+

@@ -32,15 +32,17 @@ class AverageVelocityMethod(SingleNetworkMethod):
     """u(z_t, r, t): z [B, ...], r and t [B]; the network sees (t, t - r)."""
     return self.apply(params, z, t, t - r, y, key)
 
-  def folded_guidance(self, params, z, t, v, y, omega: float, kappa: float, where, key=None):
+  def folded_guidance(self, params, z, t, v, y, omega: float, kappa: float, where, key=None, u_cond=None):
     """Classifier-free guidance folded into a velocity target: where `where` [B] holds,
       v_g = omega v + (1 - omega - kappa) u(z_t, t, t | ∅) + kappa u(z_t, t, t | y),
     else v. The u terms come from `params` without gradient (dropout key `key`), each computed only if its weight
-    is non-zero. MeanFlow's (omega, kappa); SplitMeanFlow's (w, 0); TwinFlow's v + r (u_y - u_∅) is (1, r)."""
+    is non-zero; `u_cond`, if given, is u(z_t, t, t | y) already computed. MeanFlow's (omega, kappa);
+    SplitMeanFlow's (w, 0); TwinFlow's v + r (u_y - u_∅) is (1, r)."""
     uncond_weight = 1 - omega - kappa
     u_uncond = (self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes), key)
                 if uncond_weight else 0.0)
-    u_cond = self.average_velocity(params, z, t, t, y, key) if kappa else 0.0
+    if u_cond is None:
+      u_cond = self.average_velocity(params, z, t, t, y, key) if kappa else 0.0
     v_guided = jax.lax.stop_gradient(omega * v + uncond_weight * u_uncond + kappa * u_cond)
     return jnp.where(paths.expand_to(where, v), v_guided, v)
 

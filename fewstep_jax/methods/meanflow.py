@@ -23,6 +23,10 @@ the tangent (v, 0, 1) in (z, r, t) (Eq. 8); the primal output is the prediction 
   gradient and without dropout. omega = 1, kappa = 0 switches it off (no extra passes). 10% label dropout. The
   defaults omega = 1, kappa = 0.5 on [0, 1] are the official configs/default.py (DiT-B/4); the paper-row configs
   set their table's values (configs/imagenet256_latent/meanflow.py: XL/2's omega 0.2, kappa 0.92 on [0, 0.75]).
+  On the r = t rows the conditional term u(z_t, t, t | y) is the prediction the loss already makes there (same
+  input and label), so with `jvp_sub_batch` and a network without training noise (no dropout: nn.draws_in_training)
+  that prediction, under stop_gradient, is reused instead of a second pass: the same loss and gradients with one
+  pass fewer on 75% of the batch. With dropout the prediction is noisy and the term is not, so the pass stays.
 - Network conditioning (t, t - r) and the k-step sampler: flow_map.AverageVelocityMethod.
 Official code: Gsunshine/meanflow, meanflow.py (`MeanFlow.forward`, `sample_tr`, `guidance_fn`); an
 independent port of it on the same network, weights and draws agrees with this loss to float32 rounding.
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fewstep_jax import paths, timesteps
+from fewstep_jax import nn, paths, timesteps
 from fewstep_jax.methods.base import StepContext, drop_labels
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
@@ -69,18 +73,34 @@ class MeanFlow(AverageVelocityMethod):
     """How many samples (the first ones of the batch) have r != t: a static size."""
     return batch - round(batch * self.hparams.ratio_r_equal_t)
 
+  def guided_rows(self, t, y, y_train):
+    """[B] mask of the samples whose velocity folded CFG replaces (labelled after dropout, t inside the guidance
+    interval), or None when guidance is off (unconditional, or omega = 1 and kappa = 0)."""
+    hp = self.hparams
+    if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
+      return None
+    return (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
+
   def velocity_target(self, params, z, t, v, y, label_key):
     """v, or the folded-CFG v_g for labelled samples inside the guidance interval. Returns (v_g, y_train)
     with y_train the labels after dropout (dropped samples keep v_g = v)."""
     hp = self.hparams
     y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
-    if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
+    where = self.guided_rows(t, y, y_train)
+    if where is None:
       return v, y_train
-    where = (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
     return self.folded_guidance(params, z, t, v, y, hp.omega, hp.kappa, where), y_train
 
-  def prediction_and_target(self, params, z, r, t, v, y, key):
-    """(u [B, ...] with gradient, u_tgt [B, ...] without) for the tangent v; see the module docstring."""
+  def shares_conditional_pass(self, batch: int) -> bool:
+    """Whether the r = t rows' folded-CFG conditional term is taken from their prediction (module docstring)."""
+    return (self.hparams.jvp_sub_batch and self.hparams.kappa != 0.0 and self.num_jvp(batch) < batch
+            and not nn.draws_in_training(self.student.module))
+
+  def prediction_and_target(self, params, z, r, t, v, y, key, tail_velocity=None):
+    """(u [B, ...] with gradient, u_tgt [B, ...] without) for the tangent v; see the module docstring.
+
+    tail_velocity: with the sub-batch JVP, u_tail -> the velocity target of the r = t rows given their prediction
+    (folded CFG reusing it); None: v there."""
     def u_of(z, r, t, y, key=key):
       return self.average_velocity(params, z, r, t, y, key)
 
@@ -89,9 +109,11 @@ class MeanFlow(AverageVelocityMethod):
 
     batch = z.shape[0]
     num_jvp = self.num_jvp(batch)
+    finish = (lambda u_tail, v_tail: v_tail) if tail_velocity is None else (lambda u_tail, v_tail: tail_velocity(u_tail))
     if self.hparams.jvp_sub_batch and num_jvp == 0:  # Every r = t: flow matching, no tangent needed.
-      u, dudt = u_of(z, r, t, y), jnp.zeros_like(z)
-    elif self.hparams.jvp_sub_batch and num_jvp < batch:
+      u = u_of(z, r, t, y)
+      return u, jax.lax.stop_gradient(finish(u, v))
+    if self.hparams.jvp_sub_batch and num_jvp < batch:
       head = slice(0, num_jvp)
       take = lambda a, part: None if a is None else a[part]
       # Each half draws its own dropout masks: one key for both would give tail row j head row j's mask.
@@ -99,12 +121,12 @@ class MeanFlow(AverageVelocityMethod):
       u_head, dudt_head = with_tangent(z[head], r[head], t[head], v[head], take(y, head), head_key)
       tail = slice(num_jvp, batch)
       u_tail = u_of(z[tail], r[tail], t[tail], take(y, tail), tail_key)
-      u = jnp.concatenate([u_head, u_tail])
-      dudt = jnp.concatenate([dudt_head, jnp.zeros_like(u_tail)])  # Multiplied by t - r = 0 there.
-    else:
-      u, dudt = with_tangent(z, r, t, v, y)
-    target = jax.lax.stop_gradient(v - paths.expand_to(t - r, v) * dudt)
-    return u, target
+      target_head = v[head] - paths.expand_to(t[head] - r[head], u_head) * dudt_head
+      # The tail's tangent term is multiplied by t - r = 0: its target is its velocity.
+      target = jnp.concatenate([target_head, finish(u_tail, v[tail])])
+      return jnp.concatenate([u_head, u_tail]), jax.lax.stop_gradient(target)
+    u, dudt = with_tangent(z, r, t, v, y)
+    return u, jax.lax.stop_gradient(v - paths.expand_to(t - r, v) * dudt)
 
   def sample_times(self, key, n):
     """(r, t) [n] each: sorted logit-normal pairs, the last round(n ratio) with r = t."""
@@ -119,8 +141,20 @@ class MeanFlow(AverageVelocityMethod):
     eps = self.draw_noise(eps_key, x, y)
     r, t = self.sample_times(time_key, x.shape[0])
     z = self.path.noisy(x, eps, t)
-    v, y = self.velocity_target(params, z, t, self.path.velocity(x, eps, t), y, label_key)
-    u, target = self.prediction_and_target(params, z, r, t, v, y, net_key)
+    v = self.path.velocity(x, eps, t)
+    y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    where = self.guided_rows(t, y, y_train)
+    tail_velocity = None
+    if where is not None and self.shares_conditional_pass(x.shape[0]):
+      # The r != t rows are guided now (v_g is their JVP's tangent); the r = t rows once their prediction exists.
+      head, tail = slice(0, self.num_jvp(x.shape[0])), slice(self.num_jvp(x.shape[0]), None)
+      guide = lambda part, u_cond=None: self.folded_guidance(
+          params, z[part], t[part], v[part], y[part], hp.omega, hp.kappa, where[part], u_cond=u_cond)
+      tail_velocity = lambda u_tail: guide(tail, u_tail)
+      v = jnp.concatenate([guide(head), v[tail]]) if self.num_jvp(x.shape[0]) else v
+    elif where is not None:
+      v = self.folded_guidance(params, z, t, v, y, hp.omega, hp.kappa, where)
+    u, target = self.prediction_and_target(params, z, r, t, v, y_train, net_key, tail_velocity)
     squared_error = jnp.sum(jnp.square(u - target).reshape(x.shape[0], -1), axis=1)
     weight = jax.lax.stop_gradient(1.0 / (squared_error + hp.adaptive_c) ** hp.adaptive_p)
     loss = jnp.mean(weight * squared_error)

@@ -132,6 +132,15 @@ def make_apply(module: linen.Module) -> ApplyFn:
   return apply
 
 
+def draws_in_training(module: linen.Module) -> bool:
+  """Whether training mode (a dropout key) makes `module`'s output random: dropout, or label dropout inside the
+  network (EDM's label_dropout, SiT's class_dropout_prob with train_label_dropout). Without it a training-mode
+  call equals the deterministic one, so a method may reuse one for the other."""
+  if getattr(module, 'dropout', 0.0) or getattr(module, 'label_dropout', 0.0):
+    return True
+  return bool(getattr(module, 'train_label_dropout', False) and getattr(module, 'class_dropout_prob', 0.0))
+
+
 def parameter_free_fields(name: str) -> tuple:
   """The fields of network `name` that change none of its parameters (besides dropout and attention, which change
   none in any network): runs on configs that differ only there share parameters."""
