@@ -420,3 +420,12 @@ def test_draws_in_training_says_whether_a_training_call_is_random(fields):
   if not networks.draws_in_training(module):
     np.testing.assert_array_equal(first, apply(params, x, t, None, y))
 
+
+def test_unet_middle_attention_is_optional():
+  def attention_blocks(**fields):
+    module = networks.build_network(ml_collections.ConfigDict(dict(
+        name='unet', channels=8, channel_mult=(1, 2), attn_resolutions=(), **fields)), num_classes=0)
+    params = networks.init_params(module, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+    return sorted(name for name in params if name.startswith('AttentionBlock'))
+  assert attention_blocks() == ['AttentionBlock_0']  # DDPM++'s middle attention, on by default.
+  assert attention_blocks(middle_attention=False) == []

@@ -72,8 +72,8 @@ class UNet(nn.Module):
 
   Down path: per level, num_res_blocks ResBlocks (each followed by attention
   where the feature map's height is in attn_resolutions), then a stride-2 conv
-  (except at the last level). Middle: ResBlock, attention, ResBlock (attention
-  always runs here, as in DDPM++). Up path: per level, num_res_blocks + 1
+  (except at the last level). Middle: ResBlock, attention, ResBlock (the
+  attention as in DDPM++; middle_attention=False drops it). Up path: per level, num_res_blocks + 1
   ResBlocks, each taking one stored skip activation, then nearest-neighbour
   upsampling and a conv. The output conv is zero-initialised, so a fresh
   network outputs exactly 0.
@@ -84,6 +84,9 @@ class UNet(nn.Module):
       by 2 ** (len(channel_mult) - 1).
     num_res_blocks: ResBlocks per level on the way down.
     attn_resolutions: feature-map heights (pixels) at which attention runs.
+    middle_attention: attention between the two middle ResBlocks (independent
+      of attn_resolutions; False: a network without any attention when
+      attn_resolutions=() as well, whose cost is linear in the pixels).
     dropout: dropout rate inside the ResBlocks (active when train=True).
     time_embed_dim: width of the sinusoidal time features. The conditioning
       vector is 4 * channels wide, as in DDPM++.
@@ -100,6 +103,7 @@ class UNet(nn.Module):
   channel_mult: Sequence[int] = (1, 2)
   num_res_blocks: int = 1
   attn_resolutions: Sequence[int] = (4,)
+  middle_attention: bool = True
   dropout: float = 0.0
   time_embed_dim: int = 64
   num_classes: int = 0
@@ -171,7 +175,8 @@ class UNet(nn.Module):
         skips.append(h)
 
     h = res_block(h.shape[-1])(h, cond, train)
-    h = attention_block()(h)
+    if self.middle_attention:
+      h = attention_block()(h)
     h = res_block(h.shape[-1])(h, cond, train)
     # The GAN head of score distillation reads these (nn.make_features); a no-op in a plain apply.
     self.sow('intermediates', 'bottleneck', h)
