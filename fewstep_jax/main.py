@@ -7,6 +7,9 @@ train: trains, or resumes from the latest checkpoint in --workdir (the same comm
 then writes sample images. eval: evaluates the latest checkpoint at every config.eval.nfe and merges the rows into
 eval/results.json. sample: writes sample images of the latest checkpoint.
 
+Compiled programs are kept in a persistent cache (--compile_cache=DIR, default ~/.cache/fewstep_jax/xla;
+--compile_cache= for none), so a re-run skips most of its compilation.
+
 eval and sample read the run's own stored config (workdir/config.json), so a run trained with command-line
 overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
 the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
@@ -20,7 +23,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fewstep_jax import config_base, runs
+from fewstep_jax import compile_cache, config_base, runs
 from fewstep_jax.errors import RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
@@ -30,6 +33,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples, eval results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+flags.DEFINE_string('compile_cache', None, 'Directory of the persistent compilation cache (default: '
+                    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/fewstep_jax/xla); empty (--compile_cache=) turns it off.')
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -170,6 +175,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and grain log every checkpoint step at INFO; progress lines are printed, not logged.
   logging.set_verbosity(logging.WARNING)
+  compile_cache.enable(compile_cache.default_directory() if FLAGS.compile_cache is None else FLAGS.compile_cache)
   try:
     MODES[FLAGS.mode](_config_for(FLAGS.mode, FLAGS.workdir), FLAGS.workdir)
   except RunError as error:  # Faults of the run's files, disk or workdir: the message says it all.

@@ -75,3 +75,20 @@ def test_method_classes_are_at_most_three_deep_below_method():
   for name, (cls, _) in METHODS.items():
     below = cls.__mro__[:cls.__mro__.index(Method)]
     assert len(below) <= 3, (name, [c.__name__ for c in below])
+
+
+def test_compile_cache_points_jax_at_its_directory_and_never_fails_a_run(tmp_path, capsys):
+  import jax
+  from fewstep_jax import compile_cache
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    assert compile_cache.enable('') is None
+    assert jax.config.jax_compilation_cache_dir == before
+    blocked = tmp_path / 'a_file'
+    blocked.write_text('')
+    assert compile_cache.enable(str(blocked / 'cache')) is None
+    assert 'no compilation cache' in capsys.readouterr().out
+    assert compile_cache.enable(str(tmp_path / 'cache')) == str(tmp_path / 'cache')
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cache')
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before)
