@@ -8,7 +8,13 @@ Prints one JSON object:
   flops           compiled cost analysis: FLOPs of one step
   bytes_accessed  compiled cost analysis: bytes read and written by one step
   temp_bytes      compiled memory analysis: temporary buffer bytes of one step
-  data_s          median host input time per step (next batch + transfer to devices; 0 for device-side data)
+  data_s          median host input time per step (next batch + transfer to devices; 0 for device-side data):
+                  only the wait for a batch the input thread has ready
+  step_cpu_s      median process CPU seconds during a step (every core, any concurrent input thread included)
+  minor_faults    median minor page faults of the process during a step (buffers the allocator maps afresh)
+  matmul_fraction FLOPs / (step_cpu_s x --matmul_rate): the step's share of the machine's large-matmul rate
+  input_cpu_s     process CPU seconds per batch while only the input pipeline runs (its real cost, which data_s
+                  hides behind the prefetch), over --input_batches batches; 0 for device-side data
 FLOPs and bytes come from XLA and do not depend on machine noise; times do, so compare them as ratios taken in
 one run on one machine.
 
@@ -26,6 +32,7 @@ A ratio near 1 (at most 1.05) says that no network pass is computed twice and th
 optimizer and EMA updates) is small.
 """
 import json
+import resource
 import statistics
 import time
 
@@ -40,6 +47,9 @@ from fewstep_jax.train import trainer
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
 flags.DEFINE_integer('steps', 20, 'Timed steps.')
+flags.DEFINE_float('matmul_rate', 72e9, 'FLOP/s of one core-second of a large jitted float32 matmul on this '
+                   'machine (72e9: AMD Zen 3 with AVX2), for matmul_fraction.')
+flags.DEFINE_integer('input_batches', 20, 'Batches the input pipeline produces alone, for input_cpu_s.')
 flags.DEFINE_bool('json', False, 'Print only the JSON object.')
 flags.DEFINE_bool('passes', False, 'Score distillation: FLOPs of the student and critic updates over their network passes.')
 flags.mark_flags_as_required(['config'])
@@ -53,7 +63,12 @@ def _cost(compiled, key):
   return float(analysis.get(key, 0.0))
 
 
-def benchmark(config, warmup: int, steps: int) -> dict:
+def minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def compile_step(config):
+  """(run, its initial state, the compiled train step of step 0's kind, compile seconds)."""
   run = trainer.Run(config)
   state = run.init_state()
   # Step 0's kind: for a method with a schedule (a student updated every k-th step), the step updating every net.
@@ -61,32 +76,58 @@ def benchmark(config, warmup: int, steps: int) -> dict:
   batch = run.next_global_batch()
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+  return run, state, compiled, time.perf_counter() - start
 
-  data_times, step_times = [], []
+
+def time_steps(run, state, compiled, warmup: int, steps: int):
+  """(state after the steps, medians of their data_s, step_time_s, step_cpu_s, minor_faults)."""
+  rows = []
   for i in range(warmup + steps):
     start = time.perf_counter()
     batch = run.next_global_batch()
     jax.block_until_ready(batch)
     data_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu, faults = time.perf_counter(), time.process_time(), minor_faults()
     state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     if i >= warmup:
-      data_times.append(data_s)
-      step_times.append(time.perf_counter() - start)
+      rows.append((data_s, time.perf_counter() - start, time.process_time() - cpu, minor_faults() - faults))
+  return state, {name: statistics.median(column) for name, column in
+                 zip(('data_s', 'step_time_s', 'step_cpu_s', 'minor_faults'), zip(*rows))}
 
+
+def input_cpu(run, batches: int) -> float:
+  """Process CPU seconds per batch while the input pipeline alone runs: after a wait that lets its prefetch fill,
+  the batches taken drain it and the pipeline refills it, so the CPU spent is the production of `batches`."""
+  if run.next_global_batch() is None:
+    return 0.0
+  time.sleep(1.0)
+  start = time.process_time()
+  for _ in range(batches):
+    jax.block_until_ready(run.next_global_batch())
+  time.sleep(1.0)  # The refill of the prefetch buffer belongs to the batches taken.
+  return (time.process_time() - start) / batches
+
+
+def benchmark(config, warmup: int, steps: int, matmul_rate: float = 72e9, input_batches: int = 20) -> dict:
+  run, state, compiled, compile_s = compile_step(config)
+  state, times = time_steps(run, state, compiled, warmup, steps)
+  flops = _cost(compiled, 'flops')
   memory = compiled.memory_analysis()
   return {
       'config': config.method.name + '/' + config.data.name + '/' + config.network.name,
       'devices': jax.device_count(),
       'batch_size': config.train.batch_size,
       'compile_s': compile_s,
-      'step_time_s': statistics.median(step_times),
-      'flops': _cost(compiled, 'flops'),
+      'step_time_s': times['step_time_s'],
+      'flops': flops,
       'bytes_accessed': _cost(compiled, 'bytes accessed'),
       'temp_bytes': int(memory.temp_size_in_bytes) if memory is not None else None,
-      'data_s': statistics.median(data_times),
+      'data_s': times['data_s'],
+      'step_cpu_s': times['step_cpu_s'],
+      'minor_faults': times['minor_faults'],
+      'matmul_fraction': flops / (times['step_cpu_s'] * matmul_rate) if times['step_cpu_s'] else None,
+      'input_cpu_s': input_cpu(run, input_batches) if input_batches else None,
   }
 
 
@@ -161,7 +202,7 @@ def main(argv):
   if FLAGS.passes:
     result = distillation_passes(FLAGS.config)
   else:
-    result = benchmark(FLAGS.config, FLAGS.warmup, FLAGS.steps)
+    result = benchmark(FLAGS.config, FLAGS.warmup, FLAGS.steps, FLAGS.matmul_rate, FLAGS.input_batches)
   if not FLAGS.json:
     for name, value in result.items():
       print(f'{name:16s} {value}')
