@@ -13,6 +13,7 @@ Prints one JSON object:
   step_cpu_s      median process CPU seconds during a step (every core, any concurrent input thread included)
   minor_faults    median minor page faults of the process during a step (buffers the allocator maps afresh)
   matmul_fraction FLOPs / (step_cpu_s x --matmul_rate): the step's share of the machine's large-matmul rate
+  max_rss_bytes   the process's peak resident memory at the end
   input_cpu_s     process CPU seconds per batch while only the input pipeline runs (its real cost, which data_s
                   hides behind the prefetch), over --input_batches batches; 0 for device-side data
 FLOPs and bytes come from XLA and do not depend on machine noise; times do, so compare them as ratios taken in
@@ -30,7 +31,14 @@ divided by the FLOPs of the network passes it needs, compiled one by one:
                   features + head forward and backward to their parameters (generated and real images).
 A ratio near 1 (at most 1.05) says that no network pass is computed twice and the rest (noise, losses, the
 optimizer and EMA updates) is small.
+
+Like the entry point, the benchmark restarts itself under fewstep_jax/allocator.py's settings (JSON field
+allocator: 'tunables'); FEWSTEP_JAX_MALLOC=system measures the system allocator's defaults ('system').
 """
+if __name__ == '__main__':
+  from fewstep_jax import allocator
+  allocator.reexec_with_tunables()
+
 import json
 import resource
 import statistics
@@ -41,6 +49,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
+from fewstep_jax import allocator
 from fewstep_jax.methods.score_distillation import GAN_FEATURES
 from fewstep_jax.train import trainer
 
@@ -128,6 +137,8 @@ def benchmark(config, warmup: int, steps: int, matmul_rate: float = 72e9, input_
       'minor_faults': times['minor_faults'],
       'matmul_fraction': flops / (times['step_cpu_s'] * matmul_rate) if times['step_cpu_s'] else None,
       'input_cpu_s': input_cpu(run, input_batches) if input_batches else None,
+      'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'allocator': 'tunables' if allocator.active() else 'system',
   }
 
 

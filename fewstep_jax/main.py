@@ -8,12 +8,18 @@ then writes sample images. eval: evaluates the latest checkpoint at every config
 eval/results.json. sample: writes sample images of the latest checkpoint.
 
 Compiled programs are kept in a persistent cache (--compile_cache=DIR, default ~/.cache/fewstep_jax/xla;
---compile_cache= for none), so a re-run skips most of its compilation.
+--compile_cache= for none), so a re-run skips most of its compilation. On Linux with glibc the command restarts
+itself once with allocator settings that keep XLA:CPU's step buffers mapped (fewstep_jax/allocator.py;
+FEWSTEP_JAX_MALLOC=system runs without them).
 
 eval and sample read the run's own stored config (workdir/config.json), so a run trained with command-line
 overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
 the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
 """
+if __name__ == '__main__':  # Before anything is imported: the restart should cost nothing.
+  from fewstep_jax import allocator
+  allocator.reexec_with_tunables()
+
 import json
 import os
 import re
