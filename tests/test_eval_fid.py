@@ -87,8 +87,11 @@ def one_device(digits_run):
   rows = evaluate.evaluate(run, state, workdir, step)
   values = {row['metric']: row['value'] for row in rows}
   assert sorted(values) == ['fd_dinov2_40', 'fid_40', 'is_40', 'is_40_std'] and values['fid_40'] > 0
-  # Three batches (16, 16 and a padded 8): one compiled sampler, one compiled Inception.
+  # Three batches (16, 16 and a padded 8): one compiled sampler, one compiled Inception; the sampler serves every
+  # NFE (here 2 and 4 network calls: 1 and 2 guided Heun evaluations, an Euler last step at 1 and not at 2).
   assert evaluate.compiled_sampler(run, 16, 2)._cache_size() == 1
+  evaluate.generate(run, state.nets['student'].params, 4, 16, 0)
+  assert evaluate.compiled_sampler(run, 16, 4)._cache_size() == 1
   assert features.sharded(features.inception_outputs, run.mesh, 75)._cache_size() == 1
   table = open(os.path.join(workdir, 'eval', 'results.md')).read()
   assert '| flow_matching | 1 | params | heun, guidance 1.5 | fid_40 |' in table

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fewstep_jax import sampling, timesteps
+from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.config_base import base_config
 from fewstep_jax.methods import build_method
 from fewstep_jax.methods.base import accumulate_gradients, drop_labels, guided
@@ -189,3 +189,35 @@ def test_guided_edm_sampling_counts_network_calls_with_final_euler_step():
   with jax.disable_jit():
     method.sample(None, jax.random.PRNGKey(0), 2, 70, labels=jnp.array([0, 1]), guidance=1.5)
   assert len(calls) == 70  # 35 guided evaluations: 17 Heun steps and a final Euler step, two calls each.
+
+
+def test_a_planned_solve_compiles_once_for_every_nfe_and_follows_heun_by_hand():
+  drift = lambda x, s: -x * (1.0 + s[:, None])
+  solve = jax.jit(lambda x, plan: sampling.solve_plan(drift, x, plan, 'heun'))
+  x = np.linspace(0.5, 1.5, 6, dtype=np.float32).reshape(3, 2)
+  for nfe, singular_end in [(1, True), (2, False), (4, False), (5, False), (7, True), (10, False)]:
+    plan = sampling.solver_plan(timesteps.flow_time_grid, 'heun', nfe, singular_end)
+    grid = np.linspace(1.0, 0.0, sampling.solver_steps('heun', nfe, singular_end) + 1)
+    want, calls = x.astype(np.float64), 0
+    for i, (s, s_next) in enumerate(zip(grid[:-1], grid[1:])):
+      d = -want * (1.0 + s)
+      euler = want + (s_next - s) * d
+      calls += 1
+      if i == len(grid) - 2 and (singular_end or nfe % 2):
+        want = euler
+      else:
+        want, calls = want + (s_next - s) * 0.5 * (d - euler * (1.0 + s_next)), calls + 1
+    assert calls == (nfe if not singular_end or nfe % 2 else nfe - 1)
+    np.testing.assert_allclose(solve(x, plan), want, rtol=1e-5, err_msg=str(nfe))
+  assert solve._cache_size() == 1
+
+
+def test_a_planned_consistency_sampler_compiles_once_and_equals_the_unrolled_one():
+  path = paths.EDMPath()
+  x0_fn = lambda x, t: jnp.tanh(x) * (1.0 + 0.1 * t[:, None])
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 2)) * 80.0
+  planned = jax.jit(lambda x, plan: sampling.consistency_sample(x0_fn, path, plan, x, jax.random.PRNGKey(1), 0.5))
+  for times in ([80.0], [80.0, 1.0], [80.0, 10.0, 2.0, 0.5]):
+    unrolled = sampling.consistency_sample(x0_fn, path, times, x, jax.random.PRNGKey(1), 0.5)
+    np.testing.assert_allclose(planned(x, sampling.consistency_plan(times)), unrolled, rtol=1e-5, atol=1e-6)
+  assert planned._cache_size() == 1

@@ -44,8 +44,7 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
 
   Sample i comes from its own key fold_in(fold_in(sample_key, seed), i) and has label i % num_classes, so it is the
   same array whatever the batch size, the device count or the number of hosts. `solver` replaces the method's ODE
-  solver (see `solvers`). One compiled sampler per (run, nfe, batch size, stored grid, solver), reused by every
-  batch."""
+  solver (see `solvers`). The compiled sampler is `compiled_sampler`'s, reused by every batch."""
   sample = compiled_sampler(run, batch_size, nfe, solver)
   decode = latent_decoder(run)
   key = jax.random.fold_in(run.sample_key, seed)
@@ -121,35 +120,75 @@ def solvers(config) -> tuple:
 
 
 def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
-  """The jitted sampler generate_batches calls (one per run, batch size, NFE, stored grid and solver)."""
-  return _sample_fn(run, batch_size, nfe, stored_grid(run.config, nfe, solver), solver)
+  """The jitted sampler generate_batches calls: (params, key, indices [batch_size]) -> samples. A method whose
+  sampler is an ODE solve (it has a `sampling_plan`) compiles once per (run, batch size, solver): the grid, the
+  step count and the last-step rule of `nfe` and its stored grid are the compiled function's arguments, so every
+  NFE, the end-of-training evaluation, the sample grids and --mode=eval share it. Other methods compile one per
+  (run, batch size, NFE, stored grid, solver)."""
+  grid = stored_grid(run.config, nfe, solver)
+  if hasattr(run.method, 'sampling_plan'):
+    plan = run.method.sampling_plan(nfe, run.data.num_classes > 0, solver=solver, grid=grid)
+    return PlannedSampler(_planned_sample_fn(run, batch_size, solver), plan)
+  return _sample_fn(run, batch_size, nfe, grid, solver)
+
+
+class PlannedSampler:
+  """A compiled planned sampler bound to one plan; called, lowered and counted like a jitted function."""
+
+  def __init__(self, compiled, plan):
+    self.compiled, self.plan = compiled, plan
+
+  def __call__(self, params, key, indices):
+    return self.compiled(params, key, indices, self.plan)
+
+  def lower(self, params, key, indices):
+    return self.compiled.lower(params, key, indices, self.plan)
+
+  def _cache_size(self) -> int:
+    return self.compiled._cache_size()  # pylint: disable=protected-access
+
+
+def _sharded(run, one_sample, *extra_specs):
+  """jit(params, key, indices [batch_size], *extra) -> samples: every device draws its share of the indices, one
+  sample per index from its own key (`one_sample(params, key, label, *extra)` vmapped over them), under shard_map,
+  so that kernels XLA cannot partition (Pallas attention) run per device as in training. The extra arguments are
+  replicated. The output is replicated: every process can read it, also when the parameters are sharded."""
+  num_classes = run.data.num_classes
+
+  def device_share(params, key, indices, *extra):
+    keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
+    labels = sampling.labels_of(indices, num_classes)
+    return jax.vmap(one_sample, in_axes=(None, 0, 0) + (None,) * len(extra))(params, keys, labels, *extra)
+
+  batch = PartitionSpec(BATCH_AXES)
+  # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
+  shared = jax.shard_map(device_share, mesh=run.mesh, in_specs=(PartitionSpec(), PartitionSpec(), batch)
+                         + extra_specs, out_specs=batch, check_vma=False)
+  return jax.jit(shared, out_shardings=sharding.replicated(run.mesh))
 
 
 @functools.lru_cache(maxsize=32)
 def _sample_fn(run, batch_size: int, nfe: int, grid=None, solver=None):
-  """jit(params, key, indices [batch_size]) -> samples: every device draws its share of the indices, one sample per
-  index from its own key (the method's sampler vmapped over single samples), under shard_map, so that kernels XLA
-  cannot partition (Pallas attention) run per device as in training. The output is replicated: every process can
-  read it, also when the parameters are sharded."""
   options = {} if grid is None else {'grid': grid}
   if solver is not None:
     options['solver'] = solver
-  method, num_classes = run.method, run.data.num_classes
 
   def one_sample(params, key, label):
     labels = None if label is None else label[None]
-    return method.sample(params, key, n=1, nfe=nfe, labels=labels, **options)[0]
+    return run.method.sample(params, key, n=1, nfe=nfe, labels=labels, **options)[0]
+  return _sharded(run, one_sample)
 
-  def device_share(params, key, indices):
-    keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
-    labels = sampling.labels_of(indices, num_classes)
-    return jax.vmap(one_sample, in_axes=(None, 0, 0))(params, keys, labels)
 
-  batch = PartitionSpec(BATCH_AXES)
-  # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
-  shared = jax.shard_map(device_share, mesh=run.mesh, in_specs=(PartitionSpec(), PartitionSpec(), batch),
-                         out_specs=batch, check_vma=False)
-  return jax.jit(shared, out_shardings=sharding.replicated(run.mesh))
+@functools.lru_cache(maxsize=32)
+def _planned_sample_fn(run, batch_size: int, solver=None):
+  del batch_size  # A key of the cache only: jit compiles per input shape anyway.
+
+  options = {} if solver is None else {'solver': solver}
+
+  def one_sample(params, key, label, plan):
+    labels = None if label is None else label[None]
+    return run.method.sample(params, key, n=1, nfe=None, labels=labels, plan=plan, **options)[0]
+  return _sharded(run, one_sample, PartitionSpec())
 
 
 class InMemoryMetrics:

@@ -271,18 +271,27 @@ class ConsistencySampler:
     extra = nfe - len(times)
     return times + [times[-1] * (extra - i) / (extra + 1) for i in range(extra)]
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.ConsistencyPlan of `sample` with `nfe` network calls: `schedule`'s times."""
+    if solver is not None or grid is not None:
+      raise ValueError('a consistency sampler takes no ODE solver or stored grid (eval.solvers, eval.schedule); '
+                       'its times are the method\'s own')
+    guidance = self.guidance if guidance is None else guidance
+    return sampling.consistency_plan(self.schedule(sampling.drift_evaluations(
+        nfe, True if conditional else None, guidance)))
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None, plan=None):
     """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG) over `schedule`; eps = `noise` if
-    given."""
+    given. A `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
     guidance = self.guidance if guidance is None else guidance
     gamma = self.gamma if gamma is None else gamma
-    steps = sampling.drift_evaluations(nfe, labels, guidance)
     noise_key, sample_key = jax.random.split(key)
     eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
     x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, guidance,
                    self.num_classes)
-    return sampling.consistency_sample(x0_fn, self.path, self.schedule(steps), self.start_scale * eps,
-                                       sample_key, gamma)
+    if plan is None:
+      plan = self.sampling_plan(nfe, labels is not None, guidance)
+    return sampling.consistency_sample(x0_fn, self.path, plan, self.start_scale * eps, sample_key, gamma)
 
 
 def teacher_model(teacher, path, kind: str, guidance: float, null_label: int):

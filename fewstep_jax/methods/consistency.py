@@ -233,6 +233,9 @@ class ConsistencyTraining(SingleNetworkMethod):
     """The data prediction f(x_sigma, sigma) [B, ...]."""
     return self.denoise(params, x, sigma, y=y, key=key)
 
+  def sampling_plan(self, nfe, conditional, **options):
+    return self.sampler.sampling_plan(nfe, conditional, **options)
+
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
@@ -456,6 +459,9 @@ class ECT(SingleNetworkMethod):
   def consistency_fn(self, params, x, sigma, y=None, key=None):
     """The data prediction f(x_sigma, sigma) [B, ...]."""
     return self.denoise(params, x, sigma, y=y, key=key)
+
+  def sampling_plan(self, nfe, conditional, **options):
+    return self.sampler.sampling_plan(nfe, conditional, **options)
 
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)

@@ -65,9 +65,19 @@ class EDM(SingleNetworkMethod):
     sigmas = timesteps.karras_sigmas(num_steps, hp.sigma_min, hp.sigma_max, hp.rho)
     return jnp.concatenate([sigmas, jnp.zeros((1,), sigmas.dtype)])
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None):
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.SolverPlan of `sample` with `nfe` network calls: the Karras grid, or `grid` (a stored
+    schedule: the solver's descending sigmas, ending at 0)."""
+    guidance = self.hparams.guidance if guidance is None else guidance
+    make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
+    return sampling.solver_plan(make_grid, solver or self.hparams.solver,
+                                sampling.drift_evaluations(nfe, True if conditional else None, guidance),
+                                singular_end=True)
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
     """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given), on the
-    Karras grid or on `grid` (a stored schedule: the solver's descending sigmas, ending at 0)."""
+    Karras grid or on `grid` (a stored schedule: the solver's descending sigmas, ending at 0). A `plan` (from
+    `sampling_plan`, possibly traced) replaces nfe and grid."""
     guidance = self.hparams.guidance if guidance is None else guidance
     eps = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     x = self.hparams.sigma_max * eps
@@ -77,6 +87,6 @@ class EDM(SingleNetworkMethod):
     def drift(x, sigma):
       return (x - denoise(x, sigma)) / paths.expand_to(sigma, x)
 
-    make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
-    return sampling.solve(drift, x, make_grid, solver or self.hparams.solver,
-                          sampling.drift_evaluations(nfe, labels, guidance), singular_end=True)
+    if plan is None:
+      plan = self.sampling_plan(nfe, labels is not None, guidance, solver, grid)
+    return sampling.solve_plan(drift, x, plan, solver or self.hparams.solver)

@@ -62,14 +62,23 @@ class FlowMatching(SingleNetworkMethod):
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None):
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.SolverPlan of `sample` with `nfe` network calls: the uniform grid, or `grid` (a stored
+    schedule: the solver's descending times from 1 to 0)."""
+    guidance = self.hparams.guidance if guidance is None else guidance
+    make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
+    return sampling.solver_plan(make_grid, solver or self.hparams.solver,
+                                sampling.drift_evaluations(nfe, True if conditional else None, guidance))
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from
     `noise` [n, *data_shape] ~ N(0, I) if given (reflow pairs), else from noise drawn with key; on the uniform
-    grid or on `grid` (a stored schedule: the solver's descending times from 1 to 0)."""
+    grid or on `grid` (a stored schedule: the solver's descending times from 1 to 0). A `plan` (from
+    `sampling_plan`, possibly traced) replaces nfe and grid."""
     guidance = self.hparams.guidance if guidance is None else guidance
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance,
                       self.num_classes)
-    make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
-    return sampling.solve(velocity, z, make_grid, solver or self.hparams.solver,
-                          sampling.drift_evaluations(nfe, labels, guidance))
+    if plan is None:
+      plan = self.sampling_plan(nfe, labels is not None, guidance, solver, grid)
+    return sampling.solve_plan(velocity, z, plan, solver or self.hparams.solver)

@@ -142,6 +142,9 @@ class SCT(SingleNetworkMethod):
                                       intermediate_times=hp.sample_taus, data_shape=self.data_shape,
                                       num_classes=num_classes, guidance=hp.guidance, gamma=hp.sample_gamma)
 
+  def sampling_plan(self, nfe, conditional, **options):
+    return self.sampler.sampling_plan(nfe, conditional, **options)
+
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 

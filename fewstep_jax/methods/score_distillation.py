@@ -173,6 +173,9 @@ class ScoreDistillation(Method):
     del key
     return self.denoise(params, x, sigma, y)
 
+  def sampling_plan(self, nfe, conditional, **options):
+    return self.sampler.sampling_plan(nfe, conditional, **options)
+
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
