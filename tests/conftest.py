@@ -10,13 +10,26 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
+# Tests compile hundreds of tiny programs, whose cost is XLA:CPU's LLVM code generation (an eager random.normal:
+# about 0.5 s at the default level, 0.25 s at 0); the programs' results do not depend on it. Every test process
+# and the subprocesses they start (which inherit XLA_FLAGS: use xla_flags() to add to it) compile at level 0.
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+
+
+def xla_flags(*flags) -> str:
+  """XLA_FLAGS for a subprocess: the test session's, plus `flags` (e.g. a host device count)."""
+  return ' '.join([os.environ.get('XLA_FLAGS', ''), *flags]).strip()
 
 
 def pytest_configure(config):
   """One persistent XLA compilation cache for this test session, shared by both workers and every subprocess they
   start (through the environment, read when jax is imported): the many tests that build the same tiny networks and
   steps compile each program once. It starts empty and is removed at the end, so no run depends on an earlier one."""
-  if hasattr(config, 'workerinput') or os.environ.get(CACHE_VARIABLE):
+  if hasattr(config, 'workerinput'):
+    return
+  if TEST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = xla_flags(TEST_XLA_FLAGS)
+  if os.environ.get(CACHE_VARIABLE):
     return
   directory = tempfile.mkdtemp(prefix='fewstep_jax_xla_cache_')
   config._fewstep_jax_cache = directory

@@ -12,7 +12,7 @@ import socket
 import numpy as np
 import pytest
 
-from conftest import REPO, run_main
+from conftest import REPO, run_main, xla_flags
 from test_processes import start_main
 
 DIGITS = str(REPO / 'configs/digits/flow_matching.py')
@@ -44,7 +44,7 @@ def digits_run(tmp_path_factory):
   reference = str(root / 'reference.npz')
   result = run_main(['--config=' + DIGITS, f'--config.data.dir={data_dir}', f'--weights={weights}',
                      f'--out={reference}', '--num=64', '--batch=32', '--resolution=75'],
-                    env_extra={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}, module='fewstep_jax.eval.stats')
+                    env_extra={'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=8')}, module='fewstep_jax.eval.stats')
   assert 'inception statistics of 64 images of digits (train)' in result.stdout
   overrides = {'eval.metrics': ('inception', 'dinov2'), 'eval.inception': weights, 'eval.reference_stats': reference,
                'eval.dinov2': vit_weights, 'eval.dinov2_reference_stats': vit_reference,
@@ -107,7 +107,7 @@ def _evaluated_elsewhere(digits_run, directory, mesh, processes: int, devices: i
   for entry in ('checkpoints', 'config.json', 'run_info.json'):
     os.symlink(os.path.join(workdir, entry), os.path.join(directory, entry))
   args = ['--mode=eval', '--config=' + DIGITS, '--workdir=' + directory, *_flags(dict(overrides, **mesh))]
-  env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+  env = {'XLA_FLAGS': xla_flags(f'--xla_force_host_platform_device_count={devices}')}
   if processes == 1:
     output = run_main(args, env_extra=env).stdout
   else:

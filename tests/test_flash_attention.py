@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas import tpu as pltpu
 import numpy as np
 import pytest
+from conftest import xla_flags
 
 from fewstep_jax.config_base import base_config
 from fewstep_jax.kernels import attention_reference
@@ -402,7 +403,7 @@ def test_pallas_attention_runs_per_batch_shard_on_a_mesh(repo):
       [sys.executable, '-c', _SHARDED_SCRIPT], cwd=repo, capture_output=True,
       text=True, timeout=300,
       env=dict(os.environ,
-               XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+               XLA_FLAGS=xla_flags('--xla_force_host_platform_device_count=8')))
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
 
 
@@ -441,5 +442,5 @@ def test_the_eval_sampler_runs_pallas_attention_per_device(repo, tmp_path):
   result = subprocess.run(
       [sys.executable, '-c', _EVAL_SAMPLER_SCRIPT, str(tmp_path / 'data')], cwd=repo, capture_output=True,
       text=True, timeout=600,
-      env=dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+      env=dict(os.environ, XLA_FLAGS=xla_flags('--xla_force_host_platform_device_count=8')))
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]

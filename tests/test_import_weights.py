@@ -214,7 +214,8 @@ def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
     assert import_weights.parameter_count(network, shape, classes) == count, preset
 
 
-def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_path):
+def _import_by_command(tmp_path):
+  """An EDM DDPM++ pickle imported by `python -m fewstep_jax.import_weights`; returns (teacher dir, its params)."""
   class_name, fields, network, params = tiny_params('ddpmpp', seed=1)
   params = jax.tree.map(lambda p: 0.1 * p, params)
   pickle_path = str(tmp_path / 'edm.pkl')
@@ -222,6 +223,20 @@ def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_p
   teacher = str(tmp_path / 'teacher')
   result = run_main([f'--src={pickle_path}', f'--out={teacher}'], module='fewstep_jax.import_weights')
   assert 'edm_songunet' in result.stdout and 'readout' in result.stdout
+  return teacher, params
+
+
+def test_the_import_command_writes_a_run_that_opens_as_the_teacher(tmp_path):
+  teacher_dir, params = _import_by_command(tmp_path)
+  teacher = runs.open_teacher(teacher_dir)
+  assert teacher.readout.name == 'edm' and teacher.network.name == 'edm_songunet'
+  for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.slow  # About 70 s: the import command, then a CD run through the entry point.
+def test_an_imported_edm_teacher_distils_a_student_through_the_entry_point(tmp_path):
+  teacher, _ = _import_by_command(tmp_path)
   workdir = str(tmp_path / 'cd')
   run_main(['--config=configs/digits/cd.py', f'--workdir={workdir}', f'--config.method.teacher={teacher}',
             f'--config.data.dir={tmp_path / "data"}',

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, checkpoint_steps, losses, run_main
+from conftest import REPO, checkpoint_steps, losses, run_main, xla_flags
 
 TOY = str(REPO / 'configs/toy/flow_matching.py')
 DIGITS = str(REPO / 'configs/digits/flow_matching.py')
@@ -106,7 +106,7 @@ def test_sharded_run_matches_single_device(tmp_path, data):
   single, sharded = str(tmp_path / 'single'), str(tmp_path / 'sharded')
   run_main(args + ['--workdir=' + single])
   run_main(args + ['--workdir=' + sharded, '--config.mesh.data=2', '--config.mesh.fsdp=4'],
-           env_extra={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+           env_extra={'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=8')})
   expected, got = losses(single), losses(sharded)
   assert sorted(got) == list(range(1, 21))
   for step in expected:
@@ -129,7 +129,7 @@ def test_two_process_multi_host_matches_single_device(tmp_path):
   processes = [start_main(args + ['--workdir=' + workdir, '--config.mesh.data=2', '--config.mesh.fsdp=2',
                                   '--config.mesh.num_processes=2', f'--config.mesh.process_id={index}',
                                   f'--config.mesh.coordinator_address={address}'],
-                          env_extra={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+                          env_extra={'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=2')})
                for index in range(2)]
   outputs = [process.communicate(timeout=300)[0] for process in processes]
   for process, output in zip(processes, outputs):
