@@ -96,9 +96,12 @@ def test_ctm_gamma_sampling_with_the_exact_jump_solves_the_ode():
   method.g = exact_g
   noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
   want = 80.0 * noise * math.sqrt((S**2 + 0.002**2) / (S**2 + 80.0**2))
+  # As evaluation runs it: one compiled sampler, the plan of each NFE its argument.
+  sample = jax.jit(lambda key, noise, plan: method.sample(None, key, 16, None, noise=noise, plan=plan))
   for nfe in (1, 2, 4):
-    sample = jax.jit(lambda key, noise, nfe=nfe: method.sample(None, key, 16, nfe, noise=noise))  # As eval runs it.
-    np.testing.assert_allclose(sample(jax.random.PRNGKey(4), noise), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sample(jax.random.PRNGKey(4), noise, method.sampling_plan(nfe, False)), want,
+                               rtol=1e-4, atol=1e-6)
+  assert sample._cache_size() == 1  # pylint: disable=protected-access
   many = method.sample(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
   np.testing.assert_allclose(np.var(np.asarray(many), axis=0), S**2 + 0.002**2, rtol=0.05)
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import distances, nn, paths, timesteps
+from fewstep_jax import distances, nn, paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate_gradients,
@@ -360,8 +360,22 @@ class CTM(SingleNetworkMethod):
 
   # --- Sampling. ---
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None):
-    """Gamma-sampling with nfe jumps over the (nfe + 1)-point Karras grid from sigma_max (CFG: two calls a jump)."""
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.ConsistencyPlan of `sample`: the descending (nfe + 1)-point Karras grid from sigma_max, as
+    arrays, so that one compiled sampler serves every NFE (nfe jumps; under CFG each jump calls twice)."""
+    del conditional, guidance
+    if solver is not None or grid is not None:
+      raise ValueError('CTM samples with its own gamma-sampling jumps: it takes no ODE solver or stored grid '
+                       '(eval.solvers, eval.schedule)')
+    if nfe < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
+    hp = self.hparams
+    return sampling.consistency_plan([timesteps.karras_map(1.0 - i / nfe, hp.sigma_min, hp.sigma_max, hp.rho)
+                                      for i in range(nfe + 1)])
+
+  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None, plan=None):
+    """Gamma-sampling with nfe jumps over the (nfe + 1)-point Karras grid from sigma_max (CFG: two calls a jump).
+    A `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
     hp = self.hparams
     guidance = hp.guidance if guidance is None else guidance
     gamma = hp.sample_gamma if gamma is None else gamma
@@ -369,16 +383,19 @@ class CTM(SingleNetworkMethod):
       raise ValueError(f'gamma must be in [0, 1], got {gamma}')
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
-    # The descending (nfe + 1)-point Karras grid as Python floats (the loop below is unrolled at trace time).
-    sigmas = [timesteps.karras_map(1.0 - i / nfe, hp.sigma_min, hp.sigma_max, hp.rho) for i in range(nfe + 1)]
+    plan = self.sampling_plan(nfe, labels is not None) if plan is None else plan
+    sigmas, jumps = jnp.asarray(plan.times), plan.count - 1
     g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, guidance, self.num_classes)
-    for i in range(nfe):
-      last = i == nfe - 1
-      s = sigmas[i + 1] if last else (1 - gamma**2) ** 0.5 * (sigmas[i + 1] - hp.sigma_min) + hp.sigma_min
-      t_vec, s_vec = jnp.full((n,), sigmas[i]), jnp.full((n,), s)
-      ratio = s / sigmas[i]
-      x = ratio * x + (1 - ratio) * g(x, t_vec, s_vec)
-      if not last and gamma > 0:
+
+    def jump(i, x):
+      last = i == jumps - 1
+      sigma, sigma_next = sigmas[i], sigmas[i + 1]
+      # Jump to s, then (gamma > 0, not the last jump) re-noise from s up to the next grid level.
+      s = jnp.where(last, sigma_next, (1 - gamma**2) ** 0.5 * (sigma_next - hp.sigma_min) + hp.sigma_min)
+      ratio = s / sigma
+      x = ratio * x + (1 - ratio) * g(x, jnp.full((n,), sigma), jnp.full((n,), s))
+      if gamma > 0:
         fresh = jax.random.normal(jax.random.fold_in(walk_key, i), x.shape, x.dtype)
-        x = x + (max(sigmas[i + 1]**2 - s**2, 0.0)) ** 0.5 * fresh
-    return x
+        x = x + jnp.where(last, 0.0, jnp.sqrt(jnp.maximum(sigma_next**2 - s**2, 0.0))) * fresh
+      return x
+    return jax.lax.fori_loop(0, jumps, jump, x)

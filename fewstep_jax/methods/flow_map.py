@@ -10,7 +10,7 @@ steps from t = 1 to 0, one network call each (guidance, where a method has it, i
 import jax
 import jax.numpy as jnp
 
-from fewstep_jax import paths, timesteps
+from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.methods.base import SingleNetworkMethod
 
 
@@ -46,15 +46,24 @@ class AverageVelocityMethod(SingleNetworkMethod):
     v_guided = jax.lax.stop_gradient(omega * v + uncond_weight * u_uncond + kappa * u_cond)
     return jnp.where(paths.expand_to(where, v), v_guided, v)
 
-  def sample(self, params, key, n, nfe, labels=None):
-    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.SolverPlan of `sample` with `nfe` network calls: nfe uniform steps from t = 1 to 0, as arrays,
+    so that one compiled sampler serves every NFE."""
+    del conditional, guidance  # One call a step: guidance, where a method has it, is trained into the weights.
+    if solver is not None or grid is not None:
+      raise ValueError(f'{self.name} samples with its own uniform flow-map steps: it takes no ODE solver or stored '
+                       'grid (eval.solvers, eval.schedule)')
+    return sampling.solver_plan(timesteps.flow_time_grid, 'euler', nfe)
+
+  def sample(self, params, key, n, nfe, labels=None, plan=None):
+    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1. A `plan`
+    (from `sampling_plan`, possibly traced) replaces nfe."""
     z = jax.random.normal(key, (n,) + self.data_shape)
-    grid = timesteps.flow_time_grid(nfe)
+    plan = self.sampling_plan(nfe, labels is not None) if plan is None else plan
+    grid = jnp.asarray(plan.grid)
 
-    def step(z, pair):
-      t, r = pair
+    def step(i, z):
+      t, r = grid[i], grid[i + 1]
       t_vec, r_vec = jnp.full((n,), t), jnp.full((n,), r)
-      return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels), None
-
-    z, _ = jax.lax.scan(step, z, (grid[:-1], grid[1:]))
-    return z
+      return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels)
+    return jax.lax.fori_loop(0, plan.num_steps, step, z)
