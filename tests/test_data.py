@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from fewstep_jax.data import build_data, data_defaults
 from fewstep_jax.data.digits import DIGITS_NAME, ensure_digits
 from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
-from fewstep_jax.data.pipeline import BatchIterator
+from fewstep_jax.data.pipeline import BatchIterator, PermutationBatches, choose_reader
 from fewstep_jax.data.tfds_images import DatasetNotPreparedError
 from fewstep_jax.data.toy import TOY_SAMPLERS, sample_toy
 
@@ -326,7 +326,7 @@ def test_pipeline_state_restores_exactly(prefetch):
   iterator = make_iterator()
   _batches(iterator, 3)
   # Let the prefetch thread run ahead, so that a state of the loader rather than of the consumer would differ.
-  concurrent.futures.wait(iterator._pending)  # pylint: disable=protected-access
+  concurrent.futures.wait(iterator._prefetcher._pending)  # pylint: disable=protected-access
   state = iterator.get_state()
   assert json.loads(json.dumps(state)) == state
   uninterrupted = _batches(iterator, 5)  # Crosses the epoch boundary after batch 6.
@@ -360,6 +360,114 @@ def test_pipeline_shards_processes_disjointly():
 def test_pipeline_rejects_indivisible_global_batch():
   with pytest.raises(ValueError, match='divide'):
     BatchIterator(IndexImages(), global_batch_size=9, seed=0, shard_options=grain.ShardOptions(0, 2))
+
+
+class IndexArrays(IndexImages):
+  """IndexImages with the batched read of the permutation reader."""
+
+  record_nbytes = 12
+
+  def read_arrays(self, indices):
+    return {'index': np.asarray(indices)}
+
+  def read_batch(self, indices):
+    return {'x': to_model_range(np.broadcast_to(np.asarray(indices, np.uint8)[:, None, None, None],
+                                                (len(indices), 2, 2, 1))),
+            'y': (np.asarray(indices) % 10).astype(np.int32)}
+
+
+def _permutation_batches(seed=0, process_index=0, process_count=1, prefetch=2, batch=8):
+  return PermutationBatches(IndexArrays(), global_batch_size=batch, seed=seed, process_index=process_index,
+                            process_count=process_count, prefetch=prefetch)
+
+
+def test_permutation_reader_covers_each_epoch_once_and_reshuffles():
+  batches = _batches(_permutation_batches(), 12)  # Two epochs of 6 batches.
+  for batch in batches:
+    assert batch['x'].shape == (8, 2, 2, 1) and batch['x'].dtype == np.float32 and batch['y'].dtype == np.int32
+    np.testing.assert_array_equal(batch['y'], _indices(batch) % 10)
+  first_epoch = np.concatenate([_indices(batch) for batch in batches[:6]])
+  second_epoch = np.concatenate([_indices(batch) for batch in batches[6:]])
+  assert sorted(first_epoch) == list(range(_NUM_RECORDS)) == sorted(second_epoch)
+  assert not np.array_equal(first_epoch, second_epoch)
+  assert not np.array_equal(first_epoch, np.arange(_NUM_RECORDS))
+  _assert_same_batches(batches[:4], _batches(_permutation_batches(), 4))  # Deterministic per seed.
+  assert not np.array_equal(batches[0]['x'], next(_permutation_batches(seed=1))['x'])
+
+
+@pytest.mark.parametrize('prefetch', [0, 3])
+def test_permutation_reader_state_restores_exactly_across_epochs(prefetch):
+  iterator = _permutation_batches(seed=1, prefetch=prefetch, batch=10)  # 48 records: batches straddle epochs.
+  _batches(iterator, 3)
+  concurrent.futures.wait(iterator._prefetcher._pending)  # pylint: disable=protected-access
+  state = iterator.get_state()
+  assert json.loads(json.dumps(state)) == state and state['epoch'] == 0 and state['offset'] == 30
+  uninterrupted = _batches(iterator, 7)
+  iterator.set_state(state)
+  _assert_same_batches(uninterrupted, _batches(iterator, 7))
+  resumed = _permutation_batches(seed=1, prefetch=prefetch, batch=10)
+  resumed.set_state(state)
+  _assert_same_batches(uninterrupted, _batches(resumed, 7))
+  with pytest.raises(ValueError, match=r'seed=\(1, 2\)'):
+    _permutation_batches(seed=2).set_state(state)
+  with pytest.raises(ValueError, match="reader=grain"):
+    _permutation_batches(seed=1).set_state(
+        BatchIterator(IndexImages(), global_batch_size=8, seed=1, shard_options=grain.ShardOptions(0, 1)).get_state())
+  with pytest.raises(ValueError, match="reader=memory"):
+    BatchIterator(IndexImages(), global_batch_size=8, seed=1, shard_options=grain.ShardOptions(0, 1)).set_state(state)
+
+
+def test_permutation_reader_gives_processes_disjoint_slices_that_change_every_epoch():
+  epochs = []
+  for process_index in range(2):
+    batches = _batches(_permutation_batches(process_index=process_index, process_count=2), 12)  # 2 epochs of 24.
+    assert all(batch['x'].shape == (4, 2, 2, 1) for batch in batches)
+    epochs.append([set(np.concatenate([_indices(batch) for batch in batches[k:k + 6]])) for k in (0, 6)])
+  for epoch in range(2):
+    assert len(epochs[0][epoch]) == len(epochs[1][epoch]) == _NUM_RECORDS // 2
+    assert not epochs[0][epoch] & epochs[1][epoch]
+  assert epochs[0][0] != epochs[0][1]  # Not a fixed shard.
+
+
+def test_reader_choice():
+  config = data_defaults()
+  assert config.reader == 'auto'
+  assert choose_reader(config, IndexArrays()) == 'memory'
+  config.memory_gib = 1e-9
+  assert choose_reader(config, IndexArrays()) == 'stream'
+  config.worker_count = 2
+  assert choose_reader(config, IndexArrays()) == 'grain'
+  assert choose_reader(data_defaults(), IndexImages()) == 'grain'  # No batched read.
+  config.reader = 'memory'
+  with pytest.raises(ValueError, match="reader='grain'"):
+    choose_reader(config, IndexImages())
+  config.reader = 'fast'
+  with pytest.raises(ValueError, match='unknown data.reader'):
+    choose_reader(config, IndexArrays())
+
+
+def test_digits_readers_agree_and_old_grain_states_resume_under_auto(digits_dir):
+  def pipeline(reader):
+    config = _digits_config(digits_dir)
+    config.reader = reader
+    return build_data(config, global_batch_size=64, seed=3)
+  def _take(data, count):
+    return [data.next_batch() for _ in range(count)]
+  memory, stream = pipeline('memory'), pipeline('stream')
+  assert memory._batches.reader_name == 'memory' and stream._batches.reader_name == 'stream'  # pylint: disable=protected-access
+  _assert_same_batches(_take(memory, 25), _take(stream, 25))  # Past the first epoch (22 batches).
+  _take(stream, 3)
+  state, want = memory.get_state(), _take(memory, 2)
+  stream.set_state(state)  # A memory state resumes in a stream pipeline: the same permutation.
+  _assert_same_batches(want, _take(stream, 2))
+  # A checkpoint of the grain reader (every run before data.reader) resumes through grain under 'auto'.
+  grain_run = pipeline('grain')
+  _take(grain_run, 5)
+  state, want = grain_run.get_state(), _take(grain_run, 3)
+  auto = pipeline('auto')
+  assert auto._batches.reader_name == 'memory'  # pylint: disable=protected-access
+  auto.set_state(state)
+  _assert_same_batches(want, _take(auto, 3))
 
 
 def test_latents_directory_reads_scaled_latents_and_names_a_missing_one(tmp_path):

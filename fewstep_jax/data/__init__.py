@@ -18,7 +18,8 @@ import ml_collections
 import numpy as np
 
 from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
-from fewstep_jax.data.pipeline import BatchIterator, HostBatches, stack_model_batch
+from fewstep_jax.data.digits_arrays import to_model_range
+from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
 
 
 def data_defaults() -> ml_collections.ConfigDict:
@@ -37,7 +38,12 @@ def data_defaults() -> ml_collections.ConfigDict:
                    # grids and the image metrics (FID, FD-DINOv2); unset, they are written as .npy.
   config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.
   config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
-  config.worker_count = 0  # grain worker processes; 0 reads in the training process.
+  config.reader = 'auto'  # pipeline.READERS: 'memory' (the records read once into host memory, each batch a fancy
+                         # index), 'stream' (a batched read per batch), 'grain' (one record at a time, optionally in
+                         # worker processes); 'auto': memory if the records fit in memory_gib, else stream, and
+                         # grain when worker_count > 0 or the source has no batched read.
+  config.memory_gib = 4.0  # The most host memory (GiB, per process) 'auto' gives a dataset held in memory.
+  config.worker_count = 0  # grain worker processes (reader 'grain'); 0 reads in the training process.
   config.prefetch = 2  # Batches built ahead in a background thread.
   return config
 
@@ -100,6 +106,11 @@ class ToyData(DataPipeline):
     return {'x': np.asarray(self._sampler(jax.random.key(seed), n))}
 
 
+def image_arrays_to_batch(arrays: dict) -> dict:
+  """{'image': uint8 [b, H, W, C], 'label': [b]} -> the model batch {'x': float32 in [-1, 1], 'y': int32}."""
+  return {'x': to_model_range(arrays['image']), 'y': arrays['label'].astype(np.int32)}
+
+
 class ImageData(HostBatches, DataPipeline):
   """A TFDS image dataset in a local directory: training batches from its 'train' split."""
 
@@ -108,14 +119,11 @@ class ImageData(HostBatches, DataPipeline):
     self.data_shape, self.num_classes = tfds_images.image_spec(self._builder, config_data.image_size)
     self._record_transforms = (
         (tfds_images.ResizeImage(config_data.image_size),) if config_data.image_size else ())
-    self._batches = BatchIterator(
-        tfds_images.open_split(self._builder, 'train'),
-        global_batch_size=global_batch_size,
-        seed=seed,
-        record_transforms=self._record_transforms,
-        worker_count=config_data.worker_count,
-        prefetch=config_data.prefetch,
-    )
+    records = tfds_images.SplitRecords(tfds_images.open_split(self._builder, 'train'), self.data_shape,
+                                       self._record_transforms)
+    self._open_batches(records, config_data, global_batch_size=global_batch_size, seed=seed,
+                       record_batch_fn=stack_model_batch, arrays_batch_fn=image_arrays_to_batch,
+                       record_transforms=self._record_transforms)
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """The first min(n, len(split)) examples of a `seed`-permutation of `split`, resized like training data."""

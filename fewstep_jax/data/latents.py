@@ -9,7 +9,8 @@
     labels.npy    int [N]                           class labels (absent: unconditional)
     info.json     optional {"num_classes": 1000, ...}; without it num_classes = max(label) + 1
 
-read by the grain pipeline (memory-mapped / random access: N may exceed host memory). Host batches are
+read by the host pipeline (pipeline.make_batches: memory-mapped or batched array_record reads, so N may exceed
+host memory; held in memory when it fits data.memory_gib). Host batches are
 {'x': scale * mean + shift, 'y': labels}, plus 'x_std': scale * std for moments; then on the device, each step,
 `on_device` draws x = scale * (mean + std * eps) + shift from the step's key, as MeanFlow's reference samples its
 stored moments. `data.latent_norm` chooses (scale, shift) (LATENT_NORMS): 'scale' is data.latent_scale (0.18215
@@ -59,7 +60,7 @@ def latent_norm(config_data) -> LatentNorm:
     raise ValueError(f'unknown data.latent_norm {name!r}; known: {sorted(LATENT_NORMS)}')
   return LATENT_NORMS[name](config_data)
 
-from fewstep_jax.data.pipeline import BatchIterator, HostBatches
+from fewstep_jax.data.pipeline import HostBatches
 
 
 def _missing(directory: str) -> str:
@@ -110,6 +111,8 @@ class MomentsSource:
                        f'--config.data.latent_norm={"edm2" if pixels == "unit" else "scale"}')
     self.shape, self.norm = tuple(info['shape']), norm
     self.num_classes = int(info.get('num_classes', 0))
+    self._record_dtype = np.dtype([('label', '<i4'), ('mean', '<f4', self.shape), ('std', '<f4', self.shape)])
+    self.record_nbytes = self._record_dtype.itemsize
 
   def __len__(self):
     return len(self._records)
@@ -120,6 +123,15 @@ class MomentsSource:
     if self.num_classes:
       record['label'] = label
     return record
+
+  def read_arrays(self, indices) -> dict:
+    """The records at `indices` in one batched read, decoded together: {'x', 'x_std'[, 'label']} arrays."""
+    raw = self._records.__getitems__([int(index) for index in indices])
+    records = np.frombuffer(b''.join(raw), self._record_dtype)
+    arrays = {'x': records['mean'] * self.norm.scale + self.norm.shift, 'x_std': records['std'] * self.norm.scale}
+    if self.num_classes:
+      arrays['label'] = records['label']
+    return arrays
 
 
 # encode_latents' --pixels: the range the images are mapped to before the VAE.
@@ -155,6 +167,7 @@ class LatentSource:
       self.num_classes = int(info.get('num_classes', int(np.max(self._labels)) + 1))
     self.norm = norm
     self.shape = tuple(self._latents.shape[1:])
+    self.record_nbytes = 4 * int(np.prod(self.shape)) + 8
 
   def __len__(self):
     return len(self._latents)
@@ -164,6 +177,19 @@ class LatentSource:
     if self._labels is not None:
       record['label'] = int(self._labels[index])
     return record
+
+  def read_arrays(self, indices) -> dict:
+    arrays = {'x': np.asarray(self._latents[indices], np.float32) * self.norm.scale + self.norm.shift}
+    if self._labels is not None:
+      arrays['label'] = np.asarray(self._labels[indices])
+    return arrays
+
+
+def latent_arrays_to_batch(arrays: dict) -> dict:
+  batch = {key: np.asarray(arrays[key], np.float32) for key in ('x', 'x_std') if key in arrays}
+  if 'label' in arrays:
+    batch['y'] = arrays['label'].astype(np.int32)
+  return batch
 
 
 def stack_latents(records) -> dict:
@@ -183,9 +209,8 @@ class LatentData(HostBatches):
   def __init__(self, config_data, *, global_batch_size: int, seed: int):
     self._source = open_source(config_data.latents_dir, latent_norm(config_data))
     self.data_shape, self.num_classes = self._source.shape, self._source.num_classes
-    self._batches = BatchIterator(self._source, global_batch_size=global_batch_size, seed=seed,
-                                  batch_fn=stack_latents, worker_count=config_data.worker_count,
-                                  prefetch=config_data.prefetch)
+    self._open_batches(self._source, config_data, global_batch_size=global_batch_size, seed=seed,
+                       record_batch_fn=stack_latents, arrays_batch_fn=latent_arrays_to_batch)
 
   @staticmethod
   def on_device(key, batch: dict) -> dict:

@@ -1,5 +1,5 @@
 """Reflow couplings stored as a dataset: noise-sample pairs (eps, x̂) generated once from a trained flow
-(`python -m fewstep_jax.reflow`) and read by the grain pipeline like any image dataset.
+(`python -m fewstep_jax.reflow`) and read by the host pipeline (pipeline.make_batches) like any image dataset.
 
 A pairs directory holds
   noise.npy    float32 [N, *data_shape]   the starting noise eps (flow time t = 1)
@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from fewstep_jax.data.pipeline import BatchIterator, HostBatches
+from fewstep_jax.data.pipeline import HostBatches
 
 INFO = 'info.json'
 ARRAYS = {'noise': 'noise.npy', 'data': 'data.npy', 'labels': 'labels.npy'}
@@ -56,6 +56,7 @@ class PairSource:
     self._labels = np.load(labels_path, mmap_mode='r') if self.info['num_classes'] else None
     if not len(self._noise) == len(self._data) == self.info['count']:
       raise ValueError(f'{pairs_dir}: noise, data and info.json disagree on the number of pairs; regenerate it')
+    self.record_nbytes = self._data[0].nbytes + self._noise[0].nbytes + 8
 
   def __len__(self):
     return self.info['count']
@@ -65,6 +66,19 @@ class PairSource:
     if self._labels is not None:
       record['label'] = int(self._labels[index])
     return record
+
+  def read_arrays(self, indices) -> dict:
+    arrays = {'x': np.asarray(self._data[indices], np.float32), 'eps': np.asarray(self._noise[indices], np.float32)}
+    if self._labels is not None:
+      arrays['label'] = np.asarray(self._labels[indices])
+    return arrays
+
+
+def pair_arrays_to_batch(arrays: dict) -> dict:
+  batch = {'x': arrays['x'], 'eps': arrays['eps']}
+  if 'label' in arrays:
+    batch['y'] = arrays['label'].astype(np.int32)
+  return batch
 
 
 def stack_pairs(records) -> dict:
@@ -103,8 +117,8 @@ class PairData(HostBatches):
     self.evaluator = self.info['source_data']['name']
     self._build_source_data = build_source_data
     self._source_data = None
-    self._batches = BatchIterator(source, global_batch_size=global_batch_size, seed=seed, batch_fn=stack_pairs,
-                                  worker_count=config_data.worker_count, prefetch=config_data.prefetch)
+    self._open_batches(source, config_data, global_batch_size=global_batch_size, seed=seed,
+                       record_batch_fn=stack_pairs, arrays_batch_fn=pair_arrays_to_batch)
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     if self._source_data is None:

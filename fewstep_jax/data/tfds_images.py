@@ -89,3 +89,32 @@ class ResizeImage(grain.MapTransform):
     pil_image = PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     resized = np.asarray(pil_image.resize((self._size, self._size), PIL.Image.Resampling.BICUBIC))
     return {**record, 'image': resized.reshape(self._size, self._size, image.shape[-1])}
+
+
+class SplitRecords:
+  """A split's random-access source with a batched read for the permutation reader (pipeline.make_batches).
+
+  source[i] is the TFDS record (grain applies its record transforms); read_arrays(indices) reads the records in
+  one batched call, applies `record_transforms` and returns {'image': uint8 [b, H, W, C], 'label': int64 [b]}.
+  """
+
+  def __init__(self, source, data_shape, record_transforms=()):
+    self._source, self._transforms = source, tuple(record_transforms)
+    self.record_nbytes = int(np.prod(data_shape)) + 8
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    return self._source[index]
+
+  def __repr__(self):
+    # Grain checks a restored state's source by repr: the TFDS source's, as checkpoints before SplitRecords hold.
+    return repr(self._source)
+
+  def read_arrays(self, indices) -> dict:
+    records = self._source.__getitems__([int(index) for index in indices])
+    for transform in self._transforms:
+      records = [transform.map(record) for record in records]
+    return {'image': np.stack([record['image'] for record in records]),
+            'label': np.array([record['label'] for record in records], np.int64)}
