@@ -31,17 +31,17 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_attention import functions  # noqa: E402  (forward, JVP and grad of a JVP loss)
+from bench_attention import functions, time_call  # noqa: E402  (its flags --steps, --seq, --batch are its own)
 
 from fewstep_jax.config_base import base_config  # noqa: E402
 from fewstep_jax.kernels import flash_attention  # noqa: E402
 from fewstep_jax.nn.attention import PALLAS_PLATFORMS, cudnn_attention, xla_attention  # noqa: E402
 from fewstep_jax.train import trainer  # noqa: E402
 
-flags.DEFINE_list('seq', ['1024', '4096', '16384'], 'Attention sequence lengths.')
+flags.DEFINE_list('attention_seq', ['1024', '4096', '16384'], 'Attention sequence lengths.')
 flags.DEFINE_list('methods', ['meanflow', 'sct'], 'Train steps to time on DiT-B/2.')
-flags.DEFINE_integer('batch', 64, 'Train-step batch per device.')
-flags.DEFINE_integer('steps', 10, 'Timed calls per measurement.')
+flags.DEFINE_integer('step_batch', 64, 'Train-step batch per device.')
+flags.DEFINE_integer('timed_calls', 10, 'Timed calls per measurement.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Peak dense bf16 TFLOP/s per device for MFU (0: from PEAK_FLOPS).')
 flags.DEFINE_bool('smoke', False, 'Tiny shapes (seq 128, a 1-block DiT, batch 4, 2 steps): checks the script on '
                   'any machine; the figures mean nothing.')
@@ -61,16 +61,6 @@ def peak_flops():
     return FLAGS.peak_tflops * 1e12
   kind = jax.devices()[0].device_kind
   return PEAK_FLOPS.get(kind) or next((value for name, value in PEAK_FLOPS.items() if kind.startswith(name)), None)
-
-
-def median_seconds(compiled, args) -> float:
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(FLAGS.steps):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _error_name(error) -> str:
@@ -96,7 +86,7 @@ def attention_rows(lengths, heads=8, head_dim=64):
     for impl, attention in implementations.items():
       for name, fn in functions(attention).items():
         try:
-          row[f'{impl}_{name}_ms'] = 1e3 * median_seconds(jax.jit(fn).lower(*args).compile(), args)
+          row[f'{impl}_{name}_ms'] = 1e3 * time_call(fn, args)
         except Exception as error:  # pylint: disable=broad-except
           row[f'{impl}_{name}_ms'] = _error_name(error)
     for name in ('fwd', 'jvp', 'jvp_grad'):
@@ -120,7 +110,7 @@ def dit_b2_config(method: str, attention: str, latents_dir: str, smoke: bool):
     config.network.time_scale = 1.0
   if smoke:
     config.network.update(dict(hidden=32, depth=1, heads=2))
-  config.train.batch_size = FLAGS.batch * jax.device_count()
+  config.train.batch_size = FLAGS.step_batch * jax.device_count()
   config.train.compute_dtype = 'bfloat16'
   config.train.tensorboard = False
   config.eval.at_end = False
@@ -135,7 +125,7 @@ def _cost(compiled, key):
 
 
 def step_row(method: str, attention: str, latents_dir: str, peak) -> dict:
-  row = {'method': method, 'attention': attention, 'network': 'dit-b/2', 'batch_per_device': FLAGS.batch}
+  row = {'method': method, 'attention': attention, 'network': 'dit-b/2', 'batch_per_device': FLAGS.step_batch}
   try:
     run = trainer.Run(dit_b2_config(method, attention, latents_dir, FLAGS.smoke))
     state = run.init_state()
@@ -145,7 +135,7 @@ def step_row(method: str, attention: str, latents_dir: str, peak) -> dict:
     compiled = train_step.lower(state, batch).compile()
     row['compile_s'] = time.perf_counter() - start
     times = []
-    for i in range(FLAGS.steps + 2):
+    for i in range(FLAGS.timed_calls + 2):
       batch = run.next_global_batch()
       jax.block_until_ready(batch)
       start = time.perf_counter()
@@ -180,15 +170,16 @@ def write_latents(directory: str, count: int):
 def main(argv):
   del argv
   if FLAGS.smoke:
-    FLAGS.seq, FLAGS.batch, FLAGS.steps = ['128'], 4, 2
+    FLAGS.attention_seq, FLAGS.step_batch, FLAGS.timed_calls = ['128'], 4, 2
   start = time.perf_counter()
   peak = peak_flops()
   device = jax.devices()[0]
   report = {'device': {'platform': jax.default_backend(), 'kind': device.device_kind,
                        'count': jax.device_count(), 'peak_flops': peak, 'smoke': FLAGS.smoke}}
-  report['attention'] = attention_rows([int(seq) for seq in FLAGS.seq])
+  FLAGS.steps = FLAGS.timed_calls  # bench_attention.time_call's count.
+  report['attention'] = attention_rows([int(seq) for seq in FLAGS.attention_seq])
   with tempfile.TemporaryDirectory() as latents_dir:
-    write_latents(latents_dir, max(1024, 4 * FLAGS.batch * jax.device_count()))
+    write_latents(latents_dir, max(1024, 4 * FLAGS.step_batch * jax.device_count()))
     report['steps'] = [step_row(method, attention, latents_dir, peak)
                        for method in FLAGS.methods for attention in ('xla', 'pallas')]
   report['total_s'] = time.perf_counter() - start
