@@ -377,48 +377,57 @@ class SampleProgress:
     writers.say(f'{self.label}: {self.done}/{self.total} samples, {rate:.1f} samples/s, {when}')
 
 
-def evaluate(run, state, workdir: str, step: int):
-  """Evaluates the state at every config.eval.nfe with the metrics of `metric_names` and writes
-  workdir/eval/results.json, results.md (a table) and results.png (metric against NFE). Returns the new rows."""
+def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None = None, params=None) -> list:
+  """The rows of every parameter copy, solver and NFE with the metrics of `metric_names`, computed in memory (nothing
+  is written). nfe (a sequence), num_samples and params (a parameter copy's name, e.g. 'ema_0.999') default to
+  config.eval's nfe, num_samples and params (with the raw parameters too while that EMA is young)."""
   config = run.config
   names = metric_names(config, run.data)
   if not names:
     raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
                      f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
                      'metric.')
-  directory = os.path.join(workdir, 'eval')
-  if jax.process_index() == 0:  # Before minutes of sampling whose results could not be written.
-    check_writable(directory)
-  n, seed = config.eval.num_samples, config.eval.seed
+  nfes = tuple(config.eval.nfe if nfe is None else nfe)
+  n, seed = config.eval.num_samples if num_samples is None else int(num_samples), config.eval.seed
   chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.
   evaluators = [EVALUATORS[name](run, n, seed) for name in names]
   batch_size = eval_batch_size(config, run.mesh)
   rows = []
-  copies = parameter_copies(config.eval.params, step)
-  print(f'evaluating step {step} ({", ".join(copies)}) at NFE {tuple(config.eval.nfe)} on {n} samples '
+  copies = parameter_copies(config.eval.params, step) if params is None else [params]
+  print(f'evaluating step {step} ({", ".join(copies)}) at NFE {nfes} on {n} samples '
         f'({", ".join(names)}; {batch_size} a batch)', flush=True)
-  for name, solver, nfe in itertools.product(copies, chosen_solvers, config.eval.nfe):
-    params = run.method.sampling_params(state, name)
+  for name, solver, steps in itertools.product(copies, chosen_solvers, nfes):
+    copy = run.method.sampling_params(state, name)
     for evaluator in evaluators:
       evaluator.start()
-    progress = SampleProgress(n, f'{name} nfe {nfe}' + (f' {solver}' if solver else ''))
-    for samples, labels, count in generate_batches(run, params, nfe, n, seed, batch_size, solver):
+    progress = SampleProgress(n, f'{name} nfe {steps}' + (f' {solver}' if solver else ''))
+    for samples, labels, count in generate_batches(run, copy, steps, n, seed, batch_size, solver):
       for evaluator in evaluators:
         evaluator.add(samples, labels, count)
       progress.update(count)
     for evaluator in evaluators:
       for metric, value, reference in evaluator.finish():
-        rows.append({'method': config.method.name, 'sampler': sampler_name(config, solver), 'nfe': int(nfe),
+        rows.append({'method': config.method.name, 'sampler': sampler_name(config, solver), 'nfe': int(steps),
                      'metric': metric, 'value': value, 'reference': reference, 'step': int(step), 'params': name})
-        writers.say(f'{name:12s} nfe {nfe:3d}  {metric:16s} {value:.5g}'
+        writers.say(f'{name:12s} nfe {steps:3d}  {metric:16s} {value:.5g}'
                     + ('' if reference is None else f'  (reference {reference:.5g})'))
+  return rows
+
+
+def evaluate(run, state, workdir: str, step: int):
+  """Evaluates the state at every config.eval.nfe with the metrics of `metric_names` (`evaluation_rows`) and writes
+  workdir/eval/results.json, results.md (a table) and results.png (metric against NFE). Returns the new rows."""
+  directory = os.path.join(workdir, 'eval')
+  if jax.process_index() == 0:  # Before minutes of sampling whose results could not be written.
+    check_writable(directory)
+  rows = evaluation_rows(run, state, step)
   if jax.process_index() == 0:
     path = os.path.join(directory, 'results.json')
     merged = merge_rows(files.read_json(path) if os.path.exists(path) else [], rows)
     files.write_json(path, merged)
     files.write_text(os.path.join(directory, 'results.md'), results_table(merged))
     plots.save_metric_curves(os.path.join(directory, 'results.png'), merged)
-    if config.train.tensorboard:
+    if run.config.train.tensorboard:
       writers.write_eval_tensorboard(workdir, step, rows)
     print(f'results: {path} (table results.md, plot results.png)', flush=True)
   return rows

@@ -1,5 +1,6 @@
 """Metric writers: progress (a tqdm bar on a terminal, plain lines elsewhere), metrics.jsonl and TensorBoard.
 Only process 0 writes."""
+import importlib.util
 import json
 import math
 import os
@@ -22,8 +23,22 @@ def format_duration(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
+def in_notebook() -> bool:
+  """Whether this process is a Jupyter kernel (IPython with a kernel attached)."""
+  ipython = sys.modules.get('IPython')
+  shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, 'get_ipython') else None
+  return shell is not None and getattr(shell, 'kernel', None) is not None
+
+
 def progress(iterable=None, **kwargs):
-  """tqdm on a terminal (stderr is a TTY); nothing on a log file, where the callers print plain lines."""
+  """tqdm on a terminal (stderr is a TTY); in a Jupyter kernel, tqdm's widget where ipywidgets is installed and its
+  text bar otherwise (a kernel's stderr is no TTY, but renders one); nothing on a log file, where the callers print
+  plain lines."""
+  if in_notebook():
+    if importlib.util.find_spec('ipywidgets') is not None:  # tqdm.notebook's widget needs it.
+      from tqdm.notebook import tqdm as notebook_tqdm
+      return notebook_tqdm(iterable, leave=True, **kwargs)
+    return tqdm(iterable, disable=False, leave=True, file=sys.stderr, **kwargs)
   return tqdm(iterable, disable=None, dynamic_ncols=True, leave=False, file=sys.stderr, **kwargs)
 
 
