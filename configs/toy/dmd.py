@@ -1,7 +1,8 @@
 """DMD (Yin et al. 2023) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: 1:1 updates plus the
 regression loss (weight 0.25, squared L2) on the teacher's ODE pairs.
 Shared settings: configs/toy/common.py.
-Figures measured on the development machine: docs/measured.md.
+Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
+step count: docs/measured.md.
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.reflow --teacher=runs/toy_edm --out=runs/toy_edm_pairs --num=4096 --nfe=35
   python -m fewstep_jax.main --config=configs/toy/dmd.py --workdir=runs/toy_dmd

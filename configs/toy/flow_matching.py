@@ -1,6 +1,6 @@
 """Flow matching on 2-D toy data (8 gaussians by default), MLP velocity field. About a minute on a laptop CPU.
 
-  python -m fewstep_jax.main --config=configs/toy/flow_matching.py --workdir=runs/toy_fm \
+  python -m fewstep_jax.main --config=configs/toy/flow_matching.py --workdir=runs/toy_flow_matching \
       [--config.data.toy=moons|checkerboard|spirals]
 """
 from fewstep_jax.config_base import base_config

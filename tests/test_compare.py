@@ -1,0 +1,54 @@
+"""experiments/compare.py's dependency graph comes from the configs' declared inputs (no list of teachers), in an
+order that trains every run before the runs that read it; its table shows the headline metric per NFE."""
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location('compare_experiment', REPO / 'experiments/compare.py')
+compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare)
+
+
+@pytest.mark.parametrize('dataset', ['toy', 'digits'])
+def test_every_config_of_a_dataset_resolves_into_one_ordered_graph(dataset):
+  nodes = compare.build_graph(dataset, compare.config_names(dataset))
+  order = compare.topological_order(nodes)
+  assert sorted(order) == sorted(nodes)
+  position = {name: index for index, name in enumerate(order)}
+  for node in nodes.values():
+    for source in list(node.needs.values()) + ([node.source] if node.kind == 'pairs' else []):
+      assert position[source] < position[node.name], (source, node.name)
+
+
+def test_the_graph_follows_declared_teachers_starts_and_pairs():
+  toy = compare.build_graph('toy', ['tcm', 'dmd', 'reflow', 'meanflow'])
+  assert set(toy['tcm'].needs.values()) == {'ect'} and set(toy['ect'].needs.values()) == {'edm'}
+  assert toy['dmd'].needs == {'method.teacher': 'edm', 'method.regression_pairs': 'pairs_edm'}
+  assert toy['pairs_edm'].kind == 'pairs' and toy['pairs_edm'].source == 'edm'
+  assert toy['reflow'].needs == {'method.init_from': 'flow_matching', 'data.pairs_dir': 'pairs_flow_matching'}
+  assert toy['meanflow'].needs == {} and 'cd' not in toy
+  digits = compare.build_graph('digits', ['sct', 'scd'])
+  assert digits['sct'].needs == {'method.init_from': 'trigflow'}
+  assert digits['scd'].needs == {'method.teacher': 'flow_matching'}  # runs/quickstart: the README's teacher.
+
+
+def test_an_input_that_no_config_produces_is_refused():
+  with pytest.raises(ValueError, match=r'runs/toy_<name>'):
+    compare.producer('runs/somewhere_else', 'toy')
+
+
+def test_the_table_shows_each_run_at_each_nfe():
+  rows = lambda values: [{'metric': 'sliced_w2', 'nfe': n, 'value': v, 'reference': 0.002} for n, v in values.items()]
+  records = [
+      {'name': 'edm', 'kind': 'run', 'method': 'edm', 'teacher': True, 'teacher_nfe': 35, 'reads': {},
+       'rows': rows({1: 0.9, 2: 0.5, 4: 0.2, 35: 0.004}), 'train_s': 10.0, 'eval_s': 2.0, 'steps': 100},
+      {'name': 'pairs_edm', 'kind': 'pairs'},
+      {'name': 'dmd', 'kind': 'run', 'method': 'dmd', 'teacher': False, 'teacher_nfe': None,
+       'reads': {'method.teacher': 'edm', 'method.regression_pairs': 'pairs_edm'},
+       'rows': rows({1: 0.01, 2: 0.02}), 'train_s': 12.0, 'eval_s': 3.0, 'steps': 100}]
+  text = compare.table('toy', records, (1, 2, 4))
+  assert 'sliced_w2 (floor 0.002), 100 steps per run' in text
+  assert '| edm | `edm` | 0.9 | 0.5 | 0.2 | 0.004 @ 35 | scratch |' in text
+  assert '| dmd | `dmd` | 0.01 | 0.02 | – |  | edm, pairs_edm |' in text
