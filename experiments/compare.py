@@ -40,13 +40,6 @@ sys.path.insert(0, REPO)
 from fewstep_jax import config_base, methods  # noqa: E402
 from fewstep_jax.inputs import ArraysInput, InitInput, TeacherInput  # noqa: E402
 
-flags.DEFINE_list('datasets', ['toy', 'digits'], 'Datasets to compare (configs/<dataset>/).')
-flags.DEFINE_list('methods', [], 'Config names to compare (configs/<dataset>/<name>.py; default: all). The runs '
-                  'they read are trained too.')
-flags.DEFINE_integer('budget', 3000, 'Training steps of every run.')
-flags.DEFINE_string('out_dir', 'runs/compare', 'Output directory (runs, table, figure, JSON).')
-flags.DEFINE_list('eval_nfe', ['1', '2', '4'], 'NFEs every run is evaluated at.')
-flags.DEFINE_bool('readme', False, 'Write the table into README.md and the figure to docs/.')
 FLAGS = flags.FLAGS
 
 # The metric a dataset's table shows (the embedded evaluator's first row; the JSON holds every metric).
@@ -334,5 +327,17 @@ def main(argv):
     _write_readme(markdown + '\n' + ''.join(images))
 
 
+def define_flags():
+  """The command line's flags (defined only when run, so that toy_example.py and tests can import this file)."""
+  flags.DEFINE_list('datasets', ['toy', 'digits'], 'Datasets to compare (configs/<dataset>/).')
+  flags.DEFINE_list('methods', [], 'Config names to compare (configs/<dataset>/<name>.py; default: all). The runs '
+                    'they read are trained too.')
+  flags.DEFINE_integer('budget', 3000, 'Training steps of every run.')
+  flags.DEFINE_string('out_dir', 'runs/compare', 'Output directory (runs, table, figure, JSON).')
+  flags.DEFINE_list('eval_nfe', ['1', '2', '4'], 'NFEs every run is evaluated at.')
+  flags.DEFINE_bool('readme', False, 'Write the table into README.md and the figure to docs/.')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
