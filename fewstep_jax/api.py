@@ -14,7 +14,7 @@ the same code paths as the command line (`python -m fewstep_jax.main`).
 import dataclasses
 import os
 
-from fewstep_jax import config_base, runs
+from fewstep_jax import config_base
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
 from fewstep_jax.train.state import TrainState
@@ -60,11 +60,9 @@ def train(config, workdir: str | None = None, *, inputs: dict | None = None) -> 
 def open_run(workdir: str) -> Trained:
   """The newest checkpoint of the run in `workdir` (its stored config, the student's parameter copies only), built
   as it was trained from the teachers it recorded; nothing else is read."""
-  config = config_base.config_from_json(files.read_json(os.path.join(workdir, 'config.json')))
   trainer.require_checkpoint(workdir)
-  _, info = runs.read_run_info(workdir)
-  run = trainer.Run(config, runs.recorded_teachers(info), resolve=False)
-  state, _ = trainer.restore_latest(run, workdir)
+  config = config_base.config_from_json(files.read_json(os.path.join(workdir, 'config.json')))
+  run, state, _ = trainer.restore_run(config, workdir)
   return Trained(run, state)
 
 
@@ -72,8 +70,7 @@ def sample(trained: Trained, nfe: int, n: int, *, seed: int = 0, params: str | N
   """n samples (numpy [n, *data_shape], in the data's range) and their labels ([n], sample i of class
   i % num_classes; None for unconditional data) with `nfe` network evaluations: the evaluation's sampler, so
   sample i is the same whatever n, the batch size or the device count."""
-  run = trained.run
-  return evaluate_lib.generate(run, trained.params(params), int(nfe), int(n), int(seed))
+  return evaluate_lib.generate(trained.run, trained.params(params), int(nfe), int(n), int(seed))
 
 
 def evaluate(trained: Trained, nfe=None, *, num_samples: int | None = None, params: str | None = None) -> list:
@@ -96,4 +93,5 @@ def results_table(rows: list) -> str:
   return evaluate_lib.results_table(rows)
 
 
-__all__ = ['Trained', 'base_config', 'evaluate', 'load_config', 'open_run', 'results_table', 'sample', 'train']
+__all__ = ['Trained', 'base_config', 'data_samples', 'evaluate', 'load_config', 'open_run', 'results_table', 'sample',
+           'train']

@@ -29,7 +29,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fewstep_jax import compile_cache, config_base, runs
+from fewstep_jax import compile_cache, config_base
 from fewstep_jax.errors import RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
@@ -104,11 +104,7 @@ def _config_for(mode: str, workdir: str):
 
 
 def _restored(config, workdir):
-  # Built as it was trained, from the teachers it recorded: nothing but its own parameters is read.
-  trainer.require_checkpoint(workdir)
-  _, info = runs.read_run_info(workdir)
-  run = trainer.Run(config, runs.recorded_teachers(info), resolve=False)
-  state, step = trainer.restore_latest(run, workdir)
+  run, state, step = trainer.restore_run(config, workdir)
   holder = WorkdirLock(workdir).live_holder()
   if holder is not None:
     print(f'the run is live (a trainer on host {holder["host"]}, pid {holder["pid"]}): read its newest committed '

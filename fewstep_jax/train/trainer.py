@@ -428,6 +428,16 @@ def require_checkpoint(workdir: str):
                             '--workdir, or point --workdir at a trained run.')
 
 
+def restore_run(config, workdir: str):
+  """(run, state, step) of the newest checkpoint in `workdir` for eval / sample: the run built as it was trained,
+  from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state."""
+  require_checkpoint(workdir)
+  _, info = runs.read_run_info(workdir)
+  run = Run(config, runs.recorded_teachers(info), resolve=False)
+  state, step = restore_latest(run, workdir)
+  return run, state, step
+
+
 def restore_latest(run: Run, workdir: str):
   """The student's parameters of the newest readable checkpoint (or train.resume_step's) for eval / sample, as a
   TrainState that holds only them (every EMA copy and the raw parameters; no optimizer state, no teacher), and
