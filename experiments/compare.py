@@ -21,7 +21,8 @@ eval.num_samples samples, each at 1, 2 and 4 NFE and, for the teachers, at their
 
 Outputs in --out_dir: comparison_<datasets>.md (a row per run: its metric at each NFE, teacher, train and eval time),
 .png (metric against NFE, a line per run, floor and teacher marked) and .json (every row, the budget, the date, the
-commit, the wall time). --readme also writes the table into README.md between its markers and the figure to
+commit, the wall time). --readme also writes each dataset's table into its block of README.md's comparison section
+(the other datasets' blocks are kept, so each can come from its own budget) and its figure to
 docs/comparison_<dataset>.png.
 """
 import dataclasses
@@ -155,7 +156,18 @@ def is_teacher(config) -> bool:
   return config.method.name in ('flow_matching', 'edm')
 
 
-def run_node(node: Node, directory: str, budget: int, nfes: tuple) -> dict:
+def samples_at(method, nfe: int, conditional: bool) -> bool:
+  """Whether the method's sampler can spend exactly `nfe` network calls (a guided ODE step costs two); the table
+  shows '–' where it cannot."""
+  try:
+    method.sampling_plan(nfe, conditional)
+  except ValueError as error:
+    print(f'  not evaluated at {nfe} NFE: {error}', flush=True)
+    return False
+  return True
+
+
+def run_node(node: Node, directory: str, budget: int, nfes: tuple, commit: str = '') -> dict:
   """Produces the node (skipping what is complete) and returns its record: for a run, its evaluation rows."""
   from fewstep_jax import api
   from fewstep_jax import reflow
@@ -170,7 +182,8 @@ def run_node(node: Node, directory: str, budget: int, nfes: tuple) -> dict:
     if os.path.exists(workdir):  # An interrupted write left a directory behind (pairs are written atomically).
       raise FileExistsError(f'{workdir} exists without its compare.json: remove it to regenerate the pairs')
     reflow.generate_pairs(os.path.join(directory, node.source), workdir, num, nfe=nfe)
-    record = {'name': node.name, 'kind': 'pairs', 'num': num, 'nfe': nfe, 'seconds': time.time() - began}
+    record = {'name': node.name, 'kind': 'pairs', 'num': num, 'nfe': nfe, 'seconds': time.time() - began,
+              'commit': commit}
   else:
     overrides = {**budget_overrides(budget),
                  **{field: os.path.join(directory, source) for field, source in node.needs.items()}}
@@ -181,12 +194,13 @@ def run_node(node: Node, directory: str, budget: int, nfes: tuple) -> dict:
     trained_s = time.time() - began
     teacher = is_teacher(config)
     own = tuple(int(n) for n in config.eval.nfe) if teacher else ()
-    evaluated = sorted(set(nfes) | ({max(own)} if own else set()))
+    evaluated = [nfe for nfe in sorted(set(nfes) | ({max(own)} if own else set()))
+                 if samples_at(trained.run.method, nfe, trained.run.data.num_classes > 0)]
     began = time.time()
     rows = api.evaluate(trained, nfe=evaluated, params=config.eval.params)
     record = {'name': node.name, 'kind': 'run', 'method': config.method.name, 'teacher': teacher,
               'teacher_nfe': max(own) if own else None, 'reads': node.needs, 'rows': rows,
-              'train_s': trained_s, 'eval_s': time.time() - began, 'steps': budget}
+              'train_s': trained_s, 'eval_s': time.time() - began, 'steps': budget, 'commit': commit}
   with open(record_path + '.tmp', 'w') as f:
     json.dump(record, f, indent=1)
   os.replace(record_path + '.tmp', record_path)
@@ -229,12 +243,15 @@ def figure(path: str, dataset: str, records: list, nfes: tuple):
     points = [(n, _value(r, metric, n)) for n in nfes if _value(r, metric, n) is not None]
     axes.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=r['name'],
               color=cycle[index % len(cycle)], linestyle='-' if index < len(cycle) else '--')
-  for r in runs:
-    if r['teacher']:
-      value = _value(r, metric, r['teacher_nfe'])
-      axes.axhline(value, color='black', linestyle=':', linewidth=1)
-      axes.annotate(f'{r["name"]} teacher, {r["teacher_nfe"]} NFE', (nfes[-1], value), fontsize='x-small',
-                    ha='right', va='bottom')
+  teachers = sorted(((_value(r, metric, r['teacher_nfe']), r) for r in runs if r['teacher']), key=lambda t: t[0])
+  shift, previous = 0, None
+  for value, r in teachers:
+    # Teachers within 15% of each other would print their labels on top of each other: stack them upwards.
+    shift = shift + 1 if previous is not None and value < previous * 1.15 else 0
+    previous = value
+    axes.axhline(value, color='black', linestyle=':', linewidth=1)
+    axes.annotate(f'{r["name"]} teacher, {r["teacher_nfe"]} NFE', (nfes[-1], value), xytext=(0, 2 + 9 * shift),
+                  textcoords='offset points', fontsize='x-small', ha='right', va='bottom')
   floor = next((row['reference'] for r in runs for row in r['rows'] if row['metric'] == metric), None)
   if floor is not None:
     axes.axhline(floor, color='0.5', linestyle='--', linewidth=1)
@@ -259,22 +276,42 @@ def _commit() -> str:
     return 'unknown'
 
 
-def _write_readme(section: str):
-  path = os.path.join(REPO, 'README.md')
+def write_readme(path: str, blocks: dict):
+  """Replaces each dataset's block inside the README's comparison section, keeping the other datasets' blocks (so
+  the toy and digits tables can come from runs at different budgets)."""
   with open(path) as f:
     text = f.read()
   if README_BEGIN not in text or README_END not in text:
-    raise ValueError(f'README.md has no comparison markers ({README_BEGIN!r}, {README_END!r})')
+    raise ValueError(f'{path} has no comparison markers ({README_BEGIN!r}, {README_END!r})')
   head, rest = text.split(README_BEGIN, 1)
-  _, tail = rest.split(README_END, 1)
+  body, tail = rest.split(README_END, 1)
+  for dataset, block in blocks.items():
+    begin, end = f'<!-- comparison {dataset}: begin -->', f'<!-- comparison {dataset}: end -->'
+    new = f'{begin}\n{block}{end}\n'
+    if begin in body and end in body:
+      before, after = body.split(begin, 1)
+      body = before + new + after.split(end, 1)[1].lstrip('\n')
+    else:
+      body = body.rstrip('\n') + '\n' + new
   with open(path, 'w') as f:
-    f.write(f'{head}{README_BEGIN}\n{section}{README_END}{tail}')
+    f.write(f'{head}{README_BEGIN}{body}{README_END}{tail}')
+
+
+def header(records: list, budget: int, date: str, commit: str) -> str:
+  """The line above a dataset's table. The time is the runs' own (read from their records), so a table re-rendered
+  from runs that were already complete still says how long they took."""
+  seconds = sum(r.get('seconds', r.get('train_s', 0) + r.get('eval_s', 0)) for r in records)
+  commits = sorted({r['commit'] for r in records if r.get('commit')})
+  made = f'trained at commit {", ".join(commits)}' if commits else 'trained before records carried a commit'
+  return (f'Budget {budget} steps per run, seed 0; {len(records)} runs and pair sets, {seconds / 60:.0f} min of '
+          f'training and evaluation on this machine ({made}); table of {date}, commit {commit}.\n\n')
 
 
 def main(argv):
   del argv
   nfes = tuple(int(n) for n in FLAGS.eval_nfe)
   began = time.time()
+  commit = _commit()  # The code the runs are trained with: taken before a long comparison, not after.
   plans = {}
   for dataset in FLAGS.datasets:
     if dataset not in HEADLINE:
@@ -289,7 +326,7 @@ def main(argv):
   total = sum(len(plan) for plan in plans.values())
   print(f'{total} runs and pair sets: ' + '; '.join(f'{d}: {", ".join(n.name for n in p)}' for d, p in plans.items()),
         flush=True)
-  records, done, sections = {}, 0, []
+  records, done = {}, 0
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   for dataset, plan in plans.items():
     directory = os.path.join(FLAGS.out_dir, f'{dataset}_{FLAGS.budget}')
@@ -298,33 +335,32 @@ def main(argv):
       elapsed = time.time() - began
       eta = '' if done == 0 else f', about {elapsed / done * (total - done) / 60:.0f} min left'
       print(f'[{done + 1}/{total}] {dataset} {node.name} ({node.kind}){eta}', flush=True)
-      records[dataset].append(run_node(node, directory, FLAGS.budget, nfes))
+      records[dataset].append(run_node(node, directory, FLAGS.budget, nfes, commit))
       done += 1
   wall = time.time() - began
   stem = os.path.join(FLAGS.out_dir, 'comparison_' + '_'.join(FLAGS.datasets))
   date = datetime.date.today().isoformat()
+  blocks = {}
   for dataset, recs in records.items():
     figure(f'{stem}_{dataset}.png', dataset, recs, nfes)
-    sections.append(table(dataset, recs, nfes))
-  header = (f'Budget {FLAGS.budget} steps per run, seed 0, {date}, commit {_commit()}; '
-            f'{wall / 60:.0f} min for the whole comparison (runs already complete were read back).\n\n')
-  markdown = header + '\n'.join(sections)
+    blocks[dataset] = header(recs, FLAGS.budget, date, commit) + table(dataset, recs, nfes)
+  markdown = '\n'.join(blocks.values())
   with open(stem + '.md', 'w') as f:
     f.write(markdown)
   with open(stem + '.json', 'w') as f:
-    json.dump({'budget': FLAGS.budget, 'date': date, 'commit': _commit(), 'wall_s': wall, 'nfe': list(nfes),
+    json.dump({'budget': FLAGS.budget, 'date': date, 'commit': commit, 'wall_s': wall, 'nfe': list(nfes),
                'records': records}, f, indent=1)
   print(markdown)
-  print(f'wrote {stem}.md, .json and _<dataset>.png', flush=True)
+  print(f'{wall / 60:.0f} min for this command (runs already complete were read back); '
+        f'wrote {stem}.md, .json and _<dataset>.png', flush=True)
   if FLAGS.readme:
     os.makedirs(os.path.join(REPO, 'docs'), exist_ok=True)
-    images = []
     for dataset in records:
       target = os.path.join(REPO, 'docs', f'comparison_{dataset}.png')
       with open(f'{stem}_{dataset}.png', 'rb') as source, open(target, 'wb') as f:
         f.write(source.read())
-      images.append(f'![{dataset} comparison](docs/comparison_{dataset}.png)\n')
-    _write_readme(markdown + '\n' + ''.join(images))
+      blocks[dataset] += f'\n![{dataset} comparison](docs/comparison_{dataset}.png)\n'
+    write_readme(os.path.join(REPO, 'README.md'), blocks)
 
 
 def define_flags():

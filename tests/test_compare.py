@@ -52,3 +52,33 @@ def test_the_table_shows_each_run_at_each_nfe():
   assert 'sliced_w2 (floor 0.002), 100 steps per run' in text
   assert '| edm | `edm` | 0.9 | 0.5 | 0.2 | 0.004 @ 35 | scratch |' in text
   assert '| dmd | `dmd` | 0.01 | 0.02 | – |  | edm, pairs_edm |' in text
+
+
+def test_a_guided_teacher_is_not_evaluated_at_an_odd_nfe():
+  from fewstep_jax import config_base
+  from fewstep_jax.methods.registry import build_method
+  config = config_base.load_config(str(REPO / 'configs/digits/flow_matching.py'), {})
+  method = build_method(config, data_shape=(8, 8, 1), num_classes=10)
+  assert config.method.guidance == 1.5
+  assert [nfe for nfe in (1, 2, 4) if compare.samples_at(method, nfe, conditional=True)] == [2, 4]
+  assert compare.samples_at(method, 1, conditional=False)  # Unconditional: one network call a step.
+
+
+def test_the_readme_keeps_the_blocks_of_datasets_not_rerun(tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'intro\n{compare.README_BEGIN}\n{compare.README_END}\nrest\n')
+  compare.write_readme(str(readme), {'toy': 'toy table v1\n'})
+  compare.write_readme(str(readme), {'digits': 'digits table\n'})
+  compare.write_readme(str(readme), {'toy': 'toy table v2\n'})
+  text = readme.read_text()
+  assert text.startswith('intro\n') and text.endswith(f'{compare.README_END}\nrest\n')
+  assert 'toy table v1' not in text and text.index('toy table v2') < text.index('digits table')
+  assert text.count('<!-- comparison toy: begin -->') == 1 and text.count('<!-- comparison digits: end -->') == 1
+
+
+def test_the_header_gives_the_runs_own_time_when_they_are_read_back():
+  records = [{'kind': 'run', 'train_s': 100.0, 'eval_s': 20.0, 'commit': 'abc1234'},
+             {'kind': 'pairs', 'seconds': 60.0, 'commit': 'abc1234'}]
+  text = compare.header(records, 500, '2026-12-03', 'def5678')
+  assert '2 runs and pair sets, 3 min of training and evaluation' in text
+  assert 'trained at commit abc1234' in text and 'commit def5678' in text
