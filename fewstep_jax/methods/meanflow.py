@@ -81,16 +81,6 @@ class MeanFlow(AverageVelocityMethod):
       return None
     return (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
 
-  def velocity_target(self, params, z, t, v, y, label_key):
-    """v, or the folded-CFG v_g for labelled samples inside the guidance interval. Returns (v_g, y_train)
-    with y_train the labels after dropout (dropped samples keep v_g = v)."""
-    hp = self.hparams
-    y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
-    where = self.guided_rows(t, y, y_train)
-    if where is None:
-      return v, y_train
-    return self.folded_guidance(params, z, t, v, y, hp.omega, hp.kappa, where), y_train
-
   def shares_conditional_pass(self, batch: int) -> bool:
     """Whether the r = t rows' folded-CFG conditional term is taken from their prediction (module docstring)."""
     return (self.hparams.jvp_sub_batch and self.hparams.kappa != 0.0 and self.num_jvp(batch) < batch
