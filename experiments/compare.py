@@ -28,6 +28,7 @@ docs/comparison_<dataset>.png.
 import dataclasses
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ sys.path.insert(0, REPO)
 
 from fewstep_jax import config_base, methods  # noqa: E402
 from fewstep_jax.inputs import ArraysInput, InitInput, TeacherInput  # noqa: E402
+from fewstep_jax.train import state  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -151,6 +153,25 @@ def budget_overrides(budget: int) -> dict:
           'train.log_every': max(budget // 10, 1), 'train.sample_every': 0}
 
 
+# At the end of a run, the start may hold at most this share of an EMA copy: rate ** budget <= EMA_START_SHARE.
+EMA_START_SHARE = 0.05
+
+
+def fit_ema(config, budget: int) -> dict:
+  """Caps the EMA rates at what a budget can average (returned as the {old: new} names it changed).
+
+  An EMA copy starts at the initial weights and keeps rate ** steps of them: 0.999 keeps 61% after 500 steps, so a
+  short run's EMA (which is what is evaluated, and what a student reads from its teacher) would be mostly the
+  random start. A rate whose start share would exceed EMA_START_SHARE is lowered to the largest 3-decimal rate that
+  meets it (0.994 for 500 steps), and eval.params follows it. The toy runs at 3000 steps keep their 0.999."""
+  cap = math.floor(EMA_START_SHARE ** (1.0 / budget) * 1000) / 1000
+  renamed = {state.ema_name(rate): state.ema_name(cap) for rate in config.optim.ema_rates if rate > cap}
+  if renamed:
+    config.optim.ema_rates = tuple(dict.fromkeys(min(rate, cap) for rate in config.optim.ema_rates))
+    config.eval.params = renamed.get(config.eval.params, config.eval.params)
+  return renamed
+
+
 def is_teacher(config) -> bool:
   """A run whose sampler is an ODE solve (a teacher: flow matching, EDM), not a few-step method."""
   return config.method.name in ('flow_matching', 'edm')
@@ -188,6 +209,8 @@ def run_node(node: Node, directory: str, budget: int, nfes: tuple, commit: str =
     overrides = {**budget_overrides(budget),
                  **{field: os.path.join(directory, source) for field, source in node.needs.items()}}
     config = config_base.load_config(node.config, overrides)
+    for old, new in fit_ema(config, budget).items():
+      print(f'  {old} -> {new}: an EMA {budget} steps can average (fit_ema)', flush=True)
     trained = api.train(config, workdir)
     if not trained.finished:
       raise KeyboardInterrupt(f'{node.name} stopped by a signal; run the same command to resume')

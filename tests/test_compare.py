@@ -82,3 +82,14 @@ def test_the_header_gives_the_runs_own_time_when_they_are_read_back():
   text = compare.header(records, 500, '2026-12-03', 'def5678')
   assert '2 runs and pair sets, 3 min of training and evaluation' in text
   assert 'trained at commit abc1234' in text and 'commit def5678' in text
+
+
+def test_a_short_budget_caps_the_ema_so_the_start_no_longer_dominates_it():
+  from fewstep_jax import config_base
+  config = config_base.load_config(str(REPO / 'configs/digits/edm.py'), {})
+  assert tuple(config.optim.ema_rates) == (0.999,) and config.eval.params == 'ema_0.999'
+  assert compare.fit_ema(config, 500) == {'ema_0.999': 'ema_0.994'}
+  assert tuple(config.optim.ema_rates) == (0.994,) and config.eval.params == 'ema_0.994'
+  assert 0.994 ** 500 <= compare.EMA_START_SHARE < 0.995 ** 500
+  long = config_base.load_config(str(REPO / 'configs/toy/edm.py'), {})
+  assert compare.fit_ema(long, 3000) == {} and long.eval.params == 'ema_0.999'  # 0.999 ** 3000 = 0.0497.
