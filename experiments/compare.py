@@ -15,9 +15,10 @@ compare.json is read back), an interrupted one resumes from its checkpoint (a qu
 
 Budget: every run, teacher or student, trains for --budget steps (train.num_steps; the checkpoint, log and
 schedule cadence follow it), on the config's batch, optimizer and seed; a score-distillation method that updates its
-student every k-th step gets budget / k student updates. Evaluation: the config's eval.params copy on the config's
-eval.num_samples samples, each at 1, 2 and 4 NFE and, for the teachers, at their own eval.nfe (the line marked
-"teacher" in the figure). The floor is the metric of two independent true samples.
+student every k-th step gets budget / k student updates. An EMA rate the budget cannot average is lowered
+(`fit_ema`). Evaluation: the config's eval.params copy on the config's eval.num_samples samples, each at 1, 2 and 4
+NFE and, for the teachers, at their own eval.nfe (the line marked "teacher" in the figure). The floor is the metric
+of two independent true samples.
 
 Outputs in --out_dir: comparison_<datasets>.md (a row per run: its metric at each NFE, teacher, train and eval time),
 .png (metric against NFE, a line per run, floor and teacher marked) and .json (every row, the budget, the date, the

@@ -42,7 +42,9 @@ def train_with_inputs(name: str, steps: int, data: str, out_dir: str):
     overrides = {**compare.budget_overrides(steps), 'data.toy': data,
                  **{field: os.path.join(out_dir, source) for field, source in node.needs.items()}}
     print(f'training {node_name} ({steps} steps on {data})', flush=True)
-    trained = api.train(config_base.load_config(node.config, overrides), os.path.join(out_dir, node_name))
+    config = config_base.load_config(node.config, overrides)
+    compare.fit_ema(config, steps)  # A short --steps would otherwise evaluate an EMA still mostly at its start.
+    trained = api.train(config, os.path.join(out_dir, node_name))
   return trained
 
 
