@@ -154,6 +154,27 @@ def test_f_distill_weights_the_dmd_gradient_by_h_of_the_binned_density_ratio(div
   assert np.max(np.abs(h - 1)) > 0.05  # The weighting is not trivially 1 here.
 
 
+@pytest.mark.parametrize('name, weighted', [('f_distill', False), ('dmd2', True)])
+def test_critic_loss_is_weighted_as_each_methods_reference(name, weighted):
+  """The critic's denoising loss on the student's samples, written out: f-distill's is FastGen's unweighted x0 mean
+  squared error (denoising_score_matching_loss for EDM networks), DMD2's tianweiy/DMD2's lambda(sigma)-weighted
+  one. The same draws: the student's one-step samples x, the critic's levels sigma and noise n of critic_loss."""
+  method = analytic_f_distill(gan_weight=1e-30) if name == 'f_distill' else analytic_method(name)
+  key, n = jax.random.PRNGKey(7), 12
+  ctx = StepContext(frozen={'teacher': DATA}, nets={'student': GENERATOR})
+  loss, _ = method.critic_loss({'critic': DATA, 'head': None}, {'x': samples(DATA, n)}, key, ctx)
+  input_key, sigma_key, noise_key, _, _ = jax.random.split(key, 5)
+  x_in, sigma_in = method.generator_input(GENERATOR, input_key, n, None)
+  x = np.asarray(gaussian_denoiser(GENERATOR)(x_in, sigma_in), np.float64)
+  sigma = np.asarray(method.critic_sigma(sigma_key, n), np.float64)
+  x_noisy = x + sigma[:, None] * np.asarray(jax.random.normal(noise_key, x.shape), np.float64)
+  denoised = DATA['mean'] + (float(DATA['var']) / (float(DATA['var']) + sigma**2))[:, None] * (x_noisy - DATA['mean'])
+  weight = (sigma**2 + 0.25) / (0.5 * sigma)**2 if weighted else np.ones_like(sigma)
+  want = np.mean(weight * np.mean((denoised - x)**2, axis=1))
+  np.testing.assert_allclose(loss, want, rtol=1e-4)
+  assert np.max(weight) / np.min(weight) > 10 or not weighted  # The levels span a range where lambda matters.
+
+
 def test_sid_gradient_flows_through_both_denoisers_inputs():
   alpha = 1.2
   method = analytic_method('sid', alpha=alpha)

@@ -16,7 +16,10 @@ Followed: NVlabs/FastGen fastgen/methods/distribution_matching/f_distill.py `Fdi
 (`_get_f_div_weighting_h`: the clips, the binned ratio normalisation before it is used, the batch-mean
 normalisation of h; `_student_update_step`: one x_t for the matching term, the ratio and the generator's GAN term,
 the head on the frozen teacher's features) and `all_f_div_weighting_function` (F_WEIGHTS below; its 'rkl' entry,
-a scalar, is written as ones here), fastgen/methods/common_loss.py `variational_score_distillation_loss`, and
+a scalar, is written as ones here), fastgen/methods/common_loss.py `variational_score_distillation_loss` and `denoising_score_matching_loss` (the
+critic's loss: the unweighted mean squared error of its x0 prediction, critic_weighting='uniform', where DMD2's
+official code weights it by EDM's lambda(sigma)), fastgen/methods/distribution_matching/dmd2.py
+`_fake_score_discriminator_update_step`, and
 fastgen/configs/methods/config_f_distill.py with experiments/EDM/config_f_distill_{cifar10,in64}.py (the
 defaults and the paper-row configs).
 Deviations: one GAN head on the bottleneck (FastGen's CIFAR-10 config reads three feature resolutions); the head's
@@ -74,6 +77,7 @@ class FDistill(DistributionMatching):
         gan_generator_weight=1e-3,  # ImageNet-64: 3e-3.
         student_every=5,
         critic_first=False,
+        critic_weighting='uniform',  # FastGen's fake-score loss: the unweighted x0 MSE for EDM networks.
     ))
     return config
 

@@ -21,9 +21,11 @@ sample_gamma = 1, DMD2's multistep generator; the deterministic DDIM move with 0
 backward_simulation a training step draws j ~ U{0..k-1}, runs the student j steps from noise without gradient and
 trains its prediction at the j-th level, so it learns on its own intermediate states (DMD2).
 
-Critic. The EDM denoising loss lambda(sigma) ||D_critic(sg(x) + sigma n; sigma) - sg(x)||^2 on G's samples, with
-sigma over the 1000-level Karras grid (DMD2) or log-normal (SiD), plus with a GAN head the critic-side losses
-softplus(l(fake)) + softplus(-l(real)) on real and generated images noised at a critic level.
+Critic. The denoising loss w(sigma) ||D_critic(sg(x) + sigma n; sigma) - sg(x)||^2 on G's samples, with sigma over
+the 1000-level Karras grid (DMD2) or log-normal (SiD) and w from CRITIC_WEIGHTS (`method.critic_weighting`: EDM's
+lambda(sigma), as tianweiy/DMD2's fake-score loss, or 1, the plain x0 mean squared error of FastGen's
+`denoising_score_matching_loss` for EDM networks; each method takes its own reference's), plus with a GAN head the
+critic-side losses softplus(l(fake)) + softplus(-l(real)) on real and generated images noised at a critic level.
 
 Schedule. A step updates the critic every step and the student on steps where step % student_every == 0 (DMD2's
 two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says; on the other steps the student's
@@ -72,6 +74,13 @@ CRITIC_SIGMAS = {
 }
 
 
+# The per-sample weight of the critic's denoising loss: (sigma [B], hparams) -> w [B].
+CRITIC_WEIGHTS = {
+    'edm': lambda sigma, hp: edm_weight(sigma, hp.sigma_data),   # lambda(sigma): tianweiy/DMD2, SiD.
+    'uniform': lambda sigma, hp: jnp.ones_like(sigma),           # The x0 MSE: FastGen's DMD2 / f-distill.
+}
+
+
 def critic_optim_defaults() -> ml_collections.ConfigDict:
   """The critic's optimizer block: config.optim's fields without EMA (the critic is never sampled from)."""
   config = optim_defaults()
@@ -114,6 +123,7 @@ class ScoreDistillation(Method):
         critic_first=True,         # Within a step: critic update, then student update (False: the reverse).
         critic_optim=critic_optim_defaults(),
         critic_sigmas='karras_grid',  # Levels of the critic's denoising loss: CRITIC_SIGMAS.
+        critic_weighting='edm',    # The critic's per-sample loss weight: CRITIC_WEIGHTS.
         p_mean=-1.2,               # ln sigma ~ N(p_mean, p_std^2) for critic_sigmas='lognormal'.
         p_std=1.2,
         gan_weight=0.0,            # > 0: a GAN head on the critic; its critic-side loss weight (DMD2: 1e-2).
@@ -132,6 +142,8 @@ class ScoreDistillation(Method):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     hp = self.hparams
     check_choice(hp, 'critic_sigmas', CRITIC_SIGMAS)
+    if 'critic_weighting' in hp:  # TDM weights its own critic target and has no such field.
+      check_choice(hp, 'critic_weighting', CRITIC_WEIGHTS)
     check_choice(hp, 'gan_features', GAN_FEATURES)
     if hp.student_every < 1:
       raise ValueError(f'method.student_every must be at least 1, got {hp.student_every}')
@@ -264,7 +276,7 @@ class ScoreDistillation(Method):
     return CRITIC_SIGMAS[self.hparams.critic_sigmas](key, n, self.hparams)
 
   def critic_weight(self, sigma):
-    return edm_weight(sigma, self.hparams.sigma_data)
+    return CRITIC_WEIGHTS[self.hparams.critic_weighting](sigma, self.hparams)
 
   def critic_loss(self, trained, batch, key, ctx=StepContext()):
     """The fake-score loss on sg(G's samples) (+ the GAN's critic side); trained = {'critic', 'head'?}, the

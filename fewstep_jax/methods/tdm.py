@@ -53,6 +53,7 @@ class TDM(ScoreDistillation):
         distance='l2',                    # 'l2' | 'pseudo_huber' (elementwise, c = huber_c).
         huber_c=1e-3,
     )))
+    del config['critic_weighting']  # The critic's weight is snr_clip's (critic_loss).
     return config
 
   def __init__(self, config, *, data_shape, num_classes, inputs=None):
