@@ -267,6 +267,36 @@ def test_tcm_target_below_the_transition_is_the_frozen_stage1_model():
   np.testing.assert_allclose(loss, per[~mask].mean() + 0.1 * per[mask].mean(), rtol=1e-5)
 
 
+def test_tcm_stage2_continues_the_stage1_counters():
+  """NVlabs/TCM resumes stage 2 at cur_nimg = resume_tick x 100 batches: the learning rate of its k-th update is
+  learning_rate_schedule at iteration R + k (ref_lr / sqrt(max((R + k) / decay_iter, 1))), and the power EMA's rate
+  is power_function_beta(R + k + 1, gamma) = (1 - 1 / (R + k + 1))^(gamma + 1), written out here."""
+  stage1_steps, lr, decay, std = 800_000, 5e-4, 8000, 0.05
+  config = base_config(method='tcm', network='mlp', dataset='toy')
+  config.network.update(hidden=32, depth=2, time_scale=250.0)
+  config.method.update(stage1='unused', stage1_steps=stage1_steps)
+  config.optim.update(name='adam', schedule='inverse_sqrt', lr=lr, decay_ref_steps=decay, warmup_steps=0,
+                      ema_rates=(), ema_stds=(std,))
+  config.eval.params = f'phema_{std:g}'
+  method = build_method(config, data_shape=(2,), num_classes=0, inputs=described_teachers(config, (2,), 0))
+  for k in (0, 7):
+    assert method.learning_rate(k) == pytest.approx(lr / math.sqrt((stage1_steps + k) / decay), rel=1e-6)
+  # One update from parameters p0 with gradient g: the EMA copy e0 = p0 moves to beta e0 + (1 - beta) p1.
+  net = method.student.init(perturbed_params(method))
+  grads = jax.tree.map(jnp.ones_like, net.params)
+  k = 3
+  updated = method.student.apply_gradients(net, grads, count=jnp.asarray(k))
+  gamma = float(np.roots([1.0, 7.0, 16.0 - std**-2, 12.0 - std**-2]).real.max())
+  beta = (1 - 1 / (stage1_steps + k + 1)) ** (gamma + 1)
+  leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0], np.float64)
+  np.testing.assert_allclose(leaf(updated.ema[f'phema_{std:g}']),
+                             beta * leaf(net.params) + (1 - beta) * leaf(updated.params), rtol=1e-6, atol=1e-9)
+  # Adam's first step moves each weight by the learning rate: the schedule's value at R + 0 (the count before it).
+  np.testing.assert_allclose(leaf(net.params) - leaf(updated.params), lr / math.sqrt(stage1_steps / decay),
+                             rtol=1e-3)
+  assert beta > 0.999  # Continuing the counter: a stage-2 start at 0 would copy (beta_1 = 0).
+
+
 def test_tcm_needs_its_stage1_run():
   with pytest.raises(ValueError, match='set --config.method.stage1=WORKDIR'):
     make('tcm')

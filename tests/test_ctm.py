@@ -91,6 +91,45 @@ def test_ctm_loss_is_the_jumped_estimate_against_the_jumped_target():
   assert float(wrong) > 10 * float(loss) + 1e-3
 
 
+def test_ctm_adaptive_weights_are_computed_per_group_as_the_officials_micro_batches():
+  """adaptive_group = G: the batch splits into groups (examples m, m + M, ...; key fold_in(key, m)) with one k for
+  all, each group's gradient is grad L_CTM + w_m grad L_DSM with its own w_m = ||grad L_CTM|| / ||grad L_DSM||
+  (written out here from the two terms' gradients on the group), and the student's gradient is their mean."""
+  group, batch = 4, 12
+  method = make_ctm(num_scales=18, heun_steps=17, distance='l2', adaptive_group=group)
+  method.teacher_x0 = lambda frozen, y: (lambda x, sigma: S**2 / (S**2 + sigma[:, None]**2) * x)
+  method.config.train.batch_size = batch
+  state = method.init(jax.random.PRNGKey(0))
+  params = perturbed_params(method)
+  state = state.replace(nets={'student': method.student.init(params)}, extra={'target': params},
+                        frozen={'teacher': jnp.zeros(())})  # The analytic teacher reads no parameters.
+  x, _ = data(n=batch)
+  key = jax.random.PRNGKey(9)
+  grads, metrics = jax.jit(method.gradients)(state, {'x': x}, key)
+  ctx = method.context(state)
+  groups = batch // group
+  k = method.draw_heun_steps(jax.random.fold_in(key, groups))
+  norm = lambda g: math.sqrt(sum(float(jnp.sum(np.asarray(v, np.float64)**2)) for v in jax.tree.leaves(g)))
+  terms = jax.jit(lambda part, ctm_key, dsm_key: (
+      jax.grad(lambda p: method.ctm_loss(p, part, ctm_key, ctx, k)[0])(params),
+      jax.grad(lambda p: method.dsm_loss(p, part, dsm_key, ctx)[0])(params)))
+  want, weights = None, []
+  for m in range(groups):
+    ctm_key, dsm_key, _ = jax.random.split(jax.random.fold_in(key, m), 3)
+    g_ctm, g_dsm = terms({'x': x[m::groups]}, ctm_key, dsm_key)
+    w = norm(g_ctm) / (norm(g_dsm) + 1e-4)
+    weights.append(w)
+    combined = jax.tree.map(lambda a, b: (np.asarray(a, np.float64) + w * np.asarray(b, np.float64)) / groups,
+                            g_ctm, g_dsm)
+    want = combined if want is None else jax.tree.map(np.add, want, combined)
+  for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-6)
+  np.testing.assert_allclose(float(metrics['dsm_adaptive_weight']), np.mean(weights), rtol=1e-4)
+  assert max(weights) > 1.05 * min(weights)  # Each group's own weight: they differ.
+  with pytest.raises(ValueError, match='must divide train.batch_size'):
+    make_ctm(adaptive_group=5)
+
+
 def test_ctm_gamma_sampling_with_the_exact_jump_solves_the_ode():
   method = make_ctm()
   method.g = exact_g

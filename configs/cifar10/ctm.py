@@ -15,11 +15,13 @@ common = load_sibling(__file__)  # configs/cifar10/common.py
 def get_config():
   config = base_config(method='ctm', network='unet', dataset='tfds')
   common.accelerator_run(config)
-  config.network.update(common.EDM_UNET, two_times=True)
+  # Dropout 0.13: the official CIFAR-10 code's SongUNet default (cm/networks.py), which its EDMPrecond_CTM keeps.
+  config.network.update(common.EDM_UNET, two_times=True, dropout=0.13)
   # Kim-Dongjun/ctm-cifar10 commands (the cond CTM + DSM run): N = 18, up to 17 Heun steps (p(k) ∝ k), LPIPS,
-  # target EMA 0.999, lambda_DSM 1 with the adaptive weight, RAdam lr 4e-4, batch 256, saved EMAs 0.999 / 0.9999.
+  # target EMA 0.999, lambda_DSM 1 with the adaptive weight computed per micro-batch of 16, RAdam lr 4e-4,
+  # batch 256, saved EMAs 0.999 / 0.9999.
   config.method.update(num_scales=18, heun_steps=17, distance='lpips', target_ema=0.999, dsm_weight=1.0,
-                        gan_weight=1.0, gan_start=50_000, teacher='runs/cifar10_edm')
+                        adaptive_group=16, gan_weight=1.0, gan_start=50_000, teacher='runs/cifar10_edm')
   config.train.update(batch_size=256, num_steps=100_000)
   config.optim.update(ema_rates=(0.999, 0.9999), lr=4e-4, name='radam')
   config.eval.update(nfe=(1, 2), params='ema_0.9999')

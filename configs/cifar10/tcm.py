@@ -20,7 +20,8 @@ def get_config():
   # EMA 0.9999; 300k iterations as FastGen's config (the README's 3M is an upper bound).
   config.method.update(stage1='runs/cifar10_ect', transition_sigma=1.0, boundary_fraction=0.25,
                         boundary_weight=0.1, t_df=0.01, t_mean=0.0, t_std=0.2, ratio=0.999, huber_c=1e-8,
-                        weighting='inverse_gap', sample_sigmas=(1.0,))
+                        weighting='inverse_gap', sample_sigmas=(1.0,),
+                        stage1_steps=400_000)  # configs/cifar10/ect.py's length; no effect at constant lr and EMA.
   config.train.update(batch_size=1024, num_steps=300_000)
   config.optim.update(ema_rates=(0.9999,), lr=5e-5, name='radam')
   config.eval.update(nfe=(1, 2), params='ema_0.9999')

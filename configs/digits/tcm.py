@@ -18,5 +18,7 @@ def get_config():
   config.method.stage1 = 'runs/digits_ect'
   config.method.ratio = 1 - 2.0**-8  # configs/digits/ect.py ends in stage 7 (q = 2).
   config.train.num_steps = 1000
+  # method.stage1_steps (the stage-1 steps stage 2's counters continue from, the ImageNet-64 row's 800k) stays 0:
+  # this cosine schedule spans stage 2's own steps, and an offset would start it at its end.
   config.optim.lr = 2e-4
   return config

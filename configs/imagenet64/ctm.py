@@ -21,9 +21,10 @@ def get_config():
   # sony/ctm code/cm/script_util.py's ImageNet-64 network (CM's teacher's, dropout 0.0) with the s embedding.
   config.network.update(common.CM_UNET, dropout=0.0, two_times=True)
   # sony/ctm code/commands (ImageNet-64 CTM + DSM): N = 40, up to 39 Heun steps (p(k) ∝ k), LPIPS, target EMA
-  # 0.999, lambda_DSM 1 with the adaptive weight, RAdam lr 4e-4, batch 1440, saved EMAs 0.999 / 0.9999 / 0.9999432.
+  # 0.999, lambda_DSM 1 with the adaptive weight computed per micro-batch of 18 (--microbatch=18), RAdam lr 4e-4,
+  # batch 1440, saved EMAs 0.999 / 0.9999 / 0.9999432.
   config.method.update(num_scales=40, heun_steps=39, distance='lpips', target_ema=0.999, dsm_weight=1.0,
-                        gan_weight=1.0, gan_start=50_000, teacher=common.CM_TEACHER)
+                        adaptive_group=18, gan_weight=1.0, gan_start=50_000, teacher=common.CM_TEACHER)
   config.train.update(batch_size=1440, num_steps=100_000)
   config.optim.update(ema_rates=(0.999, 0.9999, 0.9999432), lr=4e-4, name='radam')
   config.eval.update(nfe=(1, 2), params='ema_0.999943')

@@ -8,6 +8,10 @@ capped at 0.9961 (stage 3 of q = 4), which the ect method does not cap.
   python -m fewstep_jax.main --config=configs/imagenet64/ect.py --workdir=runs/imagenet64_ect ...
   python -m fewstep_jax.main --config=configs/imagenet64/tcm.py --workdir=runs/imagenet64_tcm \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.stage1=runs/imagenet64_ect
+
+Stage 2 continues stage 1's counters, as the official --resume_tick does: method.stage1_steps is the step of the
+stage-1 checkpoint it starts from (800k, the end of TCM's stage-1 command; 100k for configs/imagenet64/ect.py as it
+stands: set --config.method.stage1_steps to your run's). The learning rate then starts at 5e-4 / sqrt(R / 8000).
 """
 from fewstep_jax.config_base import base_config, load_sibling
 
@@ -24,7 +28,8 @@ def get_config():
   # c = 0.06 with 1 / c_out(t)^2 (= EDM's weight), batch 1024, 800k steps; 2-step sampling at 1.526 as FastGen's.
   config.method.update(stage1='runs/imagenet64_ect', transition_sigma=1.0, boundary_fraction=0.25,
                        boundary_weight=0.1, t_df=0.01, t_mean=0.0, t_std=0.2, ratio=0.9961, huber_c=0.06,
-                       weighting='edm', sample_sigmas=(1.526,))
+                       weighting='edm', sample_sigmas=(1.526,),
+                       stage1_steps=800_000)
   config.train.update(batch_size=1024, num_steps=800_000)
   # Adam lr 5e-4, beta2 0.99, inverse-square-root decay after 8000 steps, no ramp-up; the power-function EMA with
   # gamma 16.97, which is sigma_rel 0.05.

@@ -48,7 +48,12 @@ def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
   batch: dict of [B, ...] arrays. Micro-batch m holds examples m, m + M, m + 2M, ... so that each one stays
   spread over every device of a batch-sharded mesh. Micro-batch m uses key fold_in(key, m).
   """
-  grad_fn = jax.grad(loss_fn, has_aux=True)
+  return accumulate(jax.grad(loss_fn, has_aux=True), params, batch, key, micro_batches)
+
+
+def accumulate(grad_fn, params, batch: dict, key, micro_batches: int):
+  """The mean over micro-batches (as `accumulate_gradients` splits them) of `grad_fn(params, batch, key) ->
+  (gradient, metrics)`, any function of that form: a loss's gradient, or several terms' gradients combined."""
   if micro_batches == 1:
     return grad_fn(params, batch, key)
 
@@ -57,7 +62,7 @@ def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
 
   micro = jax.tree.map(split, batch)
 
-  def accumulate(total, inputs):
+  def add_micro_batch(total, inputs):
     index, micro_batch = inputs
     result = grad_fn(params, micro_batch, jax.random.fold_in(key, index))
     return jax.tree.map(jnp.add, total, result), None
@@ -65,7 +70,7 @@ def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
   first = jax.tree.map(lambda x: x[0], micro)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                        jax.eval_shape(grad_fn, params, first, key))
-  total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(micro_batches), micro))
+  total, _ = jax.lax.scan(add_micro_batch, zeros, (jnp.arange(micro_batches), micro))
   return jax.tree.map(lambda x: x / micro_batches, total)
 
 
@@ -125,9 +130,14 @@ class Method:
     del step
     return {}
 
+  def update_count_offset(self) -> int:
+    """The student updates of an earlier run that its learning-rate schedule and power-function EMA continue
+    from (0: they start with this run)."""
+    return 0
+
   def learning_rate(self, step: int) -> float:
     """The student's learning rate after `step` training steps (logged as `lr`)."""
-    return float(make_schedule(self.config.optim, self.config.train.num_steps)(step))
+    return float(make_schedule(self.config.optim, self.config.train.num_steps, self.update_count_offset())(step))
 
   def sampling_params(self, state, name: str | None = None):
     """The student's parameters used for sampling: `name` ('params' or an EMA copy such as 'ema_0.999'),
@@ -184,7 +194,8 @@ class SingleNetworkMethod(Method):
   def __init__(self, config, *, data_shape, num_classes, inputs=None):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     self.readout = self.readout_of(config)
-    self.student = TrainedNetwork.from_config(config, num_classes=num_classes)
+    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
+                                              count_offset=self.update_count_offset())
     self.apply = self.student.apply
     check_eval_params(config)
     if config.network.get('logvar_head', False) and not self.uses_logvar:

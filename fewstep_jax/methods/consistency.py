@@ -527,6 +527,11 @@ class TruncatedConsistency(ECT):
   `delta_sigmoid`), training/networks_tcm.py `TCMPrecond` (the piecewise model, both parts plain EDM
   preconditioning), torch_utils/misc.py `truncated_t` (the Student-t time law), ct_train.py and the README's
   commands (defaults and the paper-row configs).
+  Counters: stage 2 continues stage 1's (ct_training_loop.py: cur_nimg = resume_tick x kimg_per_tick x 1000, i.e.
+  the stage-1 iteration R = resume_tick x 100 it resumes from), so its learning-rate schedule reads iteration R + k
+  and its power-function EMA rate is beta(R + k + 1): method.stage1_steps = R (`update_count_offset`); ImageNet-64's
+  inverse-sqrt schedule then starts stage 2 at lr 5e-4 / sqrt(R / 8000), 5e-5 for R = 800k rather than 5e-4. The
+  official stage 2 stops when that combined counter reaches --duration; here it runs train.num_steps of its own.
   Deviations: the stage-1 model is evaluated deterministically (the official keeps its dropout on, a deepcopy in
   train mode); the ECT ratio is fixed at the stage-1 limit rather than carried through the resumed tick counter
   (the same value once stage 1 has reached its limit, as its runs do); 2-step sampling re-noises to t' = 1.0 by
@@ -547,6 +552,8 @@ class TruncatedConsistency(ECT):
         t_std=0.2,
         ratio=0.999,              # ECT's 1 - q^-(s+1) at stage 1's limit: r = t - t (1 - ratio)(1 + k sigmoid(-b t)).
         sample_sigmas=(1.0,),
+        stage1_steps=0,           # R: the stage-1 iteration the lr schedule and power EMA continue from (the
+                                  # official --resume_tick x 100; its default 0 restarts them).
     ))
     return config
 
@@ -572,8 +579,13 @@ class TruncatedConsistency(ECT):
                        f'({hp.sigma_min}, {hp.sigma_max})')
     if not 0 < hp.ratio < 1:
       raise ValueError(f'method.ratio={hp.ratio} must lie in (0, 1)')
+    if hp.stage1_steps < 0:
+      raise ValueError(f'method.stage1_steps={hp.stage1_steps} must be the stage-1 run\'s step count (>= 0)')
     self.log_t_quantiles = timesteps.truncated_student_t_quantiles(
         hp.t_df, hp.t_mean, hp.t_std, math.log(hp.transition_sigma), math.log(hp.sigma_max))
+
+  def update_count_offset(self) -> int:
+    return int(self.hparams.stage1_steps)
 
   def t_and_r(self, key, batch, step):
     """(t, r) [B] each: ln t from the truncated Student-t, t = t' on the boundary samples (`boundary_mask` of the

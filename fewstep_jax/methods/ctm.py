@@ -14,7 +14,12 @@ inner jump of the target uses the live parameters without gradient.
 DSM: L_DSM = lambda(sigma) ||g(x_sigma, sigma, sigma) - x||^2 (mean over elements), sigma half log-normal
 (N(-1.2, 1.2^2)) and half the Karras map of U[0, 0.7] counted from sigma_max down (sigma in [0.318, 80]).
 Total gradient: grad L_CTM + dsm_weight w grad L_DSM, w = clip(||grad L_CTM|| / (||grad L_DSM|| + 1e-4), 0, 1e4)
-without gradient (the adaptive weight), or w = 1 with adaptive_dsm=False.
+without gradient (the adaptive weight), or w = 1 with adaptive_dsm=False. As the official computes it per
+micro-batch (train_util.py's loop over `microbatch` samples into karras_diffusion.py, 16 a GPU on CIFAR-10, 18 on
+ImageNet-64), the batch is split into groups of method.adaptive_group samples, each group's terms weighted by its own
+gradient norms, and the groups' combined gradients averaged (0: one group, the whole batch); k is drawn once a step
+for every group, as the official broadcasts it. Small groups' gradient norms are inflated by their noise, so the
+weights depend on the group size.
 Gamma-sampling on the (nfe + 1)-point Karras grid: x <- G(x, sigma_i, s) + sqrt(sigma_{i+1}^2 - s^2) z with
 s = sqrt(1 - gamma^2)(sigma_{i+1} - sigma_min) + sigma_min (no noise after the last jump); gamma = 0 is the
 deterministic G(x, sigma_i, sigma_{i+1}).
@@ -46,8 +51,8 @@ import optax
 from fewstep_jax import distances, nn, paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate_gradients,
-                                     drop_labels, guided, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate,
+                                     accumulate_gradients, drop_labels, guided, require_teacher, teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.score_distillation import critic_optim_defaults
@@ -105,6 +110,7 @@ class CTM(SingleNetworkMethod):
         lpips_resolution=224,
         dsm_weight=1.0,           # lambda_DSM.
         adaptive_dsm=True,        # Scale DSM by ||grad L_CTM|| / ||grad L_DSM||.
+        adaptive_group=0,         # Samples per adaptive-weight group (the official micro-batch); 0: the batch.
         dsm_p_mean=-1.2,          # The log-normal half of DSM's levels.
         dsm_p_std=1.2,
         dsm_max_ramp=0.7,         # The Karras half: the map of U[0, dsm_max_ramp] from sigma_max down.
@@ -131,6 +137,13 @@ class CTM(SingleNetworkMethod):
                        '--config.network.two_times=True')
     if not 1 <= hp.heun_steps <= hp.num_scales - 1:
       raise ValueError(f'method.heun_steps={hp.heun_steps} must lie in 1..num_scales - 1 = {hp.num_scales - 1}')
+    batch = config.train.batch_size
+    if hp.adaptive_group and (hp.adaptive_group < 0 or batch % hp.adaptive_group):
+      raise ValueError(f'method.adaptive_group={hp.adaptive_group} must divide train.batch_size={batch} (0: one '
+                       'group, the whole batch)')
+    if hp.adaptive_group and hp.adaptive_group < batch and config.train.micro_batches > 1:
+      raise ValueError('method.adaptive_group already takes the gradient group by group: set '
+                       '--config.train.micro_batches=1')
     teacher = require_teacher(inputs, self.name)
     self.path = paths.EDMPath()
     self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
@@ -185,13 +198,17 @@ class CTM(SingleNetworkMethod):
     hp = self.hparams
     return timesteps.karras_sigma_at(index, hp.num_scales, hp.sigma_min, hp.sigma_max, hp.rho)
 
-  def draw_times(self, key, batch):
-    """(k, t index, u index, s index): k ~ p(k) ∝ k (one for the batch); per sample i ~ U{0..N-1-k}, u = i + k,
-    s ~ U{u..N-1} on the descending grid."""
+  def draw_heun_steps(self, key):
+    """k ~ p(k) ∝ k on {1..heun_steps}: the teacher Heun steps of a training step (one for the whole batch)."""
+    steps = jnp.arange(1, self.hparams.heun_steps + 1)
+    return jax.random.choice(key, steps, p=steps / jnp.sum(steps))
+
+  def draw_times(self, key, batch, k=None):
+    """(k, t index, u index, s index): k ~ p(k) ∝ k (one for the batch) unless given; per sample
+    i ~ U{0..N-1-k}, u = i + k, s ~ U{u..N-1} on the descending grid."""
     hp = self.hparams
     k_key, t_key, s_key = jax.random.split(key, 3)
-    steps = jnp.arange(1, hp.heun_steps + 1)
-    k = jax.random.choice(k_key, steps, p=steps / jnp.sum(steps))
+    k = self.draw_heun_steps(k_key) if k is None else k
     t_index = jax.random.randint(t_key, (batch,), 0, hp.num_scales - k)
     u_index = t_index + k
     s_index = jax.random.randint(s_key, (batch,), u_index, hp.num_scales)
@@ -207,14 +224,15 @@ class CTM(SingleNetworkMethod):
 
     return jax.lax.stop_gradient(jax.lax.fori_loop(0, k, heun, x_t))
 
-  def estimate(self, params, batch, key, ctx):
+  def estimate(self, params, batch, key, ctx, k=None):
     """(estimate [B, ...], what the target needs): G_sg(G_theta(x_t, t, s), s, sigma_min) for one draw of the
-    times, with gradient into params (G_sg: the target network, gradient through its input only)."""
+    times (k Heun steps if given), with gradient into params (G_sg: the target network, gradient through its input
+    only)."""
     hp = self.hparams
     x, y = batch['x'], batch.get('y')
     time_key, eps_key, label_key, net_key = jax.random.split(key, 4)
     y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
-    k, t_index, u_index, s_index = self.draw_times(time_key, x.shape[0])
+    k, t_index, u_index, s_index = self.draw_times(time_key, x.shape[0], k)
     t, s = self.grid(t_index), self.grid(s_index)
     x_t = x + paths.expand_to(t, x) * jax.random.normal(eps_key, x.shape, x.dtype)
     target_params = jax.lax.stop_gradient(ctx.target if ctx.target is not None else params)
@@ -222,9 +240,9 @@ class CTM(SingleNetworkMethod):
     estimate = self.jump(target_params, self.jump(params, x_t, t, s, y, net_key), s, sigma_min, y)
     return estimate, (k, t_index, u_index, s, x_t, y, net_key, target_params)
 
-  def ctm_loss(self, params, batch, key, ctx=StepContext()):
+  def ctm_loss(self, params, batch, key, ctx=StepContext(), k=None):
     hp = self.hparams
-    estimate, (k, t_index, u_index, s, x_t, y, net_key, target_params) = self.estimate(params, batch, key, ctx)
+    estimate, (k, t_index, u_index, s, x_t, y, net_key, target_params) = self.estimate(params, batch, key, ctx, k)
     x_u = self.teacher_solve(ctx.frozen, x_t, t_index, k, y)
     inner = jax.lax.stop_gradient(self.jump(params, x_u, self.grid(u_index), s, y, net_key))
     reference = jax.lax.stop_gradient(self.jump(target_params, inner, s, jnp.full_like(s, hp.sigma_min), y))
@@ -294,15 +312,28 @@ class CTM(SingleNetworkMethod):
   def gradients(self, state, batch, key, gan=False):
     """grad L_CTM + dsm_weight w grad L_DSM (+ gan_weight lambda grad L_GAN with `gan`), with the adaptive
     w = clip(||grad L_CTM|| / (||grad L_DSM|| + 1e-4), 0, 1e4) and lambda = clip(||grad L_CTM|| / (||grad L_GAN||
-    + 1e-4), 0.01, 10), each term's gradient taken on its own."""
+    + 1e-4), 0.01, 10), each term's gradient taken on its own; per group of method.adaptive_group samples, the
+    groups' results averaged (`accumulate`, one k for all)."""
     hp = self.hparams
     if not hp.adaptive_dsm and not gan:
       return super().gradients(state, batch, key)
     ctx = self.context(state)
-    params, micro = state.nets['student'].params, self.config.train.micro_batches
+    params, size = state.nets['student'].params, batch['x'].shape[0]
+    groups = size // hp.adaptive_group if hp.adaptive_group else 1
+    if groups == 1:
+      return self.weighted_gradients(params, batch, key, ctx, gan, self.config.train.micro_batches)
+    k = self.draw_heun_steps(jax.random.fold_in(key, groups))
+    return accumulate(lambda p, b, group_key: self.weighted_gradients(p, b, group_key, ctx, gan, 1, k),
+                      params, batch, key, groups)
+
+  def weighted_gradients(self, params, batch, key, ctx, gan, micro, k=None):
+    """`gradients` of one group: the terms' gradients (each over `micro` micro-batches) and their adaptive
+    combination; k: the teacher's Heun steps, if drawn for several groups."""
+    hp = self.hparams
     ctm_key, dsm_key, gan_key = jax.random.split(key, 3)
     term = lambda loss: lambda p, b, k: loss(p, b, k, ctx)
-    ctm_grads, metrics = accumulate_gradients(term(self.ctm_loss), params, batch, ctm_key, micro)
+    ctm_grads, metrics = accumulate_gradients(lambda p, b, key: self.ctm_loss(p, b, key, ctx, k), params, batch,
+                                              ctm_key, micro)
     dsm_grads, dsm_metrics = accumulate_gradients(term(self.dsm_loss), params, batch, dsm_key, micro)
     ctm_norm = optax.tree.norm(ctm_grads)
     weight = hp.dsm_weight * (jnp.clip(ctm_norm / (optax.tree.norm(dsm_grads) + 1e-4), 0.0, 1e4)

@@ -38,18 +38,20 @@ def optim_defaults() -> ml_collections.ConfigDict:
   ))
 
 
-def make_schedule(optim_config, total_steps: int):
-  """step -> learning rate, for an optimizer that makes `total_steps` updates."""
+def make_schedule(optim_config, total_steps: int, count_offset: int = 0):
+  """step -> learning rate, for an optimizer that makes `total_steps` updates, its schedule read at
+  step + count_offset (a run that continues another run's counters: TCM's stage 2)."""
   if optim_config.schedule not in SCHEDULES:
     raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
-  return SCHEDULES[optim_config.schedule](optim_config, total_steps)
+  schedule = SCHEDULES[optim_config.schedule](optim_config, total_steps)
+  return schedule if not count_offset else lambda step: schedule(step + count_offset)
 
 
-def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
-  """Builds clip -> optimizer(schedule). Unknown names are errors that list the known ones."""
+def make_optimizer(optim_config, total_steps: int, count_offset: int = 0) -> optax.GradientTransformation:
+  """Builds clip -> optimizer(schedule) (see make_schedule). Unknown names are errors that list the known ones."""
   if optim_config.name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
-  schedule = make_schedule(optim_config, total_steps)
+  schedule = make_schedule(optim_config, total_steps, count_offset)
   chain = []
   if optim_config.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(optim_config.grad_clip))

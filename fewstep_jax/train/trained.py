@@ -14,24 +14,28 @@ from fewstep_jax.train.optim import make_optimizer
 class TrainedNetwork:
   """module: a flax module; tx: its optax optimizer; ema_rates: the rates of its EMA copies (none for networks
   that are never sampled from); ema_stds: the widths sigma_rel of its power-function EMA copies (EDM2's);
-  param_dtype: the dtype its parameters are kept in."""
+  param_dtype: the dtype its parameters are kept in; count_offset: the updates of an earlier run its counters
+  continue from (the power-function EMA's; `tx`'s schedule must be built with the same offset)."""
 
-  def __init__(self, module, tx, ema_rates=(), param_dtype=jnp.float32, ema_stds=()):
+  def __init__(self, module, tx, ema_rates=(), param_dtype=jnp.float32, ema_stds=(), count_offset: int = 0):
     self.module = module
     self.tx = tx
     self.ema_rates = tuple(ema_rates)
     self.ema_stds = tuple(ema_stds)
     self.param_dtype = param_dtype
+    self.count_offset = int(count_offset)
 
   @classmethod
-  def from_config(cls, config, *, num_classes: int, num_updates: int | None = None) -> 'TrainedNetwork':
+  def from_config(cls, config, *, num_classes: int, num_updates: int | None = None,
+                  count_offset: int = 0) -> 'TrainedNetwork':
     """The network config.network with the optimizer config.optim over `num_updates` updates (default
-    train.num_steps), EMA rates optim.ema_rates and train's dtypes: a run's student."""
+    train.num_steps), EMA rates optim.ema_rates and train's dtypes: a run's student. count_offset: the updates its
+    learning-rate schedule and power-function EMA continue from."""
     module = nn.build_network(config.network, num_classes=num_classes,
                               dtype=nn.dtype_named(config.train.compute_dtype))
     updates = config.train.num_steps if num_updates is None else num_updates
-    return cls(module, make_optimizer(config.optim, updates), config.optim.ema_rates,
-               nn.dtype_named(config.train.param_dtype), config.optim.get('ema_stds', ()))
+    return cls(module, make_optimizer(config.optim, updates, count_offset), config.optim.ema_rates,
+               nn.dtype_named(config.train.param_dtype), config.optim.get('ema_stds', ()), count_offset)
 
   @property
   def apply(self):
@@ -60,5 +64,7 @@ class TrainedNetwork:
     parameters before the projection, as EDM2's average its weights before the next forward pass normalises them."""
     updates, opt_state = self.tx.update(grads, net.opt_state, net.params)
     params = optax.apply_updates(net.params, updates)
+    if count is not None:
+      count = count + self.count_offset
     return state_lib.NetState(params=self.project(params), opt_state=opt_state,
                               ema=state_lib.update_ema(net.ema, params, self.ema_rates, self.ema_stds, count))
