@@ -65,8 +65,6 @@ def trajectories(trained, nfe: int, n: int, seed: int = 0):
   states = []
   for taken in range(0 if steps_field == 'num_steps' else 1, total + 1):
     cut = {steps_field: np.int32(taken)}
-    if steps_field == 'num_steps' and taken < total:
-      cut['euler_last'] = np.bool_(False)  # Heun's corrector applies on every step but a final Euler one.
     states.append(np.asarray(sample(params, key, plan._replace(**cut))))
   return np.stack(states, axis=1)
 

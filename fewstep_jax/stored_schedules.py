@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from fewstep_jax import sampling, timesteps
+from fewstep_jax import timesteps
 from fewstep_jax.errors import RunError
 from fewstep_jax.train import files
 
@@ -17,11 +17,10 @@ def _edm_grid(hp, fractions):
   return np.concatenate([timesteps.karras_map(1.0 - fractions, hp.sigma_min, hp.sigma_max, hp.rho), [0.0]])
 
 
-# By teacher method: (points of a num_steps-step grid that the fractions span, fractions [points] -> grid,
-# whether the drift is singular at the grid's end).
+# By teacher method: (points of a num_steps-step grid that the fractions span, fractions [points] -> grid).
 SCHEDULE_MAPS = {
-    'edm': (lambda num_steps: num_steps, _edm_grid, True),
-    'flow_matching': (lambda num_steps: num_steps + 1, lambda hp, fractions: 1.0 - fractions, False),
+    'edm': (lambda num_steps: num_steps, _edm_grid),
+    'flow_matching': (lambda num_steps: num_steps + 1, lambda hp, fractions: 1.0 - fractions),
 }
 
 
@@ -36,8 +35,10 @@ def fractions_from_logits(logits):
 def _intervals(method, solver: str, nfe: int) -> int:
   if method.name not in SCHEDULE_MAPS:
     raise ValueError(f'schedules are made for ODE teachers ({sorted(SCHEDULE_MAPS)}), not {method.name!r}')
-  points, _, singular = SCHEDULE_MAPS[method.name]
-  return max(points(sampling.solver_steps(solver, nfe, singular)) - 1, 0)
+  points, _ = SCHEDULE_MAPS[method.name]
+  # The steps of the method's default grid for this budget (as its sampler plans them, guided where it samples so).
+  num_steps = int(method.sampling_plan(nfe, method.num_classes > 0, solver=solver).num_steps)
+  return max(points(num_steps) - 1, 0)
 
 
 def schedule_size(method, solver: str, nfe: int) -> int:

@@ -4,7 +4,8 @@
   loss = lambda(sigma) || D(x + sigma eps; sigma) - x ||^2,   lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2
 
 Sampling: Heun on the Karras grid (descending, sigma_max -> sigma_min, then 0) of dx/dsigma = (x - D) / sigma;
-18 grid steps cost 35 NFE. Label dropout and CFG as in flow matching (a guided denoiser D_∅ + w (D_y - D_∅)).
+18 grid steps cost 35 NFE, EDM's sampler. At other budgets `sampling.heun_plan` decides the steps: at few NFE more
+Euler steps instead of corrections across long drops in sigma (sampling.py). Label dropout and CFG as in flow matching (a guided denoiser D_∅ + w (D_y - D_∅)).
 Official code: NVlabs/edm, training/loss.py `EDMLoss` and training/networks.py `EDMPrecond`. Deviations: label
 dropout (EDM trains no null label; its paper-row configs set 0), no augmentation pipeline.
 """
@@ -72,7 +73,7 @@ class EDM(SingleNetworkMethod):
     make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
     return sampling.solver_plan(make_grid, solver or self.hparams.solver,
                                 sampling.drift_evaluations(nfe, True if conditional else None, guidance),
-                                singular_end=True)
+                                noise_level=paths.EDMPath().sigma)
 
   def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
     """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given), on the

@@ -4,7 +4,8 @@
 
 Labels are replaced by the null label ∅ with probability `label_dropout`, which trains the unconditional branch
 used by classifier-free guidance: v = v_∅ + w (v_y - v_∅). Sampling integrates dz/dt = v from t = 1 to t = 0
-with Euler or Heun. NFE counts network calls: with guidance (w != 1) each drift evaluation costs two.
+with Euler or Heun (the first step from t = 1 and the step onto t = 0 are Euler steps: sampling.heun_plan). NFE
+counts network calls: with guidance (w != 1) each drift evaluation costs two.
 """
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,8 @@ class FlowMatching(SingleNetworkMethod):
     guidance = self.hparams.guidance if guidance is None else guidance
     make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
     return sampling.solver_plan(make_grid, solver or self.hparams.solver,
-                                sampling.drift_evaluations(nfe, True if conditional else None, guidance))
+                                sampling.drift_evaluations(nfe, True if conditional else None, guidance),
+                                noise_level=self.path.sigma)
 
   def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from
