@@ -13,7 +13,8 @@ records its own hyper-parameters (the constructor arguments of its preconditioni
 needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of `PRESETS` and the label
 count, augmentation labels and image shape are read off the weights' shapes (CM's U-Net records no image size: its
 preset carries it). Nothing in the
-file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
+file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed;
+a file that would run code when loaded is refused, in one line that names what it would call.
 
 The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config
 and `eval.params = 'params'`), `run_info.json` (data shape, label count, the readout the network was trained with)
@@ -29,15 +30,15 @@ import functools
 import json
 import math
 import os
-import sys
+import shutil
 
-from absl import app, flags
+from absl import flags
 import jax
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from fewstep_jax import nn, paths, runs, weights
+from fewstep_jax import cli, nn, paths, runs, weights
 from fewstep_jax.nn import cm_unet, edm_unets, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
@@ -210,7 +211,7 @@ def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
   """An EDM or EDM2 training snapshot / published network pickle: {'ema': EDMPrecond(...) or Precond(...), ...}, or
   the network itself."""
   from fewstep_jax.weights import torch_files
-  loaded = torch_files.load(path)
+  loaded = weights.read_torch_file(path)
   precond = loaded.get(entry) if isinstance(loaded, dict) else loaded
   if not isinstance(precond, torch_files.ModuleStub):
     raise ValueError(f'{path} holds no network under {entry!r} (top-level keys: '
@@ -305,7 +306,17 @@ def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):
   """Writes `imported` as a run directory (see the module docstring); refuses a directory that holds a run."""
   if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
     raise FileExistsError(f'{out} already holds a run; choose another --out or remove it')
+  created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
+  try:
+    _write_run_files(out, imported, compute_dtype)
+  except BaseException:
+    # No half-written run: a later import into `out` would find its checkpoints and refuse.
+    shutil.rmtree(out if created else os.path.join(out, 'checkpoints'), ignore_errors=True)
+    raise
+
+
+def _write_run_files(out: str, imported: Imported, compute_dtype: str):
   config = {
       'method': {'name': 'imported'},
       'network': imported.network.to_dict(),
@@ -337,17 +348,19 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   src = FLAGS.src
+  weights.require_file(src)
   if src.endswith('.pkl') and not FLAGS.arch:
     imported = read_nvlabs_pickle(src, FLAGS.entry)
   elif not FLAGS.arch:
-    raise app.UsageError(f'{src} is a bare state dict: name its network with --arch (one of {sorted(PRESETS)})')
+    raise ValueError(f'{src} is a bare state dict: name its network with --arch (one of {sorted(PRESETS)})')
   else:
     imported = read_state_dict_file(src, FLAGS.arch)
   write_run(FLAGS.out, imported, FLAGS.compute_dtype)
   count = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(imported.params))
   print(f'{src}: network {imported.network.name!r}, {count:,} parameters, data shape {imported.data_shape}, '
         f'{imported.num_classes} classes, readout {imported.readout.name!r} -> {FLAGS.out}')
-  print(f'use it as --config.method.teacher={FLAGS.out}')
+  print(f'use it as --config.method.teacher={FLAGS.out} (or start a student from it: '
+        f'--config.method.init_from={FLAGS.out})')
 
 
 if __name__ == '__main__':
@@ -357,7 +370,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('entry', 'ema', "the network's key in an NVlabs pickle")
   flags.DEFINE_enum('compute_dtype', 'float32', sorted(nn.DTYPES), "the teacher's compute dtype in students")
   flags.mark_flags_as_required(['src', 'out'])
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError, FileExistsError) as error:
-    sys.exit(f'error: {error}')
+  cli.run(main)

@@ -2,6 +2,7 @@
 round-tripped through every file format into a run directory that opens as a Teacher, errors that name the
 parameter, and an imported EDM-architecture teacher distilled through the entry point. (The ports' outputs equal EDM's
 own code's: experiments/parity/edm.py.)"""
+import io
 import os
 import pickle
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 import torch_format
-from conftest import REPO, run_main
-from fewstep_jax import import_weights, nn, runs, weights
+from conftest import REPO, error_line, run_main
+from fewstep_jax import errors, import_weights, nn, runs, weights
 from fewstep_jax.weights import torch_files
 
 TINY = {
@@ -72,26 +73,73 @@ def test_torch_layouts_read_without_torch(tmp_path):
   assert torch_files.file_kind(str(tmp_path / 'legacy.pth')) == 'legacy'
 
 
-class _RunsACommand:
-  def __reduce__(self):
-    return (os.system, (f'touch {self.marker}',))
-
-
 def test_the_unpickler_refuses_unknown_callables_and_reads_tensors_and_dicts(tmp_path):
   marker = tmp_path / 'ran'
-  evil = _RunsACommand()
-  evil.marker = marker
-  path = tmp_path / 'evil.pkl'
-  path.write_bytes(pickle.dumps({'ema': evil}))
-  with pytest.raises(torch_files.UnsafePickleError, match=r'refers to (posix|os)\.system, which is not a tensor'):
-    torch_files.load(str(path))
+  for name in ('evil.pkl', 'evil.pth', 'evil.bin'):
+    path = str(tmp_path / name)
+    torch_format.save_code_running_pickle(path, str(marker))
+    with pytest.raises(errors.RefusedWeightsError, match=rf'^refused {path}: loading it would call (posix|os)\.system '
+                       r'\(not a tensor.*nothing in it was run\. Take the weights as a state dict from a source you '
+                       'trust'):
+      weights.read_state_dict(path)
   assert not marker.exists()  # Nothing ran.
-  with pytest.raises(torch_files.UnsafePickleError, match=r'builtins\.eval'):
-    torch_files.SafeUnpickler(__import__('io').BytesIO(b'cbuiltins\neval\n(S"1"\ntR.'), 'crafted').load()
+  with pytest.raises(errors.RefusedWeightsError, match=r'would call builtins\.eval '):
+    torch_files.SafeUnpickler(io.BytesIO(b'cbuiltins\neval\n(S"1"\ntR.'), 'crafted').load()
+  # NVlabs' code named directly (a class that is not persistent): the advice says which pickles are read.
+  with pytest.raises(errors.RefusedWeightsError,
+                     match=r'call training\.networks\.EDMPrecond .* classes are persistent'):
+    torch_files.SafeUnpickler(io.BytesIO(b'ctraining.networks\nEDMPrecond\n)\x81.'), 'snapshot.pkl').load()
+  with pytest.raises(errors.RefusedWeightsError, match=r'call a numpy array of Python objects'):
+    torch_files.SafeUnpickler(io.BytesIO(b'cnumpy\ndtype\n(S"O"\ntR.'), 'objects.pkl').load()
 
   plain = tmp_path / 'plain.pkl'
   plain.write_bytes(pickle.dumps({'nested': {'x': [1, 2.5, 'name']}, 'n': 3}))
   assert torch_files.load(str(plain)) == {'nested': {'x': [1, 2.5, 'name']}, 'n': 3}
+
+
+def test_damaged_and_missing_weight_files_are_told_apart_from_refused_ones(tmp_path):
+  from safetensors.numpy import save_file
+  state_dict = {'w': np.ones((16, 16), np.float32)}
+  writers = {'zip.pt': torch_format.save_zip, 'legacy.pth': torch_format.save_legacy, 'net.safetensors': save_file,
+             'net.npz': lambda arrays, path: np.savez(path, **arrays)}
+  for name, write in writers.items():
+    path = str(tmp_path / name)
+    write(state_dict, path)
+    torch_format.cut_short(path)
+    with pytest.raises(errors.UnreadableWeightsError, match=rf'^{path} (is a zip archive .* cut short|is damaged: '
+                       r'storage 0 is cut short|cannot be read as .*: it is damaged \(a partial download\?\))'):
+      weights.read_state_dict(path)
+  (tmp_path / 'text.pt').write_bytes(b'Pnot a storage\n.')  # A persistent id that no PyTorch file holds.
+  with pytest.raises(errors.UnreadableWeightsError, match='unknown persistent id'):
+    weights.read_state_dict(str(tmp_path / 'text.pt'))
+  with pytest.raises(FileNotFoundError, match='absent.pkl.* not found; nothing is downloaded'):
+    import_weights.read_nvlabs_pickle(str(tmp_path / 'absent.pkl'))
+
+
+def test_a_refused_file_ends_the_import_command_in_one_line_and_writes_nothing(tmp_path):
+  marker, src, out = tmp_path / 'ran', str(tmp_path / 'snapshot.pkl'), tmp_path / 'teacher'
+  torch_format.save_code_running_pickle(src, str(marker))
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.import_weights', check=False)
+  assert error_line(result).startswith(f'error: refused {src}: loading it would call ')
+  assert not out.exists() and not marker.exists()
+
+
+def test_a_failed_write_leaves_no_run_directory(tmp_path, monkeypatch):
+  class FullDisk:
+    def __init__(self, *args, **kwargs):
+      pass
+
+    def save(self, *args, **kwargs):
+      raise errors.DiskFullError('no space left')
+
+    close = wait = lambda self: None
+
+  _, _, network, params = tiny_params('adm')
+  imported = import_weights.Imported(network, import_weights.paths.readout('edm'), SHAPE, CLASSES, params, 'net.pt')
+  monkeypatch.setattr(import_weights, 'Checkpointer', FullDisk)
+  with pytest.raises(errors.DiskFullError):
+    import_weights.write_run(str(tmp_path / 'teacher'), imported)
+  assert not (tmp_path / 'teacher').exists()  # A retry is not refused as "already holds a run".
 
 
 @pytest.mark.parametrize('arch', sorted(TINY))

@@ -5,6 +5,7 @@ checks the reader against files that PyTorch itself writes."""
 import collections
 import contextlib
 import io
+import os
 import pickle
 import sys
 import types
@@ -194,6 +195,32 @@ def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs
       ema = module(precond, [(inner, build(list(state_dict.items()), class_name))], {}, init_kwargs)
     with open(path, 'wb') as file:
       pickle._Pickler(file, protocol=2).dump({'ema': ema, 'loss_fn': None, 'dataset_kwargs': {'path': 'data'}})
+
+
+class _CallsOnLoad:
+  """Pickles as a call of function(*args) when loaded, as a file that runs code does."""
+
+  def __init__(self, function, args):
+    self.function, self.args = function, args
+
+  def __reduce__(self):
+    return self.function, self.args
+
+
+def save_code_running_pickle(path: str, marker: str):
+  """A pickle that plain `pickle.load` (or torch.load without weights_only) would answer by running the shell
+  command `touch marker` through os.system: the reader must refuse it before calling anything, which the marker's
+  absence shows. Written only; nothing here loads it."""
+  with open(path, 'wb') as file:
+    pickle.dump({'ema': _CallsOnLoad(os.system, (f'touch {marker}',))}, file, protocol=2)
+
+
+def cut_short(path: str):
+  """Keeps the first half of the file `path`, as an interrupted download does."""
+  with open(path, 'rb') as file:
+    data = file.read()
+  with open(path, 'wb') as file:
+    file.write(data[:len(data) // 2])
 
 
 class _ParameterOf:
