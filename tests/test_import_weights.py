@@ -3,6 +3,7 @@ round-tripped through every file format into a run directory that opens as a Tea
 parameter, and an imported EDM-architecture teacher distilled through the entry point. (The ports' outputs equal EDM's
 own code's: experiments/parity/edm.py.)"""
 import io
+import json
 import os
 import pickle
 
@@ -278,6 +279,26 @@ def test_the_import_command_writes_a_run_that_opens_as_the_teacher(tmp_path):
   teacher_dir, params = _import_by_command(tmp_path)
   teacher = runs.open_teacher(teacher_dir)
   assert teacher.readout.name == 'edm' and teacher.network.name == 'edm_songunet'
+  for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_the_import_command_sizes_a_bare_state_dict_with_network_fields(tmp_path):
+  # DDPM++ at a size no preset has: the preset's fields, four of them overridden on the command line.
+  class_name, fields, network, params = tiny_params('ddpmpp', seed=2)
+  src, out = str(tmp_path / 'net.safetensors'), str(tmp_path / 'teacher')
+  from safetensors.numpy import save_file
+  save_file(import_weights.to_state_dict(class_name, params), src)
+  result = run_main([f'--src={src}', f'--out={out}', '--arch=edm_cifar10_ddpmpp', '--network.model_channels=8',
+                     '--network.channel_mult=(1, 2)', '--network.num_blocks=1', '--network.attn_resolutions=(4,)'],
+                    module='fewstep_jax.import_weights')
+  assert result.stdout.splitlines() == [
+      f"{src}: network 'edm_songunet', {import_weights.parameter_count(network, SHAPE, CLASSES):,} parameters, data "
+      f"shape {SHAPE}, {CLASSES} classes, readout 'edm' -> {out}",
+      f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
+  assert result.stderr == ''  # No Orbax or absl INFO lines.
+  teacher = runs.open_teacher(out)
+  assert teacher.network.to_dict() == json.loads(json.dumps(network.to_dict()))  # Tuples stored as JSON lists.
   for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(got), want)
 
