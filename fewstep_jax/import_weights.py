@@ -74,14 +74,29 @@ ARCHITECTURES = {
     'UNetModel': Architecture('cm_unet', cm_unet.torch_name, {}),  # openai/consistency_models cm/unet.py.
 }
 
-# NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
-# preconditioning's own arguments, which need no network field). Both are EDM's preconditioning (paths.edm_denoiser,
-# c_noise = ln(sigma) / 4); use_fp16 picks PyTorch's compute dtype (here train.compute_dtype).
+@dataclasses.dataclass(frozen=True)
+class Preconditioning:
+  """An NVlabs preconditioning class: `parameters` are its constructor's named parameters in order, as NVlabs' code
+  declares them (a pickle records positional arguments by position: these name them); the first `own` of them are
+  the preconditioning's own (no network field; the rest and its **kwargs are the network's); `network_class(args)`
+  is the class of the network inside, from the recorded arguments."""
+  parameters: tuple
+  own: int
+  network_class: callable
+
+
+# Both are EDM's preconditioning (paths.edm_denoiser, c_noise = ln(sigma) / 4); use_fp16 picks PyTorch's compute
+# dtype (here train.compute_dtype).
 PRECONDITIONINGS = {
-    'EDMPrecond': (lambda kwargs: kwargs.get('model_type', 'DhariwalUNet'),
-                   ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min', 'sigma_max', 'sigma_data',
-                    'model_type')),
-    'Precond': (lambda kwargs: 'EDM2UNet', ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_data')),
+    # NVlabs/edm training/networks.py: EDMPrecond(img_resolution, img_channels, label_dim=0, use_fp16=False,
+    # sigma_min=0, sigma_max=inf, sigma_data=0.5, model_type='DhariwalUNet', **model_kwargs).
+    'EDMPrecond': Preconditioning(('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min',
+                                   'sigma_max', 'sigma_data', 'model_type'), 8,
+                                  lambda args: args.get('model_type', 'DhariwalUNet')),
+    # NVlabs/edm2 training/networks_edm2.py: Precond(img_resolution, img_channels, label_dim, use_fp16=True,
+    # sigma_data=0.5, logvar_channels=128, **unet_kwargs); logvar_channels is the network's here.
+    'Precond': Preconditioning(('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_data',
+                                'logvar_channels'), 5, lambda args: 'EDM2UNet'),
 }
 # EDM2's arguments whose None (choose automatically / no clipping) is 0 here.
 _NONE_IS_ZERO = ('channel_mult_noise', 'channel_mult_emb', 'clip_act')
@@ -226,15 +241,19 @@ def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
   if class_name not in PRECONDITIONINGS:
     raise ValueError(f'{path}: the network is wrapped in {class_name}; only {sorted(PRECONDITIONINGS)} are ported '
                      '(EDM\'s preconditioning, paths.edm_denoiser). VP/VE/iDDPM preconditionings are not.')
-  kwargs = torch_files.init_kwargs(precond)
-  network_class, precond_only = PRECONDITIONINGS[class_name]
-  model_type = network_class(kwargs)
-  data_shape = (int(kwargs['img_resolution']), int(kwargs['img_resolution']), int(kwargs['img_channels']))
-  num_classes = int(kwargs.get('label_dim', 0))
-  fields = {key: value for key, value in kwargs.items() if key not in precond_only}
-  network = network_config(model_type, fields)
+  preconditioning = PRECONDITIONINGS[class_name]
+  args = torch_files.constructor_arguments(precond, preconditioning.parameters)
+  missing = [name for name in ('img_resolution', 'img_channels') if name not in args]
+  if missing:
+    raise ValueError(f'{path}: {class_name} records no {" or ".join(missing)} among its constructor arguments '
+                     f'({sorted(args)}); the file is damaged or not an NVlabs network pickle')
+  model_type = preconditioning.network_class(args)
+  data_shape = (int(args['img_resolution']), int(args['img_resolution']), int(args['img_channels']))
+  num_classes = int(args.get('label_dim', 0))
+  own = preconditioning.parameters[:preconditioning.own]
+  network = network_config(model_type, {key: value for key, value in args.items() if key not in own})
   params = from_state_dict(model_type, torch_files.state_dict(precond), network, data_shape, num_classes, path)
-  readout = paths.readout('edm', float(kwargs.get('sigma_data', paths.SIGMA_DATA)))
+  readout = paths.readout('edm', float(args.get('sigma_data', paths.SIGMA_DATA)))
   return Imported(network, readout, data_shape, num_classes, params, os.path.abspath(path))
 
 

@@ -49,16 +49,21 @@ def tiny_params(arch, seed=0):
 
 def edm_kwargs(class_name, fields):
   """The constructor arguments EDM's EDMPrecond (EDM2's Precond) records."""
-  model_type = {} if class_name == 'EDM2UNet' else {'model_type': class_name}
+  edm = {} if class_name == 'EDM2UNet' else {'sigma_min': 0, 'sigma_max': float('inf'), 'model_type': class_name}
   return dict(img_resolution=SHAPE[0], img_channels=SHAPE[2], label_dim=CLASSES, use_fp16=False, sigma_data=0.5,
-              **model_type, **fields)
+              **edm, **fields)
 
 
-def save_pickle(state_dict, path, class_name, fields):
+def save_pickle(state_dict, path, class_name, fields, positional=0):
+  """EDM's (EDM2's) network pickle; its preconditioning's first `positional` arguments recorded by position."""
   edm2 = class_name == 'EDM2UNet'
-  torch_format.save_nvlabs_pickle(state_dict, path, class_name, edm_kwargs(class_name, fields),
+  preconditioning = import_weights.PRECONDITIONINGS['Precond' if edm2 else 'EDMPrecond']
+  kwargs = edm_kwargs(class_name, fields)
+  names = preconditioning.parameters[:positional]
+  torch_format.save_nvlabs_pickle(state_dict, path, class_name,
+                                  {key: value for key, value in kwargs.items() if key not in names},
                                   buffers=('freqs', 'phases'), precond='Precond' if edm2 else 'EDMPrecond',
-                                  inner=None if edm2 else 'model')
+                                  inner=None if edm2 else 'model', init_args=[kwargs[name] for name in names])
 
 
 def test_torch_layouts_read_without_torch(tmp_path):
@@ -141,6 +146,33 @@ def test_a_failed_write_leaves_no_run_directory(tmp_path, monkeypatch):
   with pytest.raises(errors.DiskFullError):
     import_weights.write_run(str(tmp_path / 'teacher'), imported)
   assert not (tmp_path / 'teacher').exists()  # A retry is not refused as "already holds a run".
+
+
+@pytest.mark.parametrize('arch', ['ddpmpp', 'edm2'])
+def test_a_pickle_of_a_network_constructed_with_positional_arguments_imports(arch, tmp_path):
+  # EDMPrecond(8, 1, 10, False, 0, inf, 0.5, 'SongUNet', ...) records its arguments in _init_args, by position:
+  # NVlabs' signatures name them (EDM2's sixth, logvar_channels, is a network field here).
+  class_name, fields, network, params = tiny_params(arch)
+  state_dict = import_weights.to_state_dict(class_name, params)
+  positional = len(import_weights.PRECONDITIONINGS['Precond' if arch == 'edm2' else 'EDMPrecond'].parameters)
+  path = str(tmp_path / 'net.pkl')
+  save_pickle(state_dict, path, class_name, fields, positional)
+  assert torch_files.load(path)['ema'].state['_init_kwargs'].keys().isdisjoint({'img_resolution', 'sigma_data'})
+  imported = import_weights.read_nvlabs_pickle(path)
+  assert (imported.data_shape, imported.num_classes) == (SHAPE, CLASSES)
+  assert imported.network.to_dict() == network.to_dict()
+  for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_recorded_constructor_arguments_are_bound_as_python_binds_them():
+  module = torch_files.ModuleStub('persistent.EDMPrecond', {'_init_args': (32, 3), '_init_kwargs': {'label_dim': 10}})
+  assert torch_files.constructor_arguments(module, ('img_resolution', 'img_channels', 'label_dim')) == {
+      'img_resolution': 32, 'img_channels': 3, 'label_dim': 10}
+  with pytest.raises(ValueError, match='constructed with 2 positional arguments, but its constructor takes 1'):
+    torch_files.constructor_arguments(module, ('img_resolution',))
+  with pytest.raises(ValueError, match=r"records \['label_dim'\] both by position and by keyword"):
+    torch_files.constructor_arguments(module, ('img_resolution', 'label_dim'))
 
 
 @pytest.mark.parametrize('arch', sorted(TINY))

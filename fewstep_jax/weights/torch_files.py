@@ -401,12 +401,22 @@ def state_dict(module, prefix: str = '') -> dict:
   return result
 
 
-def init_kwargs(module) -> dict:
-  """The constructor keyword arguments an NVlabs persistent class recorded (`_init_kwargs`), as a plain dict."""
-  kwargs = module.state.get('_init_kwargs') if isinstance(module, ModuleStub) else None
+def constructor_arguments(module, parameters: tuple = ()) -> dict:
+  """{name: value} of the constructor arguments an NVlabs persistent class recorded: its keyword arguments
+  (`_init_kwargs`) and its positional ones (`_init_args`), named by `parameters`, the constructor's parameter names
+  in their order (after self), as Python binds them."""
+  state = module.state if isinstance(module, ModuleStub) else {}
+  kwargs, args = state.get('_init_kwargs'), state.get('_init_args') or ()
   if kwargs is None:
     raise ValueError(f'{module!r} records no constructor arguments (not an NVlabs persistent class)')
-  return _plain(kwargs)
+  if len(args) > len(parameters):
+    raise ValueError(f'{module!r} was constructed with {len(args)} positional arguments, but its constructor takes '
+                     f'{len(parameters)} ({", ".join(parameters) or "none"})')
+  positional = dict(zip(parameters, args))
+  both = sorted(set(positional) & set(kwargs))
+  if both:
+    raise ValueError(f'{module!r} records {both} both by position and by keyword: the file is damaged')
+  return _plain({**positional, **kwargs})
 
 
 def _plain(value):
