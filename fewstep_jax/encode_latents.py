@@ -17,16 +17,16 @@ StabilityVAEEncoder does (its ImageNet-512 networks read such latents, with --co
 default, signed, is [-1, 1].
 """
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
+from fewstep_jax import cli
 from fewstep_jax.data import latents as latents_lib
 from fewstep_jax.nn import sd_vae
 from fewstep_jax.train import files
@@ -173,7 +173,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   if bool(FLAGS.folder) == bool(FLAGS.tfds_name):
-    raise app.UsageError('give exactly one of --folder and --tfds_name')
+    raise ValueError('give exactly one of --folder and --tfds_name')
   images = FolderImages(FLAGS.folder) if FLAGS.folder else TfdsImages(FLAGS.tfds_name, FLAGS.split, FLAGS.data_dir)
   vae, params = sd_vae.load(FLAGS.vae, sd_vae.SDVAE(norm_num_groups=FLAGS.vae_groups,
                                                     **sd_vae.shape_from_file(FLAGS.vae)))
@@ -200,7 +200,4 @@ if __name__ == '__main__':
                     "the VAE's input range: signed [-1, 1] (DiT, SiT, MeanFlow) or unit [0, 1] (EDM2's encoder, for "
                     'data.latent_norm=edm2)')
   flags.mark_flags_as_required(['vae', 'out'])
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError) as error:
-    sys.exit(f'error: {error}')
+  cli.run(main)

@@ -16,3 +16,12 @@ class CheckpointError(RunError):
 
 class DiskFullError(RunError, OSError):
   pass
+
+
+class RefusedWeightsError(RunError):
+  """A weights file that names code to run when it is loaded (a pickle's global outside the reader's allow-list):
+  refused before anything in it is called."""
+
+
+class UnreadableWeightsError(RunError):
+  """A weights file that is cut short, corrupt, or not of the format its name says."""

@@ -5,15 +5,20 @@
   python -m fewstep_jax.import_weights --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
   python -m fewstep_jax.import_weights --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
   python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+  python -m fewstep_jax.import_weights --src=net.pt --arch=SongUNet --network.model_channels=64 \\
+      --network.channel_mult='(1, 2)' --network.attn_resolutions='(8,)' --out=DIR
 
 Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
 UNetModel (its EDM-trained ImageNet-64 teacher), read through the `edm` readout; SiT (`sit` readout, a velocity in
 SiT's time) and DiT (the same network, `dit` readout, an epsilon at DDPM's timesteps). An NVlabs network pickle
 records its own hyper-parameters (the constructor arguments of its preconditioning and network), so `--arch` is
-needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of `PRESETS` and the label
-count, augmentation labels and image shape are read off the weights' shapes (CM's U-Net records no image size: its
-preset carries it). Nothing in the
-file is run: PyTorch files go through `fewstep_jax.weights`' restricted unpickler, and PyTorch need not be installed.
+needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it names one of `PRESETS` or a network
+class of `ARCHITECTURES` (at the project's defaults for that network), and `--network.FIELD=VALUE` overrides any of
+the network's fields (those of `nn.network_defaults`, as `--config.network.FIELD` in a run); the label count,
+augmentation labels and image shape are read off the weights' shapes (CM's U-Net records no image size: its preset
+carries it, or `--image_size`). Nothing in the file is run: PyTorch files go through `fewstep_jax.weights`'
+restricted unpickler, and PyTorch need not be installed; a file that would run code when loaded is refused, in one
+line that names what it would call.
 
 The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config
 and `eval.params = 'params'`), `run_info.json` (data shape, label count, the readout the network was trained with)
@@ -29,15 +34,17 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
 
-from absl import app, flags
+from absl import flags
 import jax
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 from flax import traverse_util
 
-from fewstep_jax import nn, paths, runs, weights
+from fewstep_jax import cli, nn, paths, runs, weights
 from fewstep_jax.nn import cm_unet, edm_unets, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
@@ -67,14 +74,29 @@ ARCHITECTURES = {
     'UNetModel': Architecture('cm_unet', cm_unet.torch_name, {}),  # openai/consistency_models cm/unet.py.
 }
 
-# NVlabs preconditioning classes -> (the network class inside, from the recorded constructor arguments; the
-# preconditioning's own arguments, which need no network field). Both are EDM's preconditioning (paths.edm_denoiser,
-# c_noise = ln(sigma) / 4); use_fp16 picks PyTorch's compute dtype (here train.compute_dtype).
+@dataclasses.dataclass(frozen=True)
+class Preconditioning:
+  """An NVlabs preconditioning class: `parameters` are its constructor's named parameters in order, as NVlabs' code
+  declares them (a pickle records positional arguments by position: these name them); the first `own` of them are
+  the preconditioning's own (no network field; the rest and its **kwargs are the network's); `network_class(args)`
+  is the class of the network inside, from the recorded arguments."""
+  parameters: tuple
+  own: int
+  network_class: callable
+
+
+# Both are EDM's preconditioning (paths.edm_denoiser, c_noise = ln(sigma) / 4); use_fp16 picks PyTorch's compute
+# dtype (here train.compute_dtype).
 PRECONDITIONINGS = {
-    'EDMPrecond': (lambda kwargs: kwargs.get('model_type', 'DhariwalUNet'),
-                   ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min', 'sigma_max', 'sigma_data',
-                    'model_type')),
-    'Precond': (lambda kwargs: 'EDM2UNet', ('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_data')),
+    # NVlabs/edm training/networks.py: EDMPrecond(img_resolution, img_channels, label_dim=0, use_fp16=False,
+    # sigma_min=0, sigma_max=inf, sigma_data=0.5, model_type='DhariwalUNet', **model_kwargs).
+    'EDMPrecond': Preconditioning(('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_min',
+                                   'sigma_max', 'sigma_data', 'model_type'), 8,
+                                  lambda args: args.get('model_type', 'DhariwalUNet')),
+    # NVlabs/edm2 training/networks_edm2.py: Precond(img_resolution, img_channels, label_dim, use_fp16=True,
+    # sigma_data=0.5, logvar_channels=128, **unet_kwargs); logvar_channels is the network's here.
+    'Precond': Preconditioning(('img_resolution', 'img_channels', 'label_dim', 'use_fp16', 'sigma_data',
+                                'logvar_channels'), 5, lambda args: 'EDM2UNet'),
 }
 # EDM2's arguments whose None (choose automatically / no clipping) is 0 here.
 _NONE_IS_ZERO = ('channel_mult_noise', 'channel_mult_emb', 'clip_act')
@@ -191,13 +213,13 @@ def from_state_dict(class_name: str, state_dict: dict, network, data_shape, num_
     raise ValueError(f'{source} does not match network {network.name!r} with {dict(_fields(network))}: missing '
                      f'{missing[:8]}{" ..." if len(missing) > 8 else ""} ({len(missing)}), unexpected '
                      f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""} ({len(unexpected)}). Check --arch '
-                     'or the network fields.')
+                     'or the network fields (--network.FIELD=VALUE).')
   params = {}
   for name, (path, leaf) in by_name.items():
     value = np.asarray(state_dict[name])
     if value.shape != tuple(leaf.shape):
       raise ValueError(f'{source}: parameter {name} has shape {value.shape}, but network {network.name!r} expects '
-                       f'{tuple(leaf.shape)}; check --arch or the network fields')
+                       f'{tuple(leaf.shape)}; check --arch or the network fields (--network.FIELD=VALUE)')
     params[path] = value.astype(leaf.dtype)
   return traverse_util.unflatten_dict(params)
 
@@ -210,7 +232,7 @@ def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
   """An EDM or EDM2 training snapshot / published network pickle: {'ema': EDMPrecond(...) or Precond(...), ...}, or
   the network itself."""
   from fewstep_jax.weights import torch_files
-  loaded = torch_files.load(path)
+  loaded = weights.read_torch_file(path)
   precond = loaded.get(entry) if isinstance(loaded, dict) else loaded
   if not isinstance(precond, torch_files.ModuleStub):
     raise ValueError(f'{path} holds no network under {entry!r} (top-level keys: '
@@ -219,28 +241,51 @@ def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
   if class_name not in PRECONDITIONINGS:
     raise ValueError(f'{path}: the network is wrapped in {class_name}; only {sorted(PRECONDITIONINGS)} are ported '
                      '(EDM\'s preconditioning, paths.edm_denoiser). VP/VE/iDDPM preconditionings are not.')
-  kwargs = torch_files.init_kwargs(precond)
-  network_class, precond_only = PRECONDITIONINGS[class_name]
-  model_type = network_class(kwargs)
-  data_shape = (int(kwargs['img_resolution']), int(kwargs['img_resolution']), int(kwargs['img_channels']))
-  num_classes = int(kwargs.get('label_dim', 0))
-  fields = {key: value for key, value in kwargs.items() if key not in precond_only}
-  network = network_config(model_type, fields)
+  preconditioning = PRECONDITIONINGS[class_name]
+  args = torch_files.constructor_arguments(precond, preconditioning.parameters)
+  missing = [name for name in ('img_resolution', 'img_channels') if name not in args]
+  if missing:
+    raise ValueError(f'{path}: {class_name} records no {" or ".join(missing)} among its constructor arguments '
+                     f'({sorted(args)}); the file is damaged or not an NVlabs network pickle')
+  model_type = preconditioning.network_class(args)
+  data_shape = (int(args['img_resolution']), int(args['img_resolution']), int(args['img_channels']))
+  num_classes = int(args.get('label_dim', 0))
+  own = preconditioning.parameters[:preconditioning.own]
+  network = network_config(model_type, {key: value for key, value in args.items() if key not in own})
   params = from_state_dict(model_type, torch_files.state_dict(precond), network, data_shape, num_classes, path)
-  readout = paths.readout('edm', float(kwargs.get('sigma_data', paths.SIGMA_DATA)))
+  readout = paths.readout('edm', float(args.get('sigma_data', paths.SIGMA_DATA)))
   return Imported(network, readout, data_shape, num_classes, params, os.path.abspath(path))
 
 
-def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Imported:
-  """A bare state dict of the network `arch`: a key of PRESETS, or a class of ARCHITECTURES with its
-  hyper-parameters `fields` (EDM's argument names); labels and shapes are read off the weights."""
+# Preset entries that describe the data, not the network: CM's U-Net's weights do not record its image side.
+DATA_FIELDS = ('image_size',)
+
+
+def architecture(arch: str) -> tuple:
+  """(checkpoint class name, fields) of `arch`: a key of PRESETS, or a class of ARCHITECTURES (no fields: the
+  network's defaults)."""
   if arch in PRESETS:
-    class_name, preset = PRESETS[arch]
-    fields = dict(preset, **(fields or {}))
-  elif arch in ARCHITECTURES:
-    class_name, fields = arch, dict(fields or {})
-  else:
-    raise ValueError(f'--arch={arch!r} is not a known network; use one of {sorted(PRESETS)}')
+    return PRESETS[arch]
+  if arch in ARCHITECTURES:
+    return arch, {}
+  raise ValueError(f'--arch={arch!r} is not a known network; use {ARCH_CHOICES}')
+
+
+ARCH_CHOICES = (f'a preset ({", ".join(sorted(PRESETS))}) or a network class ({", ".join(sorted(ARCHITECTURES))}), '
+                'whose fields --network.FIELD=VALUE overrides')
+
+
+def arch_network(arch: str) -> ml_collections.ConfigDict:
+  """The network config that `arch` describes (see `architecture`): what --network.* overrides."""
+  class_name, fields = architecture(arch)
+  return network_config(class_name, {key: value for key, value in fields.items() if key not in DATA_FIELDS})
+
+
+def read_state_dict_file(path: str, arch: str, fields: dict | None = None) -> Imported:
+  """A bare state dict of the network `arch` (see `architecture`), its fields overridden by `fields` (the network's
+  fields, and image_size for CM's U-Net); labels and shapes are read off the weights."""
+  class_name, preset = architecture(arch)
+  fields = dict(preset, **(fields or {}))
   state_dict = weights.read_state_dict(path, module='ema' if path.endswith('.pkl') else None)
   if class_name in ('SiT', 'DiT'):
     data_shape, num_classes = _sit_data(state_dict, fields, path)
@@ -280,7 +325,7 @@ def _cm_data(state_dict, fields, path):
   side = fields.pop('image_size', None)
   if not side:
     raise ValueError(f'{path}: a UNetModel state dict does not record its image size; use a preset (--arch='
-                     'cm_imagenet64) or give image_size with its fields')
+                     'cm_imagenet64) or give it (--image_size=SIDE)')
   if 'input_blocks.0.0.weight' not in state_dict:
     raise ValueError(f'{path} is not a UNetModel state dict (no input_blocks.0.0.weight)')
   channels = int(np.shape(state_dict['input_blocks.0.0.weight'])[1])
@@ -305,7 +350,17 @@ def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):
   """Writes `imported` as a run directory (see the module docstring); refuses a directory that holds a run."""
   if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
     raise FileExistsError(f'{out} already holds a run; choose another --out or remove it')
+  created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
+  try:
+    _write_run_files(out, imported, compute_dtype)
+  except BaseException:
+    # No half-written run: a later import into `out` would find its checkpoints and refuse.
+    shutil.rmtree(out if created else os.path.join(out, 'checkpoints'), ignore_errors=True)
+    raise
+
+
+def _write_run_files(out: str, imported: Imported, compute_dtype: str):
   config = {
       'method': {'name': 'imported'},
       'network': imported.network.to_dict(),
@@ -332,32 +387,71 @@ def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):
 
 
 FLAGS = flags.FLAGS
+NETWORK_FLAG = '--network.'
 
 
 def main(argv):
   del argv
   src = FLAGS.src
+  weights.require_file(src)
   if src.endswith('.pkl') and not FLAGS.arch:
     imported = read_nvlabs_pickle(src, FLAGS.entry)
   elif not FLAGS.arch:
-    raise app.UsageError(f'{src} is a bare state dict: name its network with --arch (one of {sorted(PRESETS)})')
+    raise ValueError(f'{src} is a bare state dict: name its network with --arch: {ARCH_CHOICES}')
   else:
-    imported = read_state_dict_file(src, FLAGS.arch)
+    image_size = {'image_size': FLAGS.image_size} if FLAGS.image_size else {}
+    imported = read_state_dict_file(src, FLAGS.arch, dict(_fields(FLAGS.network), **image_size))
   write_run(FLAGS.out, imported, FLAGS.compute_dtype)
   count = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(imported.params))
   print(f'{src}: network {imported.network.name!r}, {count:,} parameters, data shape {imported.data_shape}, '
         f'{imported.num_classes} classes, readout {imported.readout.name!r} -> {FLAGS.out}')
-  print(f'use it as --config.method.teacher={FLAGS.out}')
+  print(f'use it as --config.method.teacher={FLAGS.out} (or start a student from it: '
+        f'--config.method.init_from={FLAGS.out})')
+
+
+def parse_flags(argv):
+  """absl's parsing, with --network.FIELD=VALUE defined on the network that --arch names (its fields depend on it),
+  and a bad flag reported in one line."""
+  try:
+    arch = _arch_flag(argv)
+    if arch:
+      network = arch_network(arch)
+      _check_network_fields(argv, network)
+      config_flags.DEFINE_config_dict('network', network, "the network fields of a bare state dict, over --arch's "
+                                      '(--network.FIELD=VALUE)')
+    elif any(arg.startswith(NETWORK_FLAG) for arg in argv[1:]):
+      raise ValueError('--network.FIELD=VALUE sets the fields of a bare state dict\'s network: give --arch (a preset '
+                       'or a network class) as well; an NVlabs pickle records its own')
+    return FLAGS(argv)
+  except (flags.Error, ValueError) as error:
+    sys.exit(f'error: {error}')
+
+
+def _check_network_fields(argv, network: ml_collections.ConfigDict):
+  """A --network.FIELD that `network` lacks, named with the fields it has (config_flags would raise a traceback)."""
+  for arg in argv[1:]:
+    if arg.startswith(NETWORK_FLAG):
+      field = arg[len(NETWORK_FLAG):].split('=', 1)[0].split('.', 1)[0]
+      if field not in network:
+        raise ValueError(f'--network.{field}: network {network.name!r} has no field {field!r}; its fields are '
+                         f'{", ".join(sorted(_fields(network)))}')
+
+
+def _arch_flag(argv) -> str:
+  """--arch's value in `argv`, read before the flags that depend on it are defined."""
+  peek = flags.FlagValues()
+  flags.DEFINE_string('arch', '', '', flag_values=peek)
+  peek(argv, known_only=True)
+  return peek.arch
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('src', None, 'the weights file: an NVlabs .pkl, or a state dict (.pt/.pth/.safetensors/.npz)')
   flags.DEFINE_string('out', None, 'the run directory to write')
-  flags.DEFINE_string('arch', '', f'the network of a bare state dict: one of {sorted(PRESETS)}')
+  flags.DEFINE_string('arch', '', f'the network of a bare state dict: {ARCH_CHOICES}')
+  flags.DEFINE_integer('image_size', 0, "the image side of a bare state dict whose weights do not record it (CM's "
+                       'UNetModel); 0: the preset\'s')
   flags.DEFINE_string('entry', 'ema', "the network's key in an NVlabs pickle")
   flags.DEFINE_enum('compute_dtype', 'float32', sorted(nn.DTYPES), "the teacher's compute dtype in students")
   flags.mark_flags_as_required(['src', 'out'])
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError, FileExistsError) as error:
-    sys.exit(f'error: {error}')
+  cli.run(main, flags_parser=parse_flags)

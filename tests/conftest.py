@@ -61,6 +61,15 @@ def run_main(args, env_extra=None, timeout=600, check=True, module='fewstep_jax.
   return result
 
 
+def error_line(result) -> str:
+  """The one line a command ended with on bad input (a subprocess.CompletedProcess of run_main(check=False)): exit
+  status 1, and stderr that line alone, no traceback."""
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith('error: '), (
+      f'expected one error line, exit 1; got {result.returncode}:\n{result.stderr[-3000:]}')
+  return lines[0]
+
+
 def read_metrics(workdir):
   """The rows of workdir/metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

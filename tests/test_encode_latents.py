@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_main
+import torch_format
+from conftest import error_line, run_main
 from fewstep_jax.data import build_data, data_defaults
 from fewstep_jax.encode_latents import FolderImages, center_crop, encode_dataset
 from fewstep_jax.nn import sd_vae
@@ -153,3 +154,13 @@ def test_edm2s_latents_are_encoded_from_unit_pixels_normalised_per_channel_and_d
   with pytest.raises(ValueError, match=r'images in \[0, 1\].*latent_norm=edm2'):
     build_data(config, global_batch_size=8, seed=0)
   assert latents_lib.latent_norm(config).pixels == 'signed'
+
+
+def test_a_refused_vae_file_ends_the_command_in_one_line_and_writes_nothing(images_and_vae, tmp_path):
+  root, _, _ = images_and_vae
+  marker, vae, out = tmp_path / 'ran', str(tmp_path / 'diffusion_pytorch_model.bin'), tmp_path / 'latents'
+  torch_format.save_code_running_pickle(vae, str(marker))
+  result = run_main([f'--vae={vae}', f'--out={out}', f'--folder={root / "images"}', '--image_size=8'],
+                    module='fewstep_jax.encode_latents', check=False)
+  assert error_line(result).startswith(f'error: refused {vae}: loading it would call ')
+  assert not out.exists() and not marker.exists()

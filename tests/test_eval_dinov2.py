@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import error_line, run_main
 from fewstep_jax.eval import dinov2
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'dinov2_golden.npz')
@@ -68,3 +69,10 @@ def test_weight_files_round_trip_and_wrong_ones_name_the_array(tmp_path):
     dinov2.from_state_dict(wrong)
   with pytest.raises(FileNotFoundError, match='dinov2_vitl14_pretrain.pth'):
     dinov2.load_weights(str(tmp_path / 'absent.pth'))
+
+
+def test_a_missing_file_ends_the_conversion_in_one_line_and_writes_nothing(tmp_path):
+  src, out = str(tmp_path / 'absent.pth'), tmp_path / 'dinov2.npz'
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.eval.dinov2', check=False)
+  assert error_line(result).startswith(f"error: DINOv2 weights file '{src}' not found; nothing is downloaded")
+  assert 'dinov2_vitl14_pretrain.pth' in result.stderr and not out.exists()

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import torch_format
+from conftest import error_line, run_main
 from fewstep_jax.eval import inception
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'inception_golden.npz')
@@ -77,6 +79,25 @@ def test_weight_files_round_trip_and_wrong_ones_name_the_array(tmp_path):
     inception.load_weights(str(tmp_path / 'absent.pth'))
   with pytest.raises(ValueError, match='set --config.eval.inception'):
     inception.load_weights('')
+
+
+def test_a_damaged_file_ends_the_conversion_in_one_line_and_writes_nothing(tmp_path):
+  src, out = str(tmp_path / 'pt_inception.pth'), tmp_path / 'inception.npz'
+  torch_format.save_zip({'fc.bias': np.zeros(1008, np.float32)}, src)
+  torch_format.cut_short(src)  # An interrupted download: the zip's directory, written last, is missing.
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.eval.inception', check=False)
+  assert error_line(result) == (f"error: {src} is a zip archive (torch.save's layout) that is cut short or damaged: "
+                                'download it again')
+  assert not out.exists()
+
+
+def test_a_refused_file_ends_the_stats_command_in_one_line(tmp_path):  # The command reads this network's weights.
+  marker, weights, out = tmp_path / 'ran', str(tmp_path / 'inception.pth'), tmp_path / 'stats.npz'
+  torch_format.save_code_running_pickle(weights, str(marker))
+  result = run_main(['--config=configs/digits/cd.py', f'--config.data.dir={tmp_path / "data"}', f'--weights={weights}',
+                     f'--out={out}', '--num=8', '--batch=8'], module='fewstep_jax.eval.stats', check=False)
+  assert error_line(result).startswith(f'error: refused {weights}: loading it would call ')
+  assert not out.exists() and not marker.exists()
 
 
 def test_a_pytorch_checkpoint_is_read_as_weights_only(tmp_path):

@@ -2,6 +2,8 @@
 round-tripped through every file format into a run directory that opens as a Teacher, errors that name the
 parameter, and an imported EDM-architecture teacher distilled through the entry point. (The ports' outputs equal EDM's
 own code's: experiments/parity/edm.py.)"""
+import io
+import json
 import os
 import pickle
 
@@ -12,8 +14,8 @@ import numpy as np
 import pytest
 
 import torch_format
-from conftest import REPO, run_main
-from fewstep_jax import import_weights, nn, runs, weights
+from conftest import REPO, error_line, run_main
+from fewstep_jax import errors, import_weights, nn, runs, weights
 from fewstep_jax.weights import torch_files
 
 TINY = {
@@ -47,16 +49,21 @@ def tiny_params(arch, seed=0):
 
 def edm_kwargs(class_name, fields):
   """The constructor arguments EDM's EDMPrecond (EDM2's Precond) records."""
-  model_type = {} if class_name == 'EDM2UNet' else {'model_type': class_name}
+  edm = {} if class_name == 'EDM2UNet' else {'sigma_min': 0, 'sigma_max': float('inf'), 'model_type': class_name}
   return dict(img_resolution=SHAPE[0], img_channels=SHAPE[2], label_dim=CLASSES, use_fp16=False, sigma_data=0.5,
-              **model_type, **fields)
+              **edm, **fields)
 
 
-def save_pickle(state_dict, path, class_name, fields):
+def save_pickle(state_dict, path, class_name, fields, positional=0):
+  """EDM's (EDM2's) network pickle; its preconditioning's first `positional` arguments recorded by position."""
   edm2 = class_name == 'EDM2UNet'
-  torch_format.save_nvlabs_pickle(state_dict, path, class_name, edm_kwargs(class_name, fields),
+  preconditioning = import_weights.PRECONDITIONINGS['Precond' if edm2 else 'EDMPrecond']
+  kwargs = edm_kwargs(class_name, fields)
+  names = preconditioning.parameters[:positional]
+  torch_format.save_nvlabs_pickle(state_dict, path, class_name,
+                                  {key: value for key, value in kwargs.items() if key not in names},
                                   buffers=('freqs', 'phases'), precond='Precond' if edm2 else 'EDMPrecond',
-                                  inner=None if edm2 else 'model')
+                                  inner=None if edm2 else 'model', init_args=[kwargs[name] for name in names])
 
 
 def test_torch_layouts_read_without_torch(tmp_path):
@@ -72,26 +79,100 @@ def test_torch_layouts_read_without_torch(tmp_path):
   assert torch_files.file_kind(str(tmp_path / 'legacy.pth')) == 'legacy'
 
 
-class _RunsACommand:
-  def __reduce__(self):
-    return (os.system, (f'touch {self.marker}',))
-
-
 def test_the_unpickler_refuses_unknown_callables_and_reads_tensors_and_dicts(tmp_path):
   marker = tmp_path / 'ran'
-  evil = _RunsACommand()
-  evil.marker = marker
-  path = tmp_path / 'evil.pkl'
-  path.write_bytes(pickle.dumps({'ema': evil}))
-  with pytest.raises(torch_files.UnsafePickleError, match=r'refers to (posix|os)\.system, which is not a tensor'):
-    torch_files.load(str(path))
+  for name in ('evil.pkl', 'evil.pth', 'evil.bin'):
+    path = str(tmp_path / name)
+    torch_format.save_code_running_pickle(path, str(marker))
+    with pytest.raises(errors.RefusedWeightsError, match=rf'^refused {path}: loading it would call (posix|os)\.system '
+                       r'\(not a tensor.*nothing in it was run\. Take the weights as a state dict from a source you '
+                       'trust'):
+      weights.read_state_dict(path)
   assert not marker.exists()  # Nothing ran.
-  with pytest.raises(torch_files.UnsafePickleError, match=r'builtins\.eval'):
-    torch_files.SafeUnpickler(__import__('io').BytesIO(b'cbuiltins\neval\n(S"1"\ntR.'), 'crafted').load()
+  with pytest.raises(errors.RefusedWeightsError, match=r'would call builtins\.eval '):
+    torch_files.SafeUnpickler(io.BytesIO(b'cbuiltins\neval\n(S"1"\ntR.'), 'crafted').load()
+  # NVlabs' code named directly (a class that is not persistent): the advice says which pickles are read.
+  with pytest.raises(errors.RefusedWeightsError,
+                     match=r'call training\.networks\.EDMPrecond .* classes are persistent'):
+    torch_files.SafeUnpickler(io.BytesIO(b'ctraining.networks\nEDMPrecond\n)\x81.'), 'snapshot.pkl').load()
+  with pytest.raises(errors.RefusedWeightsError, match=r'call a numpy array of Python objects'):
+    torch_files.SafeUnpickler(io.BytesIO(b'cnumpy\ndtype\n(S"O"\ntR.'), 'objects.pkl').load()
 
   plain = tmp_path / 'plain.pkl'
   plain.write_bytes(pickle.dumps({'nested': {'x': [1, 2.5, 'name']}, 'n': 3}))
   assert torch_files.load(str(plain)) == {'nested': {'x': [1, 2.5, 'name']}, 'n': 3}
+
+
+def test_damaged_and_missing_weight_files_are_told_apart_from_refused_ones(tmp_path):
+  from safetensors.numpy import save_file
+  state_dict = {'w': np.ones((16, 16), np.float32)}
+  writers = {'zip.pt': torch_format.save_zip, 'legacy.pth': torch_format.save_legacy, 'net.safetensors': save_file,
+             'net.npz': lambda arrays, path: np.savez(path, **arrays)}
+  for name, write in writers.items():
+    path = str(tmp_path / name)
+    write(state_dict, path)
+    torch_format.cut_short(path)
+    with pytest.raises(errors.UnreadableWeightsError, match=rf'^{path} (is a zip archive .* cut short|is damaged: '
+                       r'storage 0 is cut short|cannot be read as .*: it is damaged \(a partial download\?\))'):
+      weights.read_state_dict(path)
+  (tmp_path / 'text.pt').write_bytes(b'Pnot a storage\n.')  # A persistent id that no PyTorch file holds.
+  with pytest.raises(errors.UnreadableWeightsError, match='unknown persistent id'):
+    weights.read_state_dict(str(tmp_path / 'text.pt'))
+  with pytest.raises(FileNotFoundError, match='absent.pkl.* not found; nothing is downloaded'):
+    import_weights.read_nvlabs_pickle(str(tmp_path / 'absent.pkl'))
+
+
+def test_a_refused_file_ends_the_import_command_in_one_line_and_writes_nothing(tmp_path):
+  marker, src, out = tmp_path / 'ran', str(tmp_path / 'snapshot.pkl'), tmp_path / 'teacher'
+  torch_format.save_code_running_pickle(src, str(marker))
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.import_weights', check=False)
+  assert error_line(result).startswith(f'error: refused {src}: loading it would call ')
+  assert not out.exists() and not marker.exists()
+
+
+def test_a_failed_write_leaves_no_run_directory(tmp_path, monkeypatch):
+  class FullDisk:
+    def __init__(self, *args, **kwargs):
+      pass
+
+    def save(self, *args, **kwargs):
+      raise errors.DiskFullError('no space left')
+
+    close = wait = lambda self: None
+
+  _, _, network, params = tiny_params('adm')
+  imported = import_weights.Imported(network, import_weights.paths.readout('edm'), SHAPE, CLASSES, params, 'net.pt')
+  monkeypatch.setattr(import_weights, 'Checkpointer', FullDisk)
+  with pytest.raises(errors.DiskFullError):
+    import_weights.write_run(str(tmp_path / 'teacher'), imported)
+  assert not (tmp_path / 'teacher').exists()  # A retry is not refused as "already holds a run".
+
+
+@pytest.mark.parametrize('arch', ['ddpmpp', 'edm2'])
+def test_a_pickle_of_a_network_constructed_with_positional_arguments_imports(arch, tmp_path):
+  # EDMPrecond(8, 1, 10, False, 0, inf, 0.5, 'SongUNet', ...) records its arguments in _init_args, by position:
+  # NVlabs' signatures name them (EDM2's sixth, logvar_channels, is a network field here).
+  class_name, fields, network, params = tiny_params(arch)
+  state_dict = import_weights.to_state_dict(class_name, params)
+  positional = len(import_weights.PRECONDITIONINGS['Precond' if arch == 'edm2' else 'EDMPrecond'].parameters)
+  path = str(tmp_path / 'net.pkl')
+  save_pickle(state_dict, path, class_name, fields, positional)
+  assert torch_files.load(path)['ema'].state['_init_kwargs'].keys().isdisjoint({'img_resolution', 'sigma_data'})
+  imported = import_weights.read_nvlabs_pickle(path)
+  assert (imported.data_shape, imported.num_classes) == (SHAPE, CLASSES)
+  assert imported.network.to_dict() == network.to_dict()
+  for got, want in zip(jax.tree.leaves(imported.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_recorded_constructor_arguments_are_bound_as_python_binds_them():
+  module = torch_files.ModuleStub('persistent.EDMPrecond', {'_init_args': (32, 3), '_init_kwargs': {'label_dim': 10}})
+  assert torch_files.constructor_arguments(module, ('img_resolution', 'img_channels', 'label_dim')) == {
+      'img_resolution': 32, 'img_channels': 3, 'label_dim': 10}
+  with pytest.raises(ValueError, match='constructed with 2 positional arguments, but its constructor takes 1'):
+    torch_files.constructor_arguments(module, ('img_resolution',))
+  with pytest.raises(ValueError, match=r"records \['label_dim'\] both by position and by keyword"):
+    torch_files.constructor_arguments(module, ('img_resolution', 'label_dim'))
 
 
 @pytest.mark.parametrize('arch', sorted(TINY))
@@ -230,6 +311,26 @@ def test_the_import_command_writes_a_run_that_opens_as_the_teacher(tmp_path):
   teacher_dir, params = _import_by_command(tmp_path)
   teacher = runs.open_teacher(teacher_dir)
   assert teacher.readout.name == 'edm' and teacher.network.name == 'edm_songunet'
+  for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_the_import_command_sizes_a_bare_state_dict_with_network_fields(tmp_path):
+  # DDPM++ at a size no preset has: the preset's fields, four of them overridden on the command line.
+  class_name, fields, network, params = tiny_params('ddpmpp', seed=2)
+  src, out = str(tmp_path / 'net.safetensors'), str(tmp_path / 'teacher')
+  from safetensors.numpy import save_file
+  save_file(import_weights.to_state_dict(class_name, params), src)
+  result = run_main([f'--src={src}', f'--out={out}', '--arch=edm_cifar10_ddpmpp', '--network.model_channels=8',
+                     '--network.channel_mult=(1, 2)', '--network.num_blocks=1', '--network.attn_resolutions=(4,)'],
+                    module='fewstep_jax.import_weights')
+  assert result.stdout.splitlines() == [
+      f"{src}: network 'edm_songunet', {import_weights.parameter_count(network, SHAPE, CLASSES):,} parameters, data "
+      f"shape {SHAPE}, {CLASSES} classes, readout 'edm' -> {out}",
+      f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
+  assert result.stderr == ''  # No Orbax or absl INFO lines.
+  teacher = runs.open_teacher(out)
+  assert teacher.network.to_dict() == json.loads(json.dumps(network.to_dict()))  # Tuples stored as JSON lists.
   for got, want in zip(jax.tree.leaves(teacher.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(got), want)
 

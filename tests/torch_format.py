@@ -5,6 +5,7 @@ checks the reader against files that PyTorch itself writes."""
 import collections
 import contextlib
 import io
+import os
 import pickle
 import sys
 import types
@@ -153,15 +154,15 @@ class _PersistentModule:
 
 
 def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs: dict, buffers=(),
-                       precond: str = 'EDMPrecond', inner: str | None = 'model'):
+                       precond: str = 'EDMPrecond', inner: str | None = 'model', init_args: tuple = ()):
   """A network pickle as EDM's training loop writes it: {'ema': EDMPrecond(model=<class_name>), ...}, with the
   state dict's entries as parameters (names in `buffers` as buffers) of nested modules, and the preconditioning's
-  recorded constructor arguments `init_kwargs`. EDM2's: precond='Precond', inner=None (its state dict is already
-  the preconditioning's: unet.*, logvar_*)."""
+  recorded constructor arguments `init_args` (positional) and `init_kwargs`. EDM2's: precond='Precond', inner=None
+  (its state dict is already the preconditioning's: unet.*, logvar_*)."""
   names = ('torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', 'torch.storage._load_from_bytes',
            'torch_utils.persistence._reconstruct_persistent_obj', *_storage_names())
   with _torch_names(*names) as objects:
-    def module(name, children, tensors, kwargs=None):
+    def module(name, children, tensors, kwargs=None, args=()):
       parameters = collections.OrderedDict()
       own_buffers = collections.OrderedDict()
       for key, value in tensors.items():
@@ -173,7 +174,7 @@ def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs
           parameters[key] = _ParameterOf(tensor, objects)
       state = {'training': False, '_parameters': parameters, '_buffers': own_buffers,
                '_non_persistent_buffers_set': set(), '_modules': collections.OrderedDict(children),
-               '_init_args': (), '_init_kwargs': kwargs or {}}
+               '_init_args': tuple(args), '_init_kwargs': kwargs or {}}
       return _PersistentModule(name, state, objects)
 
     def build(prefix_items, name):
@@ -189,11 +190,37 @@ def save_nvlabs_pickle(state_dict: dict, path: str, class_name: str, init_kwargs
 
     if inner is None:
       ema = build(list(state_dict.items()), precond)
-      ema.state['_init_kwargs'] = init_kwargs
+      ema.state['_init_args'], ema.state['_init_kwargs'] = tuple(init_args), init_kwargs
     else:
-      ema = module(precond, [(inner, build(list(state_dict.items()), class_name))], {}, init_kwargs)
+      ema = module(precond, [(inner, build(list(state_dict.items()), class_name))], {}, init_kwargs, init_args)
     with open(path, 'wb') as file:
       pickle._Pickler(file, protocol=2).dump({'ema': ema, 'loss_fn': None, 'dataset_kwargs': {'path': 'data'}})
+
+
+class _CallsOnLoad:
+  """Pickles as a call of function(*args) when loaded, as a file that runs code does."""
+
+  def __init__(self, function, args):
+    self.function, self.args = function, args
+
+  def __reduce__(self):
+    return self.function, self.args
+
+
+def save_code_running_pickle(path: str, marker: str):
+  """A pickle that plain `pickle.load` (or torch.load without weights_only) would answer by running the shell
+  command `touch marker` through os.system: the reader must refuse it before calling anything, which the marker's
+  absence shows. Written only; nothing here loads it."""
+  with open(path, 'wb') as file:
+    pickle.dump({'ema': _CallsOnLoad(os.system, (f'touch {marker}',))}, file, protocol=2)
+
+
+def cut_short(path: str):
+  """Keeps the first half of the file `path`, as an interrupted download does."""
+  with open(path, 'rb') as file:
+    data = file.read()
+  with open(path, 'wb') as file:
+    file.write(data[:len(data) // 2])
 
 
 class _ParameterOf:

@@ -167,8 +167,8 @@ def from_state_dict(state_dict: dict, source: str = 'the state dict', resolution
   return vit, weights
 
 
-def load_weights(path: str, resolution: int = RESOLUTION):
-  """(ViT, weights) from a .pth, .safetensors or .npz DINOv2 state dict at `path`."""
+def read_state_dict(path: str) -> dict:
+  """name -> numpy array from a .pth (PyTorch, weights only), .safetensors or .npz DINOv2 state dict."""
   if not path:
     raise ValueError(f'FD-DINOv2 needs the DINOv2 ViT-L/14 weights as a local file: set --config.eval.dinov2=PATH '
                      f'(published at {PUBLISHED_AT}).')
@@ -176,11 +176,12 @@ def load_weights(path: str, resolution: int = RESOLUTION):
     raise FileNotFoundError(f'DINOv2 weights file {path!r} not found; nothing is downloaded at run time. The weights '
                             f'are published at {PUBLISHED_AT}; pass the downloaded file or its conversion '
                             '(python -m fewstep_jax.eval.dinov2 --src=FILE --out=FILE.npz).')
-  return from_state_dict(_read(path), source=path, resolution=resolution)
-
-
-def _read(path):
   return weight_files.read_state_dict(path)
+
+
+def load_weights(path: str, resolution: int = RESOLUTION):
+  """(ViT, weights) from a .pth, .safetensors or .npz DINOv2 state dict at `path` (see read_state_dict)."""
+  return from_state_dict(read_state_dict(path), source=path, resolution=resolution)
 
 
 def save_state_dict(path: str, state_dict: dict):
@@ -248,7 +249,7 @@ def main(argv):
   del argv
   from absl import flags
   source, out = flags.FLAGS.src, flags.FLAGS.out
-  state_dict = _read(source)
+  state_dict = read_state_dict(source)
   from_state_dict(state_dict, source=source)  # Checked before it is written.
   save_state_dict(out, {name: value for name, value in state_dict.items() if name != 'mask_token'})
   print(f'DINOv2 weights from {source} written to {out}; load them with numpy alone (--config.eval.dinov2={out})')
@@ -262,6 +263,6 @@ def define_flags():
 
 
 if __name__ == '__main__':
-  from absl import app
+  from fewstep_jax import cli
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -331,6 +331,6 @@ def define_flags():
 
 
 if __name__ == '__main__':
-  from absl import app
+  from fewstep_jax import cli
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -12,18 +12,24 @@ Three layouts hold PyTorch tensors:
 
 All three are read by one restricted unpickler (`SafeUnpickler`): it rebuilds tensors (as numpy arrays), storages and
 known containers, turns torch modules into `ModuleStub`s (their attribute dict, nothing run) and refuses every other
-global with an `UnsafePickleError` that names it. The source code that NVlabs pickles embed is kept as a string and
-never executed. `state_dict(module)` then flattens a module into `{dotted name: array}`, as `torch.nn.Module.state_dict`
-would.
+global with an `UnsafePickleError` (an `errors.RefusedWeightsError`) that names it, before calling anything: a pickle
+runs code by naming a function for the reader to call, so a file that names one off the list is refused, not
+repaired. The source code that NVlabs pickles embed is kept as a string and never executed. A file cut short, corrupt
+or of another format is an `errors.UnreadableWeightsError` instead. `state_dict(module)` then flattens a module into
+`{dotted name: array}`, as `torch.nn.Module.state_dict` would.
 """
 import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
+
+from fewstep_jax import errors
 
 # torch's storage classes -> the numpy dtype of their elements.
 STORAGE_DTYPES = {
@@ -40,8 +46,38 @@ TORCH_DTYPES = {'float32': 'float32', 'float': 'float32', 'float64': 'float64', 
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-  """The file refers to a callable that is not a tensor, storage or known container."""
+# What to do with a refused file, by the module of the code it names (the first prefix that matches; '' matches all).
+REFUSAL_ADVICE = (
+    (('training.', 'torch_utils.', 'dnnlib.'),
+     "It names NVlabs' code: NVlabs network pickles are read when their classes are persistent (torch_utils."
+     "persistence, as in EDM's and EDM2's published pickles, whose embedded source is kept as text and never run), "
+     'and this one is not. Only if you trust it, load it on a machine with PyTorch and NVlabs\' code and save the '
+     "network's state_dict() with safetensors.torch.save_file; pass that file (to import_weights with --arch)."),
+    (('',),
+     'Take the weights as a state dict from a source you trust (.safetensors, .npz, or a torch.save of a '
+     'state_dict); only if you trust this file, load it on a machine with PyTorch and save its state_dict() with '
+     'safetensors.torch.save_file.'),
+)
+
+
+class UnsafePickleError(errors.RefusedWeightsError):
+  """The file names a callable that is not a tensor, storage or known container (`what`); nothing was called."""
+
+  def __init__(self, source: str, what: str, module: str = ''):
+    advice = next(text for prefixes, text in REFUSAL_ADVICE if module.startswith(prefixes))
+    super().__init__(f'refused {source}: loading it would call {what} (not a tensor, storage or known container), '
+                     f'and a pickle can run any code that way; nothing in it was run. {advice}')
+    self.source, self.what = source, what
+
+
+def _unreadable(source: str, reason: str) -> errors.UnreadableWeightsError:
+  return errors.UnreadableWeightsError(f'{source} {reason}')
+
+
+def cannot_read(source: str, kind: str, error: Exception) -> errors.UnreadableWeightsError:
+  """The error for a file that its format's reader fails on: `kind` names the format."""
+  return _unreadable(source, f'cannot be read as {kind} ({error}): it is damaged (a partial download?) or of '
+                     'another kind')
 
 
 class ModuleStub:
@@ -88,8 +124,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     return np.array(data[storage_offset])
   needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
   if min(size) > 0 and needed > data.size:
-    raise pickle.UnpicklingError(f'a tensor of size {size} and stride {stride} at offset {storage_offset} reaches '
-                                 f'past the end of its storage ({data.size} elements): the file is damaged')
+    raise _Damaged(f'a tensor of size {size} and stride {stride} at offset {storage_offset} reaches past the end '
+                   f'of its storage ({data.size} elements)')
   item = data.itemsize
   view = np.lib.stride_tricks.as_strided(data[storage_offset:], shape=size, strides=tuple(s * item for s in stride))
   return np.array(view)
@@ -100,45 +136,53 @@ def _rebuild_parameter(data, *unused):
   return data
 
 
+class _Refused(Exception):
+  """Raised by the allowed functions on arguments that would build more than data; SafeUnpickler names the file."""
+
+
+class _Damaged(Exception):
+  """Raised by the allowed functions on arguments that contradict each other; SafeUnpickler names the file."""
+
+
 def _reconstructor(cls, base, state):
   """copyreg._reconstructor for the classes this unpickler allows: only stubs and dicts are created."""
   del base, state
   if isinstance(cls, type) and issubclass(cls, (ModuleStub, dict)):
     return cls.__new__(cls)
-  raise UnsafePickleError(f'copyreg._reconstructor called on {cls!r}')
+  raise _Refused(f'copyreg._reconstructor on {cls!r}')
 
 
 def _numpy_dtype(name, *unused):
   del unused
   dtype = np.dtype(name)
   if dtype.hasobject:
-    raise UnsafePickleError(f'a numpy array of Python objects ({name!r})')
+    raise _Refused(f'a numpy array of Python objects ({name!r})')
   return dtype
 
 
 def _numpy_scalar(dtype, data=None):
   if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-    raise UnsafePickleError('a numpy scalar of Python objects')
+    raise _Refused('a numpy scalar of Python objects')
   return np.frombuffer(data, dtype)[0]
 
 
 def _numpy_reconstruct(cls, shape, dtype_code):
   if cls is not np.ndarray:
-    raise UnsafePickleError(f'numpy reconstruction of {cls!r}')
+    raise _Refused(f'numpy reconstruction of {cls!r}')
   return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
 def _latin1_bytes(text, encoding='latin1'):
   """_codecs.encode as protocol 2 pickles bytes: only the latin-1 encoding of a string."""
   if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-    raise UnsafePickleError(f'_codecs.encode({type(text).__name__}, {encoding!r})')
+    raise _Refused(f'_codecs.encode({type(text).__name__}, {encoding!r})')
   return text.encode('latin1')
 
 
 def _persistent_object(meta):
   """torch_utils.persistence._reconstruct_persistent_obj: the object's state, its embedded source left unrun."""
   if not isinstance(meta, dict) or 'class_name' not in meta:
-    raise pickle.UnpicklingError('a persistent NVlabs object without a class name: the file is damaged')
+    raise _Damaged('a persistent NVlabs object has no class name')
   return ModuleStub(f'persistent.{meta["class_name"]}', meta.get('state') or {})
 
 
@@ -189,21 +233,26 @@ class SafeUnpickler(pickle.Unpickler):
       return _stub_class('argparse.Namespace')
     if module.startswith('torch.nn.modules.') and name[:1].isupper():
       return _stub_class(f'{module}.{name}')  # A torch layer or container: its attributes, nothing constructed.
-    raise UnsafePickleError(
-        f'{self.source} refers to {module}.{name}, which is not a tensor, storage or known container; refusing to '
-        'load it, since unpickling it would run code from the file. Export the weights as a state dict '
-        '(torch.save(module.state_dict(), FILE) or safetensors) and import that instead.')
+    raise UnsafePickleError(self.source, f'{module}.{name}', module)
+
+  def load(self):
+    try:
+      return super().load()
+    except _Refused as refused:
+      raise UnsafePickleError(self.source, str(refused)) from None
+    except _Damaged as damaged:
+      raise _unreadable(self.source, f'is damaged: {damaged}') from None
 
   def persistent_load(self, pid):
     if not isinstance(pid, tuple) or not pid or pid[0] != 'storage':
-      raise UnsafePickleError(f'{self.source}: unknown persistent id {pid!r:.80}')
+      raise _unreadable(self.source, f'refers to an unknown persistent id {pid!r:.80}: it is not a PyTorch file')
     if len(pid) == 5:  # zip: ('storage', type, key, location, numel)
       _, dtype, key, _, numel = pid
       view = None
     else:  # legacy: ('storage', type, key, location, numel, view_metadata)
       _, dtype, key, _, numel, view = pid
     if not isinstance(dtype, type) or dtype not in {np.dtype(d).type for d in STORAGE_DTYPES.values()}:
-      raise UnsafePickleError(f'{self.source}: storage of unknown type {dtype!r}')
+      raise _unreadable(self.source, f'holds a storage of unknown type {dtype!r}: it is not a PyTorch file')
     if key not in self.storages:
       storage = _Storage(dtype, numel)
       if self.storage_bytes is not None:
@@ -222,11 +271,11 @@ def load_legacy(file, source: str):
   """The object in a legacy `torch.save` stream (see the module docstring)."""
   plain = lambda: SafeUnpickler(file, source).load()
   if plain() != LEGACY_MAGIC_NUMBER:
-    raise pickle.UnpicklingError(f'{source} is not a PyTorch file (wrong magic number)')
+    raise _unreadable(source, 'is not a PyTorch file (wrong magic number)')
   plain()  # Protocol version.
   system = plain()
   if isinstance(system, dict) and not system.get('little_endian', True):
-    raise pickle.UnpicklingError(f'{source} was written on a big-endian machine; convert it on one')
+    raise _unreadable(source, 'was written on a big-endian machine; convert it on one')
   unpickler = SafeUnpickler(file, source)
   result = unpickler.load()
   keys = plain()
@@ -235,7 +284,7 @@ def load_legacy(file, source: str):
     numel = int(np.frombuffer(file.read(8), '<i8')[0])
     data = file.read(numel * storage.dtype.itemsize)
     if numel != storage.numel or len(data) != numel * storage.dtype.itemsize:
-      raise pickle.UnpicklingError(f'{source}: storage {key} is truncated or damaged')
+      raise _unreadable(source, f'is damaged: storage {key} is cut short (a partial download?)')
     storage.array = np.frombuffer(data, storage.dtype)
   for storage in unpickler.storages.values():
     if getattr(storage, 'base', None) is not None:
@@ -272,42 +321,59 @@ def _load_zip(path: str):
   with zipfile.ZipFile(path) as archive:
     pickles = [name for name in archive.namelist() if name.endswith('/data.pkl') or name == 'data.pkl']
     if len(pickles) != 1:
-      raise pickle.UnpicklingError(f'{path} is a zip file but not a PyTorch one (no single data.pkl)')
+      raise _unreadable(path, 'is a zip file but not a PyTorch one (no single data.pkl)')
     prefix = pickles[0][:-len('data.pkl')]
     byteorder = f'{prefix}byteorder'
     if byteorder in archive.namelist() and archive.read(byteorder).strip() != b'little':
-      raise pickle.UnpicklingError(f'{path} was written on a big-endian machine; convert it on one')
+      raise _unreadable(path, 'was written on a big-endian machine; convert it on one')
 
     def storage_bytes(key, dtype, numel):
       name = f'{prefix}data/{key}'
       if name not in archive.namelist():
-        raise pickle.UnpicklingError(f'{path}: storage {name} is missing: the file is damaged')
+        raise _unreadable(path, f'is damaged: storage {name} is missing')
       data = archive.read(name)
       if len(data) < numel * dtype.itemsize:
-        raise pickle.UnpicklingError(f'{path}: storage {name} is truncated')
+        raise _unreadable(path, f'is damaged: storage {name} is cut short')
       return data[:numel * dtype.itemsize]
 
     with archive.open(pickles[0]) as stream:
       return SafeUnpickler(io.BytesIO(stream.read()), path, storage_bytes).load()
 
 
+# How a file that is cut short, corrupt or not a pickle fails in the unpickler, zipfile or numpy.
+_READ_FAILURES = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                  ArithmeticError, struct.error, zipfile.BadZipFile, zlib.error)
+ZIP_MAGIC = b'PK\x03\x04'
+
+
 def load(path: str):
   """The object in the PyTorch file `path` (zip or legacy torch.save, or a plain pickle of torch modules), with
-  tensors as numpy arrays and modules as ModuleStubs; nothing in the file is run."""
+  tensors as numpy arrays and modules as ModuleStubs; nothing in the file is run.
+
+  Raises UnsafePickleError (errors.RefusedWeightsError) for a file that names code to run, and
+  errors.UnreadableWeightsError for one that is cut short, corrupt or not a PyTorch file.
+  """
+  try:
+    return _load(path)
+  except (errors.RefusedWeightsError, errors.UnreadableWeightsError):
+    raise
+  except _Damaged as damaged:  # Found after the pickle: a legacy stream's tensors are built once its storages are in.
+    raise _unreadable(path, f'is damaged: {damaged}') from None
+  except _READ_FAILURES as error:
+    raise cannot_read(path, 'a PyTorch file or network pickle', error) from None
+
+
+def _load(path: str):
   if zipfile.is_zipfile(path):
     return _load_zip(path)
   with open(path, 'rb') as file:
     head = file.read(16)
     file.seek(0)
-    try:
-      if _starts_with_legacy_magic(head):
-        return load_legacy(file, path)
-      return SafeUnpickler(file, path).load()
-    except UnsafePickleError:
-      raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as error:
-      raise pickle.UnpicklingError(f'{path} cannot be read as a PyTorch file or network pickle ({error}); the file '
-                                   'is damaged or of another kind') from None
+    if head.startswith(ZIP_MAGIC):  # A zip archive without its directory, which is written last.
+      raise _unreadable(path, 'is a zip archive (torch.save\'s layout) that is cut short or damaged: download it again')
+    if _starts_with_legacy_magic(head):
+      return load_legacy(file, path)
+    return SafeUnpickler(file, path).load()
 
 
 def _starts_with_legacy_magic(head: bytes) -> bool:
@@ -335,12 +401,22 @@ def state_dict(module, prefix: str = '') -> dict:
   return result
 
 
-def init_kwargs(module) -> dict:
-  """The constructor keyword arguments an NVlabs persistent class recorded (`_init_kwargs`), as a plain dict."""
-  kwargs = module.state.get('_init_kwargs') if isinstance(module, ModuleStub) else None
+def constructor_arguments(module, parameters: tuple = ()) -> dict:
+  """{name: value} of the constructor arguments an NVlabs persistent class recorded: its keyword arguments
+  (`_init_kwargs`) and its positional ones (`_init_args`), named by `parameters`, the constructor's parameter names
+  in their order (after self), as Python binds them."""
+  state = module.state if isinstance(module, ModuleStub) else {}
+  kwargs, args = state.get('_init_kwargs'), state.get('_init_args') or ()
   if kwargs is None:
     raise ValueError(f'{module!r} records no constructor arguments (not an NVlabs persistent class)')
-  return _plain(kwargs)
+  if len(args) > len(parameters):
+    raise ValueError(f'{module!r} was constructed with {len(args)} positional arguments, but its constructor takes '
+                     f'{len(parameters)} ({", ".join(parameters) or "none"})')
+  positional = dict(zip(parameters, args))
+  both = sorted(set(positional) & set(kwargs))
+  if both:
+    raise ValueError(f'{module!r} records {both} both by position and by keyword: the file is damaged')
+  return _plain({**positional, **kwargs})
 
 
 def _plain(value):
