@@ -10,16 +10,28 @@
   standard deviation over the parts (Salimans et al. 2016, the improved-GAN `inception_score.py` formula).
 The Frechet distance itself is `metrics.frechet_distance`.
 
-`python -m fewstep_jax.eval.stats --config=CONFIG --weights=WEIGHTS --out=FILE.npz [--features=inception|dinov2]
-[--split=train] [--num=N]` writes the feature statistics of the images of a config's dataset (every image of the
-split by default, as the published CIFAR-10 / ImageNet references use the whole training set), resized like its
-training data, then as the metric resizes samples; FID reads them through --config.eval.reference_stats=FILE.npz,
-FD-DINOv2 through --config.eval.dinov2_reference_stats.
+- `feature_network` / `feature_statistics`: the statistics of a feature network's features of batches of images,
+  whichever source yields them: a config's dataset (`dataset_statistics`) or image files (eval/sources.py).
+
+`python -m fewstep_jax.eval.stats SOURCE --weights=WEIGHTS --out=FILE.npz [--features=inception|dinov2] [--num=N]`
+writes the feature statistics of the images of SOURCE, one of
+- `--config=CONFIG [--split=train]`: a config's dataset (every image of the split by default, as the published
+  CIFAR-10 / ImageNet references use the whole training set), resized like its training data;
+- `--images=DIR`: the image files in a folder and its subfolders, sorted, each converted to RGB, at any size;
+- `--samples=FILE.npz`: an array of samples (arr_0 as ADM's sample batches store them, uint8 [N, H, W, 3], or this
+  project's floats in [-1, 1]),
+each then preprocessed exactly as the evaluator preprocesses samples (eval/sources.py says how, and why a folder
+of the evaluator's own samples gives the evaluator's statistics). FID reads the file through
+--config.eval.reference_stats=FILE.npz, FD-DINOv2 through --config.eval.dinov2_reference_stats, and
+`python -m fewstep_jax.eval.fid` as either of its two sets. User errors end the command with one line.
 """
+import dataclasses
 import os
+from typing import Callable
 
 import numpy as np
 
+from fewstep_jax.eval import sources
 from fewstep_jax.train import files
 
 
@@ -110,63 +122,141 @@ def inception_score(logits, splits: int = 10):
   return float(np.mean(scores)), float(np.std(scores))
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureNetwork:
+  """A feature network of features.EXTRACTORS on a mesh of every device: extract(images [B, H, W, C] in [-1, 1],
+  B a multiple of the device count) -> (features [B, dim], logits or None)."""
+  extract: Callable
+  dim: int
+  mesh: object
+
+
+def feature_network(network: str, weights_path: str, resolution: int = 0) -> FeatureNetwork:
+  """`network` (a key of features.EXTRACTORS) with the weights at `weights_path`, at input size `resolution` (0:
+  the network's own, 299 / 224, as the published statistics use), on every device."""
+  check_weights(weights_path)
+  import types
+  import jax
+  from fewstep_jax.eval import features
+  from fewstep_jax.train import sharding
+
+  if network not in features.EXTRACTORS:
+    raise ValueError(f'unknown feature network {network!r}; use one of {sorted(features.EXTRACTORS)}')
+  mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
+  extractor = features.EXTRACTORS[network]
+  extract, dim = extractor(weights_path, mesh, resolution) if resolution else extractor(weights_path, mesh)
+  return FeatureNetwork(extract, dim, mesh)
+
+
+def feature_statistics(batches, network: FeatureNetwork, batch_size: int = 250, progress: Callable | None = None):
+  """(mu, sigma, count): statistics of the network's features of the images that `batches(batch_size)` yields
+  (float32 [b <= batch_size, H, W, C] in [-1, 1]; batch_size is first rounded up to a multiple of the device count).
+  A batch is padded to the largest one yet of its image size, so that a network is compiled once per image size (a
+  smaller last batch reuses it); the next batch is read while the device computes the last one. `progress(line)`
+  (default writers.say) hears of the images done every 20 batches."""
+  from fewstep_jax.train import sharding
+  from fewstep_jax.train.writers import say
+
+  progress = progress or say
+  batch_size = sharding.device_multiple(batch_size, network.mesh)
+  stats = FeatureStats(network.dim)
+  padded_sizes = {}  # Image shape -> the batch size its network was compiled for.
+  pending = None  # (features still on the device, rows that are images)
+  for images in batches(batch_size):
+    count = len(images)
+    size = padded_sizes[images.shape[1:]] = max(padded_sizes.get(images.shape[1:], 0),
+                                               sharding.device_multiple(count, network.mesh))
+    padded = np.concatenate([images, np.zeros((size - count,) + images.shape[1:], images.dtype)])
+    values, _ = network.extract(padded)
+    if pending is not None:
+      _add(stats, *pending, batch_size, progress)
+    pending = values, count
+  if pending is not None:
+    _add(stats, *pending, batch_size, progress)
+  mu, sigma = stats.mu_sigma()
+  return mu, sigma, stats.count
+
+
+def _add(stats, values, count, batch_size, progress):
+  stats.update(np.asarray(values)[:count])
+  if stats.count % (20 * batch_size) < count:
+    progress(f'{stats.count} images')
+
+
 def dataset_statistics(config, split: str, network: str, weights_path: str, limit: int = 0, batch_size: int = 250,
                        resolution: int = 0):
   """(mu, sigma, count): statistics of `network`'s features (a key of features.EXTRACTORS) of the images of
   config.data's `split`, on every local device; resolution 0 is the network's own (299 / 224)."""
-  import types
-  import jax
   from fewstep_jax import data as data_lib
-  from fewstep_jax.eval import features
-  from fewstep_jax.train import sharding
-  from fewstep_jax.train.writers import say
 
-  if network not in features.EXTRACTORS:
-    raise ValueError(f'unknown feature network {network!r}; use one of {sorted(features.EXTRACTORS)}')
   pipeline = data_lib.build_data(config.data, global_batch_size=config.train.batch_size, seed=config.train.seed)
   if not hasattr(pipeline, 'split_images'):
     raise ValueError(f'data.name={config.data.name!r} holds no images to compute feature statistics of')
-  mesh = sharding.make_mesh(types.SimpleNamespace(data=jax.device_count(), fsdp=1))
-  batch_size = sharding.device_multiple(batch_size, mesh)
-  extractor = features.EXTRACTORS[network]
-  extract, dim = extractor(weights_path, mesh, resolution) if resolution else extractor(weights_path, mesh)
-  stats = FeatureStats(dim)
-  for images in pipeline.split_images(split, batch_size, limit):
-    count = len(images)
-    padded = np.concatenate([images, np.zeros((batch_size - count,) + images.shape[1:], images.dtype)])
-    values, _ = extract(padded)  # Padded to the one compiled batch size.
-    stats.update(np.asarray(values)[:count])
-    if stats.count % (20 * batch_size) < batch_size:
-      say(f'{stats.count} images')
-  mu, sigma = stats.mu_sigma()
-  return mu, sigma, stats.count
+  return feature_statistics(lambda size: pipeline.split_images(split, size, limit),
+                            feature_network(network, weights_path, resolution), batch_size)
+
+
+# The stats command's flags for image files, and their readers.
+SOURCES = {'images': sources.folder, 'samples': sources.sample_array}
 
 
 def main(argv):
   del argv
   from absl import flags
   options = flags.FLAGS
-  mu, sigma, count = dataset_statistics(options.config, options.split, options.features, options.weights,
-                                        options.num, options.batch, options.resolution)
+  given = [name for name in ('config', 'images', 'samples') if options[name].value is not None]
+  if len(given) != 1:
+    raise ValueError(f'give one source of images, not {len(given)}: --config=CONFIG (its dataset), --images=DIR or '
+                     '--samples=FILE.npz')
+  if options.config is not None:
+    mu, sigma, count = dataset_statistics(options.config, options.split, options.features, options.weights,
+                                          options.num, options.batch, options.resolution)
+    described = f'{count} images of {options.config.data.name} ({options.split})'
+  else:
+    images = SOURCES[given[0]](options[given[0]].value, options.num)
+    print(f'reading {images.description}', flush=True)
+    mu, sigma, _ = feature_statistics(images.batches, feature_network(options.features, options.weights,
+                                                                      options.resolution), options.batch)
+    described = images.description
   save_stats(options.out, mu, sigma)
   field = 'reference_stats' if options.features == 'inception' else f'{options.features}_reference_stats'
-  print(f'{options.features} statistics of {count} images of {options.config.data.name} ({options.split}) written '
-        f'to {options.out}; use them with --config.eval.{field}={options.out}', flush=True)
+  print(f'{options.features} statistics of {described} written to {options.out}; use them with '
+        f'--config.eval.{field}={options.out}', flush=True)
+
+
+def check_weights(path: str | None):
+  """A one-line error for --weights unset or naming no file (before minutes of reading images)."""
+  if not path:
+    raise ValueError('--weights=FILE is needed: the feature network\'s weights (pytorch-fid\'s '
+                     'pt_inception-2015-12-05-6726825d.pth, dinov2_vitl14_pretrain.pth, or their .npz conversions)')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--weights={path}: no such file; nothing is downloaded at run time (the Inception\'s '
+                            'weights are pytorch-fid\'s pt_inception-2015-12-05-6726825d.pth)')
+
+
+def define_network_flags():
+  """The flags of the feature network, shared with eval.fid."""
+  from absl import flags
+  flags.DEFINE_enum('features', 'inception', ['inception', 'dinov2'], 'The feature network (FID or FD-DINOv2)')
+  flags.DEFINE_string('weights', None, "The network's weights (.pth, .safetensors or converted .npz)")
+  flags.DEFINE_integer('batch', 250, 'Images per network call')
+  flags.DEFINE_integer('resolution', 0, "The network's input size; 0: its own (299 Inception, 224 DINOv2), as the "
+                       'published statistics use')
 
 
 def define_flags():
   from absl import flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'An experiment config: its data.* fields name the dataset.')
-  flags.DEFINE_enum('features', 'inception', ['inception', 'dinov2'], 'The feature network (FID or FD-DINOv2)')
-  flags.DEFINE_string('weights', None, "The network's weights (.pth, .safetensors or converted .npz)")
+  flags.DEFINE_string('images', None, 'A folder of image files (PNG, JPEG, ...; its subfolders too), instead of '
+                      '--config')
+  flags.DEFINE_string('samples', None, 'An .npz (arr_0) or .npy of samples [N, H, W, 3], uint8 0..255 or floats in '
+                      '[-1, 1], instead of --config')
+  define_network_flags()
   flags.DEFINE_string('out', None, 'The .npz to write (mu, sigma)')
-  flags.DEFINE_string('split', 'train', 'The split (any TFDS split spec)')
-  flags.DEFINE_integer('num', 0, 'Use the first NUM images of the split (0: all)')
-  flags.DEFINE_integer('batch', 250, 'Images per network call')
-  flags.DEFINE_integer('resolution', 0, "The network's input size; 0: its own (299 Inception, 224 DINOv2), as the "
-                       'published statistics use')
-  flags.mark_flags_as_required(['config', 'weights', 'out'])
+  flags.DEFINE_string('split', 'train', 'The split (any TFDS split spec; with --config)')
+  flags.DEFINE_integer('num', 0, 'Use the first NUM images (0: all)')
+  flags.mark_flags_as_required(['out'])
 
 
 if __name__ == '__main__':
