@@ -20,8 +20,8 @@ def test_train_sample_evaluate_and_open_a_toy_run(tmp_path):
   np.testing.assert_allclose(first, samples[:10], atol=1e-5)  # Sample i does not depend on n (to rounding).
 
   rows = api.evaluate(trained, nfe=(1,), num_samples=128)
-  assert {(row['metric'], row['nfe'], row['params']) for row in rows} == {('sliced_w2', 1, 'ema_0.9'),
-                                                                         ('mmd_rbf', 1, 'ema_0.9')}
+  assert {(row['metric'], row['nfe'], row['params']) for row in rows} == {
+      (metric, 1, 'ema_0.9') for metric in ('sliced_w2', 'mmd_rbf', 'off_support', 'parts_covered')}
   w2 = next(row for row in rows if row['metric'] == 'sliced_w2')
   assert w2['value'] > w2['reference'] > 0  # 60 steps: far from the floor of two true samples.
   assert '| sliced_w2 |' in api.results_table(rows).replace('  ', ' ')

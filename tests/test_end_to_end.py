@@ -9,6 +9,8 @@ from conftest import REPO, run_main
 TOY = str(REPO / 'configs/toy/flow_matching.py')
 DIGITS = str(REPO / 'configs/digits/flow_matching.py')
 
+TOY_METRICS = ('sliced_w2', 'mmd_rbf', 'off_support', 'parts_covered')
+
 
 def read_results(workdir):
   """(nfe, metric) -> row of the configured parameters (eval.params): after a short run an EMA copy's rows come
@@ -35,7 +37,7 @@ def test_workdir_contract_train_eval_sample(tmp_path):
                                                                    'step_0000030_nfe4_euler.png']
   assert all('lr' in row for row in rows)
   results = read_results(workdir)
-  assert set(results) == {(1, 'sliced_w2'), (1, 'mmd_rbf'), (4, 'sliced_w2'), (4, 'mmd_rbf')}
+  assert set(results) == {(nfe, metric) for nfe in (1, 4) for metric in TOY_METRICS}
   for row in results.values():
     assert {'method', 'nfe', 'metric', 'value', 'reference'} <= set(row)
     assert row['method'] == 'flow_matching'
@@ -44,7 +46,7 @@ def test_workdir_contract_train_eval_sample(tmp_path):
 
   os.remove(os.path.join(workdir, 'eval', 'results.json'))
   run_main(args + ['--mode=eval', '--config.eval.nfe=(2,)'])  # The training command's overrides change nothing.
-  assert set(read_results(workdir)) == {(2, 'sliced_w2'), (2, 'mmd_rbf')}
+  assert set(read_results(workdir)) == {(2, metric) for metric in TOY_METRICS}
   run_main(args + ['--mode=sample', '--config.eval.nfe=(3,)'])
   said = run_main(args + ['--mode=sample', '--config.eval.nfe=(3,)']).stdout
   assert {'step_0000030_nfe3_euler.png', 'step_0000030_nfe3_euler.1.png'} <= set(

@@ -1,10 +1,12 @@
-"""Sample metrics against closed forms, the shipped digits classifier and its Frechet floor, and the PNG writers."""
+"""Sample metrics against closed forms, the toy geometry's off-support share and part coverage, the shipped digits classifier and its Frechet floor, and the PNG writers."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
 from PIL import Image
 
+from fewstep_jax.data import toy
 from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
 from fewstep_jax.eval import (DigitsEvaluator, digits_classifier, frechet_distance, gaussian_stats, mmd_rbf,
                               save_image_grid, save_scatter, sliced_wasserstein2)
@@ -99,6 +101,32 @@ def test_mmd_near_zero_for_one_distribution_and_positive_for_a_shift():
 @pytest.fixture(scope='module')
 def evaluator():
   return DigitsEvaluator()
+
+
+@pytest.mark.parametrize('name', sorted(toy.TOY_SAMPLERS))
+def test_toy_geometry_sees_samples_off_the_support_and_missing_parts(name):
+  """True samples: nearly all within the tolerance (3 noise standard deviations: 1.1% beyond it around 8 gaussians'
+  points, 0.3% around the curves, none for the cells) and every part covered. The same points moved by half a
+  standard deviation of the data are mostly off the support; keeping only the points of one part covers one part."""
+  x = toy.sample_toy(name, jax.random.PRNGKey(0), 4000)
+  assert toy.off_support_share(name, x) < 0.02 and toy.parts_covered(name, x) == 1.0
+  assert toy.off_support_share(name, x + 0.5) > 0.3
+  geometry = toy.TOY_GEOMETRY[name]
+  one_part = x[np.asarray(geometry.part(x)) == 0]
+  assert toy.parts_covered(name, one_part) == pytest.approx(1 / geometry.num_parts)
+
+
+def test_toy_geometry_sees_a_ring_bridging_the_modes():
+  """Eight gaussians with a third of the samples on the circle through the modes (the mode bridging a one-step
+  sampler can show): sliced W2 stays near its floor, the off-support share rises well above the true samples'."""
+  x = toy.sample_toy('8gaussians', jax.random.PRNGKey(0), 3000)
+  angle = jax.random.uniform(jax.random.PRNGKey(1), (1000,), maxval=2 * np.pi)
+  ring = jnp.stack([jnp.cos(angle), jnp.sin(angle)], 1) / np.sqrt(0.51)
+  bridged = jnp.concatenate([x[:2000], ring])
+  reference = toy.sample_toy('8gaussians', jax.random.PRNGKey(2), 3000)
+  w2 = lambda points: float(sliced_wasserstein2(points, reference, jax.random.PRNGKey(3)))
+  assert w2(bridged) < 3 * w2(x)
+  assert toy.off_support_share('8gaussians', bridged) > 5 * toy.off_support_share('8gaussians', x)
 
 
 @pytest.fixture(scope='module')

@@ -87,8 +87,9 @@ class ToyData(DataPipeline):
   data_shape = (2,)
   num_classes = 0
 
-  def __init__(self, sampler):
+  def __init__(self, sampler, name: str = ''):
     self._sampler = sampler
+    self.name = name  # The distribution's key of toy.TOY_SAMPLERS (its geometry: toy.TOY_GEOMETRY).
 
   def device_sample(self, key, n: int) -> dict:
     return {'x': self._sampler(key, n)}
@@ -148,7 +149,7 @@ class ImageData(HostBatches, DataPipeline):
 
 def _build_toy(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   del global_batch_size, seed  # The trainer draws each batch on device from the step's own key.
-  return ToyData(toy.get_toy_sampler(config_data.toy))
+  return ToyData(toy.get_toy_sampler(config_data.toy), config_data.toy)
 
 
 def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:

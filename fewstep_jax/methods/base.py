@@ -124,6 +124,13 @@ class Method:
     coupling = self.hparams.coupling if self.uses_coupling else 'independent'
     return couplings.couple(coupling, jax.random.fold_in(key, 1), x, eps, y)
 
+  def trained_nfes(self, conditional: bool):
+    """The NFEs the sampler is trained to spend (a k-step student: k, two calls a step under CFG), or None: any NFE
+    (an ODE solve, multistep consistency sampling, a flow map's jumps). Sampling at another NFE works but asks the
+    network for levels it never learnt (a one-step generator re-noised to an intermediate level)."""
+    del conditional
+    return None
+
   def step_options(self, step: int) -> dict:
     """Static keyword arguments of `step` at host step `step` (hashable values; none by default). The trainer
     compiles one step function per distinct value, so that a fixed schedule costs no traced branch."""

@@ -236,6 +236,12 @@ class ConsistencyTraining(SingleNetworkMethod):
   def sampling_plan(self, nfe, conditional, **options):
     return self.sampler.sampling_plan(nfe, conditional, **options)
 
+  def trained_nfes(self, conditional):
+    """A multistep model (segments > 1): one call a segment (two under CFG); else any NFE."""
+    if self.hparams.segments == 1:
+      return None
+    return (self.hparams.segments * (2 if conditional and self.hparams.guidance != 1.0 else 1),)
+
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 

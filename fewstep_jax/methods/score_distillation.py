@@ -188,6 +188,10 @@ class ScoreDistillation(Method):
   def sampling_plan(self, nfe, conditional, **options):
     return self.sampler.sampling_plan(nfe, conditional, **options)
 
+  def trained_nfes(self, conditional):
+    """The student's levels, sigma_init and student_sigmas: one call each (two under CFG)."""
+    return (len(self.levels) * (2 if conditional and self.hparams.guidance != 1.0 else 1),)
+
   def sample(self, params, key, n, nfe, labels=None, **options):
     return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
