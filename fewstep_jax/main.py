@@ -15,6 +15,9 @@ FEWSTEP_JAX_MALLOC=system runs without them).
 eval and sample read the run's own stored config (workdir/config.json), so a run trained with command-line
 overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
 the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
+
+User errors (a RunError: a missing teacher run or dataset, a config value that cannot work, a damaged file) end
+with one line, `error: ...`, and exit status 1.
 """
 if __name__ == '__main__':  # Before anything is imported: the restart should cost nothing.
   from fewstep_jax import allocator
@@ -30,7 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fewstep_jax import compile_cache, config_base
-from fewstep_jax.errors import RunError
+from fewstep_jax.errors import ConfigError, RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
 from fewstep_jax.train.workdir import WorkdirLock
@@ -79,8 +82,9 @@ def stored_config(workdir: str, overrides: dict):
 
   refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS) and not same(key))
   if refused:
-    raise RunError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
-                   f'{", ".join(EVAL_FIELDS)} fields, and {refused} differ from the run\'s. Train a new run to change those.')
+    raise ConfigError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
+                      f'{", ".join(EVAL_FIELDS)} fields, and {refused} differ from the run\'s. Train a new run to '
+                      'change those.')
   for key, value in overrides.items():
     if not key.startswith(EVAL_FIELDS):
       continue
@@ -94,8 +98,8 @@ def _config_for(mode: str, workdir: str):
   has_stored = os.path.exists(os.path.join(workdir, 'config.json'))
   if mode == 'train' or not has_stored:
     if FLAGS.config is None:
-      raise RunError('--config is required' + ('' if mode == 'train' else
-                                               f' ({workdir} holds no trained run to read a config from)'))
+      raise ConfigError('--config=FILE is required' + ('' if mode == 'train' else
+                                                       f': {workdir} holds no trained run to read a config from'))
     return FLAGS.config
   overrides = config_flags.get_override_values(FLAGS['config']) if FLAGS.config is not None else {}
   print(f'{mode}: using the run\'s stored config {os.path.join(workdir, "config.json")}'
@@ -167,7 +171,7 @@ def parse_flags(argv):
     if "flag '--config." in str(error) and not any(arg.startswith('--config=') for arg in argv):
       sys.exit(f'error: {error}: overrides need --config=FILE as well (eval and sample then apply only the '
                'overrides, of eval fields, to the run\'s stored config).')
-    sys.exit(f'error: {error}\nPass --help for the flags.')
+    sys.exit(f'error: {error}; pass --help for the flags.')
   except Exception as error:  # Raised inside the config file or by an override.
     sys.exit(f'error: {_config_error(argv, error)}')
 
@@ -180,7 +184,7 @@ def main(argv):
   compile_cache.enable(compile_cache.default_directory() if FLAGS.compile_cache is None else FLAGS.compile_cache)
   try:
     MODES[FLAGS.mode](_config_for(FLAGS.mode, FLAGS.workdir), FLAGS.workdir)
-  except RunError as error:  # Faults of the run's files, disk or workdir: the message says it all.
+  except RunError as error:  # User errors and faults of the run's files, disk or workdir: the message says it all.
     sys.exit(f'error: {error}')
 
 

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from fewstep_jax import methods, nn, paths
+from fewstep_jax.errors import ConfigError, InputNotFoundError
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput
 from fewstep_jax.mesh_axes import BATCH_AXES
 from fewstep_jax.train import files
@@ -82,7 +83,7 @@ def read_run_info(workdir: str, role: str = 'run') -> tuple:
   info_path, config_path = os.path.join(workdir, RUN_INFO), os.path.join(workdir, 'config.json')
   for path in (info_path, config_path):
     if not os.path.exists(path):
-      raise FileNotFoundError(
+      raise InputNotFoundError(
           f'{path} not found: {workdir} is not a trained fewstep_jax run ({role}). Train it first '
           f'(python -m fewstep_jax.main --config=... --workdir={workdir}) or fix the path in the config.')
   return ml_collections.ConfigDict(files.read_json(config_path)), files.read_json(info_path)
@@ -122,13 +123,13 @@ def _abstract_parameters(info: dict, names):
   as_abstract = lambda tree: jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf['shape']), leaf['dtype']),
                                           tree, is_leaf=lambda node: isinstance(node, dict) and 'shape' in node)
   if 'parameters' not in info:
-    raise ValueError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
-                     'Train it again (or resume it for one step, which rewrites the file).')
+    raise ConfigError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
+                      'Train it again (or resume it for one step, which rewrites the file).')
   recorded = info['parameters']
   available = ['params'] + sorted(recorded['ema'])
   missing = [name for name in names if name not in available]
   if missing:
-    raise ValueError(f'parameters {missing} are not in this run; available: {available}')
+    raise ConfigError(f'parameters {missing} are not in this run; available: {available}')
   return {name: as_abstract(recorded['params'] if name == 'params' else recorded['ema'][name]) for name in names}
 
 
@@ -138,8 +139,8 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   placed on `mesh` by the usual partition rules; nothing else is read."""
   directory = os.path.join(workdir, 'checkpoints')
   if not committed_steps(directory):
-    raise FileNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or point the '
-                            'config at a trained workdir.')
+    raise InputNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or point the '
+                             'config at a trained workdir.')
   mesh = mesh or _default_mesh()
   abstract = _abstract_parameters(info, names)
   subtree = {'params': abstract['params']} if 'params' in abstract else {}
@@ -154,7 +155,7 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   finally:
     checkpointer.close()
   if found is None:
-    raise FileNotFoundError(f'no checkpoint in {directory} can be read')
+    raise InputNotFoundError(f'no checkpoint in {directory} can be read')
   student = restored[0]['nets']['student']
   return found, {name: (student['params'] if name == 'params' else student['ema'][name]) for name in names}
 
@@ -175,12 +176,12 @@ def open_teacher(workdir: str, field: str = 'method.teacher', *, params_name: st
                  fsdp_min_size: int = 2 ** 14) -> Teacher:
   """The trained run in `workdir` as a Teacher, with its parameters (its eval.params copy by default)."""
   if not workdir:
-    raise ValueError(f'this method needs a trained run as its {field[len("method."):]}: set '
-                     f'--config.{field}=WORKDIR')
+    raise ConfigError(f'this method needs a trained run as its {field[len("method."):]}: set '
+                      f'--config.{field}=WORKDIR')
   config, info = read_run_info(workdir, field)
   if info.get('readout') is None or not info.get('teaches', False):
-    raise ValueError(f'{field}={workdir!r} is a {config.method.name!r} run, which cannot serve as a teacher: its '
-                     'network is not a denoiser or velocity field. Distil an edm, flow_matching, sct or flow-map run.')
+    raise ConfigError(f'{field}={workdir!r} is a {config.method.name!r} run, which cannot serve as a teacher: its '
+                      'network is not a denoiser or velocity field. Distil an edm, flow_matching, sct or flow-map run.')
   name = params_name or config.eval.params
   _, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
                                  max_to_keep=config.train.max_to_keep,
@@ -197,8 +198,8 @@ def check_teacher(teacher: Teacher, field: str, config, data_shape, num_classes,
   same_network, the same network up to PARAMETER_FREE_NETWORK_FIELDS."""
   where = f'{field}={teacher.source!r}' if teacher.source else field
   if same_network and teacher.network is None:
-    raise ValueError(f'{where} has no network config, but this method starts its student from the teacher\'s '
-                     'parameters: give the Teacher the network config its parameters belong to.')
+    raise ConfigError(f'{where} has no network config, but this method starts its student from the teacher\'s '
+                      'parameters: give the Teacher the network config its parameters belong to.')
   check_fits(where, teacher.data_shape, teacher.num_classes, teacher.data, teacher.network if same_network else None,
              config, data_shape, num_classes)
 
@@ -208,14 +209,14 @@ def check_fits(where: str, their_shape, their_classes, their_data, their_network
   """A clear error naming `where` unless another run's (or Teacher's) data shape, label count, data config (None:
   not checked) and network config (None: not checked) are this run's."""
   if (tuple(their_shape), their_classes) != (tuple(data_shape), num_classes):
-    raise ValueError(f'{where} was trained on data of shape {tuple(their_shape)} with {their_classes} '
-                     f'classes; this run has {tuple(data_shape)} and {num_classes}.')
+    raise ConfigError(f'{where} was trained on data of shape {tuple(their_shape)} with {their_classes} '
+                      f'classes; this run has {tuple(data_shape)} and {num_classes}.')
   if their_data is not None and data_differences(their_data, config.data):
     differ = data_differences(their_data, config.data)
-    raise ValueError(f'{where} was trained on other data: '
-                     + ', '.join(f'{name} = {their_data.get(name[5:])!r} there, '
-                                 f'{config.data.get(name[5:])!r} here' for name in differ)
-                     + '. Train a teacher on this data, or set the same data fields.')
+    raise ConfigError(f'{where} was trained on other data: '
+                      + ', '.join(f'{name} = {their_data.get(name[5:])!r} there, '
+                                  f'{config.data.get(name[5:])!r} here' for name in differ)
+                      + '. Train a teacher on this data, or set the same data fields.')
   if their_network is not None:
     _check_network(where, their_network, config.network)
 
@@ -224,9 +225,9 @@ def _check_network(where: str, theirs, ours):
   differ = network_differences(theirs, ours)
   if differ:
     a, b = _as_json(theirs), _as_json(ours)
-    raise ValueError(f'{where} has a different network: fields {differ} differ '
-                     f'(run: {[a.get(k) for k in differ]}, this config: {[b.get(k) for k in differ]}). '
-                     'Use the same network config, or another run.')
+    raise ConfigError(f'{where} has a different network: fields {differ} differ '
+                      f'(run: {[a.get(k) for k in differ]}, this config: {[b.get(k) for k in differ]}). '
+                      'Use the same network config, or another run.')
 
 
 def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
@@ -241,10 +242,10 @@ def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
                data_shape, num_classes)
     their_readout = (info.get('readout') or {}).get('name')
     if their_readout != spec.readout:
-      raise ValueError(f'{where} is a {their_config.method.name!r} run whose network predicts in the '
-                       f'{their_readout!r} parameterisation; this {config.method.name!r} run uses {spec.readout!r}.'
-                       + (' Set --config.method.parameterization to match.' if 'parameterization' in config.method
-                          else ''))
+      raise ConfigError(f'{where} is a {their_config.method.name!r} run whose network predicts in the '
+                        f'{their_readout!r} parameterisation; this {config.method.name!r} run uses {spec.readout!r}.'
+                        + (' Set --config.method.parameterization to match.' if 'parameterization' in config.method
+                           else ''))
     name = their_config.eval.params
     _, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
                                    max_to_keep=their_config.train.max_to_keep)

@@ -20,6 +20,7 @@ import numpy as np
 from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
+from fewstep_jax.errors import ConfigError
 
 
 def data_defaults() -> ml_collections.ConfigDict:
@@ -98,7 +99,7 @@ class ToyData(DataPipeline):
 
   def set_state(self, state: dict) -> None:
     if state:
-      raise ValueError(f'toy data has no state to restore, got {state}')
+      raise ConfigError(f'toy data has no state to restore, got {state}')
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """Fresh samples from `seed`; `split` is ignored, as a toy distribution has no finite splits."""
@@ -158,7 +159,7 @@ def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipe
 
 def _build_tfds(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   if not config_data.tfds_name:
-    raise ValueError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
+    raise ConfigError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
   return ImageData(config_data.tfds_name, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
@@ -200,7 +201,7 @@ class Unlabelled:
 def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   """Returns the DataPipeline of `config_data` (see data_defaults); image batches are this process's shard."""
   if config_data.name not in DATASETS:
-    raise ValueError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
+    raise ConfigError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
   pipeline = DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
   if not hasattr(pipeline, 'evaluator'):
     pipeline.evaluator = config_data.name

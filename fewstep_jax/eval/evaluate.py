@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec
 
 from fewstep_jax import sampling, stored_schedules
 from fewstep_jax.data import latents as latents_lib
+from fewstep_jax.errors import ConfigError
 from fewstep_jax.eval import dinov2, features, metrics, plots
 from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
 from fewstep_jax.mesh_axes import BATCH_AXES
@@ -101,8 +102,8 @@ def stored_grid(config, nfe: int, solver: str | None = None):
   if not config.eval.get('schedule'):
     return None
   if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ValueError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
-                     f'method {config.method.name!r} has its own few-step sampler: unset it.')
+    raise ConfigError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
+                      f'method {config.method.name!r} has its own few-step sampler: unset it.')
   return stored_schedules.grid_for(config.eval.schedule, config.method.name, solver or config.method.solver, nfe)
 
 
@@ -111,11 +112,11 @@ def solvers(config) -> tuple:
   if not config.eval.solvers:
     return (None,)
   if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ValueError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
-                     f'{config.method.name!r} has its own few-step sampler: unset it.')
+    raise ConfigError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
+                      f'{config.method.name!r} has its own few-step sampler: unset it.')
   unknown = [name for name in config.eval.solvers if name not in sampling.SOLVERS]
   if unknown:
-    raise ValueError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
+    raise ConfigError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
   return tuple(config.eval.solvers)
 
 
@@ -336,11 +337,11 @@ def metric_names(config, data) -> tuple:
   names = tuple(config.eval.metrics) or DEFAULT_METRICS.get(data.evaluator, ())
   unknown = [name for name in names if name not in EVALUATORS]
   if unknown:
-    raise ValueError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
+    raise ConfigError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
   points = data.evaluator == 'toy'
   if (points and set(names) != {'toy'}) or (not points and 'toy' in names):
-    raise ValueError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
-                     'only')
+    raise ConfigError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
+                      'only')
   return names
 
 
@@ -384,9 +385,9 @@ def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None 
   config = run.config
   names = metric_names(config, run.data)
   if not names:
-    raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
-                     f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
-                     'metric.')
+    raise ConfigError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
+                      f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
+                      'metric.')
   nfes = tuple(config.eval.nfe if nfe is None else nfe)
   n, seed = config.eval.num_samples if num_samples is None else int(num_samples), config.eval.seed
   chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.

@@ -3,6 +3,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fewstep_jax.errors import ConfigError
+
 OPTIMIZERS = {
     'adam': lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
     'adamw': lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay),
@@ -41,14 +43,14 @@ def optim_defaults() -> ml_collections.ConfigDict:
 def make_schedule(optim_config, total_steps: int):
   """step -> learning rate, for an optimizer that makes `total_steps` updates."""
   if optim_config.schedule not in SCHEDULES:
-    raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
+    raise ConfigError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
   return SCHEDULES[optim_config.schedule](optim_config, total_steps)
 
 
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
   """Builds clip -> optimizer(schedule). Unknown names are errors that list the known ones."""
   if optim_config.name not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
+    raise ConfigError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
   schedule = make_schedule(optim_config, total_steps)
   chain = []
   if optim_config.grad_clip > 0:

@@ -17,7 +17,7 @@ from fewstep_jax import data as data_lib
 from fewstep_jax import methods, runs
 from fewstep_jax.train import files
 from fewstep_jax.train import sharding as sharding_lib
-from fewstep_jax.errors import DiskFullError, WorkdirInUseError
+from fewstep_jax.errors import ConfigError, DiskFullError, InputNotFoundError, RunError, WorkdirInUseError
 from fewstep_jax.train import checkpoint as checkpoint_lib
 from fewstep_jax.train import workdir as workdir_lib
 from fewstep_jax.train.checkpoint import Checkpointer, committed_steps
@@ -40,7 +40,7 @@ STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'dat
                          'data.image_size', 'optim.name', 'optim.ema_rates', 'optim.ema_stds')
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunError, FloatingPointError):
   pass
 
 
@@ -184,7 +184,7 @@ def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
   if changed:
     why = (' train.num_steps sets the length of this run\'s learning-rate schedule or discretisation curriculum, '
            'so changing it on resume would rescale the rest of the run.' if 'train.num_steps' in changed else '')
-    raise ValueError(
+    raise ConfigError(
         f'workdir {workdir} holds a run with a different configuration: '
         + ', '.join(f'{key} = {saved.get(key)!r} there, {current.get(key)!r} now' for key in changed)
         + '.' + why + ' Use a new --workdir, or restore the original values.')
@@ -424,8 +424,8 @@ def require_checkpoint(workdir: str):
   """A clear error unless `workdir` holds a committed checkpoint."""
   directory = os.path.join(workdir, 'checkpoints')
   if not committed_steps(directory):
-    raise FileNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
-                            '--workdir, or point --workdir at a trained run.')
+    raise InputNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
+                             '--workdir, or point --workdir at a trained run.')
 
 
 def restore_run(config, workdir: str):
