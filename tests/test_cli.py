@@ -1,10 +1,19 @@
-"""The command line as a new user meets it: user errors (a missing teacher run, an unprepared dataset) end in one
-line and a non-zero exit."""
+"""The command line as a new user meets it: eval and sample of a trained run without --config take --config.a.b
+overrides against its stored config; user errors (a missing teacher run, an unprepared dataset, a bad override) end
+in one line and a non-zero exit."""
+import json
 import os
 
 import pytest
 
-from conftest import run_main
+from conftest import REPO, run_main
+from fewstep_jax import api, main
+from fewstep_jax.config_base import load_config
+from fewstep_jax.errors import ConfigError
+from fewstep_jax.train import files, trainer
+
+TINY = {'network.hidden': 16, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16, 'train.log_every': 1,
+        'train.tensorboard': False, 'eval.at_end': False, 'eval.nfe': (1,), 'eval.sample_grid': 4}
 
 
 def one_line_error(result) -> str:
@@ -13,6 +22,60 @@ def one_line_error(result) -> str:
   line = result.stderr.strip().splitlines()[-1]
   assert line.startswith('error: '), result.stderr[-3000:]
   return line
+
+
+@pytest.fixture(scope='module')
+def toy_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('toy') / 'run')
+  trainer.train(load_config(str(REPO / 'configs/toy/flow_matching.py'), TINY), workdir)
+  return workdir
+
+
+def test_eval_without_config_applies_overrides_to_the_stored_config(toy_run):
+  said = run_main(['--mode=eval', '--workdir=' + toy_run, "--config.eval.nfe=(1,2)", '--config.eval.num_samples',
+                   '64'])
+  assert "with {'eval.nfe': (1, 2), 'eval.num_samples': 64}" in said.stdout
+  with open(os.path.join(toy_run, 'eval', 'results.json')) as f:
+    rows = json.load(f)
+  assert {row['nfe'] for row in rows} == {1, 2} and {row['metric'] for row in rows} == {'sliced_w2', 'mmd_rbf'}
+  refused = one_line_error(run_main(['--mode=eval', '--workdir=' + toy_run, '--config.network.hidden=64'],
+                                    check=False))
+  assert "may override only eval." in refused and "['network.hidden'] differ from the run's" in refused
+
+
+def test_overrides_parse_against_the_stored_config_as_config_flags_does(toy_run):
+  stored = api.open_run(toy_run).config
+  assert main.parse_overrides(stored, ['--config.eval.nfe=(1,2)', '--config.method.guidance=2',
+                                       '--noconfig.eval.at_end', '--config.data.dir', '/data']) == {
+      'eval.nfe': (1, 2), 'method.guidance': 2.0, 'eval.at_end': False, 'data.dir': '/data'}
+  with pytest.raises(ConfigError, match=r"--config.eval.nfee=3: unknown config key 'eval.nfee'.*did you mean "
+                                        r"'eval.nfe'"):
+    main.parse_overrides(stored, ['--config.eval.nfee=3'])
+  with pytest.raises(ConfigError, match=r'--config.eval.num_samples=1.5: invalid literal for int'):
+    main.parse_overrides(stored, ['--config.eval.num_samples=1.5'])
+  assert main.split_overrides(['prog', '--mode=eval', '--config.data.dir', '/data', '--workdir=W']) == (
+      ['prog', '--mode=eval', '--workdir=W'], ['--config.data.dir', '/data'])
+  assert main.split_overrides(['prog', '--config=FILE', '--config.eval.nfe=1'])[1] == []  # config_flags' own.
+
+
+def test_eval_may_change_the_sampling_guidance_but_not_one_trained_into_the_weights(tmp_path):
+  for name in ('flow_matching', 'split_meanflow'):
+    config = api.base_config(method=name, network='mlp', dataset='toy')
+    (tmp_path / name).mkdir()
+    files.write_json(str(tmp_path / name / 'config.json'), trainer.config_to_json(config))
+  assert main.stored_config(str(tmp_path / 'flow_matching'), {'method.guidance': 2.0}).method.guidance == 2.0
+  with pytest.raises(ConfigError, match="method.guidance of this 'split_meanflow' run is folded into its weights"):
+    main.stored_config(str(tmp_path / 'split_meanflow'), {'method.guidance': 2.0})
+
+
+def test_eval_may_change_the_sampling_guidance_but_not_one_trained_into_the_weights(tmp_path):
+  for name in ('flow_matching', 'split_meanflow'):
+    config = api.base_config(method=name, network='mlp', dataset='toy')
+    (tmp_path / name).mkdir()
+    files.write_json(str(tmp_path / name / 'config.json'), trainer.config_to_json(config))
+  assert main.stored_config(str(tmp_path / 'flow_matching'), {'method.guidance': 2.0}).method.guidance == 2.0
+  with pytest.raises(ConfigError, match="method.guidance of this 'split_meanflow' run is folded into its weights"):
+    main.stored_config(str(tmp_path / 'split_meanflow'), {'method.guidance': 2.0})
 
 
 @pytest.mark.parametrize('args,says', [
