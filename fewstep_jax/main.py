@@ -62,9 +62,17 @@ OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
 CONFIG_FILE = re.compile(r'^--?config(=|$)')
 
 
+def _nfe_check(solver_names):
+  """on_built(run): every eval.nfe must be one the run's sampler can spend with each of `solver_names` (None: the
+  method's own solver, the sample grids'), checked before any state is made, restored or sampled."""
+  return lambda run: evaluate_lib.check_nfes(run, solver_names=tuple(dict.fromkeys(solver_names)))
+
+
 def _train(config, workdir):
+  # The end of training samples its grids (the method's own solver) and evaluates (eval.solvers) at every eval.nfe.
+  solver_names = (None,) + (evaluate_lib.solvers(config) if config.eval.at_end else ())
   run, state, finished = trainer.train(
-      config, workdir,
+      config, workdir, on_built=_nfe_check(solver_names),
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   metrics = evaluate_lib.metric_names(config, run.data) if finished and config.eval.at_end else ()
   unset = evaluate_lib.unset_files(config, metrics)
@@ -152,8 +160,8 @@ def _config_for(mode: str, workdir: str, set_aside=()):
   return stored_config(workdir, overrides)
 
 
-def _restored(config, workdir):
-  run, state, step = trainer.restore_run(config, workdir)
+def _restored(config, workdir, solver_names):
+  run, state, step = trainer.restore_run(config, workdir, on_built=_nfe_check(solver_names))
   holder = WorkdirLock(workdir).live_holder()
   if holder is not None:
     print(f'the run is live (a trainer on host {holder["host"]}, pid {holder["pid"]}): read its newest committed '
@@ -162,12 +170,12 @@ def _restored(config, workdir):
 
 
 def _eval(config, workdir):
-  run, state, step = _restored(config, workdir)
+  run, state, step = _restored(config, workdir, evaluate_lib.solvers(config))
   evaluate_lib.evaluate(run, state, workdir, step)
 
 
 def _sample(config, workdir):
-  run, state, step = _restored(config, workdir)
+  run, state, step = _restored(config, workdir, (None,))
   evaluate_lib.write_samples(run, state, workdir, step)
 
 

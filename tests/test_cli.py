@@ -1,6 +1,6 @@
 """The command line as a new user meets it: eval and sample of a trained run without --config take --config.a.b
-overrides against its stored config; user errors (a missing teacher run, an unprepared dataset, a bad override) end
-in one line and a non-zero exit."""
+overrides against its stored config; an NFE the sampler cannot spend stops the command before any work; and user
+errors (a missing teacher run, an unprepared dataset, a bad override) end in one line and a non-zero exit."""
 import json
 import os
 
@@ -10,6 +10,7 @@ from conftest import REPO, run_main
 from fewstep_jax import api, main
 from fewstep_jax.config_base import load_config
 from fewstep_jax.errors import ConfigError
+from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import files, trainer
 
 TINY = {'network.hidden': 16, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16, 'train.log_every': 1,
@@ -28,6 +29,23 @@ def one_line_error(result) -> str:
 def toy_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('toy') / 'run')
   trainer.train(load_config(str(REPO / 'configs/toy/flow_matching.py'), TINY), workdir)
+  return workdir
+
+
+def guided_digits_config(**overrides):
+  """Class-conditional digits flow matching on a tiny MLP, guided (CFG 1.5): each sampling step costs 2 calls."""
+  config = api.base_config(method='flow_matching', network='mlp', dataset='digits')
+  config.method.guidance = 1.5
+  for key, value in dict(TINY, **overrides).items():
+    section, field = key.split('.')
+    config[section][field] = value
+  return config
+
+
+@pytest.fixture(scope='module')
+def guided_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('digits') / 'run')
+  trainer.train(guided_digits_config(**{'eval.nfe': (2,)}), workdir)
   return workdir
 
 
@@ -68,14 +86,31 @@ def test_eval_may_change_the_sampling_guidance_but_not_one_trained_into_the_weig
     main.stored_config(str(tmp_path / 'split_meanflow'), {'method.guidance': 2.0})
 
 
-def test_eval_may_change_the_sampling_guidance_but_not_one_trained_into_the_weights(tmp_path):
-  for name in ('flow_matching', 'split_meanflow'):
-    config = api.base_config(method=name, network='mlp', dataset='toy')
-    (tmp_path / name).mkdir()
-    files.write_json(str(tmp_path / name / 'config.json'), trainer.config_to_json(config))
-  assert main.stored_config(str(tmp_path / 'flow_matching'), {'method.guidance': 2.0}).method.guidance == 2.0
-  with pytest.raises(ConfigError, match="method.guidance of this 'split_meanflow' run is folded into its weights"):
-    main.stored_config(str(tmp_path / 'split_meanflow'), {'method.guidance': 2.0})
+def test_a_guided_run_refuses_an_odd_nfe_before_any_work_and_eval_may_change_the_guidance(guided_run):
+  config = guided_digits_config(**{'eval.nfe': (2, 3, 4)})
+  with pytest.raises(ConfigError, match=r"eval.nfe=\(2, 3, 4\): this sampler cannot spend 3 network calls "
+                                        r"\(with classifier-free guidance .*--config.eval.nfe='\(2,4\)'"):
+    evaluate_lib.check_nfes(trainer.Run(config))
+  evaluate_lib.check_nfes(trainer.Run(guided_digits_config(**{'eval.nfe': (3,), 'method.guidance': 1.0})))
+
+  refused = one_line_error(run_main(['--mode=eval', '--workdir=' + guided_run, '--config.eval.nfe=(1,2)'],
+                                    check=False))
+  assert 'eval.nfe=(1, 2): this sampler cannot spend 1 network calls' in refused
+  assert not os.path.exists(os.path.join(guided_run, 'eval'))  # Stopped before sampling, and nothing written.
+  # The guidance is a sampling choice: eval and sample may change it, and the files say which was used.
+  said = run_main(['--mode=sample', '--workdir=' + guided_run, '--config.eval.nfe=(3,)', '--config.method.guidance=1'])
+  assert os.listdir(os.path.join(guided_run, 'samples')) == ['step_0000002_nfe3_heun.png']  # Not 'guidance1_5'.
+  assert "with {'eval.nfe': (3,), 'method.guidance': 1.0}" in said.stdout
+
+
+def test_training_refuses_an_odd_guided_nfe_at_startup(tmp_path):
+  """The end of training samples at every eval.nfe: an impossible one stops the run before its first step."""
+  workdir = str(tmp_path / 'run')
+  refused = one_line_error(run_main(['--config=' + str(REPO / 'configs/digits/flow_matching.py'),
+                                     '--workdir=' + workdir, '--config.eval.nfe=(2,3)', '--config.train.num_steps=2'],
+                                    check=False))
+  assert refused.startswith('error: eval.nfe=(2, 3): this sampler cannot spend 3 network calls')
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
 
 
 @pytest.mark.parametrize('args,says', [

@@ -120,6 +120,42 @@ def solvers(config) -> tuple:
   return tuple(config.eval.solvers)
 
 
+def nfe_problem(method, nfe: int, conditional: bool, solver: str | None = None, grid=None) -> str | None:
+  """Why the method's sampler cannot spend exactly `nfe` network calls (with `solver` and a stored `grid`), from its
+  `sampling_plan`: e.g. an odd NFE under classifier-free guidance, where a step costs two calls. None if it can."""
+  if not hasattr(method, 'sampling_plan'):  # Sampled with a static NFE (`compiled_sampler`): nothing to check.
+    return None
+  try:
+    method.sampling_plan(int(nfe), conditional, solver=solver, grid=grid)
+  except ValueError as error:
+    return str(error)
+  return None
+
+
+def check_nfes(run, nfes=None, solver_names=None):
+  """A ConfigError naming eval.nfe unless the run's sampler can spend each of `nfes` (default eval.nfe) with each
+  of `solver_names` (default `solvers`): checked before weights load or sampling starts, not midway through."""
+  config = run.config
+  nfes = tuple(int(nfe) for nfe in (config.eval.nfe if nfes is None else nfes))
+  solver_names = solvers(config) if solver_names is None else tuple(solver_names)
+  conditional = run.data.num_classes > 0
+
+  def problem(nfe):  # The first solver's reason, or None.
+    return next(filter(None, (nfe_problem(run.method, nfe, conditional, solver, stored_grid(config, nfe, solver))
+                              for solver in solver_names)), None)
+
+  problems = {nfe: why for nfe in nfes if (why := problem(nfe)) is not None}
+  if not problems:
+    return
+  nfe, why = next(iter(problems.items()))
+  # The requested NFEs with each impossible one moved up by one (a guided sampler's even count), if that works.
+  nearest = tuple(dict.fromkeys(n + 1 if n in problems else n for n in nfes))
+  hint = ('' if any(problem(n) for n in nearest) else
+          f", e.g. --config.eval.nfe='({','.join(map(str, nearest))}{',' if len(nearest) == 1 else ''})'")
+  raise ConfigError(f'eval.nfe={nfes}: this sampler cannot spend {nfe} network calls ({why.rstrip(".")}). Set '
+                    f'--config.eval.nfe to NFEs it can spend{hint}.')
+
+
 def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
   """The jitted sampler generate_batches calls: (params, key, indices [batch_size]) -> samples. A method whose
   sampler is an ODE solve (it has a `sampling_plan`) compiles once per (run, batch size, solver): the grid, the
@@ -391,6 +427,7 @@ def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None 
   nfes = tuple(config.eval.nfe if nfe is None else nfe)
   n, seed = config.eval.num_samples if num_samples is None else int(num_samples), config.eval.seed
   chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.
+  check_nfes(run, nfes, chosen_solvers)
   evaluators = [EVALUATORS[name](run, n, seed) for name in names]
   batch_size = eval_batch_size(config, run.mesh)
   rows = []

@@ -314,19 +314,26 @@ def _check_free_space(directory: str, needed: int, last_step):
                         'lower train.max_to_keep) and run the same command to resume.')
 
 
-def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = None):
+def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = None, on_built=None):
   """Trains (or resumes) the run in `workdir`. Returns (run, final state, whether num_steps was reached).
 
   workdir=None trains in memory (a notebook): no checkpoints, metrics file or lock; nothing is written.
   on_sample(run, state, step): called every train.sample_every steps and at the end (writes sample images).
   inputs: values of the method's declared inputs given directly, e.g. {'teacher': inputs.Teacher(...)} built from a
   parameter pytree and a network config; the rest are read as the config names them.
+  on_built(run): called once the Run is built, before any state is made or restored: checks that need the built
+  method (the NFEs the end of training samples at), so that a bad setting stops the run before it trains.
   """
   if workdir is None:
-    return _train(config, None, on_sample, run=Run(config, inputs))
+    run = Run(config, inputs)
+    if on_built is not None:
+      on_built(run)
+    return _train(config, None, on_sample, run=run)
   os.makedirs(workdir, exist_ok=True)
   check_workdir_matches(workdir, config, run_defining_fields(config))
   run = Run(config, inputs)
+  if on_built is not None:
+    on_built(run)
   lock = _lock_workdir(workdir)
   try:
     return _train(config, workdir, on_sample, run=run, lock=lock)
@@ -428,12 +435,15 @@ def require_checkpoint(workdir: str):
                              '--workdir, or point --workdir at a trained run.')
 
 
-def restore_run(config, workdir: str):
+def restore_run(config, workdir: str, on_built=None):
   """(run, state, step) of the newest checkpoint in `workdir` for eval / sample: the run built as it was trained,
-  from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state."""
+  from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state.
+  on_built(run): called once the Run is built, before its parameters are read (see `train`)."""
   require_checkpoint(workdir)
   _, info = runs.read_run_info(workdir)
   run = Run(config, runs.recorded_teachers(info), resolve=False)
+  if on_built is not None:
+    on_built(run)
   state, step = restore_latest(run, workdir)
   return run, state, step
 
