@@ -10,8 +10,13 @@
 reflow pairs the dataset the teacher learned.
 
 Image datasets (`kind == 'host'`) are read by the grain pipeline of `pipeline.py`, one shard per JAX process.
+
+`data.dir` (where the digits are built and TFDS datasets are prepared) defaults to a cache directory,
+$FEWSTEP_JAX_DATA if set, else ~/.cache/fewstep_jax/data (`data_dir`): never a folder of the current directory, which
+could hold data files beside the code or shadow a package of that name.
 """
 import abc
+import os
 
 import jax
 import ml_collections
@@ -29,7 +34,7 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'tfds', 'reflow_pairs' or 'latents'.
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
-  config.dir = 'data'  # Where the digits are built and TFDS datasets are prepared.
+  config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
@@ -47,6 +52,19 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.worker_count = 0  # grain worker processes (reader 'grain'); 0 reads in the training process.
   config.prefetch = 2  # Batches built ahead in a background thread.
   return config
+
+
+ENVIRONMENT_VARIABLE = 'FEWSTEP_JAX_DATA'
+
+
+def default_data_dir() -> str:
+  """$FEWSTEP_JAX_DATA, else ~/.cache/fewstep_jax/data (beside the compilation cache, ~/.cache/fewstep_jax/xla)."""
+  return os.environ.get(ENVIRONMENT_VARIABLE) or os.path.join(os.path.expanduser('~'), '.cache', 'fewstep_jax', 'data')
+
+
+def data_dir(config_data) -> str:
+  """The directory config_data.dir names ('~' expanded), or `default_data_dir()` when it is empty."""
+  return os.path.expanduser(config_data.dir) if config_data.get('dir') else default_data_dir()
 
 
 class DataPipeline(abc.ABC):
@@ -116,7 +134,7 @@ class ImageData(HostBatches, DataPipeline):
   """A TFDS image dataset in a local directory: training batches from its 'train' split."""
 
   def __init__(self, tfds_name: str, config_data, *, global_batch_size: int, seed: int):
-    self._builder = tfds_images.prepared_builder(tfds_name, config_data.dir)
+    self._builder = tfds_images.prepared_builder(tfds_name, data_dir(config_data))
     self.data_shape, self.num_classes = tfds_images.image_spec(self._builder, config_data.image_size)
     self._record_transforms = (
         (tfds_images.ResizeImage(config_data.image_size),) if config_data.image_size else ())
@@ -153,7 +171,7 @@ def _build_toy(config_data, *, global_batch_size: int, seed: int) -> DataPipelin
 
 
 def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
-  digits.ensure_digits(config_data.dir)
+  digits.ensure_digits(data_dir(config_data))
   return ImageData(digits.DIGITS_NAME, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
