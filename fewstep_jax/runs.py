@@ -4,7 +4,9 @@ where the inputs a method declares (fewstep_jax/inputs.py) are resolved into val
 Every training run writes `run_info.json` beside its config: the data's shape and label count, how its network is
 read (its readout, and whether it can teach), the descriptions of the teachers it learnt from, and the structure of
 its parameters. Opening a run reads those two files and restores only the parameters asked for (never its optimizer
-state, never its own teacher's), so nothing here recurses through other runs.
+state, never its own teacher's), so nothing here recurses through other runs. Each input resolved is named in one
+line at startup (its directory, method or imported file, readout, step and parameter copy): a run's log says what
+it learnt from.
 """
 import dataclasses
 import json
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fewstep_jax import methods, nn, paths
+from fewstep_jax import config_base, methods, nn, paths
 from fewstep_jax.errors import ConfigError, InputNotFoundError
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput
 from fewstep_jax.mesh_axes import BATCH_AXES
@@ -87,6 +89,15 @@ def read_run_info(workdir: str, role: str = 'run') -> tuple:
           f'{path} not found: {workdir} is not a trained fewstep_jax run ({role}). Train it first '
           f'(python -m fewstep_jax.main --config=... --workdir={workdir}) or fix the path in the config.')
   return ml_collections.ConfigDict(files.read_json(config_path)), files.read_json(info_path)
+
+
+def describe_run(workdir: str, config, info: dict, step: int, params_name: str) -> str:
+  """One line naming a run that another reads (a teacher, a start): its directory, what made it (a method, or the
+  file import_weights read), its readout, step and parameter copy."""
+  imported = config.get('imported_from')
+  made = f'imported from {imported}' if imported else f'{config.method.name} run, step {step}'
+  readout = (info.get('readout') or {}).get('name')
+  return f'{os.path.abspath(workdir)} ({made}, readout {readout}, parameters {params_name})'
 
 
 def recorded_teachers(info: dict) -> dict:
@@ -183,9 +194,10 @@ def open_teacher(workdir: str, field: str = 'method.teacher', *, params_name: st
     raise ConfigError(f'{field}={workdir!r} is a {config.method.name!r} run, which cannot serve as a teacher: its '
                       'network is not a denoiser or velocity field. Distil an edm, flow_matching, sct or flow-map run.')
   name = params_name or config.eval.params
-  _, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
-                                 max_to_keep=config.train.max_to_keep,
-                                 log=lambda message: print(f'{workdir}: {message}', flush=True))
+  step, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
+                                    max_to_keep=config.train.max_to_keep,
+                                    log=lambda message: print(f'{workdir}: {message}', flush=True))
+  print(f'{field}: {describe_run(workdir, config, info, step, name)}', flush=True)
   return Teacher(network=config.network, readout=paths.readout_from_json(info['readout']),
                  data_shape=tuple(info['data_shape']), num_classes=int(info['num_classes']), params=params[name],
                  data=config.data, compute_dtype=config.train.compute_dtype, source=os.path.abspath(workdir))
@@ -247,10 +259,13 @@ def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
                         + (' Set --config.method.parameterization to match.' if 'parameterization' in config.method
                            else ''))
     name = their_config.eval.params
-    _, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
-                                   max_to_keep=their_config.train.max_to_keep)
+    step, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
+                                      max_to_keep=their_config.train.max_to_keep)
+    print(f'{spec.field}: {describe_run(spec.workdir, their_config, info, step, name)}', flush=True)
     return params[name]
   if isinstance(spec, ArraysInput):
+    node, leaf = config_base.config_node(config, spec.field)
+    print(f'{spec.field}: {node[leaf]} (arrays)', flush=True)
     return spec.load(tuple(data_shape), num_classes)
   raise TypeError(f'unknown input spec {spec!r}')
 
@@ -267,6 +282,7 @@ def resolve_inputs(config, data_shape, num_classes, given: dict | None = None, *
       spec = specs.get(name)
       check_teacher(value, f'inputs[{name!r}]', config, data_shape, num_classes,
                     same_network=bool(getattr(spec, 'same_network', False)))
+      print(f'inputs[{name!r}]: {value.source} (readout {value.readout.name})', flush=True)
   resolved = {name: _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size)
               for name, spec in specs.items() if name not in given}
   return {**resolved, **given}

@@ -1,13 +1,15 @@
 """The command line as a new user meets it: eval and sample of a trained run without --config take --config.a.b
 overrides against its stored config; an NFE the sampler cannot spend stops the command before any work; and user
-errors (a missing teacher run, an unprepared dataset, a bad override) end in one line and a non-zero exit."""
+errors (a missing teacher run, an unprepared dataset, a bad override) end in one line and a non-zero exit; a
+distillation run names the teacher it read."""
 import json
 import os
 
+import ml_collections
 import pytest
 
 from conftest import REPO, run_main
-from fewstep_jax import api, main
+from fewstep_jax import api, main, runs
 from fewstep_jax.config_base import load_config
 from fewstep_jax.errors import ConfigError
 from fewstep_jax.eval import evaluate as evaluate_lib
@@ -123,3 +125,14 @@ def test_a_missing_input_is_one_line(tmp_path, args, says):
   args = [arg.format(tmp=tmp_path) for arg in args]
   line = one_line_error(run_main(args + ['--workdir=' + str(tmp_path / 'run')], check=False))
   assert line.startswith(says.format(tmp=tmp_path)), line
+
+
+def test_a_distillation_run_names_the_teacher_it_read(toy_edm_run, tmp_path, capsys):
+  teacher, small = toy_edm_run
+  config = load_config(str(REPO / 'configs/toy/sid.py'), dict(small, **{'method.teacher': teacher}))
+  trainer.Run(config)
+  said = capsys.readouterr().out
+  assert f'method.teacher: {os.path.abspath(teacher)} (edm run, step 2, readout edm, parameters ' in said
+  imported = ml_collections.ConfigDict({'method': {'name': 'imported'}, 'imported_from': 'edm-cifar10.pkl'})
+  assert runs.describe_run('teachers/edm', imported, {'readout': {'name': 'edm'}}, 0, 'params') == (
+      f'{os.path.abspath("teachers/edm")} (imported from edm-cifar10.pkl, readout edm, parameters params)')
