@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -332,6 +332,7 @@ def header(records: list, budget: int, date: str, commit: str) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
   nfes = tuple(int(n) for n in FLAGS.eval_nfe)
   began = time.time()
   commit = _commit()  # The code the runs are trained with: taken before a long comparison, not after.
