@@ -35,12 +35,13 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from fewstep_jax import config_base, methods  # noqa: E402
+from fewstep_jax.eval import evaluate  # noqa: E402
 from fewstep_jax.inputs import ArraysInput, InitInput, TeacherInput  # noqa: E402
 from fewstep_jax.train import state  # noqa: E402
 
@@ -181,12 +182,10 @@ def is_teacher(config) -> bool:
 def samples_at(method, nfe: int, conditional: bool) -> bool:
   """Whether the method's sampler can spend exactly `nfe` network calls (a guided ODE step costs two); the table
   shows '–' where it cannot."""
-  try:
-    method.sampling_plan(nfe, conditional)
-  except ValueError as error:
-    print(f'  not evaluated at {nfe} NFE: {error}', flush=True)
-    return False
-  return True
+  why = evaluate.nfe_problem(method, nfe, conditional)
+  if why is not None:
+    print(f'  not evaluated at {nfe} NFE: {why}', flush=True)
+  return why is None
 
 
 def run_node(node: Node, directory: str, budget: int, nfes: tuple, commit: str = '') -> dict:
@@ -333,6 +332,7 @@ def header(records: list, budget: int, date: str, commit: str) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
   nfes = tuple(int(n) for n in FLAGS.eval_nfe)
   began = time.time()
   commit = _commit()  # The code the runs are trained with: taken before a long comparison, not after.

@@ -19,7 +19,7 @@ and the run's sliced W2 at each NFE is in the panel titles (the floor, two true 
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (experiments/compare.py: the configs' dependency graph)
@@ -102,6 +102,7 @@ def draw(path: str, data_points, paths, samples: dict, w2: dict, floor: float, t
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO, the bulk of the output.
   if FLAGS.method not in compare.config_names('toy'):
     raise app.UsageError(f'--method: no configs/toy/{FLAGS.method}.py; known: {", ".join(compare.config_names("toy"))}')
   from fewstep_jax import api

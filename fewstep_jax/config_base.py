@@ -3,6 +3,9 @@
 Every block is complete (each field the code reads is present with its default), and `base_config` returns the
 config locked, so a misspelled key in a config file (`config.train.num_stepz = 50`) or on the command line is an
 error naming the closest field, never a silent no-op.
+
+Files a run reads by default live in cache directories, never in the current directory: data.dir (the digits,
+prepared TFDS datasets) is $FEWSTEP_JAX_DATA, else ~/.cache/fewstep_jax/data (`fewstep_jax.data.default_data_dir`).
 """
 import difflib
 

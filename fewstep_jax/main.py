@@ -14,12 +14,19 @@ FEWSTEP_JAX_MALLOC=system runs without them).
 
 eval and sample read the run's own stored config (workdir/config.json), so a run trained with command-line
 overrides is evaluated as it was trained; --config is then optional, and command-line overrides may change only
-the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh).
+the fields in EVAL_FIELDS (what to evaluate, where the data lives, which step, the mesh, the sampling guidance).
+Without --config, absl knows no --config.a.b flags (a config file defines them), so `parse_flags` sets those
+arguments aside and `parse_overrides` parses them against the stored config's field types, as ml_collections'
+config_flags parses them against a config file.
+
+User errors (a RunError: a missing teacher run or dataset, a config value that cannot work, a damaged file) end
+with one line, `error: ...`, and exit status 1.
 """
 if __name__ == '__main__':  # Before anything is imported: the restart should cost nothing.
   from fewstep_jax import allocator
   allocator.reexec_with_tunables()
 
+import copy
 import json
 import os
 import re
@@ -29,9 +36,10 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fewstep_jax import compile_cache, config_base
-from fewstep_jax.errors import RunError
+from fewstep_jax import compile_cache, config_base, methods
+from fewstep_jax.errors import ConfigError, RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
+from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.train import files, trainer
 from fewstep_jax.train.workdir import WorkdirLock
 
@@ -45,13 +53,26 @@ flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
 # Fields eval and sample may override on the run's stored config: they change what is measured or where files
-# are, not what was trained.
-EVAL_FIELDS = ('eval.', 'mesh.', 'data.dir', 'data.vae', 'train.resume_step')
+# are, not what was trained. method.guidance is the sampler's CFG scale (a row's `sampler` names it).
+EVAL_FIELDS = ('eval.', 'mesh.', 'data.dir', 'data.vae', 'train.resume_step', 'method.guidance')
+
+# A command-line override of a config field (--config.a.b=value, or --noconfig.a.b for a boolean) and the flag
+# that names the config file (--config=FILE or --config FILE): the patterns ml_collections' config_flags matches.
+OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
+CONFIG_FILE = re.compile(r'^--?config(=|$)')
+
+
+def _nfe_check(solver_names):
+  """on_built(run): every eval.nfe must be one the run's sampler can spend with each of `solver_names` (None: the
+  method's own solver, the sample grids'), checked before any state is made, restored or sampled."""
+  return lambda run: evaluate_lib.check_nfes(run, solver_names=tuple(dict.fromkeys(solver_names)))
 
 
 def _train(config, workdir):
+  # The end of training samples its grids (the method's own solver) and evaluates (eval.solvers) at every eval.nfe.
+  solver_names = (None,) + (evaluate_lib.solvers(config) if config.eval.at_end else ())
   run, state, finished = trainer.train(
-      config, workdir,
+      config, workdir, on_built=_nfe_check(solver_names),
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   metrics = evaluate_lib.metric_names(config, run.data) if finished and config.eval.at_end else ()
   unset = evaluate_lib.unset_files(config, metrics)
@@ -77,34 +98,70 @@ def stored_config(workdir: str, overrides: dict):
     node, leaf = config_base.config_node(config, key)
     return json.loads(json.dumps(overrides[key])) == json.loads(json.dumps(node[leaf]))
 
-  refused = sorted(key for key in overrides if not key.startswith(EVAL_FIELDS) and not same(key))
+  refused = sorted(key for key in overrides if not _eval_field(key) and not same(key))
   if refused:
-    raise RunError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
-                   f'{", ".join(EVAL_FIELDS)} fields, and {refused} differ from the run\'s. Train a new run to change those.')
+    raise ConfigError(f'--mode=eval and --mode=sample use the run\'s stored config ({path}); they may override only '
+                      f'{", ".join(EVAL_FIELDS)} fields, and {refused} differ from the run\'s. Train a new run to '
+                      'change those.')
+  if 'method.guidance' in overrides and not same('method.guidance') and _guidance_is_trained_in(config):
+    raise ConfigError(f'method.guidance of this {config.method.name!r} run is folded into its weights in training '
+                      '(a flow map samples with one network call a step): it cannot change at --mode=eval or sample.')
   for key, value in overrides.items():
-    if not key.startswith(EVAL_FIELDS):
+    if not _eval_field(key):
       continue
     node, leaf = config_base.config_node(config, key)
     node[leaf] = value
   return config
 
 
-def _config_for(mode: str, workdir: str):
-  """train: the --config file with its overrides. eval / sample: the workdir's stored config if there is one."""
-  has_stored = os.path.exists(os.path.join(workdir, 'config.json'))
-  if mode == 'train' or not has_stored:
+def _eval_field(key: str) -> bool:
+  return any(key == field or key.startswith(field if field.endswith('.') else field + '.') for field in EVAL_FIELDS)
+
+
+def _guidance_is_trained_in(config) -> bool:
+  """Whether the run's method.guidance shaped its training target rather than its sampler: a flow map's sampler
+  takes no guidance (SplitMeanFlow folds it into the target)."""
+  return issubclass(methods.method_class(config.method.name), AverageVelocityMethod)
+
+
+def parse_overrides(config, args) -> dict:
+  """{field: value} of the override arguments `args` (['--config.eval.nfe=(1,2)', ...]) parsed against the field
+  types of `config` exactly as ml_collections' config_flags parses them against a --config file (`config` itself is
+  not changed); a ConfigError naming the argument for an unknown field or a value its type cannot take."""
+  for match in filter(None, map(OVERRIDE.match, args)):
+    try:
+      config_base.config_node(config, match.group(1))
+    except config_base.ConfigKeyError as error:
+      raise ConfigError(f'{match.string}: {error}') from None
+  values = flags.FlagValues()
+  argv = [sys.argv[0], *args]
+  config_flags.DEFINE_config_dict('config', copy.deepcopy(config), flag_values=values, sys_argv=argv)
+  try:
+    values(argv)
+  except flags.Error as error:
+    raise ConfigError(str(error)) from None
+  return dict(config_flags.get_override_values(values['config']))
+
+
+def _config_for(mode: str, workdir: str, set_aside=()):
+  """train: the --config file with its overrides. eval / sample: the workdir's stored config if there is one, with
+  the overrides of --config's flags or, without --config, the override arguments `parse_flags` set aside."""
+  path = os.path.join(workdir, 'config.json')
+  if mode == 'train' or not os.path.exists(path):
     if FLAGS.config is None:
-      raise RunError('--config is required' + ('' if mode == 'train' else
-                                               f' ({workdir} holds no trained run to read a config from)'))
+      raise ConfigError('--config=FILE is required' + ('' if mode == 'train' else
+                                                       f': {workdir} holds no trained run to read a config from'))
     return FLAGS.config
-  overrides = config_flags.get_override_values(FLAGS['config']) if FLAGS.config is not None else {}
-  print(f'{mode}: using the run\'s stored config {os.path.join(workdir, "config.json")}'
-        + (f' with {overrides}' if overrides else ''), flush=True)
+  if FLAGS.config is not None:
+    overrides = config_flags.get_override_values(FLAGS['config'])
+  else:
+    overrides = parse_overrides(config_base.config_from_json(files.read_json(path)), set_aside)
+  print(f'{mode}: using the run\'s stored config {path}' + (f' with {overrides}' if overrides else ''), flush=True)
   return stored_config(workdir, overrides)
 
 
-def _restored(config, workdir):
-  run, state, step = trainer.restore_run(config, workdir)
+def _restored(config, workdir, solver_names):
+  run, state, step = trainer.restore_run(config, workdir, on_built=_nfe_check(solver_names))
   holder = WorkdirLock(workdir).live_holder()
   if holder is not None:
     print(f'the run is live (a trainer on host {holder["host"]}, pid {holder["pid"]}): read its newest committed '
@@ -113,12 +170,12 @@ def _restored(config, workdir):
 
 
 def _eval(config, workdir):
-  run, state, step = _restored(config, workdir)
+  run, state, step = _restored(config, workdir, evaluate_lib.solvers(config))
   evaluate_lib.evaluate(run, state, workdir, step)
 
 
 def _sample(config, workdir):
-  run, state, step = _restored(config, workdir)
+  run, state, step = _restored(config, workdir, (None,))
   evaluate_lib.write_samples(run, state, workdir, step)
 
 
@@ -158,29 +215,50 @@ def _last_line(error) -> str:
   return f'{type(error).__name__}: {message[-1] if message else ""}'.replace('\\n', ' ')
 
 
+def split_overrides(argv) -> tuple:
+  """(the other arguments, the override arguments): without a --config file absl cannot parse --config.a.b=value
+  (the file defines those flags), so they are set aside for the stored config; with one, none are."""
+  if any(CONFIG_FILE.match(arg) for arg in argv):
+    return list(argv), []
+  rest, overrides = [], []
+  taking_value = False
+  for arg in argv:
+    if taking_value and not arg.startswith('-'):  # The value of `--config.a.b value`.
+      overrides.append(arg)
+      taking_value = False
+    elif OVERRIDE.match(arg):
+      overrides.append(arg)
+      taking_value = '=' not in arg
+    else:
+      rest.append(arg)
+      taking_value = False
+  return rest, overrides
+
+
 def parse_flags(argv):
   """absl's flag parsing, with a config that fails to load (a misspelled key in the file or on the command line)
-  reported in one line instead of a traceback through the flags library."""
+  reported in one line instead of a traceback through the flags library. Returns [program, *the override arguments
+  set aside by `split_overrides`] for `main`."""
+  rest, overrides = split_overrides(argv)
   try:
-    return FLAGS(argv)
+    positional = FLAGS(rest)
   except flags.Error as error:
-    if "flag '--config." in str(error) and not any(arg.startswith('--config=') for arg in argv):
-      sys.exit(f'error: {error}: overrides need --config=FILE as well (eval and sample then apply only the '
-               'overrides, of eval fields, to the run\'s stored config).')
-    sys.exit(f'error: {error}\nPass --help for the flags.')
+    sys.exit(f'error: {error}; pass --help for the flags.')
   except Exception as error:  # Raised inside the config file or by an override.
     sys.exit(f'error: {_config_error(argv, error)}')
+  if len(positional) > 1:
+    sys.exit(f'error: unexpected arguments {positional[1:]}: every argument is a flag (--name=value); pass --help '
+             'for the flags.')
+  return positional[:1] + overrides
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and grain log every checkpoint step at INFO; progress lines are printed, not logged.
   logging.set_verbosity(logging.WARNING)
   compile_cache.enable(compile_cache.default_directory() if FLAGS.compile_cache is None else FLAGS.compile_cache)
   try:
-    MODES[FLAGS.mode](_config_for(FLAGS.mode, FLAGS.workdir), FLAGS.workdir)
-  except RunError as error:  # Faults of the run's files, disk or workdir: the message says it all.
+    MODES[FLAGS.mode](_config_for(FLAGS.mode, FLAGS.workdir, argv[1:]), FLAGS.workdir)
+  except RunError as error:  # User errors and faults of the run's files, disk or workdir: the message says it all.
     sys.exit(f'error: {error}')
 
 

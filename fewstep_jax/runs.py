@@ -4,7 +4,9 @@ where the inputs a method declares (fewstep_jax/inputs.py) are resolved into val
 Every training run writes `run_info.json` beside its config: the data's shape and label count, how its network is
 read (its readout, and whether it can teach), the descriptions of the teachers it learnt from, and the structure of
 its parameters. Opening a run reads those two files and restores only the parameters asked for (never its optimizer
-state, never its own teacher's), so nothing here recurses through other runs.
+state, never its own teacher's), so nothing here recurses through other runs. Each input resolved is named in one
+line at startup (its directory, method or imported file, readout, step and parameter copy): a run's log says what
+it learnt from.
 """
 import dataclasses
 import json
@@ -15,7 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fewstep_jax import methods, nn, paths
+from fewstep_jax import config_base, methods, nn, paths
+from fewstep_jax.errors import ConfigError, InputNotFoundError
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput
 from fewstep_jax.mesh_axes import BATCH_AXES
 from fewstep_jax.train import files
@@ -82,10 +85,19 @@ def read_run_info(workdir: str, role: str = 'run') -> tuple:
   info_path, config_path = os.path.join(workdir, RUN_INFO), os.path.join(workdir, 'config.json')
   for path in (info_path, config_path):
     if not os.path.exists(path):
-      raise FileNotFoundError(
+      raise InputNotFoundError(
           f'{path} not found: {workdir} is not a trained fewstep_jax run ({role}). Train it first '
           f'(python -m fewstep_jax.main --config=... --workdir={workdir}) or fix the path in the config.')
   return ml_collections.ConfigDict(files.read_json(config_path)), files.read_json(info_path)
+
+
+def describe_run(workdir: str, config, info: dict, step: int, params_name: str) -> str:
+  """One line naming a run that another reads (a teacher, a start): its directory, what made it (a method, or the
+  file import_weights read), its readout, step and parameter copy."""
+  imported = config.get('imported_from')
+  made = f'imported from {imported}' if imported else f'{config.method.name} run, step {step}'
+  readout = (info.get('readout') or {}).get('name')
+  return f'{os.path.abspath(workdir)} ({made}, readout {readout}, parameters {params_name})'
 
 
 def recorded_teachers(info: dict) -> dict:
@@ -122,13 +134,13 @@ def _abstract_parameters(info: dict, names):
   as_abstract = lambda tree: jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf['shape']), leaf['dtype']),
                                           tree, is_leaf=lambda node: isinstance(node, dict) and 'shape' in node)
   if 'parameters' not in info:
-    raise ValueError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
-                     'Train it again (or resume it for one step, which rewrites the file).')
+    raise ConfigError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
+                      'Train it again (or resume it for one step, which rewrites the file).')
   recorded = info['parameters']
   available = ['params'] + sorted(recorded['ema'])
   missing = [name for name in names if name not in available]
   if missing:
-    raise ValueError(f'parameters {missing} are not in this run; available: {available}')
+    raise ConfigError(f'parameters {missing} are not in this run; available: {available}')
   return {name: as_abstract(recorded['params'] if name == 'params' else recorded['ema'][name]) for name in names}
 
 
@@ -138,8 +150,8 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   placed on `mesh` by the usual partition rules; nothing else is read."""
   directory = os.path.join(workdir, 'checkpoints')
   if not committed_steps(directory):
-    raise FileNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or point the '
-                            'config at a trained workdir.')
+    raise InputNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or point the '
+                             'config at a trained workdir.')
   mesh = mesh or _default_mesh()
   abstract = _abstract_parameters(info, names)
   subtree = {'params': abstract['params']} if 'params' in abstract else {}
@@ -154,7 +166,7 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   finally:
     checkpointer.close()
   if found is None:
-    raise FileNotFoundError(f'no checkpoint in {directory} can be read')
+    raise InputNotFoundError(f'no checkpoint in {directory} can be read')
   student = restored[0]['nets']['student']
   return found, {name: (student['params'] if name == 'params' else student['ema'][name]) for name in names}
 
@@ -175,16 +187,17 @@ def open_teacher(workdir: str, field: str = 'method.teacher', *, params_name: st
                  fsdp_min_size: int = 2 ** 14) -> Teacher:
   """The trained run in `workdir` as a Teacher, with its parameters (its eval.params copy by default)."""
   if not workdir:
-    raise ValueError(f'this method needs a trained run as its {field[len("method."):]}: set '
-                     f'--config.{field}=WORKDIR')
+    raise ConfigError(f'this method needs a trained run as its {field[len("method."):]}: set '
+                      f'--config.{field}=WORKDIR')
   config, info = read_run_info(workdir, field)
   if info.get('readout') is None or not info.get('teaches', False):
-    raise ValueError(f'{field}={workdir!r} is a {config.method.name!r} run, which cannot serve as a teacher: its '
-                     'network is not a denoiser or velocity field. Distil an edm, flow_matching, sct or flow-map run.')
+    raise ConfigError(f'{field}={workdir!r} is a {config.method.name!r} run, which cannot serve as a teacher: its '
+                      'network is not a denoiser or velocity field. Distil an edm, flow_matching, sct or flow-map run.')
   name = params_name or config.eval.params
-  _, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
-                                 max_to_keep=config.train.max_to_keep,
-                                 log=lambda message: print(f'{workdir}: {message}', flush=True))
+  step, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
+                                    max_to_keep=config.train.max_to_keep,
+                                    log=lambda message: print(f'{workdir}: {message}', flush=True))
+  print(f'{field}: {describe_run(workdir, config, info, step, name)}', flush=True)
   return Teacher(network=config.network, readout=paths.readout_from_json(info['readout']),
                  data_shape=tuple(info['data_shape']), num_classes=int(info['num_classes']), params=params[name],
                  data=config.data, compute_dtype=config.train.compute_dtype, source=os.path.abspath(workdir))
@@ -197,8 +210,8 @@ def check_teacher(teacher: Teacher, field: str, config, data_shape, num_classes,
   same_network, the same network up to PARAMETER_FREE_NETWORK_FIELDS."""
   where = f'{field}={teacher.source!r}' if teacher.source else field
   if same_network and teacher.network is None:
-    raise ValueError(f'{where} has no network config, but this method starts its student from the teacher\'s '
-                     'parameters: give the Teacher the network config its parameters belong to.')
+    raise ConfigError(f'{where} has no network config, but this method starts its student from the teacher\'s '
+                      'parameters: give the Teacher the network config its parameters belong to.')
   check_fits(where, teacher.data_shape, teacher.num_classes, teacher.data, teacher.network if same_network else None,
              config, data_shape, num_classes)
 
@@ -208,14 +221,14 @@ def check_fits(where: str, their_shape, their_classes, their_data, their_network
   """A clear error naming `where` unless another run's (or Teacher's) data shape, label count, data config (None:
   not checked) and network config (None: not checked) are this run's."""
   if (tuple(their_shape), their_classes) != (tuple(data_shape), num_classes):
-    raise ValueError(f'{where} was trained on data of shape {tuple(their_shape)} with {their_classes} '
-                     f'classes; this run has {tuple(data_shape)} and {num_classes}.')
+    raise ConfigError(f'{where} was trained on data of shape {tuple(their_shape)} with {their_classes} '
+                      f'classes; this run has {tuple(data_shape)} and {num_classes}.')
   if their_data is not None and data_differences(their_data, config.data):
     differ = data_differences(their_data, config.data)
-    raise ValueError(f'{where} was trained on other data: '
-                     + ', '.join(f'{name} = {their_data.get(name[5:])!r} there, '
-                                 f'{config.data.get(name[5:])!r} here' for name in differ)
-                     + '. Train a teacher on this data, or set the same data fields.')
+    raise ConfigError(f'{where} was trained on other data: '
+                      + ', '.join(f'{name} = {their_data.get(name[5:])!r} there, '
+                                  f'{config.data.get(name[5:])!r} here' for name in differ)
+                      + '. Train a teacher on this data, or set the same data fields.')
   if their_network is not None:
     _check_network(where, their_network, config.network)
 
@@ -224,9 +237,9 @@ def _check_network(where: str, theirs, ours):
   differ = network_differences(theirs, ours)
   if differ:
     a, b = _as_json(theirs), _as_json(ours)
-    raise ValueError(f'{where} has a different network: fields {differ} differ '
-                     f'(run: {[a.get(k) for k in differ]}, this config: {[b.get(k) for k in differ]}). '
-                     'Use the same network config, or another run.')
+    raise ConfigError(f'{where} has a different network: fields {differ} differ '
+                      f'(run: {[a.get(k) for k in differ]}, this config: {[b.get(k) for k in differ]}). '
+                      'Use the same network config, or another run.')
 
 
 def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
@@ -241,15 +254,18 @@ def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
                data_shape, num_classes)
     their_readout = (info.get('readout') or {}).get('name')
     if their_readout != spec.readout:
-      raise ValueError(f'{where} is a {their_config.method.name!r} run whose network predicts in the '
-                       f'{their_readout!r} parameterisation; this {config.method.name!r} run uses {spec.readout!r}.'
-                       + (' Set --config.method.parameterization to match.' if 'parameterization' in config.method
-                          else ''))
+      raise ConfigError(f'{where} is a {their_config.method.name!r} run whose network predicts in the '
+                        f'{their_readout!r} parameterisation; this {config.method.name!r} run uses {spec.readout!r}.'
+                        + (' Set --config.method.parameterization to match.' if 'parameterization' in config.method
+                           else ''))
     name = their_config.eval.params
-    _, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
-                                   max_to_keep=their_config.train.max_to_keep)
+    step, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
+                                      max_to_keep=their_config.train.max_to_keep)
+    print(f'{spec.field}: {describe_run(spec.workdir, their_config, info, step, name)}', flush=True)
     return params[name]
   if isinstance(spec, ArraysInput):
+    node, leaf = config_base.config_node(config, spec.field)
+    print(f'{spec.field}: {node[leaf]} (arrays)', flush=True)
     return spec.load(tuple(data_shape), num_classes)
   raise TypeError(f'unknown input spec {spec!r}')
 
@@ -266,6 +282,7 @@ def resolve_inputs(config, data_shape, num_classes, given: dict | None = None, *
       spec = specs.get(name)
       check_teacher(value, f'inputs[{name!r}]', config, data_shape, num_classes,
                     same_network=bool(getattr(spec, 'same_network', False)))
+      print(f'inputs[{name!r}]: {value.source} (readout {value.readout.name})', flush=True)
   resolved = {name: _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size)
               for name, spec in specs.items() if name not in given}
   return {**resolved, **given}

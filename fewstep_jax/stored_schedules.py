@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from fewstep_jax import timesteps
-from fewstep_jax.errors import RunError
+from fewstep_jax.errors import ConfigError, InputNotFoundError, RunError
 from fewstep_jax.train import files
 
 
@@ -34,7 +34,7 @@ def fractions_from_logits(logits):
 
 def _intervals(method, solver: str, nfe: int) -> int:
   if method.name not in SCHEDULE_MAPS:
-    raise ValueError(f'schedules are made for ODE teachers ({sorted(SCHEDULE_MAPS)}), not {method.name!r}')
+    raise ConfigError(f'schedules are made for ODE teachers ({sorted(SCHEDULE_MAPS)}), not {method.name!r}')
   points, _ = SCHEDULE_MAPS[method.name]
   # The steps of the method's default grid for this budget (as its sampler plans them, guided where it samples so).
   num_steps = int(method.sampling_plan(nfe, method.num_classes > 0, solver=solver).num_steps)
@@ -61,13 +61,13 @@ def grid_for(path: str, method_name: str, solver: str, nfe: int):
   """The stored grid for `nfe` (a tuple of floats), or None where the file holds none for that NFE; clear errors
   for a missing or damaged file and for one made for another method or solver."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'eval.schedule={path!r} does not exist: make it with python -m fewstep_jax.schedules')
+    raise InputNotFoundError(f'eval.schedule={path!r} does not exist: make it with python -m fewstep_jax.schedules')
   stored = files.read_json(path)
   if not isinstance(stored, dict) or 'schedules' not in stored:
     raise RunError(f'{path} is not a schedule file (no "schedules"): make it with python -m fewstep_jax.schedules')
   if (stored.get('method'), stored.get('solver')) != (method_name, solver):
-    raise ValueError(f'{path} holds schedules for a {stored.get("method")!r} teacher with the '
-                     f'{stored.get("solver")!r} solver; this run samples {method_name!r} with {solver!r}')
+    raise ConfigError(f'{path} holds schedules for a {stored.get("method")!r} teacher with the '
+                      f'{stored.get("solver")!r} solver; this run samples {method_name!r} with {solver!r}')
   entry = stored['schedules'].get(str(nfe))
   return None if entry is None else tuple(float(v) for v in entry['grid'])
 

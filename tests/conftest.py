@@ -10,6 +10,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
+# data.dir's default when empty (fewstep_jax.data.default_data_dir): the test session's own directory, never the
+# user's ~/.cache/fewstep_jax/data.
+DATA_VARIABLE = 'FEWSTEP_JAX_DATA'
 # Tests compile hundreds of tiny programs, whose cost is XLA:CPU's LLVM code generation (an eager random.normal:
 # about 0.5 s at the default level, 0.25 s at 0); the programs' results do not depend on it. Every test process
 # and the subprocesses they start (which inherit XLA_FLAGS: use xla_flags() to add to it) compile at level 0.
@@ -29,6 +32,10 @@ def pytest_configure(config):
     return
   if TEST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = xla_flags(TEST_XLA_FLAGS)
+  # Datasets built at data.dir's default (the digits) go to a directory of this session, shared by its workers and
+  # subprocesses and removed at the end: never into the user's home cache.
+  config._fewstep_jax_data = tempfile.mkdtemp(prefix='fewstep_jax_data_')
+  os.environ[DATA_VARIABLE] = config._fewstep_jax_data
   if os.environ.get(CACHE_VARIABLE):
     return
   directory = tempfile.mkdtemp(prefix='fewstep_jax_xla_cache_')
@@ -41,9 +48,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-  directory = getattr(config, '_fewstep_jax_cache', None)
-  if directory:
-    shutil.rmtree(directory, ignore_errors=True)
+  for name in ('_fewstep_jax_cache', '_fewstep_jax_data'):
+    directory = getattr(config, name, None)
+    if directory:
+      shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

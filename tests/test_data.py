@@ -2,6 +2,7 @@
 import concurrent.futures
 import json
 import math
+import os
 
 import grain.python as grain
 import jax
@@ -10,7 +11,7 @@ import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
-from fewstep_jax.data import build_data, data_defaults
+from fewstep_jax.data import build_data, data_defaults, data_dir, default_data_dir
 from fewstep_jax.data.digits import DIGITS_NAME, ensure_digits
 from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
 from fewstep_jax.data.pipeline import BatchIterator, PermutationBatches, choose_reader
@@ -117,6 +118,24 @@ def _digits_config(data_dir):
   config.name = 'digits'
   config.dir = str(data_dir)
   return config
+
+
+def test_data_dir_defaults_to_a_cache_directory_never_the_current_one(digits_dir, tmp_path, monkeypatch):
+  """An empty data.dir is $FEWSTEP_JAX_DATA, else ~/.cache/fewstep_jax/data: a run started anywhere writes no data/
+  folder there (in a clone's root, one could shadow the package for a script run from its parent)."""
+  assert data_defaults().dir == ''
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv('FEWSTEP_JAX_DATA', str(digits_dir))
+  assert build_data(_digits_config(''), global_batch_size=8, seed=0).num_classes == 10
+  assert os.listdir(tmp_path) == []
+  monkeypatch.delenv('FEWSTEP_JAX_DATA')
+  monkeypatch.setenv('HOME', str(tmp_path))
+  assert data_dir(data_defaults()) == str(tmp_path / '.cache' / 'fewstep_jax' / 'data')
+  assert data_dir(_digits_config('~/mine')) == str(tmp_path / 'mine')
+
+
+def test_the_test_session_builds_no_data_in_the_home_cache():
+  assert default_data_dir() != os.path.join(os.path.expanduser('~'), '.cache', 'fewstep_jax', 'data')
 
 
 def test_digits_data_pipeline(digits_dir):

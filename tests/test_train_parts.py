@@ -154,3 +154,21 @@ def test_a_run_written_before_ema_stds_existed_still_resumes(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   with pytest.raises(ValueError, match='optim.ema_stds'):
     trainer.check_workdir_matches(str(tmp_path), config)
+
+
+def test_a_notebook_progress_bar_redraws_a_handful_of_times(monkeypatch, capsys):
+  """In Jupyter each redraw of the bar is an output message that the saved notebook keeps (the quickstart's 3000
+  steps once stored hundreds): at most about NOTEBOOK_REDRAWS, here over 75 s of 40 steps a second."""
+  from fewstep_jax.train import writers
+  monkeypatch.setattr(writers, 'in_notebook', lambda: True)
+  with monkeypatch.context() as without_widgets:  # tqdm's text bar, as without ipywidgets.
+    without_widgets.setattr(writers.importlib.util, 'find_spec', lambda name: None)
+    bar = writers.progress(total=3000, unit='step')
+  clock = [bar.start_t]
+  bar._time = lambda: clock[0]
+  for _ in range(3000):
+    clock[0] += 0.025
+    bar.update(1)
+  bar.close()
+  redraws = capsys.readouterr().err.count('\r')
+  assert 2 <= redraws <= writers.NOTEBOOK_REDRAWS + 2, redraws

@@ -10,8 +10,13 @@
 reflow pairs the dataset the teacher learned.
 
 Image datasets (`kind == 'host'`) are read by the grain pipeline of `pipeline.py`, one shard per JAX process.
+
+`data.dir` (where the digits are built and TFDS datasets are prepared) defaults to a cache directory,
+$FEWSTEP_JAX_DATA if set, else ~/.cache/fewstep_jax/data (`data_dir`): never a folder of the current directory, which
+could hold data files beside the code or shadow a package of that name.
 """
 import abc
+import os
 
 import jax
 import ml_collections
@@ -20,6 +25,7 @@ import numpy as np
 from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
+from fewstep_jax.errors import ConfigError
 
 
 def data_defaults() -> ml_collections.ConfigDict:
@@ -28,7 +34,7 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'tfds', 'reflow_pairs' or 'latents'.
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
-  config.dir = 'data'  # Where the digits are built and TFDS datasets are prepared.
+  config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
@@ -46,6 +52,19 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.worker_count = 0  # grain worker processes (reader 'grain'); 0 reads in the training process.
   config.prefetch = 2  # Batches built ahead in a background thread.
   return config
+
+
+ENVIRONMENT_VARIABLE = 'FEWSTEP_JAX_DATA'
+
+
+def default_data_dir() -> str:
+  """$FEWSTEP_JAX_DATA, else ~/.cache/fewstep_jax/data (beside the compilation cache, ~/.cache/fewstep_jax/xla)."""
+  return os.environ.get(ENVIRONMENT_VARIABLE) or os.path.join(os.path.expanduser('~'), '.cache', 'fewstep_jax', 'data')
+
+
+def data_dir(config_data) -> str:
+  """The directory config_data.dir names ('~' expanded), or `default_data_dir()` when it is empty."""
+  return os.path.expanduser(config_data.dir) if config_data.get('dir') else default_data_dir()
 
 
 class DataPipeline(abc.ABC):
@@ -99,7 +118,7 @@ class ToyData(DataPipeline):
 
   def set_state(self, state: dict) -> None:
     if state:
-      raise ValueError(f'toy data has no state to restore, got {state}')
+      raise ConfigError(f'toy data has no state to restore, got {state}')
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """Fresh samples from `seed`; `split` is ignored, as a toy distribution has no finite splits."""
@@ -116,7 +135,7 @@ class ImageData(HostBatches, DataPipeline):
   """A TFDS image dataset in a local directory: training batches from its 'train' split."""
 
   def __init__(self, tfds_name: str, config_data, *, global_batch_size: int, seed: int):
-    self._builder = tfds_images.prepared_builder(tfds_name, config_data.dir)
+    self._builder = tfds_images.prepared_builder(tfds_name, data_dir(config_data))
     self.data_shape, self.num_classes = tfds_images.image_spec(self._builder, config_data.image_size)
     self._record_transforms = (
         (tfds_images.ResizeImage(config_data.image_size),) if config_data.image_size else ())
@@ -153,13 +172,13 @@ def _build_toy(config_data, *, global_batch_size: int, seed: int) -> DataPipelin
 
 
 def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
-  digits.ensure_digits(config_data.dir)
+  digits.ensure_digits(data_dir(config_data))
   return ImageData(digits.DIGITS_NAME, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
 def _build_tfds(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   if not config_data.tfds_name:
-    raise ValueError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
+    raise ConfigError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
   return ImageData(config_data.tfds_name, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
@@ -201,7 +220,7 @@ class Unlabelled:
 def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   """Returns the DataPipeline of `config_data` (see data_defaults); image batches are this process's shard."""
   if config_data.name not in DATASETS:
-    raise ValueError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
+    raise ConfigError(f'Unknown dataset kind {config_data.name!r}; available: {sorted(DATASETS)}')
   pipeline = DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
   if not hasattr(pipeline, 'evaluator'):
     pipeline.evaluator = config_data.name

@@ -9,15 +9,13 @@ TFDS writes into `<dir>/digits8x8/incomplete.<random>_<version>/` and renames th
 after the records and `dataset_info.json` are complete, so a crash can leave a stray `incomplete.*` folder
 but never a half-written dataset that reads as complete; the next call then builds again.
 """
-import contextlib
-import io
 import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from fewstep_jax.data.digits_arrays import IMAGE_SHAPE, NUM_CLASSES, load_digits_arrays
+from fewstep_jax.data.tfds_images import quiet_tfds
 
 DIGITS_NAME = 'digits8x8'
 
@@ -56,22 +54,9 @@ class Digits8x8(tfds.core.GeneratorBasedBuilder):
       yield index, {'image': image, 'label': int(label)}
 
 
-@contextlib.contextmanager
-def _quiet_tfds():
-  """TFDS's messages about downloading (nothing is downloaded), missing dataset_info and its progress bars (escape
-  codes in log files) say nothing true about a dataset built from a bundled array."""
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
-  try:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-      yield
-  finally:
-    logging.set_verbosity(verbosity)
-
-
 def ensure_digits(data_dir) -> None:
   """Builds the 'digits8x8' dataset under `data_dir` unless a complete copy is already there."""
-  with _quiet_tfds():
+  with quiet_tfds():
     builder = Digits8x8(data_dir=data_dir, file_format='array_record')
     prepared = builder.is_prepared()
   if prepared:
@@ -79,7 +64,7 @@ def ensure_digits(data_dir) -> None:
   print(f'digits: writing the bundled scikit-learn digits as a TFDS dataset under {data_dir} (once)', flush=True)
   tfds.disable_progress_bar()
   # Nothing is downloaded, but TFDS still creates a download folder: keep it out of data_dir.
-  with tempfile.TemporaryDirectory() as download_dir, _quiet_tfds():
+  with tempfile.TemporaryDirectory() as download_dir, quiet_tfds():
     try:
       builder.download_and_prepare(
           download_dir=download_dir,

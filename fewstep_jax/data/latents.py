@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from fewstep_jax.errors import ConfigError, InputNotFoundError
+
 
 @dataclasses.dataclass(frozen=True)
 class LatentNorm:
@@ -57,7 +59,7 @@ def latent_norm(config_data) -> LatentNorm:
   """The LatentNorm config_data.latent_norm names ('scale' when the field is absent: runs written before it)."""
   name = config_data.get('latent_norm', 'scale')
   if name not in LATENT_NORMS:
-    raise ValueError(f'unknown data.latent_norm {name!r}; known: {sorted(LATENT_NORMS)}')
+    raise ConfigError(f'unknown data.latent_norm {name!r}; known: {sorted(LATENT_NORMS)}')
   return LATENT_NORMS[name](config_data)
 
 from fewstep_jax.data.pipeline import HostBatches
@@ -97,18 +99,18 @@ class MomentsSource:
     paths = shard_paths(directory, int(info['num_shards']))
     missing = [path for path in paths if not os.path.exists(path)]
     if missing:
-      raise FileNotFoundError(f'{directory} is incomplete: {len(missing)} of {len(paths)} shards are missing (first: '
-                              f'{missing[0]}); run python -m fewstep_jax.encode_latents again with the same --out '
-                              'to finish it')
+      raise InputNotFoundError(f'{directory} is incomplete: {len(missing)} of {len(paths)} shards are missing (first: '
+                               f'{missing[0]}); run python -m fewstep_jax.encode_latents again with the same --out '
+                               'to finish it')
     self._records = grain.ArrayRecordDataSource(paths)
     if len(self._records) != int(info['num_examples']):
-      raise ValueError(f'{directory}: the shards hold {len(self._records)} records, info.json says '
-                       f'{info["num_examples"]}; the dataset is damaged: encode it again')
+      raise ConfigError(f'{directory}: the shards hold {len(self._records)} records, info.json says '
+                        f'{info["num_examples"]}; the dataset is damaged: encode it again')
     pixels = info.get('pixels', 'signed')
     if pixels != norm.pixels:
-      raise ValueError(f'{directory} holds latents of images in {PIXEL_RANGES[pixels]}, but data.latent_norm expects '
-                       f'images in {PIXEL_RANGES[norm.pixels]}: encode again with --pixels={norm.pixels}, or set '
-                       f'--config.data.latent_norm={"edm2" if pixels == "unit" else "scale"}')
+      raise ConfigError(f'{directory} holds latents of images in {PIXEL_RANGES[pixels]}, but data.latent_norm expects '
+                        f'images in {PIXEL_RANGES[norm.pixels]}: encode again with --pixels={norm.pixels}, or set '
+                        f'--config.data.latent_norm={"edm2" if pixels == "unit" else "scale"}')
     self.shape, self.norm = tuple(info['shape']), norm
     self.num_classes = int(info.get('num_classes', 0))
     self._record_dtype = np.dtype([('label', '<i4'), ('mean', '<f4', self.shape), ('std', '<f4', self.shape)])
@@ -153,12 +155,12 @@ class LatentSource:
   def __init__(self, directory: str, norm: LatentNorm):
     path = os.path.join(directory, 'latents.npy')
     if not directory or not os.path.exists(path):
-      raise FileNotFoundError(_missing(directory))
+      raise InputNotFoundError(_missing(directory))
     self._latents = np.load(path, mmap_mode='r')
     labels_path = os.path.join(directory, 'labels.npy')
     self._labels = np.load(labels_path, mmap_mode='r') if os.path.exists(labels_path) else None
     if self._labels is not None and len(self._labels) != len(self._latents):
-      raise ValueError(f'{directory}: latents.npy has {len(self._latents)} rows but labels.npy {len(self._labels)}')
+      raise ConfigError(f'{directory}: latents.npy has {len(self._latents)} rows but labels.npy {len(self._labels)}')
     info_path = os.path.join(directory, 'info.json')
     info = json.load(open(info_path)) if os.path.exists(info_path) else {}
     if self._labels is None:

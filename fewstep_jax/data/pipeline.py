@@ -25,6 +25,7 @@ import grain.python as grain
 import numpy as np
 
 from fewstep_jax.data.digits_arrays import to_model_range
+from fewstep_jax.errors import ConfigError
 
 
 def stack_model_batch(records) -> dict:
@@ -97,8 +98,8 @@ class BatchIterator:
     """
     shard_options = shard_options or grain.ShardByJaxProcess(drop_remainder=True)
     if global_batch_size % shard_options.shard_count:
-      raise ValueError(f'global batch size {global_batch_size} does not divide by the {shard_options.shard_count} '
-                       'processes')
+      raise ConfigError(f'global batch size {global_batch_size} does not divide by the {shard_options.shard_count} '
+                        'processes')
     self.batch_size = global_batch_size // shard_options.shard_count
     sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options, shuffle=True,
                                  num_epochs=None, seed=seed)
@@ -138,8 +139,8 @@ class BatchIterator:
 
   def set_state(self, state: dict) -> None:
     if state.get('reader') == PermutationBatches.reader:
-      raise ValueError('this checkpoint\'s data state was written by the permutation reader: resume with '
-                       f'--config.data.reader={state.get("source_reader", "memory")}')
+      raise ConfigError('this checkpoint\'s data state was written by the permutation reader: resume with '
+                        f'--config.data.reader={state.get("source_reader", "memory")}')
     self._prefetcher.stop()
     self._loader_iterator.set_state(json.dumps(state).encode())
     self._consumed_state = self._loader_iterator.get_state()
@@ -164,10 +165,10 @@ class PermutationBatches:
   def __init__(self, source, *, global_batch_size: int, seed: int, process_index: int, process_count: int,
                prefetch: int = 2, name: str = 'memory'):
     if global_batch_size % process_count:
-      raise ValueError(f'global batch size {global_batch_size} does not divide by the {process_count} processes')
+      raise ConfigError(f'global batch size {global_batch_size} does not divide by the {process_count} processes')
     self._per_epoch = len(source) // process_count
     if self._per_epoch == 0:
-      raise ValueError(f'{len(source)} records cannot be shared by {process_count} processes')
+      raise ConfigError(f'{len(source)} records cannot be shared by {process_count} processes')
     self.batch_size = global_batch_size // process_count
     self._source, self.reader_name = source, name
     self._fixed = {'reader': self.reader, 'seed': int(seed), 'num_records': len(source),
@@ -215,11 +216,11 @@ class PermutationBatches:
 
   def set_state(self, state: dict) -> None:
     if state.get('reader') != self.reader:
-      raise ValueError('this checkpoint\'s data state was written by the grain reader (runs before data.reader '
-                       'existed, or reader=\'grain\'): resume with --config.data.reader=grain')
+      raise ConfigError('this checkpoint\'s data state was written by the grain reader (runs before data.reader '
+                        'existed, or reader=\'grain\'): resume with --config.data.reader=grain')
     mismatched = {key: (state.get(key), value) for key, value in self._fixed.items() if state.get(key) != value}
     if mismatched:
-      raise ValueError('the data state belongs to another input pipeline; (stored, this run): ' + ', '.join(
+      raise ConfigError('the data state belongs to another input pipeline; (stored, this run): ' + ', '.join(
           f'{key}=({stored}, {ours})' for key, (stored, ours) in mismatched.items()))
     self._prefetcher.stop()
     self._position = self._consumed = (int(state['epoch']), int(state['offset']))
@@ -299,7 +300,7 @@ def choose_reader(config_data, source) -> str:
   worker processes are asked for, else memory when the records fit in data.memory_gib, else stream."""
   reader = config_data.get('reader', 'grain')  # Runs written before the field read through grain.
   if reader not in READERS:
-    raise ValueError(f'unknown data.reader {reader!r}; known: {list(READERS)}')
+    raise ConfigError(f'unknown data.reader {reader!r}; known: {list(READERS)}')
   vectorised = hasattr(source, 'read_arrays')
   if reader == 'auto':
     if not vectorised or config_data.get('worker_count', 0):
@@ -307,8 +308,8 @@ def choose_reader(config_data, source) -> str:
     fits = len(source) * source.record_nbytes <= config_data.get('memory_gib', 4.0) * 2**30
     return 'memory' if fits else 'stream'
   if reader != 'grain' and not vectorised:
-    raise ValueError(f'data.reader={reader!r} needs a source with vectorised reads; {type(source).__name__} has '
-                     "none: use data.reader='grain'")
+    raise ConfigError(f'data.reader={reader!r} needs a source with vectorised reads; {type(source).__name__} has '
+                      "none: use data.reader='grain'")
   return reader
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from fewstep_jax.data.pipeline import HostBatches
+from fewstep_jax.errors import ConfigError, InputNotFoundError
 
 INFO = 'info.json'
 ARRAYS = {'noise': 'noise.npy', 'data': 'data.npy', 'labels': 'labels.npy'}
@@ -23,7 +24,7 @@ ARRAYS = {'noise': 'noise.npy', 'data': 'data.npy', 'labels': 'labels.npy'}
 def read_info(pairs_dir: str) -> dict:
   path = os.path.join(pairs_dir, INFO)
   if not pairs_dir or not os.path.exists(path):
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f'no reflow pairs at {pairs_dir!r} ({INFO} missing). Generate them from a trained flow first: '
         f'python -m fewstep_jax.reflow --teacher=TEACHER_WORKDIR --out={pairs_dir or "PAIRS_DIR"} --num=N; '
         'then set --config.data.pairs_dir to that directory.')
@@ -36,8 +37,8 @@ def load_pairs(pairs_dir: str, data_shape: tuple, num_classes: int) -> dict:
   num_classes labels (DMD's regression loss); a clear error if they were made for other data."""
   info = read_info(pairs_dir)
   if tuple(info['data_shape']) != tuple(data_shape) or info['num_classes'] != num_classes:
-    raise ValueError(f'method.regression_pairs={pairs_dir!r} holds data of shape {info["data_shape"]} with '
-                     f'{info["num_classes"]} classes; this run has {tuple(data_shape)} and {num_classes}.')
+    raise ConfigError(f'method.regression_pairs={pairs_dir!r} holds data of shape {info["data_shape"]} with '
+                      f'{info["num_classes"]} classes; this run has {tuple(data_shape)} and {num_classes}.')
   load = lambda name: np.load(os.path.join(pairs_dir, ARRAYS[name]))
   pairs = {'noise': load('noise'), 'x': load('data')}
   if num_classes:
@@ -55,7 +56,7 @@ class PairSource:
     labels_path = os.path.join(pairs_dir, ARRAYS['labels'])
     self._labels = np.load(labels_path, mmap_mode='r') if self.info['num_classes'] else None
     if not len(self._noise) == len(self._data) == self.info['count']:
-      raise ValueError(f'{pairs_dir}: noise, data and info.json disagree on the number of pairs; regenerate it')
+      raise ConfigError(f'{pairs_dir}: noise, data and info.json disagree on the number of pairs; regenerate it')
     self.record_nbytes = self._data[0].nbytes + self._noise[0].nbytes + 8
 
   def __len__(self):

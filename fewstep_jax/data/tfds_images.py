@@ -4,17 +4,37 @@ Reading needs no TensorFlow: array_record files are decoded with numpy, and PNG/
 most public datasets does need TensorFlow and network access, so it happens elsewhere (see
 `DatasetNotPreparedError`); this module only reads, and never downloads.
 """
+import contextlib
+import io
+
 import grain.python as grain
 import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
+from absl import logging
+
+from fewstep_jax.errors import ConfigError, InputNotFoundError
 
 # Formats that TFDS can serve by random access; 'tfrecord' (the default of `tfds build`) is sequential only.
 _RANDOM_ACCESS_FORMATS = ('array_record', 'parquet')
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(InputNotFoundError):
   """A TFDS dataset is missing from the data directory, or stored in a format without random access."""
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+  """TFDS's messages about downloading (nothing is downloaded), missing dataset_info (of a dataset not prepared,
+  which the error says) and its progress bars (escape codes in log files): nothing true about a dataset read or
+  built here."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+      yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def _preparation_hint(name: str, data_dir) -> str:
@@ -32,13 +52,15 @@ def prepared_builder(name: str, data_dir):
   there in a random-access format.
   """
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with quiet_tfds():
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
   except tfds.core.registered.DatasetNotFoundError as error:
     # Neither registered in TFDS code nor found on disk.
     raise DatasetNotPreparedError(
         f'TFDS dataset {name!r} is not prepared in {data_dir}. {_preparation_hint(name, data_dir)}'
     ) from error
-  if not builder.is_prepared():
+  if not prepared:
     raise DatasetNotPreparedError(
         f'TFDS dataset {name!r} is not prepared in {data_dir} (looked for {builder.data_path}). '
         f'{_preparation_hint(name, data_dir)}'
@@ -56,12 +78,12 @@ def image_spec(builder, image_size: int):
   """Returns (data_shape (H, W, C) after resizing, num_classes) of a builder with 'image' and 'label' features."""
   features = builder.info.features
   if 'image' not in features or 'label' not in features:
-    raise ValueError(f'{builder.name} needs features "image" and "label"; it has {sorted(features.keys())}')
+    raise ConfigError(f'{builder.name} needs features "image" and "label"; it has {sorted(features.keys())}')
   height, width, channels = features['image'].shape
   if image_size:
     height = width = image_size
   elif height is None or width is None:
-    raise ValueError(f'{builder.name} has images of varying size: set config.data.image_size')
+    raise ConfigError(f'{builder.name} has images of varying size: set config.data.image_size')
   return (height, width, channels), features['label'].num_classes
 
 

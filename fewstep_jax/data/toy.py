@@ -24,6 +24,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fewstep_jax.errors import ConfigError
+
+
 _EIGHT_GAUSSIANS_MODE_STD = 0.1  # Relative to the unit circle of centres.
 _MOONS_NOISE_STD = 0.05
 _MOONS_MEAN = (0.5, 0.25)
@@ -91,7 +94,7 @@ TOY_SAMPLERS = {
 def get_toy_sampler(name: str):
   """Returns the sampler `(key, n) -> float32 [n, 2]` registered under `name`."""
   if name not in TOY_SAMPLERS:
-    raise ValueError(f'Unknown toy distribution {name!r}; available: {sorted(TOY_SAMPLERS)}')
+    raise ConfigError(f'Unknown toy distribution {name!r}; available: {sorted(TOY_SAMPLERS)}')
   return TOY_SAMPLERS[name]
 
 

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec
 from fewstep_jax import sampling, stored_schedules
 from fewstep_jax.data import latents as latents_lib
 from fewstep_jax.data import toy as toy_data
+from fewstep_jax.errors import ConfigError
 from fewstep_jax.eval import dinov2, features, metrics, plots
 from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
 from fewstep_jax.mesh_axes import BATCH_AXES
@@ -102,8 +103,8 @@ def stored_grid(config, nfe: int, solver: str | None = None):
   if not config.eval.get('schedule'):
     return None
   if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ValueError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
-                     f'method {config.method.name!r} has its own few-step sampler: unset it.')
+    raise ConfigError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
+                      f'method {config.method.name!r} has its own few-step sampler: unset it.')
   return stored_schedules.grid_for(config.eval.schedule, config.method.name, solver or config.method.solver, nfe)
 
 
@@ -112,12 +113,48 @@ def solvers(config) -> tuple:
   if not config.eval.solvers:
     return (None,)
   if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ValueError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
-                     f'{config.method.name!r} has its own few-step sampler: unset it.')
+    raise ConfigError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
+                      f'{config.method.name!r} has its own few-step sampler: unset it.')
   unknown = [name for name in config.eval.solvers if name not in sampling.SOLVERS]
   if unknown:
-    raise ValueError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
+    raise ConfigError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
   return tuple(config.eval.solvers)
+
+
+def nfe_problem(method, nfe: int, conditional: bool, solver: str | None = None, grid=None) -> str | None:
+  """Why the method's sampler cannot spend exactly `nfe` network calls (with `solver` and a stored `grid`), from its
+  `sampling_plan`: e.g. an odd NFE under classifier-free guidance, where a step costs two calls. None if it can."""
+  if not hasattr(method, 'sampling_plan'):  # Sampled with a static NFE (`compiled_sampler`): nothing to check.
+    return None
+  try:
+    method.sampling_plan(int(nfe), conditional, solver=solver, grid=grid)
+  except ValueError as error:
+    return str(error)
+  return None
+
+
+def check_nfes(run, nfes=None, solver_names=None):
+  """A ConfigError naming eval.nfe unless the run's sampler can spend each of `nfes` (default eval.nfe) with each
+  of `solver_names` (default `solvers`): checked before weights load or sampling starts, not midway through."""
+  config = run.config
+  nfes = tuple(int(nfe) for nfe in (config.eval.nfe if nfes is None else nfes))
+  solver_names = solvers(config) if solver_names is None else tuple(solver_names)
+  conditional = run.data.num_classes > 0
+
+  def problem(nfe):  # The first solver's reason, or None.
+    return next(filter(None, (nfe_problem(run.method, nfe, conditional, solver, stored_grid(config, nfe, solver))
+                              for solver in solver_names)), None)
+
+  problems = {nfe: why for nfe in nfes if (why := problem(nfe)) is not None}
+  if not problems:
+    return
+  nfe, why = next(iter(problems.items()))
+  # The requested NFEs with each impossible one moved up by one (a guided sampler's even count), if that works.
+  nearest = tuple(dict.fromkeys(n + 1 if n in problems else n for n in nfes))
+  hint = ('' if any(problem(n) for n in nearest) else
+          f", e.g. --config.eval.nfe='({','.join(map(str, nearest))}{',' if len(nearest) == 1 else ''})'")
+  raise ConfigError(f'eval.nfe={nfes}: this sampler cannot spend {nfe} network calls ({why.rstrip(".")}). Set '
+                    f'--config.eval.nfe to NFEs it can spend{hint}.')
 
 
 def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
@@ -345,11 +382,11 @@ def metric_names(config, data) -> tuple:
   names = tuple(config.eval.metrics) or DEFAULT_METRICS.get(data.evaluator, ())
   unknown = [name for name in names if name not in EVALUATORS]
   if unknown:
-    raise ValueError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
+    raise ConfigError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
   points = data.evaluator == 'toy'
   if (points and set(names) != {'toy'}) or (not points and 'toy' in names):
-    raise ValueError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
-                     'only')
+    raise ConfigError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
+                      'only')
   return names
 
 
@@ -393,12 +430,13 @@ def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None 
   config = run.config
   names = metric_names(config, run.data)
   if not names:
-    raise ValueError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
-                     f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
-                     'metric.')
+    raise ConfigError(f'no embedded evaluator for data.name={config.data.name!r} (set eval.metrics to some of '
+                      f'{sorted(EVALUATORS)}, e.g. inception for images); or use --mode=sample and an external '
+                      'metric.')
   nfes = tuple(config.eval.nfe if nfe is None else nfe)
   n, seed = config.eval.num_samples if num_samples is None else int(num_samples), config.eval.seed
   chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.
+  check_nfes(run, nfes, chosen_solvers)
   evaluators = [EVALUATORS[name](run, n, seed) for name in names]
   batch_size = eval_batch_size(config, run.mesh)
   rows = []

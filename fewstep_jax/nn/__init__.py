@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fewstep_jax.errors import ConfigError
 from fewstep_jax.nn.cm_unet import CMUNet
 from fewstep_jax.nn.dit import DiT
 from fewstep_jax.nn.edm2_unet import EDM2UNet
@@ -40,7 +41,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 def dtype_named(name: str):
   if name not in DTYPES:
-    raise ValueError(f'unknown dtype {name!r}; use one of {sorted(DTYPES)}')
+    raise ConfigError(f'unknown dtype {name!r}; use one of {sorted(DTYPES)}')
   return DTYPES[name]
 
 # Module fields that are not network hyper-parameters: flax bookkeeping, the
@@ -53,7 +54,7 @@ ApplyFn = Callable[..., Any]
 
 def _network_class(name: str) -> type:
   if name not in NETWORKS:
-    raise ValueError(f'unknown network {name!r}; known: {sorted(NETWORKS)}')
+    raise ConfigError(f'unknown network {name!r}; known: {sorted(NETWORKS)}')
   return NETWORKS[name]
 
 
@@ -97,19 +98,19 @@ def build_network(
   """
   fields = net_config.to_dict()
   if 'name' not in fields:
-    raise ValueError(
+    raise ConfigError(
         f"network config has no 'name'; known networks: {sorted(NETWORKS)}")
   name = fields.pop('name')
   network_class = _network_class(name)
   if 'num_classes' in fields:
-    raise ValueError(
+    raise ConfigError(
         f"network config sets num_classes={fields['num_classes']}, but the "
         f'label count comes from the dataset; remove it from the config')
   accepted = _tunable_defaults(network_class)
   for field in fields:
     if field not in accepted:
-      raise ValueError(f'network {name!r} has no field {field!r}; accepted: '
-                       f'{sorted(accepted)}')
+      raise ConfigError(f'network {name!r} has no field {field!r}; accepted: '
+                        f'{sorted(accepted)}')
   # Lists (e.g. from a JSON round trip) become tuples: module fields must be
   # hashable for flax.
   fields = {key: tuple(value) if isinstance(value, list) else value

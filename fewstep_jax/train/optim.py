@@ -3,6 +3,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fewstep_jax.errors import ConfigError
+
 OPTIMIZERS = {
     'adam': lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
     'adamw': lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay),
@@ -42,7 +44,7 @@ def make_schedule(optim_config, total_steps: int, count_offset: int = 0):
   """step -> learning rate, for an optimizer that makes `total_steps` updates, its schedule read at
   step + count_offset (a run that continues another run's counters: TCM's stage 2)."""
   if optim_config.schedule not in SCHEDULES:
-    raise ValueError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
+    raise ConfigError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
   schedule = SCHEDULES[optim_config.schedule](optim_config, total_steps)
   return schedule if not count_offset else lambda step: schedule(step + count_offset)
 
@@ -50,7 +52,7 @@ def make_schedule(optim_config, total_steps: int, count_offset: int = 0):
 def make_optimizer(optim_config, total_steps: int, count_offset: int = 0) -> optax.GradientTransformation:
   """Builds clip -> optimizer(schedule) (see make_schedule). Unknown names are errors that list the known ones."""
   if optim_config.name not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
+    raise ConfigError(f'unknown optimizer {optim_config.name!r}; known: {sorted(OPTIMIZERS)}')
   schedule = make_schedule(optim_config, total_steps, count_offset)
   chain = []
   if optim_config.grad_clip > 0:

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fewstep_jax.errors import ConfigError
 from fewstep_jax.mesh_axes import BATCH_AXES
 
 
@@ -16,7 +17,7 @@ def make_mesh(mesh_config) -> Mesh:
   """The ('data', 'fsdp') mesh over every device, laid out along the physical topology (TPU pods)."""
   wanted, available = mesh_config.data * mesh_config.fsdp, jax.device_count()
   if wanted != available:
-    raise ValueError(
+    raise ConfigError(
         f'mesh.data * mesh.fsdp = {mesh_config.data} * {mesh_config.fsdp} = {wanted}, but there are '
         f'{available} devices ({jax.process_count()} process(es)). Set --config.mesh.data and '
         f'--config.mesh.fsdp so that their product is {available}.')
@@ -62,10 +63,10 @@ def device_multiple(batch_size: int, mesh: Mesh) -> int:
 def check_batch_size(global_batch_size: int, micro_batches: int, mesh: Mesh):
   devices = mesh.size
   if global_batch_size % micro_batches:
-    raise ValueError(f'train.batch_size={global_batch_size} is not divisible by '
-                     f'train.micro_batches={micro_batches}.')
+    raise ConfigError(f'train.batch_size={global_batch_size} is not divisible by '
+                      f'train.micro_batches={micro_batches}.')
   if (global_batch_size // micro_batches) % devices:
-    raise ValueError(
+    raise ConfigError(
         f'each micro-batch ({global_batch_size // micro_batches} examples) must split evenly over the '
         f'{devices} devices of the mesh: choose train.batch_size as a multiple of '
         f'{devices * micro_batches}.')

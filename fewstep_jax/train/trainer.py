@@ -17,7 +17,7 @@ from fewstep_jax import data as data_lib
 from fewstep_jax import methods, runs
 from fewstep_jax.train import files
 from fewstep_jax.train import sharding as sharding_lib
-from fewstep_jax.errors import DiskFullError, WorkdirInUseError
+from fewstep_jax.errors import ConfigError, DiskFullError, InputNotFoundError, RunError, WorkdirInUseError
 from fewstep_jax.train import checkpoint as checkpoint_lib
 from fewstep_jax.train import workdir as workdir_lib
 from fewstep_jax.train.checkpoint import Checkpointer, committed_steps
@@ -40,7 +40,7 @@ STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'dat
                          'data.image_size', 'optim.name', 'optim.ema_rates', 'optim.ema_stds')
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunError, FloatingPointError):
   pass
 
 
@@ -184,7 +184,7 @@ def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):
   if changed:
     why = (' train.num_steps sets the length of this run\'s learning-rate schedule or discretisation curriculum, '
            'so changing it on resume would rescale the rest of the run.' if 'train.num_steps' in changed else '')
-    raise ValueError(
+    raise ConfigError(
         f'workdir {workdir} holds a run with a different configuration: '
         + ', '.join(f'{key} = {saved.get(key)!r} there, {current.get(key)!r} now' for key in changed)
         + '.' + why + ' Use a new --workdir, or restore the original values.')
@@ -314,19 +314,26 @@ def _check_free_space(directory: str, needed: int, last_step):
                         'lower train.max_to_keep) and run the same command to resume.')
 
 
-def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = None):
+def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = None, on_built=None):
   """Trains (or resumes) the run in `workdir`. Returns (run, final state, whether num_steps was reached).
 
   workdir=None trains in memory (a notebook): no checkpoints, metrics file or lock; nothing is written.
   on_sample(run, state, step): called every train.sample_every steps and at the end (writes sample images).
   inputs: values of the method's declared inputs given directly, e.g. {'teacher': inputs.Teacher(...)} built from a
   parameter pytree and a network config; the rest are read as the config names them.
+  on_built(run): called once the Run is built, before any state is made or restored: checks that need the built
+  method (the NFEs the end of training samples at), so that a bad setting stops the run before it trains.
   """
   if workdir is None:
-    return _train(config, None, on_sample, run=Run(config, inputs))
+    run = Run(config, inputs)
+    if on_built is not None:
+      on_built(run)
+    return _train(config, None, on_sample, run=run)
   os.makedirs(workdir, exist_ok=True)
   check_workdir_matches(workdir, config, run_defining_fields(config))
   run = Run(config, inputs)
+  if on_built is not None:
+    on_built(run)
   lock = _lock_workdir(workdir)
   try:
     return _train(config, workdir, on_sample, run=run, lock=lock)
@@ -424,16 +431,19 @@ def require_checkpoint(workdir: str):
   """A clear error unless `workdir` holds a committed checkpoint."""
   directory = os.path.join(workdir, 'checkpoints')
   if not committed_steps(directory):
-    raise FileNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
-                            '--workdir, or point --workdir at a trained run.')
+    raise InputNotFoundError(f'no checkpoint in {directory}: train first (--mode=train) with this '
+                             '--workdir, or point --workdir at a trained run.')
 
 
-def restore_run(config, workdir: str):
+def restore_run(config, workdir: str, on_built=None):
   """(run, state, step) of the newest checkpoint in `workdir` for eval / sample: the run built as it was trained,
-  from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state."""
+  from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state.
+  on_built(run): called once the Run is built, before its parameters are read (see `train`)."""
   require_checkpoint(workdir)
   _, info = runs.read_run_info(workdir)
   run = Run(config, runs.recorded_teachers(info), resolve=False)
+  if on_built is not None:
+    on_built(run)
   state, step = restore_latest(run, workdir)
   return run, state, step
 

@@ -30,11 +30,20 @@ def in_notebook() -> bool:
   return shell is not None and getattr(shell, 'kernel', None) is not None
 
 
+# In a Jupyter kernel every redraw of a bar is an output message, which a saved notebook keeps: the bar is redrawn at
+# most NOTEBOOK_REDRAWS times over its total, and at most once in NOTEBOOK_REDRAW_SECONDS.
+NOTEBOOK_REDRAWS = 10
+NOTEBOOK_REDRAW_SECONDS = 10.0
+
+
 def progress(iterable=None, **kwargs):
   """tqdm on a terminal (stderr is a TTY); in a Jupyter kernel, tqdm's widget where ipywidgets is installed and its
-  text bar otherwise (a kernel's stderr is no TTY, but renders one); nothing on a log file, where the callers print
-  plain lines."""
+  text bar otherwise (a kernel's stderr is no TTY, but renders one), redrawn a handful of times (NOTEBOOK_REDRAWS);
+  nothing on a log file, where the callers print plain lines."""
   if in_notebook():
+    total = kwargs.get('total') or (len(iterable) if hasattr(iterable, '__len__') else 0)
+    kwargs.setdefault('mininterval', NOTEBOOK_REDRAW_SECONDS)
+    kwargs.setdefault('miniters', max(1, total // NOTEBOOK_REDRAWS))
     if importlib.util.find_spec('ipywidgets') is not None:  # tqdm.notebook's widget needs it.
       from tqdm.notebook import tqdm as notebook_tqdm
       return notebook_tqdm(iterable, leave=True, **kwargs)
