@@ -40,18 +40,25 @@ def test_an_input_that_no_config_produces_is_refused():
 
 
 def test_the_table_shows_each_run_at_each_nfe():
-  rows = lambda values: [{'metric': 'sliced_w2', 'nfe': n, 'value': v, 'reference': 0.002} for n, v in values.items()]
+  """Each cell: sliced W2 · the off-support share; in italics an NFE the student is not trained for (DMD's one-step
+  student at 2); the steps and, for a student updated every k-th step, its updates."""
+  def rows(values):
+    return [row for n, (w2, off) in values.items() for row in (
+        {'metric': 'sliced_w2', 'nfe': n, 'value': w2, 'reference': 0.002},
+        {'metric': 'off_support', 'nfe': n, 'value': off, 'reference': 0.011})]
   records = [
       {'name': 'edm', 'kind': 'run', 'method': 'edm', 'teacher': True, 'teacher_nfe': 35, 'reads': {},
-       'rows': rows({1: 0.9, 2: 0.5, 4: 0.2, 35: 0.004}), 'train_s': 10.0, 'eval_s': 2.0, 'steps': 100},
+       'rows': rows({1: (0.9, 0.5), 2: (0.5, 0.3), 4: (0.2, 0.1), 35: (0.004, 0.012)}), 'train_s': 10.0,
+       'eval_s': 2.0, 'steps': 100, 'updates': 100, 'trained_nfes': None},
       {'name': 'pairs_edm', 'kind': 'pairs'},
       {'name': 'dmd', 'kind': 'run', 'method': 'dmd', 'teacher': False, 'teacher_nfe': None,
        'reads': {'method.teacher': 'edm', 'method.regression_pairs': 'pairs_edm'},
-       'rows': rows({1: 0.01, 2: 0.02}), 'train_s': 12.0, 'eval_s': 3.0, 'steps': 100}]
+       'rows': rows({1: (0.01, 0.02), 2: (0.02, 0.25)}), 'train_s': 12.0, 'eval_s': 3.0, 'steps': 100,
+       'updates': 20, 'trained_nfes': [1]}]
   text = compare.table('toy', records, (1, 2, 4))
-  assert 'sliced_w2 (floor 0.002), 100 steps per run' in text
-  assert '| edm | `edm` | 0.9 | 0.5 | 0.2 | 0.004 @ 35 | scratch |' in text
-  assert '| dmd | `dmd` | 0.01 | 0.02 | – |  | edm, pairs_edm |' in text
+  assert 'sliced_w2 (floor 0.002) · off_support (floor 1.1%), 100 steps per run' in text
+  assert '| edm | `edm` | 0.9 · 50.0% | 0.5 · 30.0% | 0.2 · 10.0% | 0.004 · 1.2% @ 35 | 100 | scratch |' in text
+  assert '| dmd | `dmd` | 0.01 · 2.0% | *0.02 · 25.0%* | – |  | 100, 20 | edm, pairs_edm |' in text
 
 
 def test_a_guided_teacher_is_not_evaluated_at_an_odd_nfe():
@@ -93,3 +100,8 @@ def test_a_short_budget_caps_the_ema_so_the_start_no_longer_dominates_it():
   assert 0.994 ** 500 <= compare.EMA_START_SHARE < 0.995 ** 500
   long = config_base.load_config(str(REPO / 'configs/toy/edm.py'), {})
   assert compare.fit_ema(long, 3000) == {} and long.eval.params == 'ema_0.999'  # 0.999 ** 3000 = 0.0497.
+  # A student updated every 5th step moves its EMA 600 times in 3000 steps: 0.999 ** 600 = 55% of its start.
+  dmd2 = config_base.load_config(str(REPO / 'configs/toy/dmd2.py'), {})
+  assert dmd2.method.student_every == 5
+  assert compare.fit_ema(dmd2, 3000) == {'ema_0.999': 'ema_0.995'} and dmd2.eval.params == 'ema_0.995'
+  assert 0.995 ** 600 <= compare.EMA_START_SHARE

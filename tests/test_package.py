@@ -92,3 +92,16 @@ def test_compile_cache_points_jax_at_its_directory_and_never_fails_a_run(tmp_pat
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cache')
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_importing_the_package_starts_no_jax_backend():
+  """A module-level jax array would start the XLA backend at import, before a multi-host run's
+  jax.distributed.initialize (which must come first): every module imports without one."""
+  import subprocess
+  import sys
+  modules = sorted(name for name in import_graph() if not name.endswith('__main__'))
+  code = ('import importlib\nfrom jax._src import xla_bridge\n'
+          + ''.join(f'importlib.import_module({name!r})\n' for name in modules)
+          + 'assert not xla_bridge.backends_are_initialized(), "a module started the backend"\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]

@@ -23,6 +23,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fewstep_jax.errors import ConfigError
 
@@ -124,8 +125,9 @@ def _nearest_point(x, points):
 
 
 _EIGHT_GAUSSIANS_SCALE = math.sqrt(0.5 + _EIGHT_GAUSSIANS_MODE_STD**2)
-_EIGHT_CENTRES = jnp.asarray([[math.cos(2 * math.pi * k / 8), math.sin(2 * math.pi * k / 8)] for k in range(8)],
-                             jnp.float32) / _EIGHT_GAUSSIANS_SCALE
+# numpy, not jnp: a module-level jax array would start the backend at import, before jax.distributed.initialize.
+_EIGHT_CENTRES = np.asarray([[math.cos(2 * math.pi * k / 8), math.sin(2 * math.pi * k / 8)] for k in range(8)],
+                            np.float32) / _EIGHT_GAUSSIANS_SCALE
 
 
 def _curve_points(count: int, curve):
