@@ -2,8 +2,7 @@
 the digits EDM teacher: the unnormalised matching gradient at log-normal levels, generator from sigma_init 1, 1:1
 updates, critic first (the official code's).
 Shared settings: configs/digits/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/diff_instruct.py --workdir=runs/digits_diff_instruct
 """

@@ -2,8 +2,7 @@
 digits EDM teacher: normalised matching gradient, critic every step and student every 5th, the GAN head
 (weights 1e-2 and 3e-3).
 Shared settings: configs/digits/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/dmd2.py --workdir=runs/digits_dmd2
 A 4-step student with backward simulation:

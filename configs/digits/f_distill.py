@@ -2,8 +2,7 @@
 digits EDM teacher: DMD2's matching gradient weighted by the Jensen-Shannon h(r) of the GAN head's density ratio
 (the head on the teacher's bottleneck), critic every step and student every 5th.
 Shared settings: configs/digits/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/f_distill.py --workdir=runs/digits_f_distill
 """

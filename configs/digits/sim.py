@@ -1,8 +1,7 @@
 """SIM (Luo et al. 2024) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling the digits
 EDM teacher: pseudo-Huber c = 1 on the score difference, generator from sigma_init 2.5, 1:1 updates.
 Shared settings: configs/digits/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/sim.py --workdir=runs/digits_sim
 """

@@ -1,8 +1,7 @@
 """TDM (Luo et al. 2025) on the 8x8 digits (class-conditional, teacher guidance 1.5 distilled in), distilling the digits
 EDM teacher: a 4-stage deterministic student (sigma 80, 10, 2, 0.5), the student's lr a fifth of the critic's.
 Shared settings: configs/digits/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
   python -m fewstep_jax.main --config=configs/digits/tdm.py --workdir=runs/digits_tdm
 """

@@ -1,6 +1,6 @@
 """Class-conditional TwinFlow on the 8x8 digits with the production batch split (end-to-end, near-diagonal,
 any-interval and adversarial quarters; one network call per row) and the tutorial's CFG-enhanced target
-(ratio 0.5), so that sampling costs one call a step. Figures measured on the development machine: docs/measured.md.
+(ratio 0.5), so that sampling costs one call a step. Its figures against the other methods: README, "Method comparison".
 
   python -m fewstep_jax.main --config=configs/digits/twinflow.py --workdir=runs/digits_twinflow
 """

@@ -1,8 +1,7 @@
 """DMD2 (Yin et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: normalised matching
 gradient, critic every step and student every 5th.
 Shared settings: configs/toy/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/dmd2.py --workdir=runs/toy_dmd2
 """

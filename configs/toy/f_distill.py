@@ -2,8 +2,7 @@
 gradient weighted by the Jensen-Shannon h(r) of the GAN head's density ratio (the head on the teacher's last hidden
 state), critic every step and student every 5th.
 Shared settings: configs/toy/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/f_distill.py --workdir=runs/toy_f_distill
 """

@@ -1,8 +1,7 @@
 """SIM (Luo et al. 2024) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: pseudo-Huber c = 0.01 on the
 score difference, generator from sigma_init 2.5, 1:1 updates.
 Shared settings: configs/toy/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/sim.py --workdir=runs/toy_sim
 """

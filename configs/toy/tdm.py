@@ -1,8 +1,7 @@
 """TDM (Luo et al. 2025) on the 2-D toy data (8 gaussians), distilling the toy EDM teacher: a 4-stage deterministic
 student (sigma 80, 10, 2, 0.5), the student's lr a fifth of the critic's.
 Shared settings: configs/toy/common.py.
-Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
-step count: docs/measured.md.
+Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/tdm.py --workdir=runs/toy_tdm
 """

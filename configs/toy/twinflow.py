@@ -1,5 +1,5 @@
 """TwinFlow on 2-D toy data (8 gaussians by default): one network, its negated-time branch the fake flow of its
-own one-step samples; the MNIST tutorial's five terms on every batch. Figures measured on the development machine: docs/measured.md.
+own one-step samples; the MNIST tutorial's five terms on every batch. Its figures against the other methods: README, "Method comparison".
 
   python -m fewstep_jax.main --config=configs/toy/twinflow.py --workdir=runs/toy_twinflow
 """
