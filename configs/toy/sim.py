@@ -2,6 +2,13 @@
 score difference, generator from sigma_init 2.5, 1:1 updates.
 Shared settings: configs/toy/common.py.
 Against the other methods: README, "Method comparison" (experiments/compare.py).
+
+On this toy SIM keeps only some of the eight modes, at every c tried (3000 steps; parts covered 0.5 at c = 0.01,
+0.625 at 0.1, 0.375 at 1, 0.25 at 10; 0.75 with a cosine learning-rate decay), where SiD, with the same roles,
+levels and optimizer, covers all eight (sliced W2 0.0042), and so does SiD without its alpha term (0.0044). What
+differs is SIM's generator loss: the pseudo-Huber direction d'(y) of the score difference, unit-length wherever
+||y|| >> c, with the time weighting sigma^2 (methods/sid.py). No official SIM code is public to compare its
+weighting with.
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
   python -m fewstep_jax.main --config=configs/toy/sim.py --workdir=runs/toy_sim
 """
