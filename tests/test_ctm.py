@@ -105,8 +105,9 @@ def test_ctm_adaptive_weights_are_computed_per_group_as_the_officials_micro_batc
                         frozen={'teacher': jnp.zeros(())})  # The analytic teacher reads no parameters.
   x, _ = data(n=batch)
   key = jax.random.PRNGKey(9)
-  grads, metrics = jax.jit(method.gradients)(state, {'x': x}, key)
   ctx = method.context(state)
+  grads, metrics = jax.jit(lambda p, b, k: method.gradients(p, b, k, ctx))({'student': params}, {'x': x}, key)
+  grads = grads['student']
   groups = batch // group
   k = method.draw_heun_steps(jax.random.fold_in(key, groups))
   norm = lambda g: math.sqrt(sum(float(jnp.sum(np.asarray(v, np.float64)**2)) for v in jax.tree.leaves(g)))
@@ -190,24 +191,27 @@ def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
   run = trainer.Run(config)
   method = run.method
   state = jax.jit(method.init)(run.init_key, run.frozen)
-  assert [method.step_options(k)['update'] for k in range(5)] == ['student', 'student', 'student_gan',
-                                                                    'discriminator', 'student_gan']
+  assert [method.schedule.phases[method.step_options(k)['phase']] for k in range(5)] == [
+      ('student',), ('student',), ('student_gan',), ('discriminator',), ('student_gan',)]
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
   teacher_features = nn.make_features(nn.build_network(run.inputs['teacher'].network, num_classes=0))
   sigma = jnp.full((4,), 0.002)
-  want = method.head.module.apply({'params': state.nets['head'].params}, teacher_features(
+  want = method.discriminator.head.apply({'params': state.nets['head'].params}, teacher_features(
       run.frozen['teacher'], images / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4))
   np.testing.assert_allclose(method.logits(state.nets['head'].params, run.frozen, images), want, rtol=1e-5, atol=1e-6)
   batch = {'x': jax.random.normal(jax.random.PRNGKey(2), (16, 2))}
   names = None
   for update in ('student_gan', 'discriminator'):  # 'student' (no GAN term): the step of the test above.
-    new, metrics = jax.jit(lambda s, b, k: method.step(s, b, k, update))(state, batch, jax.random.PRNGKey(3))
+    phase = method.schedule.phases.index((update,))
+    new, metrics = jax.jit(lambda s, b, k: method.step(s, b, k, phase))(state, batch, jax.random.PRNGKey(3))
     names = names or set(metrics)
     assert set(metrics) == names and all(np.isfinite(v) for v in jax.device_get(metrics).values())
     moved = lambda role: not tree_equal(new.nets[role].params, state.nets[role].params)
     assert moved('student') == (update != 'discriminator') and moved('head') == (update == 'discriminator'), update
-  grads, metrics = jax.jit(lambda s, b, k: method.gradients(s, b, k, gan=True))(state, batch, jax.random.PRNGKey(4))
   ctx = method.context(state)
+  grads, metrics = jax.jit(lambda p, b, k: method.gradients(p, b, k, ctx, gan=True))(
+      {'student': state.nets['student'].params}, batch, jax.random.PRNGKey(4))
+  grads = grads['student']
   ctm_key, dsm_key, gan_key = jax.random.split(jax.random.PRNGKey(4), 3)
   params = state.nets['student'].params
   terms = ((method.ctm_loss, ctm_key), (method.dsm_loss, dsm_key), (method.gan_generator_loss, gan_key))

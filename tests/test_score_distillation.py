@@ -362,13 +362,15 @@ def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
   state = method.init(jax.random.PRNGKey(0), frozen)
   batch = {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
   traced = jax.jit(method.step)
-  static = {flag: jax.jit(lambda s, b, k, flag=flag: method.step(s, b, k, update_student=flag)) for flag in (0, 1)}
+  static = {phase: jax.jit(lambda s, b, k, phase=phase: method.step(s, b, k, phase=phase)) for phase in (0, 1)}
+  assert method.schedule.phases == (('student', 'critic'), ('critic',))  # DMD2: the generator first.
   for k in range(4):
-    step = traced if schedule == 'traced' else static[method.step_options(k)['update_student']]
+    step = traced if schedule == 'traced' else static[method.step_options(k)['phase']]
     new, metrics = step(state, batch, jax.random.PRNGKey(10 + k))
     student_moved = not tree_equal(new.nets['student'], state.nets['student'])
     assert student_moved == (k % 3 == 0), k
-    assert metrics['student_updated'] == float(k % 3 == 0)
+    # The student's metrics are carried over the steps that skip it: every step reports them.
+    assert {'loss', 'student_grad_norm', 'critic_loss', 'critic_grad_norm'} <= set(metrics)
     for role in ('critic', 'head'):
       assert not tree_equal(new.nets[role].params, state.nets[role].params), (role, k)
     assert np.all([np.isfinite(v) for v in metrics.values()])
@@ -394,7 +396,7 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
     want = features(critic, x / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4)
   else:
     want = features(critic, x / (1 + sigma)[:, None], sigma / (1 + sigma))
-  np.testing.assert_allclose(method.bottleneck(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(method.discriminator.bottleneck(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
   # The logits: the head on those features of x noised at a critic level.
   key = jax.random.PRNGKey(2)
   sigma_key, noise_key = jax.random.split(key)
@@ -403,7 +405,8 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
   x_net = (noisy / jnp.sqrt(level**2 + 0.25)[:, None], jnp.log(level) / 4) if teacher == 'edm' else (
       noisy / (1 + level)[:, None], level / (1 + level))
   np.testing.assert_allclose(method.gan_logits({'critic': critic, 'head': head}, frozen, x, None, key),
-                             method.head.module.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
+                             method.discriminator.head.apply({'params': head}, features(critic, *x_net)), rtol=1e-4,
+                             atol=1e-6)
 
 
 def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
@@ -415,9 +418,11 @@ def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
                                   jax.random.PRNGKey(2))
   nets = {role: state.nets[role].params for role in ('critic', 'head')}
   x, sigma = jax.random.normal(jax.random.PRNGKey(3), (4, 2)), jnp.array([0.01, 0.5, 3.0, 60.0])
-  want = method.head.module.apply({'params': nets['head']}, method.bottleneck(frozen['teacher'], x, sigma))
+  head = lambda params: method.discriminator.head.apply({'params': nets['head']},
+                                                        method.discriminator.bottleneck(params, x, sigma))
+  want = head(frozen['teacher'])
   np.testing.assert_allclose(method.logits_at(nets, frozen, x, sigma), want, rtol=1e-6, atol=1e-7)
-  critic_logits = method.head.module.apply({'params': nets['head']}, method.bottleneck(nets['critic'], x, sigma))
+  critic_logits = head(nets['critic'])
   assert np.max(np.abs(critic_logits - want)) > 1e-6  # The critic has moved away from the teacher.
   gan_only = lambda critic: jnp.mean(jax.nn.softplus(method.logits_at({'critic': critic, 'head': nets['head']},
                                                                       frozen, x, sigma)))

@@ -131,4 +131,4 @@ class DMD(DistributionMatching):
     x_ref = self.denoise(params, self.hparams.sigma_init * pairs['noise'][index], sigma, y_ref)
     regression = jnp.mean(self.regression_distance.fn(x_ref, pairs['x'][index], frozen.get('distance')))
     loss = loss + self.hparams.regression_weight * regression
-    return loss, dict(metrics, regression_loss=regression, generator_loss=loss)
+    return loss, dict(metrics, regression_loss=regression, loss=loss)
