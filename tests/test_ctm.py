@@ -137,17 +137,17 @@ def test_ctm_gamma_sampling_with_the_exact_jump_solves_the_ode():
   noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
   want = 80.0 * noise * math.sqrt((S**2 + 0.002**2) / (S**2 + 80.0**2))
   # As evaluation runs it: one compiled sampler, the plan of each NFE its argument.
-  sample = jax.jit(lambda key, noise, plan: method.sample(None, key, 16, None, noise=noise, plan=plan))
+  sample = jax.jit(lambda key, noise, plan: method.sample(None, key, 16, plan, noise=noise))
   for nfe in (1, 2, 4):
     np.testing.assert_allclose(sample(jax.random.PRNGKey(4), noise, method.sampling_plan(nfe, False)), want,
                                rtol=1e-4, atol=1e-6)
   assert sample._cache_size() == 1  # pylint: disable=protected-access
-  many = method.sample(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
+  many = method.sample_at(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
   np.testing.assert_allclose(np.var(np.asarray(many), axis=0), S**2 + 0.002**2, rtol=0.05)
 
 
 def test_ctm_starts_from_the_teacher_and_takes_a_step(toy_edm_run):
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   from fewstep_jax import runs
   workdir, small = toy_edm_run
   config = load_config(os.path.join(REPO, 'configs/toy/ctm.py'), dict(small, **{'method.teacher': workdir}))
@@ -168,7 +168,7 @@ def test_ctm_starts_from_the_teacher_and_takes_a_step(toy_edm_run):
   # The adaptive combination of the terms' gradients: test_ctm_gan_alternates_student_and_discriminator_updates.
   new, metrics = jax.jit(method.step)(state, batch, key)
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
-  assert np.all(np.isfinite(method.sample(method.sampling_params(new), jax.random.PRNGKey(3), 8, 2)))
+  assert np.all(np.isfinite(method.sample_at(method.sampling_params(new), jax.random.PRNGKey(3), 8, 2)))
   bad = load_config(os.path.join(REPO, 'configs/toy/ctm.py'),
                     dict(small, **{'method.teacher': workdir, 'network.hidden': 16}))
   with pytest.raises(ValueError, match='do not fit the student'):
@@ -183,7 +183,7 @@ def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
   lambda = clip(||grad L_CTM|| / ||grad L_GAN||, 0.01, 10), each written out here) and the head update on
   alternate steps, each leaving the other untouched, and every step reports the same metrics."""
   from fewstep_jax import nn
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, small = toy_edm_run
   config = load_config(os.path.join(REPO, 'configs/toy/ctm.py'), dict(
       small, **{'method.teacher': workdir, 'method.gan_weight': 1.0, 'method.gan_start': 2,

@@ -328,7 +328,7 @@ SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 4, 'train.
 @pytest.fixture(scope='module')
 def teachers(tmp_path_factory):
   """Workdirs of two tiny toy teachers: an EDM denoiser and a flow-matching velocity (2 steps each)."""
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   runs = {}
   for name, time_scale in (('edm', 250.0), ('flow_matching', 1000.0)):
     workdir = str(tmp_path_factory.mktemp(name))
@@ -340,7 +340,7 @@ def teachers(tmp_path_factory):
 
 def distiller(teachers, name, teacher='edm', **overrides):
   """(method, frozen) of `configs/toy/<name>.py` on a tiny teacher."""
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, time_scale = teachers[teacher]
   settings = dict(SMALL, **{'method.teacher': workdir, 'network.time_scale': time_scale})
   settings.update(overrides)
@@ -468,7 +468,7 @@ def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_grad
 def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, teacher, tmp_path):
   overrides = {}
   if name == 'dmd':
-    from fewstep_jax import reflow
+    from fewstep_jax.tools import generate_pairs as reflow
     pairs = str(tmp_path / 'pairs')
     reflow.generate_pairs(teachers[teacher][0], pairs, 8, nfe=2, batch=8)
     overrides['method.regression_pairs'] = pairs
@@ -481,7 +481,7 @@ def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, tea
   new, metrics = jax.jit(method.step)(state, {'x': x}, jax.random.PRNGKey(2))
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values()), metrics
   assert not tree_equal(new.nets['critic'].params, state.nets['critic'].params)
-  samples = method.sample(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
+  samples = method.sample_at(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
   assert samples.shape == (6, 2) and np.all(np.isfinite(samples))
 
 
@@ -490,7 +490,7 @@ def test_bad_configs_are_clear_errors(teachers, tmp_path):
     distiller(teachers, 'dmd2', **{'network.depth': 2})
   with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
     distiller(teachers, 'sid', **{'method.teacher': ''})
-  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.reflow'):
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.tools.generate_pairs'):
     distiller(teachers, 'dmd', **{'method.regression_pairs': str(tmp_path / 'none')})
   with pytest.raises(ValueError, match='positive and descending'):
     distiller(teachers, 'dmd2', **{'method.student_sigmas': (90.0,)})
@@ -510,7 +510,7 @@ def test_a_teacher_built_from_a_parameter_pytree_distils_as_its_run_does(teacher
   config and its readout distil a toy student exactly as naming the teacher's workdir does (same final student)."""
   from fewstep_jax import paths, runs
   from fewstep_jax.inputs import Teacher
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, time_scale = teachers['edm']
   settings = dict(SMALL, **{'network.time_scale': time_scale, 'train.num_steps': 3})
   opened = runs.open_run(workdir)

@@ -4,7 +4,7 @@ Shared settings: configs/digits/common.py.
 Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
 step count: docs/measured.md.
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
-  python -m fewstep_jax.reflow --teacher=runs/digits_edm --out=runs/digits_edm_pairs --num=1024 --nfe=30
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/digits_edm --out=runs/digits_edm_pairs --num=1024 --nfe=30
   python -m fewstep_jax.main --config=configs/digits/dmd.py --workdir=runs/digits_dmd
 """
 from fewstep_jax.config_base import base_config, load_sibling

@@ -4,7 +4,7 @@ Shared settings: configs/toy/common.py.
 Against the other methods at one budget: README, "Method comparison" (experiments/compare.py); at this file's own
 step count: docs/measured.md.
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
-  python -m fewstep_jax.reflow --teacher=runs/toy_edm --out=runs/toy_edm_pairs --num=4096 --nfe=35
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/toy_edm --out=runs/toy_edm_pairs --num=4096 --nfe=35
   python -m fewstep_jax.main --config=configs/toy/dmd.py --workdir=runs/toy_dmd
 """
 from fewstep_jax.config_base import base_config, load_sibling

@@ -58,7 +58,7 @@ from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, Update, loss_update
 from fewstep_jax.methods.score_distillation import critic_optim_defaults
-from fewstep_jax.train.optim import make_optimizer
+from fewstep_jax.train.optim import make_optimizer, spans_the_run
 from fewstep_jax.train.trained import TrainedNetwork
 
 
@@ -121,6 +121,10 @@ class CTM(MultiNetworkMethod):
         gan_head_width=128,
         head_optim=head_optim_defaults(),  # The discriminator head's optimizer (official RAdam 2e-3, (0.5, 0.9)).
     ))
+
+  @classmethod
+  def run_defining_fields(cls, config):
+    return ('train.num_steps',) if spans_the_run(config.method.head_optim) else ()
 
   @classmethod
   def inputs(cls, config):
@@ -372,32 +376,30 @@ class CTM(MultiNetworkMethod):
 
   # --- Sampling. ---
 
-  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.ConsistencyPlan of `sample`: the descending (nfe + 1)-point Karras grid from sigma_max, as
-    arrays, so that one compiled sampler serves every NFE (nfe jumps; under CFG each jump calls twice)."""
-    del conditional, guidance
-    if solver is not None or grid is not None:
-      raise ValueError('CTM samples with its own gamma-sampling jumps: it takes no ODE solver or stored grid '
-                       '(eval.solvers, eval.schedule)')
-    if nfe < 1:
-      raise ValueError(f'nfe must be at least 1, got {nfe}')
-    hp = self.hparams
-    return sampling.consistency_plan([timesteps.karras_map(1.0 - i / nfe, hp.sigma_min, hp.sigma_max, hp.rho)
-                                      for i in range(nfe + 1)])
-
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None, plan=None):
-    """Gamma-sampling with nfe jumps over the (nfe + 1)-point Karras grid from sigma_max (CFG: two calls a jump).
-    A `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None, gamma=None):
+    """The SamplingPlan of `sample` with `nfe` network calls: the jumps over the descending (jumps + 1)-point Karras
+    grid from sigma_max as arrays (a jump calls twice under CFG), the CFG scale and gamma."""
+    self.check_no_ode_options(solver, grid)
     hp = self.hparams
     guidance = hp.guidance if guidance is None else guidance
+    jumps = sampling.drift_evaluations(nfe, True if conditional else None, guidance)
+    if jumps < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
     gamma = hp.sample_gamma if gamma is None else gamma
     if not 0.0 <= gamma <= 1.0:
       raise ValueError(f'gamma must be in [0, 1], got {gamma}')
+    steps = sampling.consistency_plan([timesteps.karras_map(1.0 - i / jumps, hp.sigma_min, hp.sigma_max, hp.rho)
+                                       for i in range(jumps + 1)])
+    return sampling.SamplingPlan(steps, guidance=guidance, gamma=gamma)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Gamma-sampling along `plan`: its jumps over the Karras grid from sigma_max (CFG: two calls a jump)."""
+    hp = self.hparams
+    gamma = plan.gamma
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
-    plan = self.sampling_plan(nfe, labels is not None) if plan is None else plan
-    sigmas, jumps = jnp.asarray(plan.times), plan.count - 1
-    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, guidance, self.num_classes)
+    sigmas, jumps = jnp.asarray(plan.steps.times), plan.steps.count - 1
+    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, plan.guidance, self.num_classes)
 
     def jump(i, x):
       last = i == jumps - 1

@@ -38,11 +38,11 @@ import ml_collections
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, StepContext, check_choice,
-                                     check_eval_params, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, StepContext,
+                                     check_choice, check_eval_params, require_teacher, teacher_model)
 from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, loss_update
-from fewstep_jax.train.optim import make_optimizer, optim_defaults
+from fewstep_jax.train.optim import make_optimizer, optim_defaults, spans_the_run
 from fewstep_jax.train.trained import TrainedNetwork
 
 
@@ -84,7 +84,7 @@ def critic_optim_defaults() -> ml_collections.ConfigDict:
   return config
 
 
-class ScoreDistillation(MultiNetworkMethod):
+class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
   """Student, critic (and GAN head) trained against a frozen teacher; subclasses write `generator_loss`.
 
   Subclass interface:
@@ -127,6 +127,10 @@ class ScoreDistillation(MultiNetworkMethod):
         gan_features='critic',     # The head reads the bottleneck of: 'critic' (DMD2) | 'teacher' (frozen).
         guidance=1.0,              # Sampling CFG of the student (the teacher's guidance is distilled in).
     ))
+
+  @classmethod
+  def run_defining_fields(cls, config):
+    return ('train.num_steps',) if spans_the_run(config.method.critic_optim) else ()
 
   @classmethod
   def inputs(cls, config):
@@ -192,15 +196,9 @@ class ScoreDistillation(MultiNetworkMethod):
     del key
     return self.denoise(params, x, sigma, y)
 
-  def sampling_plan(self, nfe, conditional, **options):
-    return self.sampler.sampling_plan(nfe, conditional, **options)
-
   def trained_nfes(self, conditional):
     """The student's levels, sigma_init and student_sigmas: one call each (two under CFG)."""
     return (len(self.levels) * (2 if conditional and self.hparams.guidance != 1.0 else 1),)
-
-  def sample(self, params, key, n, nfe, labels=None, **options):
-    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
   # --- State. ---
 
