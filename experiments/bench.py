@@ -51,7 +51,7 @@ from ml_collections import config_flags
 
 from fewstep_jax import allocator
 from fewstep_jax.methods.score_distillation import GAN_FEATURES
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')

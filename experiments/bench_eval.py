@@ -24,7 +24,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fewstep_jax.eval import evaluate, features, inception
-from fewstep_jax.train import sharding, trainer
+from fewstep_jax import trainer
+from fewstep_jax.train import sharding
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('nfe', 1, 'Sampler NFE.')

@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fewstep_jax.eval import evaluate
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_list('nfes', ['1', '2', '4', '10', '50'], 'NFEs to sample at, in order.')

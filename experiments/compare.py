@@ -8,7 +8,7 @@ The runs are configs/<dataset>/*.py (a dataset's method runs and the teachers th
 another run comes from its method's declared inputs (`Method.inputs(config)`: a teacher, a run to start from, a
 stage-1 run, stored teacher pairs) and the reflow data's `data.pairs_dir`, so the dependency graph is the configs'
 own: a declared workdir runs/<dataset>_<name> is produced by configs/<dataset>/<name>.py (runs/quickstart: the
-README's digits flow-matching teacher), and teacher ODE pairs by `fewstep_jax.reflow` from the run they name (DMD's
+README's digits flow-matching teacher), and teacher ODE pairs by `fewstep_jax.tools.generate_pairs` from the run they name (DMD's
 `method.regression_pairs` from its teacher, reflow's pairs from the run it starts from). Each run trains once into
 <out_dir>/<dataset>_<budget>/<name> and is reused by every run that reads it; a finished run is skipped (its
 compare.json is read back), an interrupted one resumes from its checkpoint (a quarter of the budget apart).
@@ -193,7 +193,7 @@ def fit_ema(config, budget: int) -> dict:
 
 def is_teacher(config) -> bool:
   """A run whose sampler is an ODE solve (a teacher: flow matching, EDM), not a few-step method."""
-  return config.method.name in ('flow_matching', 'edm')
+  return bool(methods.method_class(config.method.name).ode_solvers)
 
 
 def samples_at(method, nfe: int, conditional: bool) -> bool:
@@ -208,7 +208,7 @@ def samples_at(method, nfe: int, conditional: bool) -> bool:
 def run_node(node: Node, directory: str, budget: int, nfes: tuple, commit: str = '') -> dict:
   """Produces the node (skipping what is complete) and returns its record: for a run, its evaluation rows."""
   from fewstep_jax import api
-  from fewstep_jax import reflow
+  from fewstep_jax.tools import generate_pairs as reflow
   workdir = os.path.join(directory, node.name)
   record_path = os.path.join(workdir, 'compare.json')
   if os.path.exists(record_path):

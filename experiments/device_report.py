@@ -36,7 +36,7 @@ from bench_attention import functions, time_call  # noqa: E402  (its flags --ste
 from fewstep_jax.config_base import base_config  # noqa: E402
 from fewstep_jax.kernels import flash_attention  # noqa: E402
 from fewstep_jax.nn.attention import PALLAS_PLATFORMS, cudnn_attention, xla_attention  # noqa: E402
-from fewstep_jax.train import trainer  # noqa: E402
+from fewstep_jax import trainer  # noqa: E402
 
 flags.DEFINE_list('attention_seq', ['1024', '4096', '16384'], 'Attention sequence lengths.')
 flags.DEFINE_list('methods', ['meanflow', 'sct'], 'Train steps to time on DiT-B/2.')

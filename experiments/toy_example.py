@@ -50,22 +50,20 @@ def train_with_inputs(name: str, steps: int, data: str, out_dir: str):
 
 def trajectories(trained, nfe: int, n: int, seed: int = 0):
   """[n, states, 2]: the states of the method's own `nfe`-call sampler from n fixed noise draws, by running its
-  compiled sampler with the plan cut after 0 (the noise, for an ODE-style plan), 1, 2, ... steps; None for a
-  method without a sampling plan."""
+  compiled sampler with the plan cut after 0 (the noise, for an ODE-style plan), 1, 2, ... steps."""
+  import dataclasses
   import jax
   import numpy as np
   method, params = trained.method, trained.params()
-  if not hasattr(method, 'sampling_plan'):
-    return None
   plan = method.sampling_plan(nfe, False)
-  steps_field = 'num_steps' if hasattr(plan, 'num_steps') else 'count'
-  total = int(getattr(plan, steps_field))
-  sample = jax.jit(lambda params, key, plan: method.sample(params, key, n, nfe, plan=plan))
+  steps_field = 'num_steps' if hasattr(plan.steps, 'num_steps') else 'count'
+  total = int(getattr(plan.steps, steps_field))
+  sample = jax.jit(lambda params, key, plan: method.sample(params, key, n, plan))
   key = jax.random.PRNGKey(seed)
   states = []
   for taken in range(0 if steps_field == 'num_steps' else 1, total + 1):
-    cut = {steps_field: np.int32(taken)}
-    states.append(np.asarray(sample(params, key, plan._replace(**cut))))
+    cut = dataclasses.replace(plan, steps=plan.steps._replace(**{steps_field: np.int32(taken)}))
+    states.append(np.asarray(sample(params, key, cut)))
   return np.stack(states, axis=1)
 
 

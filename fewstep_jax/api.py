@@ -16,7 +16,8 @@ import os
 
 from fewstep_jax import config_base
 from fewstep_jax.eval import evaluate as evaluate_lib
-from fewstep_jax.train import files, trainer
+from fewstep_jax import trainer
+from fewstep_jax.train import files
 from fewstep_jax.train.state import TrainState
 
 base_config = config_base.base_config

@@ -53,8 +53,8 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       sample_grid=64,           # Images in each samples/ grid (or points in each scatter plot x 16).
       seed=1,
       at_end=True,              # Train mode: evaluate once training finishes (datasets with an evaluator).
-      schedule='',              # A stored few-step schedule file (python -m fewstep_jax.schedules): an ODE
-                                # teacher samples on its grid at each NFE it holds.
+      grid_file='',             # Stored sampler grids (python -m fewstep_jax.tools.search_sampler_grids): an ODE
+                                # sampler samples on the file's grid at each NFE it holds.
       batch_size=256,           # Samples per sampling call (rounded up to a multiple of the device count).
       solvers=(),               # ODE methods: evaluate with each of these solvers ('euler', 'heun'); () = method.solver.
       metrics=(),               # Keys of evaluate.EVALUATORS ('toy', 'digits', 'inception', 'dinov2'); () = the
@@ -118,6 +118,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -
   return config
 
 
+# Fields renamed since runs were written: (block, old name, new name).
+RENAMED_FIELDS = (('eval', 'schedule', 'grid_file'),)
+
+
 def config_from_json(tree: dict) -> ml_collections.ConfigDict:
   """A run's stored config.json back as a locked ConfigDict, with its lists as the tuples the config files
   wrote (JSON has no tuples). Fields the stored config lacks (hyperparameters added to the code after the run was
@@ -139,6 +143,9 @@ def config_from_json(tree: dict) -> ml_collections.ConfigDict:
     return merged
 
   stored = tuples(tree)
+  for block, old, new in RENAMED_FIELDS:  # Written under an earlier name.
+    if old in stored.get(block, {}):
+      stored[block][new] = stored[block].pop(old)
   try:
     defaults = base_config(method=stored['method']['name'], network=stored['network']['name'],
                            dataset=stored['data']['name']).to_dict()

@@ -40,7 +40,8 @@ from fewstep_jax import compile_cache, config_base, methods
 from fewstep_jax.errors import ConfigError, RunError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
-from fewstep_jax.train import files, trainer
+from fewstep_jax import trainer
+from fewstep_jax.train import files
 from fewstep_jax.train.workdir import WorkdirLock
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/<dataset>/<method>.py).',
@@ -62,17 +63,19 @@ OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
 CONFIG_FILE = re.compile(r'^--?config(=|$)')
 
 
-def _nfe_check(solver_names):
-  """on_built(run): every eval.nfe must be one the run's sampler can spend with each of `solver_names` (None: the
-  method's own solver, the sample grids'), checked before any state is made, restored or sampled."""
-  return lambda run: evaluate_lib.check_nfes(run, solver_names=tuple(dict.fromkeys(solver_names)))
+def _nfe_check(own: bool, evaluated: bool):
+  """on_built(run): every eval.nfe must be one the run's sampler can spend with its own solver (own: the sample
+  grids') and with each of eval.solvers (evaluated), checked before any state is made, restored or sampled."""
+  def check(run):
+    names = ((None,) if own else ()) + (evaluate_lib.solvers(run) if evaluated else ())
+    evaluate_lib.check_nfes(run, solver_names=tuple(dict.fromkeys(names)))
+  return check
 
 
 def _train(config, workdir):
   # The end of training samples its grids (the method's own solver) and evaluates (eval.solvers) at every eval.nfe.
-  solver_names = (None,) + (evaluate_lib.solvers(config) if config.eval.at_end else ())
   run, state, finished = trainer.train(
-      config, workdir, on_built=_nfe_check(solver_names),
+      config, workdir, on_built=_nfe_check(own=True, evaluated=config.eval.at_end),
       on_sample=lambda run, state, step: evaluate_lib.write_samples(run, state, workdir, step))
   metrics = evaluate_lib.metric_names(config, run.data) if finished and config.eval.at_end else ()
   unset = evaluate_lib.unset_files(config, metrics)
@@ -160,8 +163,8 @@ def _config_for(mode: str, workdir: str, set_aside=()):
   return stored_config(workdir, overrides)
 
 
-def _restored(config, workdir, solver_names):
-  run, state, step = trainer.restore_run(config, workdir, on_built=_nfe_check(solver_names))
+def _restored(config, workdir, check):
+  run, state, step = trainer.restore_run(config, workdir, on_built=check)
   holder = WorkdirLock(workdir).live_holder()
   if holder is not None:
     print(f'the run is live (a trainer on host {holder["host"]}, pid {holder["pid"]}): read its newest committed '
@@ -170,12 +173,12 @@ def _restored(config, workdir, solver_names):
 
 
 def _eval(config, workdir):
-  run, state, step = _restored(config, workdir, evaluate_lib.solvers(config))
+  run, state, step = _restored(config, workdir, _nfe_check(own=False, evaluated=True))
   evaluate_lib.evaluate(run, state, workdir, step)
 
 
 def _sample(config, workdir):
-  run, state, step = _restored(config, workdir, (None,))
+  run, state, step = _restored(config, workdir, _nfe_check(own=True, evaluated=False))
   evaluate_lib.write_samples(run, state, workdir, step)
 
 

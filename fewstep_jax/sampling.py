@@ -13,11 +13,27 @@ What an NFE buys (drift evaluations; a guided step calls the network twice, so w
   NFE: 18 steps, 17 corrected) are unchanged, and a few-NFE budget spends itself on more Euler steps rather than on
   corrections across long drops (EDM at 3 NFE: 3 Euler steps, not a Heun step from sigma_max to sigma_min).
 """
-from typing import NamedTuple
+import dataclasses
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=['steps'],
+                   meta_fields=['guidance', 'solver', 'gamma'])
+@dataclasses.dataclass(frozen=True)
+class SamplingPlan:
+  """Everything `Method.sample` needs besides parameters, key, count and labels, as `Method.sampling_plan(nfe, ...)`
+  builds it: `steps`, the arrays of an NFE (a SolverPlan or a ConsistencyPlan: traced in a compiled sampler, so
+  that one compilation serves every NFE), and the sampling options a row of results names, static (a compiled
+  sampler per value): the CFG scale, the ODE solver, TCD's gamma (None where the sampler has none)."""
+  steps: Any
+  guidance: float = 1.0
+  solver: str | None = None
+  gamma: float | None = None
 
 
 class SolverPlan(NamedTuple):
@@ -96,7 +112,7 @@ def correctable_steps(grid, noise_level):
   """[K] bool: the steps of the decreasing `grid` (K + 1 points) where a Heun correction is sound: the noise
   level at the step's end, noise_level(s_{i+1}) (the path's EDM sigma: `paths.GaussianPath.sigma`), is positive and
   at least HEUN_MIN_NOISE_RATIO of the level at its start (an infinite start, flow time 1, never qualifies). numpy
-  for a concrete grid, traced for a traced one (a schedule search's)."""
+  for a concrete grid, traced for a traced one (a grid search's)."""
   if isinstance(grid, jax.core.Tracer):
     xp, levels = jnp, noise_level(grid)
   else:
@@ -110,11 +126,11 @@ def heun_plan(make_grid, nfe: int, noise_level):
   """(grid [K + 1], corrected [K] bool) of a Heun solve with at most `nfe` drift evaluations: the fewest steps K
   whose correctable steps (`correctable_steps`) can spend the budget, then the first nfe - K of those corrected
   (from the noise end), so that the solve spends exactly nfe where it can. A make_grid with a `num_steps` attribute
-  (a stored schedule, `fixed_grid`) fixes K; its correctable steps may then spend less than nfe."""
+  (a stored grid, `fixed_grid`) fixes K; its correctable steps may then spend less than nfe."""
   fixed = getattr(make_grid, 'num_steps', None)
   if fixed is not None and fixed > nfe:
-    raise ValueError(f'the schedule has {fixed} solver steps, more than the {nfe} drift evaluations of this NFE: '
-                     'make a schedule for this NFE and solver (python -m fewstep_jax.schedules)')
+    raise ValueError(f'the stored grid has {fixed} solver steps, more than the {nfe} drift evaluations of this NFE: '
+                     'make a grid for this NFE and solver (python -m fewstep_jax.tools.search_sampler_grids)')
   for num_steps in ([fixed] if fixed is not None else range(1, nfe + 1)):
     grid = make_grid(num_steps)
     correctable = correctable_steps(grid, noise_level)
@@ -157,15 +173,16 @@ def solve(drift, x, make_grid, solver: str, nfe: int, noise_level=None):
 
 
 def fixed_grid(grid):
-  """make_grid for `solve` that returns the given decreasing grid (a stored schedule) for its own step count, which
-  it carries as `num_steps` (so the solver plans around it), and refuses another. The grid may be traced (a schedule
+  """make_grid for `solve` that returns the given decreasing grid (a stored one) for its own step count, which
+  it carries as `num_steps` (so the solver plans around it), and refuses another. The grid may be traced (a grid
   search compiles its sampler once for all grids)."""
   grid = grid if isinstance(grid, jax.core.Tracer) else np.asarray(grid, np.float32)
 
   def make_grid(num_steps):
     if num_steps + 1 != grid.shape[0]:
-      raise ValueError(f'the schedule has {grid.shape[0] - 1} solver steps, but this solver and NFE take '
-                       f'{num_steps}: make a schedule for this NFE and solver (python -m fewstep_jax.schedules)')
+      raise ValueError(f'the stored grid has {grid.shape[0] - 1} solver steps, but this solver and NFE take '
+                       f'{num_steps}: make a grid for this NFE and solver (python -m '
+                       'fewstep_jax.tools.search_sampler_grids)')
     return grid
   make_grid.num_steps = grid.shape[0] - 1
   return make_grid

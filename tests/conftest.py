@@ -120,7 +120,7 @@ def described_teachers(config, data_shape, num_classes, readout='edm'):
 def toy_edm_run(tmp_path_factory):
   """(workdir, its overrides) of a tiny 2-step toy EDM run, once per test module: a teacher or init run."""
   from fewstep_jax.config_base import load_config
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir = str(tmp_path_factory.mktemp('toy_edm'))
   small = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16,
            'train.log_every': 1, 'train.tensorboard': False, 'eval.at_end': False}

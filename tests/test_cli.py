@@ -13,7 +13,8 @@ from fewstep_jax import api, main, runs
 from fewstep_jax.config_base import load_config
 from fewstep_jax.errors import ConfigError
 from fewstep_jax.eval import evaluate as evaluate_lib
-from fewstep_jax.train import files, trainer
+from fewstep_jax import trainer
+from fewstep_jax.train import files
 
 TINY = {'network.hidden': 16, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16, 'train.log_every': 1,
         'train.tensorboard': False, 'eval.at_end': False, 'eval.nfe': (1,), 'eval.sample_grid': 4}

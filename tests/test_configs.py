@@ -39,13 +39,16 @@ def test_config_builds_its_method(path):
 
 
 def test_a_stored_config_from_before_a_new_hyperparameter_takes_its_default():
-  """A run's config.json written before a field existed (here CTM's gan_weight, the eval schedule) loads with that
-  field's default, so that eval and sample of older runs keep working; stored values win."""
+  """A run's config.json written before a field existed (here CTM's gan_weight, the eval grid file) loads with that
+  field's default, so that eval and sample of older runs keep working; stored values win, a field stored under its
+  former name (eval.schedule) reads under its new one."""
   import json
   from fewstep_jax.config_base import config_from_json
   stored = json.loads(load_config(str(REPO / 'configs/toy/ctm.py')).to_json())
-  del stored['method']['gan_weight'], stored['eval']['schedule']
+  del stored['method']['gan_weight'], stored['eval']['grid_file']
   stored['method']['dsm_weight'] = 0.5
   config = config_from_json(stored)
-  assert config.method.gan_weight == 0.0 and config.eval.schedule == '' and config.method.dsm_weight == 0.5
+  assert config.method.gan_weight == 0.0 and config.eval.grid_file == '' and config.method.dsm_weight == 0.5
   assert config.is_locked
+  stored['eval']['schedule'] = 'grids.json'
+  assert config_from_json(stored).eval.grid_file == 'grids.json'

@@ -182,7 +182,7 @@ def numpy_batch_denoiser(x_t, t, x, y=None):
 def test_sct_batch_denoiser_is_the_empirical_posterior_mean():
   """The stable target's x̂0 is E[x | x_t] under the batch's empirical distribution (per class when labelled), from
   t = 0.002 (one-hot on the sample itself) to t = 80 (the batch mean)."""
-  from fewstep_jax.methods.consistency import batch_denoiser
+  from fewstep_jax.methods.ect import batch_denoiser
   x, eps = data(n=8)
   t = jnp.array([0.002, 0.05, 0.3, 0.7, 1.0, 3.0, 20.0, 80.0])
   x_t = x + t[:, None] * eps
@@ -360,7 +360,7 @@ def test_multistep_sampler_with_the_exact_model_solves_the_ode():
   method = make('multistep_cd', segments=4)
   method.sampler.consistency_fn = exact_segment_model(method)
   noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
-  got = method.sample(None, jax.random.PRNGKey(4), 16, 4, noise=noise)
+  got = method.sample_at(None, jax.random.PRNGKey(4), 16, 4, noise=noise)
   np.testing.assert_allclose(got, 80.0 * noise * S / math.sqrt(S**2 + 80.0**2), rtol=1e-4, atol=1e-6)
   assert len(method.sampler.schedule(4)) == 4
 
@@ -466,7 +466,7 @@ def test_samplers_make_the_documented_number_of_network_calls(nfe, guidance, cal
   method.apply = lambda *args, **kwargs: count.append(1) or apply(*args, **kwargs)
   method.denoise = method.build_consistency_fn()
   labels = jnp.arange(5) % 3 if guidance != 1.0 else None
-  out = method.sample(params, jax.random.PRNGKey(1), 5, nfe, labels=labels, guidance=guidance)
+  out = method.sample_at(params, jax.random.PRNGKey(1), 5, nfe, labels=labels, guidance=guidance)
   assert out.shape == (5, 2) and len(count) == calls
   assert method.sampler.schedule(2) == [80.0, 0.821]
   np.testing.assert_allclose(method.sampler.schedule(4), [80.0, 0.821, 0.821 * 2 / 3, 0.821 / 3])
@@ -483,7 +483,7 @@ def test_bad_choices_are_clear_errors():
 
 
 def test_ect_starts_from_an_edm_run_and_cd_distils_it(toy_edm_run, tmp_path):
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   from fewstep_jax import runs
   workdir, small = toy_edm_run
   opened = runs.open_run(workdir)

@@ -105,8 +105,9 @@ def test_ctm_adaptive_weights_are_computed_per_group_as_the_officials_micro_batc
                         frozen={'teacher': jnp.zeros(())})  # The analytic teacher reads no parameters.
   x, _ = data(n=batch)
   key = jax.random.PRNGKey(9)
-  grads, metrics = jax.jit(method.gradients)(state, {'x': x}, key)
   ctx = method.context(state)
+  grads, metrics = jax.jit(lambda p, b, k: method.gradients(p, b, k, ctx))({'student': params}, {'x': x}, key)
+  grads = grads['student']
   groups = batch // group
   k = method.draw_heun_steps(jax.random.fold_in(key, groups))
   norm = lambda g: math.sqrt(sum(float(jnp.sum(np.asarray(v, np.float64)**2)) for v in jax.tree.leaves(g)))
@@ -136,17 +137,17 @@ def test_ctm_gamma_sampling_with_the_exact_jump_solves_the_ode():
   noise = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
   want = 80.0 * noise * math.sqrt((S**2 + 0.002**2) / (S**2 + 80.0**2))
   # As evaluation runs it: one compiled sampler, the plan of each NFE its argument.
-  sample = jax.jit(lambda key, noise, plan: method.sample(None, key, 16, None, noise=noise, plan=plan))
+  sample = jax.jit(lambda key, noise, plan: method.sample(None, key, 16, plan, noise=noise))
   for nfe in (1, 2, 4):
     np.testing.assert_allclose(sample(jax.random.PRNGKey(4), noise, method.sampling_plan(nfe, False)), want,
                                rtol=1e-4, atol=1e-6)
   assert sample._cache_size() == 1  # pylint: disable=protected-access
-  many = method.sample(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
+  many = method.sample_at(None, jax.random.PRNGKey(5), 20000, 3, gamma=0.5)
   np.testing.assert_allclose(np.var(np.asarray(many), axis=0), S**2 + 0.002**2, rtol=0.05)
 
 
 def test_ctm_starts_from_the_teacher_and_takes_a_step(toy_edm_run):
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   from fewstep_jax import runs
   workdir, small = toy_edm_run
   config = load_config(os.path.join(REPO, 'configs/toy/ctm.py'), dict(small, **{'method.teacher': workdir}))
@@ -167,7 +168,7 @@ def test_ctm_starts_from_the_teacher_and_takes_a_step(toy_edm_run):
   # The adaptive combination of the terms' gradients: test_ctm_gan_alternates_student_and_discriminator_updates.
   new, metrics = jax.jit(method.step)(state, batch, key)
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
-  assert np.all(np.isfinite(method.sample(method.sampling_params(new), jax.random.PRNGKey(3), 8, 2)))
+  assert np.all(np.isfinite(method.sample_at(method.sampling_params(new), jax.random.PRNGKey(3), 8, 2)))
   bad = load_config(os.path.join(REPO, 'configs/toy/ctm.py'),
                     dict(small, **{'method.teacher': workdir, 'network.hidden': 16}))
   with pytest.raises(ValueError, match='do not fit the student'):
@@ -182,7 +183,7 @@ def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
   lambda = clip(||grad L_CTM|| / ||grad L_GAN||, 0.01, 10), each written out here) and the head update on
   alternate steps, each leaving the other untouched, and every step reports the same metrics."""
   from fewstep_jax import nn
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, small = toy_edm_run
   config = load_config(os.path.join(REPO, 'configs/toy/ctm.py'), dict(
       small, **{'method.teacher': workdir, 'method.gan_weight': 1.0, 'method.gan_start': 2,
@@ -190,24 +191,27 @@ def test_ctm_gan_alternates_student_and_discriminator_updates(toy_edm_run):
   run = trainer.Run(config)
   method = run.method
   state = jax.jit(method.init)(run.init_key, run.frozen)
-  assert [method.step_options(k)['update'] for k in range(5)] == ['student', 'student', 'student_gan',
-                                                                    'discriminator', 'student_gan']
+  assert [method.schedule.phases[method.step_options(k)['phase']] for k in range(5)] == [
+      ('student',), ('student',), ('student_gan',), ('discriminator',), ('student_gan',)]
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
   teacher_features = nn.make_features(nn.build_network(run.inputs['teacher'].network, num_classes=0))
   sigma = jnp.full((4,), 0.002)
-  want = method.head.module.apply({'params': state.nets['head'].params}, teacher_features(
+  want = method.discriminator.head.apply({'params': state.nets['head'].params}, teacher_features(
       run.frozen['teacher'], images / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4))
   np.testing.assert_allclose(method.logits(state.nets['head'].params, run.frozen, images), want, rtol=1e-5, atol=1e-6)
   batch = {'x': jax.random.normal(jax.random.PRNGKey(2), (16, 2))}
   names = None
   for update in ('student_gan', 'discriminator'):  # 'student' (no GAN term): the step of the test above.
-    new, metrics = jax.jit(lambda s, b, k: method.step(s, b, k, update))(state, batch, jax.random.PRNGKey(3))
+    phase = method.schedule.phases.index((update,))
+    new, metrics = jax.jit(lambda s, b, k: method.step(s, b, k, phase))(state, batch, jax.random.PRNGKey(3))
     names = names or set(metrics)
     assert set(metrics) == names and all(np.isfinite(v) for v in jax.device_get(metrics).values())
     moved = lambda role: not tree_equal(new.nets[role].params, state.nets[role].params)
     assert moved('student') == (update != 'discriminator') and moved('head') == (update == 'discriminator'), update
-  grads, metrics = jax.jit(lambda s, b, k: method.gradients(s, b, k, gan=True))(state, batch, jax.random.PRNGKey(4))
   ctx = method.context(state)
+  grads, metrics = jax.jit(lambda p, b, k: method.gradients(p, b, k, ctx, gan=True))(
+      {'student': state.nets['student'].params}, batch, jax.random.PRNGKey(4))
+  grads = grads['student']
   ctm_key, dsm_key, gan_key = jax.random.split(jax.random.PRNGKey(4), 3)
   params = state.nets['student'].params
   terms = ((method.ctm_loss, ctm_key), (method.dsm_loss, dsm_key), (method.gan_generator_loss, gan_key))

@@ -11,7 +11,7 @@ from PIL import Image
 import torch_format
 from conftest import error_line, run_main
 from fewstep_jax.data import build_data, data_defaults
-from fewstep_jax.encode_latents import FolderImages, center_crop, encode_dataset
+from fewstep_jax.tools.encode_latents import FolderImages, center_crop, encode_dataset
 from fewstep_jax.nn import sd_vae
 
 SMALL_VAE = dict(block_out_channels=(8, 16), layers_per_block=1)  # 32 groups: one channel each here.
@@ -51,7 +51,7 @@ def test_encoded_moments_read_back_resume_and_are_sampled_on_device(images_and_v
   out = str(tmp_path / 'latents')
   result = run_main([f'--vae={root / "vae.safetensors"}', f'--out={out}', f'--folder={root / "images"}',
                      '--image_size=8', '--shard_size=3', '--batch_size=2'],
-                    module='fewstep_jax.encode_latents')
+                    module='fewstep_jax.tools.encode_latents')
   assert 'in 3 shards; 0 of' in result.stdout
   shards = sorted(name for name in os.listdir(out) if name.endswith('.array_record'))
   assert len(shards) == 3
@@ -161,6 +161,6 @@ def test_a_refused_vae_file_ends_the_command_in_one_line_and_writes_nothing(imag
   marker, vae, out = tmp_path / 'ran', str(tmp_path / 'diffusion_pytorch_model.bin'), tmp_path / 'latents'
   torch_format.save_code_running_pickle(vae, str(marker))
   result = run_main([f'--vae={vae}', f'--out={out}', f'--folder={root / "images"}', '--image_size=8'],
-                    module='fewstep_jax.encode_latents', check=False)
+                    module='fewstep_jax.tools.encode_latents', check=False)
   assert error_line(result).startswith(f'error: refused {vae}: loading it would call ')
   assert not out.exists() and not marker.exists()

@@ -93,7 +93,7 @@ def toy_edm_teacher(tmp_path_factory):
   root = tmp_path_factory.mktemp('toy_teacher')
   workdir, pairs = str(root / 'toy_edm'), str(root / 'toy_edm_pairs')
   run_main(['--config=' + str(REPO / 'configs/toy/edm.py'), '--workdir=' + workdir], timeout=1200)
-  from fewstep_jax import reflow
+  from fewstep_jax.tools import generate_pairs as reflow
   reflow.generate_pairs(workdir, pairs, 4096, nfe=35)
   return workdir, pairs
 

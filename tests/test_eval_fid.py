@@ -27,7 +27,7 @@ def digits_run(tmp_path_factory):
   and its statistics of the same digits (computed in this process)."""
   from fewstep_jax.config_base import load_config
   from fewstep_jax.eval import dinov2, inception, stats
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   root = tmp_path_factory.mktemp('fid')
   data_dir = str(root / 'data')
   workdir = str(root / 'run')
@@ -75,7 +75,8 @@ def one_device(digits_run):
   table and plot written beside results.json."""
   from fewstep_jax import config_base
   from fewstep_jax.eval import evaluate, features
-  from fewstep_jax.train import files, trainer
+  from fewstep_jax import trainer
+  from fewstep_jax.train import files
   workdir, overrides = digits_run
   config = config_base.config_from_json(files.read_json(os.path.join(workdir, 'config.json')))
   with config.unlocked():

@@ -412,7 +412,7 @@ import sys
 import jax, numpy as np
 from fewstep_jax.config_base import load_config
 from fewstep_jax.eval import evaluate
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 
 samples = {}
 for impl in ('pallas', 'xla'):

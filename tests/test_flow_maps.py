@@ -320,7 +320,7 @@ def test_twinflow_one_step_sample_is_eps_minus_u():
   params = perturbed_params(method)
   key = jax.random.PRNGKey(3)
   eps = jax.random.normal(key, (8, 2))
-  sample = method.sample(params, key, 8, 1)
+  sample = method.sample_at(params, key, 8, 1)
   np.testing.assert_allclose(sample, eps - method.average_velocity(params, eps, jnp.zeros(8), jnp.ones(8)),
                              rtol=1e-5, atol=1e-6)
 
@@ -329,22 +329,22 @@ def test_a_planned_flow_map_sampler_compiles_once_and_takes_uniform_steps():
   method = make('twinflow', target_ema=0.0)
   params = perturbed_params(method)
   key = jax.random.PRNGKey(3)
-  sampler = jax.jit(lambda params, plan: method.sample(params, key, 8, None, plan=plan))
+  sampler = jax.jit(lambda params, plan: method.sample(params, key, 8, plan))
   for nfe in (1, 2, 5):
     # By hand: nfe steps z_r = z_t - (t - r) u(z_t, r, t) over the uniform grid from 1 to 0.
     z = jax.random.normal(key, (8, 2))
     for t, r in zip(np.linspace(1, 0, nfe + 1)[:-1], np.linspace(1, 0, nfe + 1)[1:]):
       z = z - (t - r) * method.average_velocity(params, z, jnp.full(8, r), jnp.full(8, t))
     np.testing.assert_allclose(sampler(params, method.sampling_plan(nfe, False)), z, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(method.sample(params, key, 8, nfe), z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(method.sample_at(params, key, 8, nfe), z, rtol=1e-5, atol=1e-5)
   assert sampler._cache_size() == 1  # pylint: disable=protected-access
   with pytest.raises(ValueError, match='no ODE solver'):
     method.sampling_plan(2, False, solver='heun')
   cfm = make('consistency_fm', two_times=False, num_segments=2)
   params = perturbed_params(cfm)
-  cfm_sampler = jax.jit(lambda params, plan: cfm.sample(params, key, 8, None, plan=plan))
+  cfm_sampler = jax.jit(lambda params, plan: cfm.sample(params, key, 8, plan))
   for nfe in (1, 3):
-    np.testing.assert_allclose(cfm_sampler(params, cfm.sampling_plan(nfe, False)), cfm.sample(params, key, 8, nfe),
+    np.testing.assert_allclose(cfm_sampler(params, cfm.sampling_plan(nfe, False)), cfm.sample_at(params, key, 8, nfe),
                                rtol=1e-5, atol=1e-6)
   assert cfm_sampler._cache_size() == 1  # pylint: disable=protected-access
 

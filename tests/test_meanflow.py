@@ -147,7 +147,7 @@ def test_one_step_with_exact_average_velocity_maps_noise_to_data():
   key = jax.random.PRNGKey(4)
   noise = jax.random.normal(key, (16, 2))
   for nfe in (1, 2, 4):
-    np.testing.assert_allclose(method.sample(None, key, 16, nfe), S * noise, atol=1e-5)
+    np.testing.assert_allclose(method.sample_at(None, key, 16, nfe), S * noise, atol=1e-5)
 
 
 def test_folded_guidance_mixes_velocities_and_spares_dropped_labels():

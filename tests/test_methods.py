@@ -67,7 +67,7 @@ def test_flow_samplers_solve_the_gaussian_ode():
   noise = jax.random.normal(key, (64, 2))
   errors = {}
   for solver, nfe in [('euler', 8), ('euler', 32), ('heun', 34), ('heun', 100)]:
-    samples = method.sample(None, key, 64, nfe, solver=solver)
+    samples = method.sample_at(None, key, 64, nfe, solver=solver)
     errors[solver, nfe] = float(jnp.max(jnp.abs(samples - s * noise)))
   # Heun at 34 evaluations: 18 steps, the first (from t = 1) and the last (onto t = 0) Euler steps.
   assert errors['heun', 34] < 1e-2
@@ -82,7 +82,7 @@ def test_edm_heun_on_karras_grid_solves_the_gaussian_ode():
   key = jax.random.PRNGKey(4)
   x_max = method.hparams.sigma_max * jax.random.normal(key, (64, 2))
   exact = x_max * s / math.sqrt(s**2 + method.hparams.sigma_max**2)
-  relative_error = {nfe: float(jnp.max(jnp.abs(method.sample(None, key, 64, nfe) / exact - 1)))
+  relative_error = {nfe: float(jnp.max(jnp.abs(method.sample_at(None, key, 64, nfe) / exact - 1)))
                     for nfe in (35, 99)}
   # The Karras grid's large steps at high sigma leave ~5% error at 18 steps on this ODE (same in a plain
   # numpy Heun); it falls at second order.
@@ -95,7 +95,7 @@ def test_point_mass_is_reached_in_one_step():
   target = jnp.array([0.3, -1.2])
   method = make('flow_matching')
   method.velocity = lambda params, z, t, r=None, y=None, key=None: (z - target) / t[:, None]
-  samples = method.sample(None, jax.random.PRNGKey(0), 5, 1, solver='euler')
+  samples = method.sample_at(None, jax.random.PRNGKey(0), 5, 1, solver='euler')
   np.testing.assert_allclose(samples, jnp.broadcast_to(target, (5, 2)), atol=1e-6)
 
 
@@ -228,10 +228,10 @@ def test_guided_sampling_counts_both_network_calls():
   method.velocity = velocity
   labels = jnp.array([0, 1])
   with jax.disable_jit():
-    method.sample(None, jax.random.PRNGKey(0), 2, 6, labels=labels, guidance=2.0, solver='heun')
+    method.sample_at(None, jax.random.PRNGKey(0), 2, 6, labels=labels, guidance=2.0, solver='heun')
   assert len(calls) == 6
   with pytest.raises(ValueError, match='nfe=5 must be even'):
-    method.sample(None, jax.random.PRNGKey(0), 2, 5, labels=labels, guidance=2.0)
+    method.sample_at(None, jax.random.PRNGKey(0), 2, 5, labels=labels, guidance=2.0)
 
 
 def test_guided_edm_sampling_counts_network_calls_with_final_euler_step():
@@ -244,7 +244,7 @@ def test_guided_edm_sampling_counts_network_calls_with_final_euler_step():
 
   method.denoise = denoise
   with jax.disable_jit():
-    method.sample(None, jax.random.PRNGKey(0), 2, 70, labels=jnp.array([0, 1]), guidance=1.5)
+    method.sample_at(None, jax.random.PRNGKey(0), 2, 70, labels=jnp.array([0, 1]), guidance=1.5)
   assert len(calls) == 70  # 35 guided evaluations: 17 Heun steps and a final Euler step, two calls each.
 
 

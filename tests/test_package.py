@@ -1,5 +1,5 @@
 """The package's structure: no import circle (counting imports inside functions, which hide one from Python), the
-networks below the training code, and method classes at most three deep below Method."""
+networks below the training code, and method classes at most three deep below their kind."""
 import ast
 import pathlib
 
@@ -69,11 +69,15 @@ def test_networks_and_paths_do_not_depend_on_training_or_methods():
       assert not {m for m in imported if m.startswith(('fewstep_jax.train', 'fewstep_jax.methods'))}, name
 
 
-def test_method_classes_are_at_most_three_deep_below_method():
+def test_method_classes_are_at_most_three_deep_below_their_kind():
+  """Every registered method is at most three classes below its kind, SingleNetworkMethod or MultiNetworkMethod
+  (f-distill: FDistill -> DistributionMatching -> ScoreDistillation); mixins (ConsistencySampled) are no level."""
   from fewstep_jax.methods import METHODS
-  from fewstep_jax.methods.base import Method
+  from fewstep_jax.methods.base import SingleNetworkMethod
+  from fewstep_jax.methods.roles import MultiNetworkMethod
   for name, (cls, _) in METHODS.items():
-    below = cls.__mro__[:cls.__mro__.index(Method)]
+    kind = next(k for k in (SingleNetworkMethod, MultiNetworkMethod) if issubclass(cls, k))
+    below = [c for c in cls.__mro__[:cls.__mro__.index(kind)] if issubclass(c, kind)]
     assert len(below) <= 3, (name, [c.__name__ for c in below])
 
 
@@ -105,3 +109,30 @@ def test_importing_the_package_starts_no_jax_backend():
           + 'assert not xla_bridge.backends_are_initialized(), "a module started the backend"\n')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_nothing_the_methods_stand_on_imports_upward():
+  """The modules the methods import (directly or not: train/, nn/, data/, the maths) import neither a method nor
+  anything that stands on the methods (the trainer, runs, eval, tools, main): no arrow runs upward."""
+  graph = import_graph()
+  methods = {name for name in graph if name.startswith('fewstep_jax.methods')}
+
+  def reach(start, edges):
+    seen, stack = set(), list(start)
+    while stack:
+      for child in edges(stack.pop()):
+        if child not in seen:
+          seen.add(child)
+          stack.append(child)
+    return seen
+
+  below = reach(methods, lambda name: graph[name]) - methods
+  importers = {name: {m for m, deps in graph.items() if name in deps} for name in graph}
+  above = reach(methods, lambda name: importers[name]) | methods
+  # A folder (train/, nn/, data/) is one floor: all its modules count as below where one of them is.
+  folder = lambda name: name.rsplit('.', 1)[0] if name.count('.') > 1 else name
+  floors = {folder(name) for name in below}
+  below |= {name for name in graph if folder(name) in floors and not name.startswith('fewstep_jax.methods')}
+  upward = sorted((low, high) for low in below for high in graph[low] & above)
+  assert not upward, upward
+  assert 'fewstep_jax.train.state' in below and 'fewstep_jax.trainer' in above

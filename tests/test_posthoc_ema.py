@@ -6,7 +6,8 @@ import jax
 import numpy as np
 
 from conftest import REPO
-from fewstep_jax import posthoc_ema, runs
+from fewstep_jax import runs
+from fewstep_jax.tools import posthoc_ema
 from fewstep_jax.config_base import load_config
 from fewstep_jax.train import state as state_lib
 
@@ -45,7 +46,7 @@ def test_coefficients_reconstruct_a_profile_from_the_discrete_snapshots():
 
 
 def test_a_run_is_reconstructed_into_a_run_that_opens_as_a_teacher(tmp_path):
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, out = str(tmp_path / 'run'), str(tmp_path / 'phema')
   overrides = {'network.hidden': 16, 'network.depth': 1, 'train.num_steps': 30, 'train.batch_size': 8,
                'train.checkpoint_every': 10, 'train.max_to_keep': 5, 'train.log_every': 10,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from fewstep_jax import paths, reflow, runs
+from fewstep_jax import paths, runs
+from fewstep_jax.tools import generate_pairs
 from fewstep_jax.config_base import base_config, load_config
-from fewstep_jax.data import build_data, reflow_pairs
+from fewstep_jax.data import build_data
 from fewstep_jax.methods import build_method
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 
 SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.log_every': 1, 'train.tensorboard': False,
          'eval.at_end': False}
@@ -25,7 +26,7 @@ def teacher_and_pairs(tmp_path_factory):
   trainer.train(load_config(os.path.join(REPO, 'configs/toy/flow_matching.py'),
                             dict(SMALL, **{'train.num_steps': 20})), teacher)
   pairs = str(root / 'pairs')
-  info = reflow.generate_pairs(teacher, pairs, 24, nfe=4, solver='euler', batch=16, seed=3)
+  info = generate_pairs.generate_pairs(teacher, pairs, 24, nfe=4, solver='euler', batch=16, seed=3)
   return teacher, pairs, info
 
 
@@ -43,7 +44,7 @@ def test_pairs_are_the_teacher_ode_solutions_of_the_stored_noise(teacher_and_pai
   np.testing.assert_allclose(data, z, rtol=1e-4, atol=1e-5)
   assert not os.path.exists(pairs + '.incomplete')
   with pytest.raises(FileExistsError, match='written once'):
-    reflow.generate_pairs(teacher, pairs, 4)
+    generate_pairs.generate_pairs(teacher, pairs, 4)
 
 
 def test_pairs_dataset_batches_and_resumes(teacher_and_pairs):
@@ -64,7 +65,7 @@ def test_pairs_dataset_batches_and_resumes(teacher_and_pairs):
   np.testing.assert_array_equal(data.next_batch()['x'], second['x'])
   assert data.reference_samples(5, 'test', 0)['x'].shape == (5, 2)
   config.pairs_dir = pairs + '_missing'
-  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.reflow'):
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.tools.generate_pairs'):
     build_data(config, global_batch_size=8, seed=0)
 
 

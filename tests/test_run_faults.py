@@ -15,7 +15,7 @@ from fewstep_jax.config_base import load_config
 from fewstep_jax.errors import CheckpointError, DiskFullError, RunError, WorkdirInUseError
 from fewstep_jax.eval import evaluate as evaluate_lib
 from fewstep_jax.train import checkpoint as checkpoint_lib
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 from fewstep_jax.train.workdir import LOCK_FILE, WorkdirLock
 
 # Orbax's failed reads leave TensorStore objects that pytest reports as unraisable; the failures are the point here.

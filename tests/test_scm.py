@@ -152,7 +152,7 @@ def test_samplers_make_the_documented_number_of_network_calls(nfe, guidance, cal
   method.apply = lambda *args, **kwargs: count.append(1) or apply(*args, **kwargs)
   method.F = paths.trigflow_F(method.apply, sigma_data=SIGMA_D)
   labels = jnp.arange(5) % 3 if guidance != 1.0 else None
-  out = method.sample(params, jax.random.PRNGKey(1), 5, nfe, labels=labels, guidance=guidance)
+  out = method.sample_at(params, jax.random.PRNGKey(1), 5, nfe, labels=labels, guidance=guidance)
   assert out.shape == (5, 2) and len(count) == calls
 
 

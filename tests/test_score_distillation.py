@@ -328,7 +328,7 @@ SMALL = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 4, 'train.
 @pytest.fixture(scope='module')
 def teachers(tmp_path_factory):
   """Workdirs of two tiny toy teachers: an EDM denoiser and a flow-matching velocity (2 steps each)."""
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   runs = {}
   for name, time_scale in (('edm', 250.0), ('flow_matching', 1000.0)):
     workdir = str(tmp_path_factory.mktemp(name))
@@ -340,7 +340,7 @@ def teachers(tmp_path_factory):
 
 def distiller(teachers, name, teacher='edm', **overrides):
   """(method, frozen) of `configs/toy/<name>.py` on a tiny teacher."""
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, time_scale = teachers[teacher]
   settings = dict(SMALL, **{'method.teacher': workdir, 'network.time_scale': time_scale})
   settings.update(overrides)
@@ -362,13 +362,15 @@ def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
   state = method.init(jax.random.PRNGKey(0), frozen)
   batch = {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
   traced = jax.jit(method.step)
-  static = {flag: jax.jit(lambda s, b, k, flag=flag: method.step(s, b, k, update_student=flag)) for flag in (0, 1)}
+  static = {phase: jax.jit(lambda s, b, k, phase=phase: method.step(s, b, k, phase=phase)) for phase in (0, 1)}
+  assert method.schedule.phases == (('student', 'critic'), ('critic',))  # DMD2: the generator first.
   for k in range(4):
-    step = traced if schedule == 'traced' else static[method.step_options(k)['update_student']]
+    step = traced if schedule == 'traced' else static[method.step_options(k)['phase']]
     new, metrics = step(state, batch, jax.random.PRNGKey(10 + k))
     student_moved = not tree_equal(new.nets['student'], state.nets['student'])
     assert student_moved == (k % 3 == 0), k
-    assert metrics['student_updated'] == float(k % 3 == 0)
+    # The student's metrics are carried over the steps that skip it: every step reports them.
+    assert {'loss', 'student_grad_norm', 'critic_loss', 'critic_grad_norm'} <= set(metrics)
     for role in ('critic', 'head'):
       assert not tree_equal(new.nets[role].params, state.nets[role].params), (role, k)
     assert np.all([np.isfinite(v) for v in metrics.values()])
@@ -394,7 +396,7 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
     want = features(critic, x / jnp.sqrt(sigma**2 + 0.25)[:, None], jnp.log(sigma) / 4)
   else:
     want = features(critic, x / (1 + sigma)[:, None], sigma / (1 + sigma))
-  np.testing.assert_allclose(method.bottleneck(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(method.discriminator.bottleneck(critic, x, sigma), want, rtol=1e-5, atol=1e-6)
   # The logits: the head on those features of x noised at a critic level.
   key = jax.random.PRNGKey(2)
   sigma_key, noise_key = jax.random.split(key)
@@ -403,7 +405,8 @@ def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teache
   x_net = (noisy / jnp.sqrt(level**2 + 0.25)[:, None], jnp.log(level) / 4) if teacher == 'edm' else (
       noisy / (1 + level)[:, None], level / (1 + level))
   np.testing.assert_allclose(method.gan_logits({'critic': critic, 'head': head}, frozen, x, None, key),
-                             method.head.module.apply({'params': head}, features(critic, *x_net)), rtol=1e-4, atol=1e-6)
+                             method.discriminator.head.apply({'params': head}, features(critic, *x_net)), rtol=1e-4,
+                             atol=1e-6)
 
 
 def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
@@ -415,9 +418,11 @@ def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
                                   jax.random.PRNGKey(2))
   nets = {role: state.nets[role].params for role in ('critic', 'head')}
   x, sigma = jax.random.normal(jax.random.PRNGKey(3), (4, 2)), jnp.array([0.01, 0.5, 3.0, 60.0])
-  want = method.head.module.apply({'params': nets['head']}, method.bottleneck(frozen['teacher'], x, sigma))
+  head = lambda params: method.discriminator.head.apply({'params': nets['head']},
+                                                        method.discriminator.bottleneck(params, x, sigma))
+  want = head(frozen['teacher'])
   np.testing.assert_allclose(method.logits_at(nets, frozen, x, sigma), want, rtol=1e-6, atol=1e-7)
-  critic_logits = method.head.module.apply({'params': nets['head']}, method.bottleneck(nets['critic'], x, sigma))
+  critic_logits = head(nets['critic'])
   assert np.max(np.abs(critic_logits - want)) > 1e-6  # The critic has moved away from the teacher.
   gan_only = lambda critic: jnp.mean(jax.nn.softplus(method.logits_at({'critic': critic, 'head': nets['head']},
                                                                       frozen, x, sigma)))
@@ -463,7 +468,7 @@ def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_grad
 def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, teacher, tmp_path):
   overrides = {}
   if name == 'dmd':
-    from fewstep_jax import reflow
+    from fewstep_jax.tools import generate_pairs as reflow
     pairs = str(tmp_path / 'pairs')
     reflow.generate_pairs(teachers[teacher][0], pairs, 8, nfe=2, batch=8)
     overrides['method.regression_pairs'] = pairs
@@ -476,7 +481,7 @@ def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, tea
   new, metrics = jax.jit(method.step)(state, {'x': x}, jax.random.PRNGKey(2))
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values()), metrics
   assert not tree_equal(new.nets['critic'].params, state.nets['critic'].params)
-  samples = method.sample(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
+  samples = method.sample_at(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
   assert samples.shape == (6, 2) and np.all(np.isfinite(samples))
 
 
@@ -485,7 +490,7 @@ def test_bad_configs_are_clear_errors(teachers, tmp_path):
     distiller(teachers, 'dmd2', **{'network.depth': 2})
   with pytest.raises(ValueError, match='set --config.method.teacher=WORKDIR'):
     distiller(teachers, 'sid', **{'method.teacher': ''})
-  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.reflow'):
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.tools.generate_pairs'):
     distiller(teachers, 'dmd', **{'method.regression_pairs': str(tmp_path / 'none')})
   with pytest.raises(ValueError, match='positive and descending'):
     distiller(teachers, 'dmd2', **{'method.student_sigmas': (90.0,)})
@@ -505,7 +510,7 @@ def test_a_teacher_built_from_a_parameter_pytree_distils_as_its_run_does(teacher
   config and its readout distil a toy student exactly as naming the teacher's workdir does (same final student)."""
   from fewstep_jax import paths, runs
   from fewstep_jax.inputs import Teacher
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, time_scale = teachers['edm']
   settings = dict(SMALL, **{'network.time_scale': time_scale, 'train.num_steps': 3})
   opened = runs.open_run(workdir)

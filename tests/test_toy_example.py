@@ -24,7 +24,7 @@ def test_a_trajectory_ends_at_the_samplers_output(method, two_times):
   config.train.update(num_steps=2, batch_size=16, log_every=1, checkpoint_every=2)
   trained = api.train(config)
   paths = toy_example.trajectories(trained, nfe=4, n=8)
-  final = trained.method.sample(trained.params(), jax.random.PRNGKey(0), 8, 4)
+  final = trained.method.sample_at(trained.params(), jax.random.PRNGKey(0), 8, 4)
   assert paths.shape == ((8, 5, 2) if method == 'meanflow' else (8, 4, 2))
   np.testing.assert_allclose(paths[:, -1], final, rtol=1e-5, atol=1e-5)
   if method == 'meanflow':  # The flow map starts from N(0, 1) noise at t = 1: the key's first draw.

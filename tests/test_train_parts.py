@@ -54,7 +54,7 @@ def test_power_function_ema_has_edm2s_profile(std):
 def test_learning_rate_schedules(schedule, checks):
   config = optim.optim_defaults()
   config.update(dict(lr=1.0, schedule=schedule, warmup_steps=10, decay_ref_steps=40))
-  lr = optim.SCHEDULES[schedule](config, 100)
+  lr = optim.LR_SCHEDULES[schedule](config, 100)
   for step, expected in checks.items():
     np.testing.assert_allclose(lr(step), expected, atol=1e-6, err_msg=f'{schedule} at step {step}')
 
@@ -63,7 +63,7 @@ def test_inverse_sqrt_without_warmup_starts_at_the_full_rate():
   """EDM2's schedule with no ramp-up (ECT's ImageNet-64 run): the first update already takes lr."""
   config = optim.optim_defaults()
   config.update(dict(lr=1.0, schedule='inverse_sqrt', warmup_steps=0, decay_ref_steps=40))
-  lr = optim.SCHEDULES['inverse_sqrt'](config, 100)
+  lr = optim.LR_SCHEDULES['inverse_sqrt'](config, 100)
   for step, expected in {0: 1.0, 40: 1.0, 160: 0.5}.items():
     np.testing.assert_allclose(lr(step), expected, atol=1e-6, err_msg=f'step {step}')
 
@@ -140,7 +140,7 @@ def test_a_run_written_before_ema_stds_existed_still_resumes(tmp_path):
   """optim.ema_stds and data.latent_norm are newer than some workdirs: their absence there means their old meaning
   (no power EMA, latent_scale), not a changed run-defining field; other values are still refused."""
   import json
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   config = base_config(method='edm', network='mlp', dataset='toy')
   saved = trainer.config_to_json(config)
   del saved['optim']['ema_stds'], saved['data']['latent_norm']

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, checkpoint_steps, read_metrics, run_main
 from fewstep_jax.config_base import load_config
-from fewstep_jax.train import trainer
+from fewstep_jax import trainer
 
 TOY = str(REPO / 'configs/toy/flow_matching.py')
 DIGITS = str(REPO / 'configs/digits/flow_matching.py')
@@ -116,7 +116,7 @@ def test_open_a_trained_run_and_distil_it(tmp_path):
   raw_params = runs.open_run(workdir, ['params']).params['params']
   for got, want in zip(jax.tree.leaves(raw_params), jax.tree.leaves(state.nets['student'].params)):
     np.testing.assert_array_equal(got, want)
-  samples = method.sample(params, jax.random.PRNGKey(0), 8, 2)
+  samples = method.sample_at(params, jax.random.PRNGKey(0), 8, 2)
   assert samples.shape == (8, 2) and np.all(np.isfinite(samples))
   with pytest.raises(FileNotFoundError, match='not a trained fewstep_jax run'):
     runs.open_run(str(tmp_path / 'missing'))
@@ -138,5 +138,5 @@ def test_open_a_trained_run_and_distil_it(tmp_path):
   opened_student = runs.open_run(student_dir)
   assert opened_student.step == 3 and opened_student.method.name == 'split_meanflow'
   assert opened_student.method.teacher.source == os.path.abspath(workdir)
-  samples = opened_student.method.sample(opened_student.params['ema_0.999'], jax.random.PRNGKey(0), 8, 1)
+  samples = opened_student.method.sample_at(opened_student.params['ema_0.999'], jax.random.PRNGKey(0), 8, 1)
   assert samples.shape == (8, 2) and np.all(np.isfinite(samples))

@@ -7,7 +7,7 @@ The teacher: CM distils its own NCSN++ trained with EDM's recipe (configs/cifar1
 checkpoint that is not ported; EDM's published unconditional NCSN++ (the same architecture, preconditioning and
 training recipe) stands in for it.
 
-  python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-ve.pkl --out=teachers/edm_cifar10_uncond_ve
+  python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-uncond-ve.pkl --out=teachers/edm_cifar10_uncond_ve
   python -m fewstep_jax.main --config=configs/cifar10/cd.py --workdir=runs/cifar10_cd \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 \
       --config.method.lpips_weights=/path/to/lpips_vgg16.npz

@@ -4,7 +4,7 @@ teacher, or the teacher is read on the same network).
 
 A config file reads this module with `config_base.load_sibling(__file__)`.
 """
-from fewstep_jax.import_weights import PRESETS
+from fewstep_jax.tools.import_checkpoint import PRESETS
 
 # configs/cifar10/edm.py's DDPM++-style U-Net (c_noise = ln(sigma) / 4 with time_scale 250); dropout is set per run
 # (it changes no parameter, so a student may use another rate than its teacher).
@@ -14,8 +14,8 @@ EDM_UNET = dict(channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_res
 
 # EDM's published CIFAR-10 networks (DDPM++ on EDMPrecond, trained with augmentation labels), which the
 # distillation rows of SiD, SIM, Diff-Instruct and ECT start from. Imported once, without PyTorch:
-#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
-#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond
+#   python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
+#   python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond
 # A student on the same network starts from the teacher's weights; its dropout is set per run (0 here: dropout
 # changes no parameter).
 EDM_DDPMPP = dict(PRESETS['edm_cifar10_ddpmpp'][1], augment_dim=9, dropout=0.0)
@@ -25,7 +25,7 @@ EDM_TEACHER = {True: 'teachers/edm_cifar10_cond', False: 'teachers/edm_cifar10_u
 # EDM's published unconditional NCSN++ (edm-cifar10-32x32-uncond-ve.pkl: NCSN++ with EDM's preconditioning and
 # training), the public counterpart of CM's CIFAR-10 teacher (the same NCSN++ trained with EDM's recipe by the
 # consistency_models_cifar10 code, configs/cifar10_k_ve.py, in a JAX checkpoint not ported here):
-#   python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-ve.pkl --out=teachers/edm_cifar10_uncond_ve
+#   python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-uncond-ve.pkl --out=teachers/edm_cifar10_uncond_ve
 EDM_NCSNPP = dict(PRESETS['edm_cifar10_ncsnpp'][1], augment_dim=9, dropout=0.0)
 EDM_NCSNPP_TEACHER = 'teachers/edm_cifar10_uncond_ve'
 

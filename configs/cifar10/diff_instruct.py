@@ -5,7 +5,7 @@ matching gradient at log-normal levels from sigma_init 1; as the official README
 
   python -m fewstep_jax.main --config=configs/cifar10/diff_instruct.py --workdir=runs/cifar10_diff_instruct \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
-  (after python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond)
+  (after python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond)
 """
 from fewstep_jax.config_base import base_config, load_sibling
 

@@ -1,7 +1,7 @@
 """DMD (Yin et al. 2023) on CIFAR-10 from the class-conditional EDM teacher, 1 NFE: 1:1 updates and the LPIPS
 regression loss (weight 0.25) on teacher ODE pairs generated once.
 
-  python -m fewstep_jax.reflow --teacher=runs/cifar10_edm --out=runs/cifar10_edm_pairs --num=100000 --nfe=35
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/cifar10_edm --out=runs/cifar10_edm_pairs --num=100000 --nfe=35
   python -m fewstep_jax.main --config=configs/cifar10/dmd.py --workdir=runs/cifar10_dmd \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 --config.method.teacher=runs/cifar10_edm \
       --config.method.lpips_weights=/path/to/lpips_vgg16.npz
@@ -22,7 +22,7 @@ def get_config():
   # DMD2 (tianweiy/DMD2, experiments/imagenet/*.sh and main/edm/train_edm.py): AdamW lr 2e-6 for both roles,
   # betas (0.9, 0.999), weight decay 0.01, 500 warmup steps, clipping at 10, batch 280, no EMA (the raw
   # generator is evaluated).
-  # DMD's regression loss with LPIPS on teacher ODE pairs stored once (python -m fewstep_jax.reflow).
+  # DMD's regression loss with LPIPS on teacher ODE pairs stored once (python -m fewstep_jax.tools.generate_pairs).
   # DMD reports no CIFAR-10 distillation of this teacher: its ImageNet-64 settings, transferred.
   config.method.update(regression_distance='lpips', regression_pairs='runs/cifar10_edm_pairs',
                         teacher='runs/cifar10_edm')

@@ -2,7 +2,7 @@
 reference FID (1 / 2 NFE): 3.60 / 2.11. It starts from EDM's published edm-cifar10-32x32-uncond-vp.pkl (DDPM++), as
 the official run_ecm.sh's --transfer.
 
-  python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond
+  python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-uncond-vp.pkl --out=teachers/edm_cifar10_uncond
   python -m fewstep_jax.main --config=configs/cifar10/ect.py --workdir=runs/cifar10_ect \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
 """

@@ -5,7 +5,7 @@ Adam lr 2e-4 with 5000 warmup steps, EMA 0.9999, 800k steps, dropout 0.13. The s
 the teacher's (the paper wraps the EDM denoiser as a velocity model; here init_from needs a flow-matching run of
 the same network, e.g. configs/cifar10/flow_matching.py with --config.data.conditional=False).
 
-  python -m fewstep_jax.reflow --teacher=runs/cifar10_edm --out=data/pairs_cifar10 --num=1000000 --nfe=35
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/cifar10_edm --out=data/pairs_cifar10 --num=1000000 --nfe=35
   python -m fewstep_jax.main --config=configs/cifar10/reflow.py --workdir=runs/cifar10_2rfpp \
       --config.data.pairs_dir=data/pairs_cifar10 --config.method.init_from=runs/cifar10_fm --config.mesh.data=8
 """

@@ -8,7 +8,7 @@ alpha 1.2, sigma_init 2.5, t_max 0.8, Adam lr 1e-5, betas (0, 0.999), batch 256,
 
   python -m fewstep_jax.main --config=configs/cifar10/sid.py --workdir=runs/cifar10_sid \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
-  (after python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond)
+  (after python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond)
 """
 from fewstep_jax.config_base import base_config, load_sibling
 

@@ -5,7 +5,7 @@ official code releases no CIFAR-10 training).
 
   python -m fewstep_jax.main --config=configs/cifar10/sim.py --workdir=runs/cifar10_sim \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
-  (after python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond)
+  (after python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond)
 """
 from fewstep_jax.config_base import base_config, load_sibling
 

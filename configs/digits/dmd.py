@@ -3,7 +3,7 @@ EDM teacher: 1:1 updates plus the regression loss (weight 0.25, squared L2) on t
 Shared settings: configs/digits/common.py.
 Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/digits/edm.py --workdir=runs/digits_edm
-  python -m fewstep_jax.reflow --teacher=runs/digits_edm --out=runs/digits_edm_pairs --num=1024 --nfe=30
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/digits_edm --out=runs/digits_edm_pairs --num=1024 --nfe=30
   python -m fewstep_jax.main --config=configs/digits/dmd.py --workdir=runs/digits_dmd
 """
 from fewstep_jax.config_base import base_config, load_sibling

@@ -2,7 +2,7 @@
 into the pairs, U-shaped times, pseudo-Huber distance, initialised from the teacher (Lee et al. 2024).
 
   python -m fewstep_jax.main --config=configs/digits/flow_matching.py --workdir=runs/quickstart
-  python -m fewstep_jax.reflow --teacher=runs/quickstart --out=data/pairs_digits --num=20000 --nfe=50 \
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/quickstart --out=data/pairs_digits --num=20000 --nfe=50 \
       --guidance=1.5
   python -m fewstep_jax.main --config=configs/digits/reflow.py --workdir=runs/digits_reflow
 

@@ -9,14 +9,14 @@ passes inside the network; here the network never drops (train_label_dropout=Fal
 labels it is given. Unguided (teacher_guidance 1, SiT's FID 9.35 with 250 SDE steps); SiT's own best (2.06) uses
 CFG 1.5: --config.method.teacher_guidance=1.5.
 
-  python -m fewstep_jax.import_weights --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
-  python -m fewstep_jax.encode_latents --vae=sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
+  python -m fewstep_jax.tools.import_checkpoint --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
+  python -m fewstep_jax.tools.encode_latents --vae=sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
       --out=data/imagenet256_sdvae_latents --tfds_name=imagenet2012 --data_dir=/path/to/tensorflow_datasets
   python -m fewstep_jax.main --config=configs/imagenet256_latent/dmd2_sit.py --workdir=runs/in256_dmd2_sit \
       --config.data.vae=sd-vae-ft-ema/diffusion_pytorch_model.safetensors --config.mesh.data=32 --config.mesh.fsdp=8
 """
 from fewstep_jax.config_base import base_config
-from fewstep_jax.import_weights import PRESETS
+from fewstep_jax.tools.import_checkpoint import PRESETS
 
 # DMD2's optimizer for both roles (tianweiy/DMD2 main/edm/train_edm.py), as configs/imagenet64/dmd2.py.
 DMD_OPTIM = dict(name='adamw', lr=2e-6, b1=0.9, b2=0.999, weight_decay=0.01, schedule='warmup', warmup_steps=500,

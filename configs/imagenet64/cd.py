@@ -3,7 +3,7 @@ teacher, `edm_imagenet64_ema.pt`, as its scripts/launch.sh ("L_CD^N (LPIPS) on I
 (1 / 2 NFE): 6.20 / 4.70 (CM, Table 2; RAdam lr 8e-6, batch 2048, mu 0.95, N = 40, EMA 0.999943 from its Table 3;
 the student starts from the teacher).
 
-  python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+  python -m fewstep_jax.tools.import_checkpoint --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
   python -m fewstep_jax.main --config=configs/imagenet64/cd.py --workdir=runs/imagenet64_cd \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 \
       --config.method.lpips_weights=/path/to/lpips_vgg16.npz

@@ -5,7 +5,7 @@ CTM's second time s (its code/cm/unet.py), starting from the teacher's weights. 
 the first stage's batch, lr and Heun steps (the official resumes it at batch 4224, lr 8e-6, at most 20 Heun steps)
 and its discriminator reads the teacher's bottleneck (methods/ctm.py).
 
-  python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+  python -m fewstep_jax.tools.import_checkpoint --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
   python -m fewstep_jax.main --config=configs/imagenet64/ctm.py --workdir=runs/imagenet64_ctm \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8 \
       --config.method.lpips_weights=/path/to/lpips_vgg16.npz

@@ -7,7 +7,7 @@ evaluated); critic every step, student every 5th. The teacher is EDM's published
 
   python -m fewstep_jax.main --config=configs/imagenet64/dmd2.py --workdir=runs/imagenet64_dmd2 \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
-  (after python -m fewstep_jax.import_weights --src=edm-imagenet-64x64-cond-adm.pkl --out=teachers/edm_imagenet64_cond)
+  (after python -m fewstep_jax.tools.import_checkpoint --src=edm-imagenet-64x64-cond-adm.pkl --out=teachers/edm_imagenet64_cond)
 """
 from fewstep_jax.config_base import base_config, load_sibling
 

@@ -4,7 +4,7 @@ code's ImageNet run: locuslab/ect, branch `imgnet`, `run_imgnet_ecm.sh` with `ct
 the official README's XL checkpoint was trained at batch 1024 for 100k steps. For XL, ct_train.py's preset
 `edm2-img64-xl` changes model_channels to 384, lr to 7e-4 and dropout to 0.5, starting from EDM2's XL network.
 
-  python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+  python -m fewstep_jax.tools.import_checkpoint --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
   python -m fewstep_jax.main --config=configs/imagenet64/ect.py --workdir=runs/imagenet64_ect \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
 """

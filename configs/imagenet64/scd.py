@@ -6,7 +6,7 @@ published. Here EDM2's published S denoiser is the teacher, converted exactly to
 from it on the same network read exactly as TrigFlow's F (method.parameterization='edm', as
 configs/imagenet64/sct.py explains), with EDM2's uncertainty head as l(tau) and forced weight normalisation.
 
-  python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+  python -m fewstep_jax.tools.import_checkpoint --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
   python -m fewstep_jax.main --config=configs/imagenet64/scd.py --workdir=runs/imagenet64_scd \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=32 --config.mesh.fsdp=8
 """

@@ -8,7 +8,7 @@ preconditioning and c_noise = ln(sigma) / 4 at sigma = sigma_d tan tau), with ED
 log-variance l(tau) and its forced weight normalisation; the student samples from tau(80) rather than pi/2. For XL:
 --config.network.model_channels=384 --config.method.init_from=teachers/edm2_img64_xl.
 
-  python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+  python -m fewstep_jax.tools.import_checkpoint --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
   python -m fewstep_jax.main --config=configs/imagenet64/sct.py --workdir=runs/imagenet64_sct \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=32 --config.mesh.fsdp=8
 """

@@ -5,7 +5,7 @@ run_sid.sh ImageNet-64 run: lr 4e-6 for both roles, batch 8192, 1000 Mimg (122k 
 
   python -m fewstep_jax.main --config=configs/imagenet64/sid.py --workdir=runs/imagenet64_sid \
       --config.data.dir=/path/to/tensorflow_datasets --config.mesh.data=8
-  (after python -m fewstep_jax.import_weights --src=edm-imagenet-64x64-cond-adm.pkl --out=teachers/edm_imagenet64_cond)
+  (after python -m fewstep_jax.tools.import_checkpoint --src=edm-imagenet-64x64-cond-adm.pkl --out=teachers/edm_imagenet64_cond)
 """
 from fewstep_jax.config_base import base_config, load_sibling
 

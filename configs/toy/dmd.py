@@ -3,7 +3,7 @@ regression loss (weight 0.25, squared L2) on the teacher's ODE pairs.
 Shared settings: configs/toy/common.py.
 Against the other methods: README, "Method comparison" (experiments/compare.py).
   python -m fewstep_jax.main --config=configs/toy/edm.py --workdir=runs/toy_edm
-  python -m fewstep_jax.reflow --teacher=runs/toy_edm --out=runs/toy_edm_pairs --num=4096 --nfe=35
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/toy_edm --out=runs/toy_edm_pairs --num=4096 --nfe=35
   python -m fewstep_jax.main --config=configs/toy/dmd.py --workdir=runs/toy_dmd
 """
 from fewstep_jax.config_base import base_config, load_sibling

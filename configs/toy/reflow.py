@@ -2,7 +2,7 @@
 distance and initialisation from that run (Lee et al. 2024). Three commands:
 
   python -m fewstep_jax.main --config=configs/toy/flow_matching.py --workdir=runs/toy_flow_matching
-  python -m fewstep_jax.reflow --teacher=runs/toy_flow_matching --out=data/pairs_toy --num=100000 --nfe=50
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/toy_flow_matching --out=data/pairs_toy --num=100000 --nfe=50
   python -m fewstep_jax.main --config=configs/toy/reflow.py --workdir=runs/toy_reflow \
       --config.data.pairs_dir=data/pairs_toy --config.method.init_from=runs/toy_flow_matching
 

@@ -123,7 +123,7 @@ ROWS = [
                 'optim.ema_rates': (0.9999,), 'network.dropout': 0.13, 'method.time_sampler': 'u_shaped',
                 'method.u_shape_a': 4.0, 'method.distance': 'pseudo_huber'},
          teacher='pairs from an unconditional EDM run; starts from a flow-matching run of the same network',
-         command=('python -m fewstep_jax.reflow --teacher=runs/cifar10_edm --out=data/pairs_cifar10 --num=1000000 '
+         command=('python -m fewstep_jax.tools.generate_pairs --teacher=runs/cifar10_edm --out=data/pairs_cifar10 --num=1000000 '
                   '--nfe=35 && ' + _train('configs/cifar10/reflow.py', 'runs/cifar10_2rfpp',
                                           ' --config.data.pairs_dir=data/pairs_cifar10 '
                                           '--config.method.init_from=runs/cifar10_fm --config.mesh.data=8')),
@@ -178,7 +178,7 @@ ROWS = [
          setup={'optim.name': 'adamw', 'optim.lr': 2e-6, 'optim.weight_decay': 0.01, 'optim.grad_clip': 10.0,
                 'optim.ema_rates': (), 'method.regression_weight': 0.25, 'method.regression_distance': 'lpips'},
          teacher='class-conditional EDM run and its ODE pairs',
-         command=('python -m fewstep_jax.reflow --teacher=runs/cifar10_edm --out=runs/cifar10_edm_pairs --num=100000 '
+         command=('python -m fewstep_jax.tools.generate_pairs --teacher=runs/cifar10_edm --out=runs/cifar10_edm_pairs --num=100000 '
                   '--nfe=35 && ' + _train('configs/cifar10/dmd.py', 'runs/cifar10_dmd',
                                           _LAUNCH + ' --config.method.teacher=runs/cifar10_edm')), ours={}),
     dict(method='DMD2', dataset='CIFAR-10 cond.', config='configs/cifar10/dmd2.py',
@@ -288,7 +288,7 @@ ROWS = [
                 'optim.grad_clip': 10.0, 'optim.ema_rates': (), 'method.regression_weight': 0.25,
                 'method.regression_distance': 'lpips'},
          teacher='class-conditional EDM run and its ODE pairs',
-         command=('python -m fewstep_jax.reflow --teacher=runs/imagenet64_edm --out=runs/imagenet64_edm_pairs '
+         command=('python -m fewstep_jax.tools.generate_pairs --teacher=runs/imagenet64_edm --out=runs/imagenet64_edm_pairs '
                   '--num=25000 --nfe=79 && ' + _train('configs/imagenet64/dmd.py', 'runs/imagenet64_dmd',
                                                       _LAUNCH + ' --config.method.teacher=runs/imagenet64_edm')),
          ours={}),

@@ -7,7 +7,7 @@ CM_CHECKOUT is a clone of https://github.com/openai/consistency_models (not a de
 torch and einops). The script builds `cm.unet.UNetModel` at a small size with `create_model`'s arguments of the
 ImageNet-64 teacher (scale-shift norm, resblock up/down, 64-channel heads, attention at three resolutions), redraws
 every parameter (the zero-initialised layers included), saves its state dict with torch.save as CM saves
-`edm_imagenet64_ema.pt`, imports it with `fewstep_jax.import_weights`, and compares the project's EDM denoiser (the
+`edm_imagenet64_ema.pt`, imports it with `fewstep_jax.tools.import_checkpoint`, and compares the project's EDM denoiser (the
 `edm` readout) with CM's `KarrasDenoiser.denoise` at sigma from 0.002 to 80, with labels. The checkout's attention
 kernels need flash-attn (CUDA) or cast to float16; they are replaced by the same "b (three h d) s" softmax
 attention in float32, so the comparison is of the network around them. It also prints the parameter count of the
@@ -44,7 +44,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn
+  from fewstep_jax import nn
+  from fewstep_jax.tools import import_checkpoint as import_weights
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   torch.manual_seed(0)

@@ -5,7 +5,7 @@
 CTM_CHECKOUT is a clone of https://github.com/sony/ctm (not a dependency of the project; it needs torch and
 einops). The script builds its code/cm/unet.py `UNetModel` with training_mode='ctm' (the s embedding
 `time_embed_s` and every ResBlock's `emb_layers_s`) at a small size with the ImageNet-64 network's arguments,
-redraws every parameter, saves its state dict, imports it with `fewstep_jax.import_weights` (UNetModel,
+redraws every parameter, saves its state dict, imports it with `fewstep_jax.tools.import_checkpoint` (UNetModel,
 two_times), and compares the raw networks at CTM's time inputs (`rescaling_t`: 250 ln t and 250 ln s; here
 ln(t) / 4 and ln(s) / 4 with time_scale 1000), with s and without (its teacher role). The checkout's module-level
 imports of flash-attn and xformers are stubbed and its flash attention kernel is replaced by the same
@@ -41,7 +41,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn
+  from fewstep_jax import nn
+  from fewstep_jax.tools import import_checkpoint as import_weights
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   torch.manual_seed(0)

@@ -6,7 +6,7 @@ DIT_CHECKOUT is a clone of https://github.com/facebookresearch/DiT (not a depend
 network is SiT's (experiments/parity/sit.py checks the transformer); what differs is the reading: an epsilon
 prediction (the first C of 2C output channels) at DDPM's integer timesteps of the linear schedule. The script checks
 that the project's schedule equals DiT's `GaussianDiffusion.alphas_cumprod`, then builds DiT's `DiT` at a small size
-with random weights, imports its training checkpoint with `fewstep_jax.import_weights --arch=DiT`, and compares the
+with random weights, imports its training checkpoint with `fewstep_jax.tools.import_checkpoint --arch=DiT`, and compares the
 project's `dit` readout eps(x_sigma, sigma_j) with DiT(x_sigma / sqrt(1 + sigma_j^2), j)[:, :C] at timesteps j from
 0 to 999, with labels and with the null label. One JSON line per check.
 """
@@ -31,7 +31,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn, paths
+  from fewstep_jax import nn, paths
+  from fewstep_jax.tools import import_checkpoint as import_weights
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   alphas_cumprod = create_diffusion(timestep_respacing='').alphas_cumprod

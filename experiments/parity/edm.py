@@ -6,7 +6,7 @@ EDM_CHECKOUT is a clone of https://github.com/NVlabs/edm (not a dependency of th
 architecture (DDPM++, NCSN++, ADM) at a small size, the script builds EDM's `EDMPrecond` with random weights (every
 parameter and buffer redrawn, so that no zero-initialised layer hides a mismatch), writes it as EDM writes its
 network pickles ({'ema': net, ...} through plain pickle) and as a `torch.save` state dict, imports both with
-`fewstep_jax.import_weights` (the pickle by its recorded arguments, the state dict by architecture name), and
+`fewstep_jax.tools.import_checkpoint` (the pickle by its recorded arguments, the state dict by architecture name), and
 compares the denoiser D(x; sigma, labels) with the project's `edm` readout of the imported network, over noise levels
 from 0.002 to 80 and conditional and unconditional labels. It also prints the parameter counts of the published
 networks, EDM's against the port's (`jax.eval_shape`, nothing materialised). One JSON line per check.
@@ -53,7 +53,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn
+  from fewstep_jax import nn
+  from fewstep_jax.tools import import_checkpoint as import_weights
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   torch.manual_seed(0)

@@ -5,7 +5,7 @@
 EDM2_CHECKOUT is a clone of https://github.com/NVlabs/edm2 (not a dependency of the project; it needs torch). The
 script builds EDM2's `Precond` at a small size with random weights (every parameter, including the zero-initialised
 gains, and the Fourier buffers redrawn), writes it as EDM2 writes its network pickles and as a `torch.save` state
-dict, imports both with `fewstep_jax.import_weights`, and compares the denoiser D(x; sigma, labels) and the
+dict, imports both with `fewstep_jax.tools.import_checkpoint`, and compares the denoiser D(x; sigma, labels) and the
 uncertainty u(sigma) with the project's `edm` readout of the imported network, over noise levels from 0.002 to 80,
 conditional and unconditional; then trains both for a few Adam steps from those weights, EDM2's with its forced
 weight normalisation in training mode and the port's through TrainedNetwork's projection, and compares them after
@@ -40,7 +40,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn
+  from fewstep_jax import nn
+  from fewstep_jax.tools import import_checkpoint as import_weights
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   torch.manual_seed(0)

@@ -6,7 +6,7 @@ SIT_CHECKOUT is a clone of https://github.com/willisma/SiT (not a dependency of 
 timm). The script builds SiT's `SiT` at a small size with random weights (every parameter redrawn, including the
 zero-initialised adaLN and output layers; the fixed position table kept, and compared with the port's own), saves
 its state dict as SiT's train.py saves checkpoints ({'model', 'ema', 'opt', 'args'}), imports it with
-`fewstep_jax.import_weights`, and compares the project's flow velocity through the `sit` readout, v(z, t), with
+`fewstep_jax.tools.import_checkpoint`, and compares the project's flow velocity through the `sit` readout, v(z, t), with
 -SiT(z, 1 - t, y) over t from 0.02 to 0.98, with labels and with the null label. It also prints the parameter
 counts of the published sizes at ImageNet-256 latents (32 x 32 x 4, 1000 classes), SiT's against the port's
 (`jax.eval_shape`). One JSON line per check.
@@ -31,7 +31,8 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  from fewstep_jax import import_weights, nn
+  from fewstep_jax import nn
+  from fewstep_jax.tools import import_checkpoint as import_weights
   from fewstep_jax.nn import sit
 
   jax.config.update('jax_default_matmul_precision', 'highest')

@@ -3,7 +3,7 @@
 - 'toy': 2-D distributions sampled inside the jitted step (`kind == 'device'`), see `toy.py`.
 - 'digits': the scikit-learn 8x8 digits, built as a local TFDS dataset on first use, see `digits.py`.
 - 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
-- 'reflow_pairs': noise-sample pairs generated from a trained flow, see `reflow_pairs.py`.
+- 'reflow_pairs': noise-sample pairs generated from a trained flow, see `ode_pairs.py`.
 - 'latents': precomputed VAE latents (ImageNet-256 latent configs), see `latents.py`.
 
 `evaluator` names the embedded evaluator that fits the data (eval/evaluate.py): the dataset itself, or for
@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from fewstep_jax.data import digits, latents, reflow_pairs, tfds_images, toy
+from fewstep_jax.data import digits, latents, ode_pairs, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
 from fewstep_jax.errors import ConfigError
@@ -35,7 +35,7 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
   config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
-  config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.reflow.
+  config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.tools.generate_pairs.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
   config.latent_norm = 'scale'  # latents.LATENT_NORMS: 'scale' (latent_scale; images in [-1, 1]: DiT, SiT,
@@ -187,7 +187,7 @@ def _build_reflow_pairs(config_data, *, global_batch_size: int, seed: int):
     source = data_defaults()
     source.update(source_config)
     return build_data(source, global_batch_size=batch_size, seed=seed)
-  return reflow_pairs.PairData(config_data, global_batch_size=global_batch_size, seed=seed,
+  return ode_pairs.PairData(config_data, global_batch_size=global_batch_size, seed=seed,
                                build_source_data=build_source_data)
 
 

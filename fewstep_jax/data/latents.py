@@ -1,6 +1,6 @@
 """Precomputed VAE latents as a dataset (ImageNet-256 latent configs). `config.data.latents_dir` holds either
 
-  posterior moments, as `python -m fewstep_jax.encode_latents` writes them (fewstep_jax/encode_latents.py):
+  posterior moments, as `python -m fewstep_jax.tools.encode_latents` writes them (fewstep_jax/tools/encode_latents.py):
     info.json                         {"format": "moments", "shape": [H, W, C], "num_examples", "num_classes", ...}
     moments-<shard>.array_record      one record per image: int32 label, float32 mean [H, W, C], float32 std
 
@@ -100,7 +100,7 @@ class MomentsSource:
     missing = [path for path in paths if not os.path.exists(path)]
     if missing:
       raise InputNotFoundError(f'{directory} is incomplete: {len(missing)} of {len(paths)} shards are missing (first: '
-                               f'{missing[0]}); run python -m fewstep_jax.encode_latents again with the same --out '
+                               f'{missing[0]}); run python -m fewstep_jax.tools.encode_latents again with the same --out '
                                'to finish it')
     self._records = grain.ArrayRecordDataSource(paths)
     if len(self._records) != int(info['num_examples']):

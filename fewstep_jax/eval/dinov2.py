@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import weights as weight_files
+from fewstep_jax import weight_files
 from fewstep_jax.train import files
 
 PUBLISHED_AT = 'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth'

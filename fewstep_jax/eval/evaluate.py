@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from fewstep_jax import sampling, stored_schedules
+from fewstep_jax import sampler_grids, sampling
 from fewstep_jax.data import latents as latents_lib
 from fewstep_jax.data import toy as toy_data
 from fewstep_jax.errors import ConfigError
@@ -89,7 +89,7 @@ def latent_decoder(run):
 
 def generate(run, params, nfe: int, n: int, seed: int):
   """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations (on the
-  stored schedule of eval.schedule where it holds one for this NFE); see generate_batches."""
+  stored grid of eval.grid_file where it holds one for this NFE); see generate_batches."""
   batches = [(np.asarray(samples)[:count], None if labels is None else labels[:count])
              for samples, labels, count in generate_batches(run, params, nfe, n, seed,
                                                             eval_batch_size(run.config, run.mesh, n))]
@@ -97,35 +97,34 @@ def generate(run, params, nfe: int, n: int, seed: int):
   return np.concatenate([samples for samples, _ in batches]), labels
 
 
-def stored_grid(config, nfe: int, solver: str | None = None):
-  """The grid eval.schedule stores for `nfe` and the solver (a tuple), or None (no schedule file, or none for this
-  NFE)."""
-  if not config.eval.get('schedule'):
+def stored_grid(run, nfe: int, solver: str | None = None):
+  """The grid eval.grid_file stores for `nfe` and the solver (a tuple), or None (no file, or none for this NFE)."""
+  config = run.config
+  if not config.eval.get('grid_file'):
     return None
-  if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ConfigError(f'eval.schedule is a schedule for ODE teachers ({sorted(stored_schedules.SCHEDULE_MAPS)}); '
-                      f'method {config.method.name!r} has its own few-step sampler: unset it.')
-  return stored_schedules.grid_for(config.eval.schedule, config.method.name, solver or config.method.solver, nfe)
+  if not run.method.ode_solvers:
+    raise ConfigError(f'eval.grid_file holds sampler grids of ODE samplers; method {config.method.name!r} has its own '
+                      'few-step sampler: unset it.')
+  return sampler_grids.grid_for(config.eval.grid_file, config.method.name, solver or config.method.solver, nfe)
 
 
-def solvers(config) -> tuple:
+def solvers(run) -> tuple:
   """The ODE solvers eval.solvers names (each evaluated in its own rows), or (None,): the method's own sampler."""
+  config = run.config
   if not config.eval.solvers:
     return (None,)
-  if config.method.name not in stored_schedules.SCHEDULE_MAPS:
-    raise ConfigError(f'eval.solvers chooses the ODE solver of {sorted(stored_schedules.SCHEDULE_MAPS)}; method '
-                      f'{config.method.name!r} has its own few-step sampler: unset it.')
-  unknown = [name for name in config.eval.solvers if name not in sampling.SOLVERS]
+  if not run.method.ode_solvers:
+    raise ConfigError(f'eval.solvers chooses the solver of an ODE sampler; method {config.method.name!r} has its own '
+                      'few-step sampler: unset it.')
+  unknown = [name for name in config.eval.solvers if name not in run.method.ode_solvers]
   if unknown:
-    raise ConfigError(f'unknown eval.solvers {unknown}; known: {sorted(sampling.SOLVERS)}')
+    raise ConfigError(f'unknown eval.solvers {unknown}; known: {sorted(run.method.ode_solvers)}')
   return tuple(config.eval.solvers)
 
 
 def nfe_problem(method, nfe: int, conditional: bool, solver: str | None = None, grid=None) -> str | None:
   """Why the method's sampler cannot spend exactly `nfe` network calls (with `solver` and a stored `grid`), from its
   `sampling_plan`: e.g. an odd NFE under classifier-free guidance, where a step costs two calls. None if it can."""
-  if not hasattr(method, 'sampling_plan'):  # Sampled with a static NFE (`compiled_sampler`): nothing to check.
-    return None
   try:
     method.sampling_plan(int(nfe), conditional, solver=solver, grid=grid)
   except ValueError as error:
@@ -138,11 +137,11 @@ def check_nfes(run, nfes=None, solver_names=None):
   of `solver_names` (default `solvers`): checked before weights load or sampling starts, not midway through."""
   config = run.config
   nfes = tuple(int(nfe) for nfe in (config.eval.nfe if nfes is None else nfes))
-  solver_names = solvers(config) if solver_names is None else tuple(solver_names)
+  solver_names = solvers(run) if solver_names is None else tuple(solver_names)
   conditional = run.data.num_classes > 0
 
   def problem(nfe):  # The first solver's reason, or None.
-    return next(filter(None, (nfe_problem(run.method, nfe, conditional, solver, stored_grid(config, nfe, solver))
+    return next(filter(None, (nfe_problem(run.method, nfe, conditional, solver, stored_grid(run, nfe, solver))
                               for solver in solver_names)), None)
 
   problems = {nfe: why for nfe in nfes if (why := problem(nfe)) is not None}
@@ -158,20 +157,16 @@ def check_nfes(run, nfes=None, solver_names=None):
 
 
 def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
-  """The jitted sampler generate_batches calls: (params, key, indices [batch_size]) -> samples. A method whose
-  sampler is an ODE solve (it has a `sampling_plan`) compiles once per (run, batch size, solver): the grid, the
-  step count and the last-step rule of `nfe` and its stored grid are the compiled function's arguments, so every
-  NFE, the end-of-training evaluation, the sample grids and --mode=eval share it. Other methods compile one per
-  (run, batch size, NFE, stored grid, solver)."""
-  grid = stored_grid(run.config, nfe, solver)
-  if hasattr(run.method, 'sampling_plan'):
-    plan = run.method.sampling_plan(nfe, run.data.num_classes > 0, solver=solver, grid=grid)
-    return PlannedSampler(_planned_sample_fn(run, batch_size, solver), plan)
-  return _sample_fn(run, batch_size, nfe, grid, solver)
+  """The sampler generate_batches calls: (params, key, indices [batch_size]) -> samples, the method's plan of `nfe`
+  (and of its stored grid) bound to one function compiled per (run, batch size, static sampling options): the
+  plan's arrays are its arguments, so every NFE, stored grid, the end-of-training evaluation, the sample grids and
+  --mode=eval share one compilation."""
+  plan = run.method.sampling_plan(nfe, run.data.num_classes > 0, solver=solver, grid=stored_grid(run, nfe, solver))
+  return PlannedSampler(_sample_fn(run, batch_size), plan)
 
 
 class PlannedSampler:
-  """A compiled planned sampler bound to one plan; called, lowered and counted like a jitted function."""
+  """A compiled sampler bound to one plan; called, lowered and counted like a jitted function."""
 
   def __init__(self, compiled, plan):
     self.compiled, self.plan = compiled, plan
@@ -186,47 +181,30 @@ class PlannedSampler:
     return self.compiled._cache_size()  # pylint: disable=protected-access
 
 
-def _sharded(run, one_sample, *extra_specs):
-  """jit(params, key, indices [batch_size], *extra) -> samples: every device draws its share of the indices, one
-  sample per index from its own key (`one_sample(params, key, label, *extra)` vmapped over them), under shard_map,
-  so that kernels XLA cannot partition (Pallas attention) run per device as in training. The extra arguments are
-  replicated. The output is replicated: every process can read it, also when the parameters are sharded."""
-  num_classes = run.data.num_classes
-
-  def device_share(params, key, indices, *extra):
-    keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
-    labels = sampling.labels_of(indices, num_classes)
-    return jax.vmap(one_sample, in_axes=(None, 0, 0) + (None,) * len(extra))(params, keys, labels, *extra)
-
-  batch = PartitionSpec(BATCH_AXES)
-  # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
-  shared = jax.shard_map(device_share, mesh=run.mesh, in_specs=(PartitionSpec(), PartitionSpec(), batch)
-                         + extra_specs, out_specs=batch, check_vma=False)
-  return jax.jit(shared, out_shardings=sharding.replicated(run.mesh))
-
-
 @functools.lru_cache(maxsize=32)
-def _sample_fn(run, batch_size: int, nfe: int, grid=None, solver=None):
-  options = {} if grid is None else {'grid': grid}
-  if solver is not None:
-    options['solver'] = solver
-
-  def one_sample(params, key, label):
-    labels = None if label is None else label[None]
-    return run.method.sample(params, key, n=1, nfe=nfe, labels=labels, **options)[0]
-  return _sharded(run, one_sample)
-
-
-@functools.lru_cache(maxsize=32)
-def _planned_sample_fn(run, batch_size: int, solver=None):
+def _sample_fn(run, batch_size: int):
+  """jit(params, key, indices [batch_size], plan) -> samples: every device draws its share of the indices, one
+  sample per index from its own key (the method's `sample` vmapped over them), under shard_map, so that kernels XLA
+  cannot partition (Pallas attention) run per device as in training. The plan is replicated (its static options key
+  jit's cache). The output is replicated: every process can read it, also when the parameters are sharded."""
   del batch_size  # A key of the cache only: jit compiles per input shape anyway.
-
-  options = {} if solver is None else {'solver': solver}
+  num_classes = run.data.num_classes
 
   def one_sample(params, key, label, plan):
     labels = None if label is None else label[None]
-    return run.method.sample(params, key, n=1, nfe=None, labels=labels, plan=plan, **options)[0]
-  return _sharded(run, one_sample, PartitionSpec())
+    return run.method.sample(params, key, 1, plan, labels)[0]
+
+  def device_share(params, key, indices, plan):
+    keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
+    labels = sampling.labels_of(indices, num_classes)
+    return jax.vmap(one_sample, in_axes=(None, 0, 0, None))(params, keys, labels, plan)
+
+  batch = PartitionSpec(BATCH_AXES)
+  # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
+  shared = jax.shard_map(device_share, mesh=run.mesh, in_specs=(PartitionSpec(), PartitionSpec(), batch,
+                                                                PartitionSpec()),
+                         out_specs=batch, check_vma=False)
+  return jax.jit(shared, out_shardings=sharding.replicated(run.mesh))
 
 
 class InMemoryMetrics:
@@ -435,7 +413,7 @@ def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None 
                       'metric.')
   nfes = tuple(config.eval.nfe if nfe is None else nfe)
   n, seed = config.eval.num_samples if num_samples is None else int(num_samples), config.eval.seed
-  chosen_solvers = solvers(config)  # Checked before the evaluators load their weights.
+  chosen_solvers = solvers(run)  # Checked before the evaluators load their weights.
   check_nfes(run, nfes, chosen_solvers)
   evaluators = [EVALUATORS[name](run, n, seed) for name in names]
   batch_size = eval_batch_size(config, run.mesh)
@@ -518,8 +496,8 @@ def sampler_name(config, solver: str | None = None) -> str:
   parts = [solver or hp.get('solver', 'default')]
   if hp.get('guidance', 1.0) != 1.0:
     parts.append(f'guidance {hp.guidance:g}')
-  if config.eval.get('schedule'):
-    parts.append(f'schedule {os.path.basename(config.eval.schedule)}')
+  if config.eval.get('grid_file'):
+    parts.append(f'grids {os.path.basename(config.eval.grid_file)}')
   return ', '.join(parts)
 
 

@@ -12,7 +12,7 @@ as v / 255, resized bilinearly to 299 x 299 (`F.interpolate(mode='bilinear', ali
 antialiasing), and scaled to [-1, 1]. A one-channel image is repeated to RGB.
 
 Weights are read from a local file, never downloaded: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
-(read with numpy alone by `fewstep_jax.weights`' restricted unpickler, which runs no code from the file), the same
+(read with numpy alone by `fewstep_jax.weight_files`' restricted unpickler, which runs no code from the file), the same
 state dict as `.safetensors`, or the `.npz` that `python -m fewstep_jax.eval.inception --src=FILE --out=FILE.npz`
 writes from either. Arrays keep the state dict's names; convolution kernels are
 stored HWIO.
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import weights as weight_files
+from fewstep_jax import weight_files
 from fewstep_jax.train import files
 
 PUBLISHED_AT = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'

@@ -7,12 +7,18 @@ A method is built from the config and the values of the inputs it declares:
   init(key, frozen) -> TrainState  frozen: the resolved parameters and arrays ({} to learn shapes only)
   step(state, batch, key, **step_options(step)) -> (state, metrics)
                                    pure; the trainer jits it once per distinct step_options
-  sample(params, key, n, nfe, labels=None) -> samples [n, *data_shape]
+  sampling_plan(nfe, conditional, guidance=None, solver=None, grid=None) -> sampling.SamplingPlan
+                                   the arrays of an NFE and the static sampling options; a ValueError (its reason)
+                                   where the sampler cannot spend exactly nfe network calls
+  sample(params, key, n, plan, labels=None, noise=None) -> samples [n, *data_shape]
+                                   along a plan (traced in the evaluator: one compiled sampler for every NFE)
   sampling_params(state, name=None) -> the parameters `sample` uses (an EMA copy by default)
   readout                          how another run reads this method's network (paths.Readout), or None
   teaches                          whether that reading is a denoiser / velocity field that can teach
-A method that trains one network subclasses `SingleNetworkMethod` and writes `loss(params, batch, key, ctx)` and
-`sample`; everything the loss reads besides its parameters, batch and key is in `ctx` (a StepContext).
+A method that trains one network subclasses `SingleNetworkMethod` and writes `loss(params, batch, key, ctx)` and its
+sampler (`sampling_plan`, `sample`); everything the loss reads besides its parameters, batch and key is in `ctx` (a
+StepContext). A method that trains several (a student, a critic, a discriminator) subclasses
+roles.MultiNetworkMethod.
 """
 from typing import Any, NamedTuple
 
@@ -107,6 +113,13 @@ class Method:
     del config
     return {}
 
+  @classmethod
+  def run_defining_fields(cls, config) -> tuple:
+    """Config fields beyond the trainer's that define this run (resuming a workdir with them changed is refused):
+    train.num_steps where a schedule or curriculum of the method's runs over it. None by default."""
+    del config
+    return ()
+
   def __init__(self, config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None):
     del inputs
     self.name = config.method.name
@@ -123,6 +136,31 @@ class Method:
     eps = jax.random.normal(key, x.shape, x.dtype)
     coupling = self.hparams.coupling if self.uses_coupling else 'independent'
     return couplings.couple(coupling, jax.random.fold_in(key, 1), x, eps, y)
+
+  # --- Sampling: what the evaluator, the sample grids and the tools call. ---
+
+  ode_solvers = ()  # The solvers of an ODE sampler (eval.solvers, stored grids: sampler_grids.py); () elsewhere.
+
+  def sampling_plan(self, nfe: int, conditional: bool, guidance=None, solver=None, grid=None):
+    """The sampling.SamplingPlan of `sample` with `nfe` network calls for labelled (conditional) samples or not:
+    a ValueError saying why where the sampler cannot spend exactly nfe (an odd NFE under CFG). guidance: the CFG
+    scale (default the method's); solver, grid: an ODE sampler's solver and stored grid (`ode_solvers`)."""
+    raise NotImplementedError
+
+  def sample(self, params, key, n: int, plan, labels=None, noise=None):
+    """Samples [n, *data_shape] along `plan` (from `sampling_plan`; its arrays may be traced), labels [n] or None,
+    from `noise` [n, *data_shape] ~ N(0, I) where given (else drawn from key)."""
+    raise NotImplementedError
+
+  def sample_at(self, params, key, n: int, nfe: int, labels=None, noise=None, **options):
+    """`sample` with the plan of `nfe` calls (options: sampling_plan's guidance, solver, grid)."""
+    return self.sample(params, key, n, self.sampling_plan(nfe, labels is not None, **options), labels, noise=noise)
+
+  def check_no_ode_options(self, solver, grid):
+    """A few-step sampler's refusal of an ODE solver or a stored grid."""
+    if solver is not None or grid is not None:
+      raise ValueError(f'{self.name} samples with its own few-step sampler: it takes no ODE solver or stored grid '
+                       '(eval.solvers, eval.sampler_grids)')
 
   def trained_nfes(self, conditional: bool):
     """The NFEs the sampler is trained to spend (a k-step student: k, two calls a step under CFG), or None: any NFE
@@ -289,27 +327,34 @@ class ConsistencySampler:
     extra = nfe - len(times)
     return times + [times[-1] * (extra - i) / (extra + 1) for i in range(extra)]
 
-  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.ConsistencyPlan of `sample` with `nfe` network calls: `schedule`'s times."""
-    if solver is not None or grid is not None:
-      raise ValueError('a consistency sampler takes no ODE solver or stored grid (eval.solvers, eval.schedule); '
-                       'its times are the method\'s own')
-    guidance = self.guidance if guidance is None else guidance
-    return sampling.consistency_plan(self.schedule(sampling.drift_evaluations(
-        nfe, True if conditional else None, guidance)))
-
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None, plan=None):
-    """Samples [n, *data_shape] with `nfe` network calls (two a step under CFG) over `schedule`; eps = `noise` if
-    given. A `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, gamma=None):
+    """The SamplingPlan of `sample` with `nfe` network calls: `schedule`'s times, the CFG scale and TCD's gamma."""
     guidance = self.guidance if guidance is None else guidance
     gamma = self.gamma if gamma is None else gamma
+    if not 0.0 <= gamma <= 1.0:
+      raise ValueError(f'gamma must be in [0, 1], got {gamma}')
+    times = self.schedule(sampling.drift_evaluations(nfe, True if conditional else None, guidance))
+    return sampling.SamplingPlan(sampling.consistency_plan(times), guidance=guidance, gamma=gamma)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Samples [n, *data_shape] along `plan` (two calls a step under CFG); eps = `noise` if given."""
     noise_key, sample_key = jax.random.split(key)
     eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
-    x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, guidance,
+    x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, plan.guidance,
                    self.num_classes)
-    if plan is None:
-      plan = self.sampling_plan(nfe, labels is not None, guidance)
-    return sampling.consistency_sample(x0_fn, self.path, plan, self.start_scale * eps, sample_key, gamma)
+    return sampling.consistency_sample(x0_fn, self.path, plan.steps, self.start_scale * eps, sample_key, plan.gamma)
+
+
+class ConsistencySampled:
+  """For a method whose sampler is `self.sampler`, a ConsistencySampler: its sampling_plan and sample (mixed in
+  before Method)."""
+
+  def sampling_plan(self, nfe, conditional, guidance=None, solver=None, grid=None, gamma=None):
+    self.check_no_ode_options(solver, grid)
+    return self.sampler.sampling_plan(nfe, conditional, guidance, gamma)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    return self.sampler.sample(params, key, n, plan, labels, noise)
 
 
 def teacher_model(teacher, path, kind: str, guidance: float, null_label: int):

@@ -94,19 +94,17 @@ class ConsistencyFM(SingleNetworkMethod):
     return loss, {'loss': loss, 'f_loss': jnp.mean(f_loss), 'v_loss': jnp.mean(v_loss)}
 
   def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.SolverPlan of `sample` with `nfe` network calls (two a step under CFG)."""
-    if solver is not None or grid is not None:
-      raise ValueError('consistency-FM samples with its own Euler steps: it takes no ODE solver or stored grid '
-                       '(eval.solvers, eval.schedule)')
+    """The SamplingPlan of `sample` with `nfe` network calls: Euler steps from t = 1 (two calls a step under
+    CFG)."""
+    self.check_no_ode_options(solver, grid)
     guidance = self.hparams.guidance if guidance is None else guidance
-    return sampling.solver_plan(timesteps.flow_time_grid, 'euler', sampling.drift_evaluations(
+    steps = sampling.solver_plan(timesteps.flow_time_grid, 'euler', sampling.drift_evaluations(
         nfe, True if conditional else None, guidance))
+    return sampling.SamplingPlan(steps, guidance=guidance)
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, noise=None, plan=None):
-    """Samples [n, *data_shape]: Euler steps from t = 1 to 0 with `nfe` network calls (from `noise` if given). A
-    `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
-    guidance = self.hparams.guidance if guidance is None else guidance
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Samples [n, *data_shape]: Euler steps from t = 1 to 0 along `plan` (from `noise` if given)."""
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
-    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance, self.num_classes)
-    plan = self.sampling_plan(nfe, labels is not None, guidance) if plan is None else plan
-    return sampling.solve_plan(velocity, z, plan, 'euler')
+    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance,
+                      self.num_classes)
+    return sampling.solve_plan(velocity, z, plan.steps, 'euler')

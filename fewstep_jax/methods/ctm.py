@@ -51,12 +51,14 @@ import optax
 from fewstep_jax import distances, nn, paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, SingleNetworkMethod, StepContext, accumulate,
-                                     accumulate_gradients, drop_labels, guided, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, StepContext, accumulate, accumulate_gradients,
+                                     check_eval_params, drop_labels, guided, require_teacher, teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
+from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.registry import register
+from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, Update, loss_update
 from fewstep_jax.methods.score_distillation import critic_optim_defaults
-from fewstep_jax.train.optim import make_optimizer
+from fewstep_jax.train.optim import make_optimizer, spans_the_run
 from fewstep_jax.train.trained import TrainedNetwork
 
 
@@ -85,13 +87,9 @@ def merge_by_path(fresh, source):
 
 
 @register('ctm')
-class CTM(SingleNetworkMethod):
-  """CTM: the trajectory jump G(x_t, t, s), soft consistency through k teacher Heun steps, adaptive DSM."""
-  target_network = 'own_ema'
-
-  @classmethod
-  def readout_of(cls, config):
-    return None  # G is a jump, not a denoiser or velocity another method reads.
+class CTM(MultiNetworkMethod):
+  """CTM: the trajectory jump G(x_t, t, s), soft consistency through k teacher Heun steps, adaptive DSM; with the
+  GAN term a second role, the discriminator head (methods/roles.py, methods/gan.py)."""
 
   @classmethod
   def defaults(cls):
@@ -125,9 +123,12 @@ class CTM(SingleNetworkMethod):
     ))
 
   @classmethod
+  def run_defining_fields(cls, config):
+    return ('train.num_steps',) if spans_the_run(config.method.head_optim) else ()
+
+  @classmethod
   def inputs(cls, config):
-    return {**super().inputs(config), **distance_inputs(config),
-            'teacher': TeacherInput(config.method.teacher)}
+    return {**distance_inputs(config), 'teacher': TeacherInput(config.method.teacher)}
 
   def __init__(self, config, *, data_shape, num_classes, inputs=None):
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
@@ -144,21 +145,45 @@ class CTM(SingleNetworkMethod):
     if hp.adaptive_group and hp.adaptive_group < batch and config.train.micro_batches > 1:
       raise ValueError('method.adaptive_group already takes the gradient group by group: set '
                        '--config.train.micro_batches=1')
+    if config.network.get('logvar_head', False):
+      raise ValueError("network.logvar_head=True, but method 'ctm' does not use a learned log-variance; set "
+                       '--config.network.logvar_head=False.')
+    check_eval_params(config)
     teacher = require_teacher(inputs, self.name)
     self.path = paths.EDMPath()
     self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
-    self.denoise = paths.edm_denoiser(self.apply, sigma_data=hp.sigma_data)
     self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,
                                             lpips_weights=hp.lpips_weights, lpips_resolution=hp.lpips_resolution)
     self.use_gan = hp.gan_weight > 0
+    # The student's updates: its loss's gradient (adaptive DSM: the two terms' gradients combined), with the GAN term
+    # from gan_start on even steps; the discriminator head's on odd ones (the official g_learning_period = 2).
+    student = lambda gan: Update(('student',), lambda params, batch, key, ctx: self.gradients(
+        params, batch, key, ctx, gan), after=self.move_target)
+    self.updates = {'student': student(False)}
+    self.schedule = Schedule([('student',)])
     if self.use_gan:
       if teacher.network is None or teacher.readout.name not in paths.NETWORK_INPUTS:
         raise ValueError('the CTM GAN term reads the teacher\'s bottleneck: the teacher needs a network config and '
                          'an edm, flow or TrigFlow readout; or set --config.method.gan_weight=0')
-      self.teacher_readout = teacher.readout
-      self.teacher_features = nn.make_features(nn.build_network(teacher.network, num_classes=num_classes))
-      self.head = TrainedNetwork(nn.GanHead(hidden=hp.gan_head_width),
-                                 make_optimizer(hp.head_optim, config.train.num_steps))
+      self.discriminator = Discriminator(nn.build_network(teacher.network, num_classes=num_classes), teacher.readout,
+                                         self.path, hidden=hp.gan_head_width, loss='hinge')
+      self.updates.update(student_gan=student(True), discriminator=loss_update(
+          ('head',), self.discriminator_loss, config.train.micro_batches))
+      # From gan_start: the student on even steps, the head on odd ones (the official `step % g_learning_period`).
+      self.schedule = Schedule([('student',), ('student_gan',), ('discriminator',)],
+                               pattern=(1, 2) if hp.gan_start % 2 == 0 else (2, 1), start=hp.gan_start, before=0)
+    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
+                                              num_updates=self.role_num_updates('student'))
+    self.roles = {'student': self.student}
+    if self.use_gan:
+      self.roles['head'] = TrainedNetwork(self.discriminator.head,
+                                          make_optimizer(hp.head_optim, self.role_num_updates('head')))
+    self.apply = self.student.apply
+    self.denoise = paths.edm_denoiser(self.apply, sigma_data=hp.sigma_data)
+
+  def update_keys(self, key):
+    """One update a step: each draws from the step's key itself."""
+    return {name: key for name in self.updates}
 
   # --- The network. ---
 
@@ -171,26 +196,31 @@ class CTM(SingleNetworkMethod):
     ratio = paths.expand_to(s / t, x_t)
     return ratio * x_t + (1 - ratio) * self.g(params, x_t, t, s, y, key)
 
-  def own_target_rate(self, step):
-    del step
-    return jnp.asarray(self.hparams.target_ema, jnp.float32)
+  def init_params(self, key, frozen):
+    """The student from a fresh two-time initialisation with the teacher's weights wherever they fit; the head on
+    the teacher's features."""
+    params = {'student': self.student.init_params(key, self.data_shape)}
+    if 'teacher' in frozen:
+      params['student'] = merge_by_path(params['student'], frozen['teacher'])
+    if self.use_gan and 'teacher' in frozen:  # Without the teacher (a description: eval, sample) no head.
+      params['head'] = self.discriminator.init_head(jax.random.fold_in(key, 1), frozen['teacher'], self.data_shape,
+                                                    self.num_classes)
+    return params
 
-  def init(self, key, frozen=None):
-    """The student from a fresh two-time initialisation with the teacher's weights wherever they fit."""
-    frozen = dict(frozen or {})
-    state = super().init(key, frozen)
-    if 'teacher' not in frozen:
-      return state
-    params = merge_by_path(state.nets['student'].params, frozen['teacher'])
-    extra = dict(state.extra, target=jax.tree.map(lambda p: p.astype(jnp.float32), params))
-    nets = {'student': self.student.init(params)}
-    if self.use_gan:
-      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-      feats = jax.eval_shape(self.bottleneck, frozen, example)
-      head_key = jax.random.fold_in(key, 1)
-      nets['head'] = self.head.init(self.head.module.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params'])
-      extra['last'] = self.logged_metrics()
-    return state.replace(nets=nets, extra=extra)
+  def init_extra(self, frozen, params):
+    """The target network G_sg (an EMA of the student at rate target_ema), in float32."""
+    del frozen
+    return {'target': jax.tree.map(lambda p: p.astype(jnp.float32), params['student'])}
+
+  def context(self, state):
+    return super().context(state)._replace(target=state.extra['target'])
+
+  def move_target(self, state, metrics):
+    """After a student update: the target network moves to the updated student at rate target_ema."""
+    rate = jnp.asarray(self.hparams.target_ema, jnp.float32)
+    params = state.nets['student'].params
+    target = jax.tree.map(lambda t, p: rate * t + (1.0 - rate) * p.astype(t.dtype), state.extra['target'], params)
+    return state.replace(extra={**state.extra, 'target': target}), {**metrics, 'target_ema': rate}
 
   # --- The objective. ---
 
@@ -251,29 +281,24 @@ class CTM(SingleNetworkMethod):
 
   # --- The GAN term (gan_weight > 0). ---
 
-  def bottleneck(self, frozen, images, y=None):
-    """The frozen teacher's bottleneck features of images [B, ...] read at level gan_sigma."""
-    sigma = jnp.full(images.shape[:1], self.hparams.gan_sigma)
-    x_net, c_noise = paths.network_input(self.teacher_readout.name, images, sigma, self.path,
-                                         self.teacher_readout.sigma_data)
-    return self.teacher_features(frozen['teacher'], x_net, c_noise, y)
-
   def logits(self, head, frozen, images, y=None):
-    return self.head.module.apply({'params': head}, self.bottleneck(frozen, images, y))
+    """The head on the frozen teacher's bottleneck of (clean) images [B, ...], read at level gan_sigma."""
+    sigma = jnp.full(images.shape[:1], self.hparams.gan_sigma)
+    return self.discriminator.logits(head, frozen['teacher'], images, sigma, y)
 
   def gan_generator_loss(self, params, batch, key, ctx):
-    """-mean l(estimate): the generator's side on the CTM estimate itself (the official `get_gan_fake`)."""
+    """The generator's side on the CTM estimate itself (the official `get_gan_fake`): -mean l(estimate)."""
     estimate, _ = self.estimate(params, batch, key, ctx)
-    loss = -jnp.mean(self.logits(ctx.nets['head'], ctx.frozen, estimate, batch.get('y')))
+    loss = self.discriminator.loss.generator(self.logits(ctx.nets['head'], ctx.frozen, estimate, batch.get('y')))
     return loss, {'gan_generator_loss': loss}
 
-  def discriminator_loss(self, head, batch, key, ctx):
+  def discriminator_loss(self, trained, batch, key, ctx):
     """Hinge: mean relu(1 + l(fake)) + mean relu(1 - l(real)), the fake a fresh CTM estimate without gradient."""
     fake, _ = self.estimate(ctx.nets['student'], batch, key, ctx)
     y = batch.get('y')
-    l_fake = self.logits(head, ctx.frozen, jax.lax.stop_gradient(fake), y)
-    l_real = self.logits(head, ctx.frozen, batch['x'], y)
-    loss = jnp.mean(jax.nn.relu(1 + l_fake)) + jnp.mean(jax.nn.relu(1 - l_real))
+    l_fake = self.logits(trained['head'], ctx.frozen, jax.lax.stop_gradient(fake), y)
+    l_real = self.logits(trained['head'], ctx.frozen, batch['x'], y)
+    loss = self.discriminator.loss.discriminator(l_real, l_fake)
     return loss, {'discriminator_loss': loss, 'real_logit': jnp.mean(l_real), 'fake_logit': jnp.mean(l_fake)}
 
   def dsm_sigma(self, key, n):
@@ -305,26 +330,25 @@ class CTM(SingleNetworkMethod):
     loss = ctm + self.hparams.dsm_weight * dsm
     return loss, {'loss': loss, **ctm_metrics, **dsm_metrics}
 
-  def context(self, state):
-    ctx = super().context(state)
-    return ctx._replace(nets={name: net.params for name, net in state.nets.items()})
-
-  def gradients(self, state, batch, key, gan=False):
-    """grad L_CTM + dsm_weight w grad L_DSM (+ gan_weight lambda grad L_GAN with `gan`), with the adaptive
-    w = clip(||grad L_CTM|| / (||grad L_DSM|| + 1e-4), 0, 1e4) and lambda = clip(||grad L_CTM|| / (||grad L_GAN||
-    + 1e-4), 0.01, 10), each term's gradient taken on its own; per group of method.adaptive_group samples, the
-    groups' results averaged (`accumulate`, one k for all)."""
-    hp = self.hparams
+  def gradients(self, params, batch, key, ctx, gan=False):
+    """{'student': grad L_CTM + dsm_weight w grad L_DSM (+ gan_weight lambda grad L_GAN with `gan`)}, metrics; with
+    the adaptive w = clip(||grad L_CTM|| / (||grad L_DSM|| + 1e-4), 0, 1e4) and lambda = clip(||grad L_CTM|| /
+    (||grad L_GAN|| + 1e-4), 0.01, 10), each term's gradient taken on its own; per group of method.adaptive_group
+    samples, the groups' results averaged (`accumulate`, one k for all). Without either: the gradient of `loss`."""
+    hp, params = self.hparams, params['student']
+    micro = self.config.train.micro_batches
     if not hp.adaptive_dsm and not gan:
-      return super().gradients(state, batch, key)
-    ctx = self.context(state)
-    params, size = state.nets['student'].params, batch['x'].shape[0]
+      grads, metrics = accumulate_gradients(lambda p, b, k: self.loss(p, b, k, ctx), params, batch, key, micro)
+      return {'student': grads}, metrics
+    size = batch['x'].shape[0]
     groups = size // hp.adaptive_group if hp.adaptive_group else 1
     if groups == 1:
-      return self.weighted_gradients(params, batch, key, ctx, gan, self.config.train.micro_batches)
-    k = self.draw_heun_steps(jax.random.fold_in(key, groups))
-    return accumulate(lambda p, b, group_key: self.weighted_gradients(p, b, group_key, ctx, gan, 1, k),
-                      params, batch, key, groups)
+      grads, metrics = self.weighted_gradients(params, batch, key, ctx, gan, micro)
+    else:
+      k = self.draw_heun_steps(jax.random.fold_in(key, groups))
+      grads, metrics = accumulate(lambda p, b, group_key: self.weighted_gradients(p, b, group_key, ctx, gan, 1, k),
+                                  params, batch, key, groups)
+    return {'student': grads}, metrics
 
   def weighted_gradients(self, params, batch, key, ctx, gan, micro, k=None):
     """`gradients` of one group: the terms' gradients (each over `micro` micro-batches) and their adaptive
@@ -350,73 +374,32 @@ class CTM(SingleNetworkMethod):
       metrics = {**metrics, **gan_metrics, 'gan_adaptive_weight': gan_weight / hp.gan_weight}
     return grads, {'loss': loss, **metrics}
 
-  # --- The step: the student, or (GAN) the discriminator head on alternate steps. ---
-
-  def step_options(self, step: int) -> dict:
-    """Before gan_start, or without the GAN: a student update every step. From gan_start: the student on even
-    steps (with the GAN term), the discriminator head on odd ones (the official g_learning_period = 2)."""
-    if not self.use_gan or step < self.hparams.gan_start:
-      return {'update': 'student'}
-    return {'update': 'student_gan' if step % 2 == 0 else 'discriminator'}
-
-  def step(self, state, batch, key, update=None):
-    """update: 'student' | 'student_gan' | 'discriminator' (static, from step_options; None: the choice
-    step_options makes, from state.step on device). With the GAN, every step reports the same metrics: the other
-    kind of update's last values come from state.extra['last']."""
-    if not self.use_gan:
-      return super().step(state, batch, key)
-    if update is None:
-      index = jnp.where(state.step < self.hparams.gan_start, 0, jnp.where(state.step % 2 == 0, 1, 2))
-      return jax.lax.switch(index, [lambda s, name=name: self.step(s, batch, key, name)
-                                    for name in ('student', 'student_gan', 'discriminator')], state)
-    if update == 'discriminator':
-      ctx = self.context(state)
-      grads, metrics = accumulate_gradients(lambda head, b, k: self.discriminator_loss(head, b, k, ctx),
-                                            state.nets['head'].params, batch, key, self.config.train.micro_batches)
-      head = self.head.apply_gradients(state.nets['head'], grads)
-      state = state.replace(step=state.step + 1, nets={**state.nets, 'head': head})
-      metrics = dict(metrics, head_grad_norm=optax.tree.norm(grads))
-    else:
-      state, metrics = super().step(state, batch, key, gan=update == 'student_gan')
-    last = {**state.extra['last'], **{name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()
-                                      if name in state.extra['last']}}
-    return state.replace(extra={**state.extra, 'last': last}), last
-
-  def logged_metrics(self):
-    """The names every GAN-run step reports (state.extra['last'])."""
-    names = ['loss', 'ctm_loss', 'heun_steps', 'dsm_loss', 'dsm_adaptive_weight', 'grad_norm', 'target_ema',
-             'gan_generator_loss', 'gan_adaptive_weight', 'discriminator_loss', 'real_logit', 'fake_logit',
-             'head_grad_norm']
-    return {name: jnp.zeros((), jnp.float32) for name in names}
-
   # --- Sampling. ---
 
-  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.ConsistencyPlan of `sample`: the descending (nfe + 1)-point Karras grid from sigma_max, as
-    arrays, so that one compiled sampler serves every NFE (nfe jumps; under CFG each jump calls twice)."""
-    del conditional, guidance
-    if solver is not None or grid is not None:
-      raise ValueError('CTM samples with its own gamma-sampling jumps: it takes no ODE solver or stored grid '
-                       '(eval.solvers, eval.schedule)')
-    if nfe < 1:
-      raise ValueError(f'nfe must be at least 1, got {nfe}')
-    hp = self.hparams
-    return sampling.consistency_plan([timesteps.karras_map(1.0 - i / nfe, hp.sigma_min, hp.sigma_max, hp.rho)
-                                      for i in range(nfe + 1)])
-
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, gamma=None, noise=None, plan=None):
-    """Gamma-sampling with nfe jumps over the (nfe + 1)-point Karras grid from sigma_max (CFG: two calls a jump).
-    A `plan` (from `sampling_plan`, possibly traced) replaces nfe."""
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None, gamma=None):
+    """The SamplingPlan of `sample` with `nfe` network calls: the jumps over the descending (jumps + 1)-point Karras
+    grid from sigma_max as arrays (a jump calls twice under CFG), the CFG scale and gamma."""
+    self.check_no_ode_options(solver, grid)
     hp = self.hparams
     guidance = hp.guidance if guidance is None else guidance
+    jumps = sampling.drift_evaluations(nfe, True if conditional else None, guidance)
+    if jumps < 1:
+      raise ValueError(f'nfe must be at least 1, got {nfe}')
     gamma = hp.sample_gamma if gamma is None else gamma
     if not 0.0 <= gamma <= 1.0:
       raise ValueError(f'gamma must be in [0, 1], got {gamma}')
+    steps = sampling.consistency_plan([timesteps.karras_map(1.0 - i / jumps, hp.sigma_min, hp.sigma_max, hp.rho)
+                                       for i in range(jumps + 1)])
+    return sampling.SamplingPlan(steps, guidance=guidance, gamma=gamma)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Gamma-sampling along `plan`: its jumps over the Karras grid from sigma_max (CFG: two calls a jump)."""
+    hp = self.hparams
+    gamma = plan.gamma
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
-    plan = self.sampling_plan(nfe, labels is not None) if plan is None else plan
-    sigmas, jumps = jnp.asarray(plan.times), plan.count - 1
-    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, guidance, self.num_classes)
+    sigmas, jumps = jnp.asarray(plan.steps.times), plan.steps.count - 1
+    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, plan.guidance, self.num_classes)
 
     def jump(i, x):
       last = i == jumps - 1

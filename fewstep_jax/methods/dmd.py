@@ -15,13 +15,13 @@ The mean over every element (not a per-sample sum) is the DMD2 code's reduction;
 DMD2 adds the GAN head (score_distillation: method.gan_weight 1e-2, gan_generator_weight 3e-3), the two time-scale
 rule (student_every=5) and multi-step students with backward simulation (student_sigmas). DMD (v1) updates 1:1 and
 adds `regression_weight` (0.25) times d(G(z_ref), y_ref) on teacher ODE pairs generated once and stored
-(`python -m fewstep_jax.reflow`, read whole into state.frozen['regression_pairs']), LPIPS in the paper.
+(`python -m fewstep_jax.tools.generate_pairs`, read whole into state.frozen['regression_pairs']), LPIPS in the paper.
 """
 import jax
 import jax.numpy as jnp
 
 from fewstep_jax import distances, paths
-from fewstep_jax.data import reflow_pairs
+from fewstep_jax.data import ode_pairs
 from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.inputs import ArraysInput
 from fewstep_jax.methods.base import StepContext, check_choice
@@ -91,7 +91,7 @@ class DMD(DistributionMatching):
   def defaults(cls):
     config = super().defaults()
     config.update(dict(
-        regression_pairs='',        # Directory of teacher ODE pairs (python -m fewstep_jax.reflow).
+        regression_pairs='',        # Directory of teacher ODE pairs (python -m fewstep_jax.tools.generate_pairs).
         regression_weight=0.25,
         regression_batch=32,        # Pairs per student update.
         regression_distance='l2',   # 'l2' | 'pseudo_huber' | 'lpips' (the paper's), distances.py.
@@ -106,7 +106,7 @@ class DMD(DistributionMatching):
     """Adds the stored pairs {'noise', 'x'[, 'y']} and the distance's weights (LPIPS)."""
     hp = config.method
     specs = dict(super().inputs(config), regression_pairs=ArraysInput(
-        lambda data_shape, num_classes: reflow_pairs.load_pairs(hp.regression_pairs, data_shape, num_classes),
+        lambda data_shape, num_classes: ode_pairs.load_pairs(hp.regression_pairs, data_shape, num_classes),
         'method.regression_pairs'))
     load = distances.weights_loader(hp.regression_distance, lpips_weights=hp.lpips_weights)
     if load:
@@ -131,4 +131,4 @@ class DMD(DistributionMatching):
     x_ref = self.denoise(params, self.hparams.sigma_init * pairs['noise'][index], sigma, y_ref)
     regression = jnp.mean(self.regression_distance.fn(x_ref, pairs['x'][index], frozen.get('distance')))
     loss = loss + self.hparams.regression_weight * regression
-    return loss, dict(metrics, regression_loss=regression, generator_loss=loss)
+    return loss, dict(metrics, regression_loss=regression, loss=loss)

@@ -12,6 +12,7 @@ dropout (EDM trains no null label; its paper-row configs set 0), no augmentation
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
@@ -60,34 +61,43 @@ class EDM(SingleNetworkMethod):
     loss = jnp.mean(edm_weight(sigma, hp.sigma_data) * per_sample_mean(jnp.square(denoised - x)))
     return loss, {'loss': loss}
 
+  ode_solvers = sampling.SOLVERS
+
   def sampling_grid(self, num_steps):
     """Descending Karras sigmas (num_steps of them) followed by 0: num_steps solver steps."""
     hp = self.hparams
     sigmas = timesteps.karras_sigmas(num_steps, hp.sigma_min, hp.sigma_max, hp.rho)
     return jnp.concatenate([sigmas, jnp.zeros((1,), sigmas.dtype)])
 
-  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.SolverPlan of `sample` with `nfe` network calls: the Karras grid, or `grid` (a stored
-    schedule: the solver's descending sigmas, ending at 0)."""
-    guidance = self.hparams.guidance if guidance is None else guidance
-    make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
-    return sampling.solver_plan(make_grid, solver or self.hparams.solver,
-                                sampling.drift_evaluations(nfe, True if conditional else None, guidance),
-                                noise_level=paths.EDMPath().sigma)
+  def grid_points(self, num_steps: int) -> int:
+    """The points of a num_steps-step grid on the Karras map (all but the final 0)."""
+    return num_steps
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
-    """Samples [n, *data_shape] from x = sigma_max eps with `nfe` network calls (eps = `noise` if given), on the
-    Karras grid or on `grid` (a stored schedule: the solver's descending sigmas, ending at 0). A `plan` (from
-    `sampling_plan`, possibly traced) replaces nfe and grid."""
+  def grid_from_fractions(self, fractions):
+    """A stored grid (sampler_grids.py): the Karras map at increasing fractions [K] from sigma_max (0) to
+    sigma_min (1), then 0; equal fractions are the Karras grid of K points."""
+    hp = self.hparams
+    return np.concatenate([timesteps.karras_map(1.0 - fractions, hp.sigma_min, hp.sigma_max, hp.rho), [0.0]])
+
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The SamplingPlan of `sample` with `nfe` network calls: the Karras grid, or `grid` (a stored one: the
+    solver's descending sigmas, ending at 0)."""
     guidance = self.hparams.guidance if guidance is None else guidance
+    solver = solver or self.hparams.solver
+    make_grid = self.sampling_grid if grid is None else sampling.fixed_grid(grid)
+    steps = sampling.solver_plan(make_grid, solver,
+                                 sampling.drift_evaluations(nfe, True if conditional else None, guidance),
+                                 noise_level=paths.EDMPath().sigma)
+    return sampling.SamplingPlan(steps, guidance=guidance, solver=solver)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Samples [n, *data_shape] from x = sigma_max eps (eps = `noise` if given) along `plan`."""
     eps = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     x = self.hparams.sigma_max * eps
-    denoise = guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, guidance,
+    denoise = guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, plan.guidance,
                      self.num_classes)
 
     def drift(x, sigma):
       return (x - denoise(x, sigma)) / paths.expand_to(sigma, x)
 
-    if plan is None:
-      plan = self.sampling_plan(nfe, labels is not None, guidance, solver, grid)
-    return sampling.solve_plan(drift, x, plan, solver or self.hparams.solver)
+    return sampling.solve_plan(drift, x, plan.steps, plan.solver)

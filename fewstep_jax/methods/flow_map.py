@@ -47,23 +47,21 @@ class AverageVelocityMethod(SingleNetworkMethod):
     return jnp.where(paths.expand_to(where, v), v_guided, v)
 
   def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.SolverPlan of `sample` with `nfe` network calls: nfe uniform steps from t = 1 to 0, as arrays,
-    so that one compiled sampler serves every NFE."""
-    del conditional, guidance  # One call a step: guidance, where a method has it, is trained into the weights.
-    if solver is not None or grid is not None:
-      raise ValueError(f'{self.name} samples with its own uniform flow-map steps: it takes no ODE solver or stored '
-                       'grid (eval.solvers, eval.schedule)')
-    return sampling.solver_plan(timesteps.flow_time_grid, 'euler', nfe)
+    """The SamplingPlan of `sample` with `nfe` network calls: nfe uniform steps from t = 1 to 0."""
+    del conditional
+    self.check_no_ode_options(solver, grid)
+    if guidance not in (None, 1.0):
+      raise ValueError(f'{self.name} trains its guidance into the weights (one call a step): it samples with no CFG '
+                       f'scale, got {guidance}')
+    return sampling.SamplingPlan(sampling.solver_plan(timesteps.flow_time_grid, 'euler', nfe))
 
-  def sample(self, params, key, n, nfe, labels=None, plan=None):
-    """Samples [n, *data_shape] with `nfe` uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1. A `plan`
-    (from `sampling_plan`, possibly traced) replaces nfe."""
-    z = jax.random.normal(key, (n,) + self.data_shape)
-    plan = self.sampling_plan(nfe, labels is not None) if plan is None else plan
-    grid = jnp.asarray(plan.grid)
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Samples [n, *data_shape] along `plan`: uniform steps z_r = z_t - (t - r) u(z_t, r, t) from t = 1."""
+    z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
+    grid = jnp.asarray(plan.steps.grid)
 
     def step(i, z):
       t, r = grid[i], grid[i + 1]
       t_vec, r_vec = jnp.full((n,), t), jnp.full((n,), r)
       return z - (t - r) * self.average_velocity(params, z, r_vec, t_vec, labels)
-    return jax.lax.fori_loop(0, plan.num_steps, step, z)
+    return jax.lax.fori_loop(0, plan.steps.num_steps, step, z)

@@ -10,6 +10,7 @@ counts network calls: with guidance (w != 1) each drift evaluation costs two.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import per_sample_mean
@@ -63,24 +64,32 @@ class FlowMatching(SingleNetworkMethod):
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
 
-  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
-    """The sampling.SolverPlan of `sample` with `nfe` network calls: the uniform grid, or `grid` (a stored
-    schedule: the solver's descending times from 1 to 0)."""
-    guidance = self.hparams.guidance if guidance is None else guidance
-    make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
-    return sampling.solver_plan(make_grid, solver or self.hparams.solver,
-                                sampling.drift_evaluations(nfe, True if conditional else None, guidance),
-                                noise_level=self.path.sigma)
+  ode_solvers = sampling.SOLVERS
 
-  def sample(self, params, key, n, nfe, labels=None, guidance=None, solver=None, noise=None, grid=None, plan=None):
-    """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 with `nfe` network calls, from
-    `noise` [n, *data_shape] ~ N(0, I) if given (reflow pairs), else from noise drawn with key; on the uniform
-    grid or on `grid` (a stored schedule: the solver's descending times from 1 to 0). A `plan` (from
-    `sampling_plan`, possibly traced) replaces nfe and grid."""
+  def grid_points(self, num_steps: int) -> int:
+    """The points of a num_steps-step grid on the time map: all of them, from t = 1 to 0."""
+    return num_steps + 1
+
+  def grid_from_fractions(self, fractions):
+    """A stored grid (sampler_grids.py): the times 1 - fractions [K + 1], from 1 to 0; equal fractions are the
+    uniform grid."""
+    return 1.0 - np.asarray(fractions)
+
+  def sampling_plan(self, nfe, conditional: bool, guidance=None, solver=None, grid=None):
+    """The SamplingPlan of `sample` with `nfe` network calls: the uniform grid, or `grid` (a stored one: the
+    solver's descending times from 1 to 0)."""
     guidance = self.hparams.guidance if guidance is None else guidance
+    solver = solver or self.hparams.solver
+    make_grid = timesteps.flow_time_grid if grid is None else sampling.fixed_grid(grid)
+    steps = sampling.solver_plan(make_grid, solver,
+                                 sampling.drift_evaluations(nfe, True if conditional else None, guidance),
+                                 noise_level=self.path.sigma)
+    return sampling.SamplingPlan(steps, guidance=guidance, solver=solver)
+
+  def sample(self, params, key, n, plan, labels=None, noise=None):
+    """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 along `plan`, from `noise` [n, ...]
+    ~ N(0, I) if given (reflow pairs), else from noise drawn with key."""
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
-    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, guidance,
+    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance,
                       self.num_classes)
-    if plan is None:
-      plan = self.sampling_plan(nfe, labels is not None, guidance, solver, grid)
-    return sampling.solve_plan(velocity, z, plan, solver or self.hparams.solver)
+    return sampling.solve_plan(velocity, z, plan.steps, plan.solver)

@@ -1,7 +1,7 @@
 """Rectified flow reflow, one-step distillation and 2-RF++ (Liu et al. 2023; Lee et al. 2024).
 
 Stage 1 (1-RF) is flow matching. Stage 2 trains on couplings (eps, x̂) of the 1-RF ODE, generated once with
-`python -m fewstep_jax.reflow` and read as the 'reflow_pairs' dataset: the straight path between the coupled
+`python -m fewstep_jax.tools.generate_pairs` and read as the 'reflow_pairs' dataset: the straight path between the coupled
 pair, z_t = (1 - t) x̂ + t eps, with target velocity eps - x̂ (2-RF). Because the pairs are deterministic, the
 learned flow is straighter and few Euler steps suffice.
 
@@ -55,7 +55,7 @@ class Reflow(flow_matching.FlowMatching):
     check_choice(config.method, 'distance', ('l2', 'pseudo_huber'))
     if config.data.name != 'reflow_pairs':
       raise ValueError('reflow trains on stored couplings: set --config.data.name=reflow_pairs and '
-                       '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.reflow)')
+                       '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.tools.generate_pairs)')
     super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
     huber_c = self.hparams.huber_c
     if huber_c < 0:

@@ -42,8 +42,8 @@ import ml_collections
 
 from fewstep_jax import paths, timesteps
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, SingleNetworkMethod, StepContext,
-                                     check_choice, drop_labels, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, SingleNetworkMethod,
+                                     StepContext, check_choice, drop_labels, require_teacher, teacher_model)
 from fewstep_jax.methods.registry import register
 from fewstep_jax.nn.attention import require_forward_mode
 
@@ -95,7 +95,7 @@ STUDENT_PARAMETERIZATIONS = {
 
 
 @register('sct')
-class SCT(SingleNetworkMethod):
+class SCT(ConsistencySampled, SingleNetworkMethod):
   """Consistency training in continuous time: the path velocity cos(tau) z - sin(tau) x as dx/dtau."""
   uses_logvar = True
   starts_from_run = True
@@ -142,11 +142,6 @@ class SCT(SingleNetworkMethod):
                                       intermediate_times=hp.sample_taus, data_shape=self.data_shape,
                                       num_classes=num_classes, guidance=hp.guidance, gamma=hp.sample_gamma)
 
-  def sampling_plan(self, nfe, conditional, **options):
-    return self.sampler.sampling_plan(nfe, conditional, **options)
-
-  def sample(self, params, key, n, nfe, labels=None, **options):
-    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
 
   def F_only(self, params, x_tau, tau, r=None, y=None, key=None):
     """F_theta(x_tau / sigma_d, tau) [B, ...] without the log-variance."""

@@ -1,14 +1,13 @@
-"""Distribution matching and score distillation: what DMD2, DMD, Diff-Instruct, SiD, SIM and TDM
-share. The objectives themselves are in dmd.py, sid.py and tdm.py.
+"""Distribution matching and score distillation: what DMD2, DMD, Diff-Instruct, SiD, SIM, TDM and f-distill share.
+The objectives themselves are in dmd.py, sid.py, tdm.py and f_distill.py.
 
-Three roles, each its own state:
-  student G   state.nets['student']  the few-step generator (its own optimizer, config.optim, and EMA copies);
-  critic      state.nets['critic']   the fake score: a denoiser of G's samples (its own optimizer,
-                                     method.critic_optim), plus state.nets['head'], a GAN discriminator on the
-                                     bottleneck features (nn.make_features) of the critic (DMD2's official code)
-                                     or of the frozen teacher (gan_features='teacher', FastGen's) at the inputs
-                                     their preconditioned call sees (`bottleneck`), when method.gan_weight > 0;
-  teacher     state.frozen['teacher'] the real score, frozen.
+Three roles (methods/roles.py), each its own network state:
+  student G   the few-step generator (its own optimizer, config.optim, and EMA copies);
+  critic      the fake score: a denoiser of G's samples (its own optimizer, method.critic_optim);
+  head        with method.gan_weight > 0, a GAN discriminator (methods/gan.py) on the bottleneck features of the critic
+              (DMD2's official code) or of the frozen teacher (gan_features='teacher', FastGen's), updated with the
+              critic by the same optimizer;
+  teacher     state.frozen['teacher'], the real score, frozen.
 All three are the teacher's network read through the teacher's readout (inputs.Teacher), as EDM denoisers
 D(x_sigma; sigma, y) through the exact conversions of paths.py: an EDM teacher as is, a flow-matching teacher's
 velocity converted. So the student and the critic start from the teacher's weights (at step 0 the critic equals the
@@ -27,27 +26,23 @@ lambda(sigma), as tianweiy/DMD2's fake-score loss, or 1, the plain x0 mean squar
 `denoising_score_matching_loss` for EDM networks; each method takes its own reference's), plus with a GAN head the
 critic-side losses softplus(l(fake)) + softplus(-l(real)) on real and generated images noised at a critic level.
 
-Schedule. A step updates the critic every step and the student on steps where step % student_every == 0 (DMD2's
-two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says; on the other steps the student's
-parameters, optimizer state and EMA copies are untouched. The trainer passes the schedule as a static option
-(`step_options`), compiling a critic-only and a critic-and-student step: XLA:CPU runs a traced lax.cond's branch
-about 8x slower than the same computation outside one (digits SiD student update: 3.3 s against 0.42 s). Called
-without it, `step` decides on device with lax.cond, one function for every step. The logged generator figures are those
-of the last student update (state.extra). `student_update` and `critic_update` are also the units that
-experiments/bench.py compiles and counts network passes for.
+Schedule. The critic (and head) update every step and the student on steps where step % student_every == 0
+(DMD2's two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says: roles.Schedule.every. The
+student's learning-rate schedule and EMA count its own updates. `student_update` and `critic_update` (one update's
+new state) are the units experiments/bench.py compiles and counts network passes for.
 """
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from fewstep_jax import nn, paths, sampling, timesteps
+from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampler, Method, StepContext, accumulate_gradients,
+from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, StepContext,
                                      check_choice, check_eval_params, require_teacher, teacher_model)
-from fewstep_jax.train import state as state_lib
-from fewstep_jax.train.optim import make_optimizer, make_schedule, optim_defaults
+from fewstep_jax.methods.gan import Discriminator
+from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, loss_update
+from fewstep_jax.train.optim import make_optimizer, optim_defaults, spans_the_run
 from fewstep_jax.train.trained import TrainedNetwork
 
 
@@ -89,7 +84,7 @@ def critic_optim_defaults() -> ml_collections.ConfigDict:
   return config
 
 
-class ScoreDistillation(Method):
+class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
   """Student, critic (and GAN head) trained against a frozen teacher; subclasses write `generator_loss`.
 
   Subclass interface:
@@ -134,6 +129,10 @@ class ScoreDistillation(Method):
     ))
 
   @classmethod
+  def run_defining_fields(cls, config):
+    return ('train.num_steps',) if spans_the_run(config.method.critic_optim) else ()
+
+  @classmethod
   def inputs(cls, config):
     # The student and critic start from the teacher's parameters, so the network must be the teacher's.
     return {'teacher': TeacherInput(config.method.teacher, same_network=True)}
@@ -151,26 +150,38 @@ class ScoreDistillation(Method):
     if any(b >= a for a, b in zip(levels, levels[1:])) or min(levels) <= 0:
       raise ValueError(f'method.sigma_init and method.student_sigmas must be positive and descending, got {levels}')
     teacher = require_teacher(inputs, self.name)
-    # The student's schedule counts its own updates: one every student_every steps.
-    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
-                                              num_updates=-(-config.train.num_steps // hp.student_every))
-    critic_tx = make_optimizer(hp.critic_optim, config.train.num_steps)
-    self.critic = TrainedNetwork(self.student.module, critic_tx, param_dtype=self.student.param_dtype)
-    self.head = TrainedNetwork(nn.GanHead(hidden=hp.gan_head_width), critic_tx)
-    self.features = nn.make_features(self.student.module)
     self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
+    micro = config.train.micro_batches
+    # The critic and the head update together, by one loss; the student by its own.
+    self.updates = {'critic': loss_update(('critic', 'head') if self.use_gan else ('critic',), self.critic_loss,
+                                          micro),
+                    'student': loss_update(('student',),
+                                           lambda nets, *args: self.student_loss(nets['student'], *args), micro,
+                                           after=self.keep_statistics)}
+    self.schedule = Schedule.every(hp.student_every, always=('critic',), then=('student',),
+                                   then_first=not hp.critic_first)
+    student = TrainedNetwork.from_config(config, num_classes=num_classes,
+                                         num_updates=self.role_num_updates('student'))
+    critic_tx = make_optimizer(hp.critic_optim, self.role_num_updates('critic'))
+    self.roles = {'student': student,
+                  'critic': TrainedNetwork(student.module, critic_tx, param_dtype=student.param_dtype)}
+    self.student = student
     check_eval_params(config)
     self.path = paths.EDMPath()
     self.levels = levels
     # The three roles as EDM denoisers, each read through the teacher's readout.
     self.readout = teacher.readout
-    self.denoise = teacher.prediction(self.path, 'x0', apply=self.student.apply)
+    self.denoise = teacher.prediction(self.path, 'x0', apply=student.apply)
     self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
-    if self.use_gan and self.readout.name not in paths.NETWORK_INPUTS:
-      raise ValueError(f'the teacher ({teacher.source}) is read as {self.readout.name!r}, whose network inputs are '
-                       'not known, so the GAN head cannot read its bottleneck: distil an edm, flow_matching or '
-                       'TrigFlow (sct) teacher, or set --config.method.gan_weight=0 '
-                       '--config.method.gan_generator_weight=0.')
+    if self.use_gan:
+      if self.readout.name not in paths.NETWORK_INPUTS:
+        raise ValueError(f'the teacher ({teacher.source}) is read as {self.readout.name!r}, whose network inputs are '
+                         'not known, so the GAN head cannot read its bottleneck: distil an edm, flow_matching or '
+                         'TrigFlow (sct) teacher, or set --config.method.gan_weight=0 '
+                         '--config.method.gan_generator_weight=0.')
+      self.discriminator = Discriminator(student.module, self.readout, self.path, hidden=hp.gan_head_width,
+                                         loss='softplus')
+      self.roles['head'] = TrainedNetwork(self.discriminator.head, critic_tx)
     # The student's few-step sampler.
     self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=hp.sigma_init,
                                       start_scale=hp.sigma_init, intermediate_times=hp.student_sigmas,
@@ -185,34 +196,30 @@ class ScoreDistillation(Method):
     del key
     return self.denoise(params, x, sigma, y)
 
-  def sampling_plan(self, nfe, conditional, **options):
-    return self.sampler.sampling_plan(nfe, conditional, **options)
-
   def trained_nfes(self, conditional):
     """The student's levels, sigma_init and student_sigmas: one call each (two under CFG)."""
     return (len(self.levels) * (2 if conditional and self.hparams.guidance != 1.0 else 1),)
 
-  def sample(self, params, key, n, nfe, labels=None, **options):
-    return self.sampler.sample(params, key, n, nfe, labels=labels, **options)
-
   # --- State. ---
 
-  def init(self, key, frozen=None) -> state_lib.TrainState:
+  def init_params(self, key, frozen):
     """Student and critic start from frozen['teacher']; without one (shapes only) from a fresh initialisation."""
-    frozen = dict(frozen or {})
     init_key, head_key = jax.random.split(key)
     start = frozen['teacher'] if 'teacher' in frozen else self.student.init_params(init_key, self.data_shape)
     start = jax.tree.map(lambda p: p.astype(self.student.param_dtype), start)
-    nets = {'student': self.student.init(start), 'critic': self.critic.init(start)}
+    params = {'student': start, 'critic': start}
     if self.use_gan:
-      example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-      feats = jax.eval_shape(self.features, start, example, jnp.ones((1,)),
-                             jnp.zeros((1,), jnp.int32) if self.num_classes else None)
-      nets['head'] = self.head.init(self.head.module.init(head_key, jnp.zeros(feats.shape, feats.dtype))['params'])
-    zero = jnp.zeros((), jnp.float32)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=frozen,
-                                extra={'generator_loss': zero, 'generator_grad_norm': zero,
-                                       **self.running_statistics()})
+      params['head'] = self.discriminator.init_head(head_key, start, self.data_shape, self.num_classes)
+    return params
+
+  def init_extra(self, frozen, params):
+    del frozen, params
+    return self.running_statistics()
+
+  def keep_statistics(self, state, metrics):
+    """After a student update: the running statistics the generator loss returned go to state.extra, not the log."""
+    kept = {name: metrics.pop(name) for name in self.running_statistics()}
+    return state.replace(extra={**state.extra, **kept}), metrics
 
   # --- The generator. ---
 
@@ -240,19 +247,11 @@ class ScoreDistillation(Method):
   def generator_loss(self, x, y, key, ctx, x_in=None, sigma_in=None):
     raise NotImplementedError
 
-  def bottleneck(self, params, x_sigma, sigma, y=None):
-    """The bottleneck features [B, ...] of the network with `params` (the critic's or the teacher's) at x_sigma
-    [B, ...], sigma [B], computed from the inputs its own preconditioned call gives the network (EDM:
-    c_in(sigma) x_sigma and c_noise(sigma); a flow or TrigFlow network: its own path's sample and time), as DMD2's
-    `return_bottleneck=True` call of the preconditioned fake score does."""
-    x_net, c_noise = paths.network_input(self.readout.name, x_sigma, sigma, self.path, self.readout.sigma_data)
-    return self.features(params, x_net, c_noise, y)
-
   def logits_at(self, nets, frozen, x_sigma, sigma, y=None):
     """l [B]: the head (nets['head']) on the bottleneck of the network `method.gan_features` names, at x_sigma
     and sigma [B] (gradient flows into x_sigma and the head; the caller stops what it must)."""
-    params = GAN_FEATURES[self.hparams.gan_features](nets['critic'], frozen)
-    return self.head.module.apply({'params': nets['head']}, self.bottleneck(params, x_sigma, sigma, y))
+    features = GAN_FEATURES[self.hparams.gan_features](nets['critic'], frozen)
+    return self.discriminator.logits(nets['head'], features, x_sigma, sigma, y)
 
   def gan_logits(self, nets, frozen, x, y, key):
     """l [B]: the head's logits of x noised at a critic level."""
@@ -269,10 +268,10 @@ class ScoreDistillation(Method):
     x = self.denoise(params, x_in, sigma_in, y)
     loss, metrics = self.generator_loss(x, y, loss_key, ctx, x_in=x_in, sigma_in=sigma_in)
     if self.hparams.gan_generator_weight > 0 and not self.gan_in_generator_loss:
-      gan = jnp.mean(jax.nn.softplus(-self.gan_logits(ctx.nets, ctx.frozen, x, y, gan_key)))
+      gan = self.discriminator.loss.generator(self.gan_logits(ctx.nets, ctx.frozen, x, y, gan_key))
       loss = loss + self.hparams.gan_generator_weight * gan
       metrics = dict(metrics, generator_gan_loss=gan)
-    return loss, dict(metrics, generator_loss=loss)
+    return loss, dict(metrics, loss=loss)
 
   # --- The critic. ---
 
@@ -298,67 +297,17 @@ class ScoreDistillation(Method):
     if self.hparams.gan_weight > 0:
       fake = self.gan_logits(trained, ctx.frozen, x, y, fake_key)
       real = self.gan_logits(trained, ctx.frozen, batch['x'], y, real_key)
-      gan = jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
+      gan = self.discriminator.loss.discriminator(real, fake)
       loss = loss + self.hparams.gan_weight * gan
       metrics = dict(metrics, critic_gan_loss=gan, real_logit=jnp.mean(real), fake_logit=jnp.mean(fake))
     return loss, metrics
 
-  # --- Updates. ---
+  # --- One update each (experiments/bench.py compiles them alone). ---
 
   def student_update(self, state, batch, key):
-    """The student's update: one generator gradient, optimizer step and EMA update. Returns the new state."""
-    nets = state.nets
-    ctx = StepContext(step=state.step, frozen=state.frozen,
-                      nets={'critic': nets['critic'].params, 'head': nets['head'].params if 'head' in nets else None},
-                      extra=state.extra)
-    grads, metrics = accumulate_gradients(lambda params, batch, key: self.student_loss(params, batch, key, ctx),
-                                          nets['student'].params, batch, key, self.config.train.micro_batches)
-    # The student updates on every student_every-th step from step 0: state.step // student_every before this one.
-    student = self.student.apply_gradients(nets['student'], grads,
-                                           count=state.step // self.hparams.student_every)
-    extra = {**state.extra, 'generator_loss': metrics['generator_loss'],
-             'generator_grad_norm': optax.tree.norm(grads),
-             **{name: metrics[name] for name in self.running_statistics()}}
-    return state.replace(nets={**nets, 'student': student}, extra=extra)
+    """The state after one student update (generator gradient, optimizer step, EMA)."""
+    return self.run_update('student', state, batch, key)[0]
 
   def critic_update(self, state, batch, key):
-    """The critic's (and GAN head's) update. Returns (new state, metrics)."""
-    nets = state.nets
-    roles = {'critic': self.critic, 'head': self.head} if 'head' in nets else {'critic': self.critic}
-    ctx = StepContext(step=state.step, frozen=state.frozen, nets={'student': nets['student'].params})
-    grads, metrics = accumulate_gradients(lambda trained, batch, key: self.critic_loss(trained, batch, key, ctx),
-                                          {role: nets[role].params for role in roles}, batch, key,
-                                          self.config.train.micro_batches)
-    updated = {role: network.apply_gradients(nets[role], grads[role]) for role, network in roles.items()}
-    return state.replace(nets={**nets, **updated}), dict(metrics, critic_grad_norm=optax.tree.norm(grads))
-
-  def step_options(self, step: int) -> dict:
-    return {'update_student': step % self.hparams.student_every == 0}
-
-  def learning_rate(self, step: int) -> float:
-    """The student's learning rate after `step` training steps: its schedule counts its own updates."""
-    updates = -(-step // self.hparams.student_every)
-    return float(make_schedule(self.config.optim, -(-self.config.train.num_steps // self.hparams.student_every))
-                 (updates))
-
-  def step(self, state, batch, key, update_student=None):
-    """update_student: whether this step updates the student (a Python bool from `step_options`, so that the
-    trainer compiles a critic-only and a critic-and-student step); None decides on device from state.step with
-    lax.cond, one function for every step."""
-    critic_key, student_key = jax.random.split(key)
-    if update_student is None:
-      update_student = state.step % self.hparams.student_every == 0
-      maybe_student = lambda s: jax.lax.cond(update_student, lambda s: self.student_update(s, batch, student_key),
-                                             lambda s: s, s)
-    else:
-      maybe_student = lambda s: self.student_update(s, batch, student_key) if update_student else s
-    if self.hparams.critic_first:
-      state, metrics = self.critic_update(state, batch, critic_key)
-      state = maybe_student(state)
-    else:
-      state = maybe_student(state)
-      state, metrics = self.critic_update(state, batch, critic_key)
-    logged_extra = {name: value for name, value in state.extra.items() if name not in self.running_statistics()}
-    metrics = {'loss': state.extra['generator_loss'], **metrics, **logged_extra,
-               'student_updated': jnp.asarray(update_student, jnp.float32)}
-    return state.replace(step=state.step + 1), metrics
+    """(state after one critic (and head) update, its metrics)."""
+    return self.run_update('critic', state, batch, key)

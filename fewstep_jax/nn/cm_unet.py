@@ -177,7 +177,7 @@ class Sequential(nn.Module):
 
 class CMUNet(nn.Module):
   """CM's `UNetModel`. Defaults are `model_and_diffusion_defaults()` of cm/script_util.py at 64 px; the published
-  ImageNet-64 teacher is the preset `cm_imagenet64` of fewstep_jax.import_weights.
+  ImageNet-64 teacher is the preset `cm_imagenet64` of fewstep_jax.tools.import_checkpoint.
 
   Attributes follow UNetModel's names; attention_ds are its `attention_resolutions` (downsampling factors),
   num_head_channels 0 stands for its -1 (use num_heads), learn_sigma doubles the output width (the variance half

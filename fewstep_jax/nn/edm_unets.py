@@ -276,7 +276,7 @@ def torch_name(path: Sequence[str]) -> str:
 class SongUNet(nn.Module):
   """EDM's `SongUNet`: DDPM++ (embedding_type 'positional', encoder 'standard', filter (1, 1)) and NCSN++
   ('fourier', 'residual', (1, 3, 3, 1), channel_mult_noise 2). Defaults are EDM's class defaults; the published
-  CIFAR-10 networks are `PRESETS` in fewstep_jax.import_weights.
+  CIFAR-10 networks are `PRESETS` in fewstep_jax.tools.import_checkpoint.
 
   Attributes follow EDM's names: model_channels (its base width), channel_mult, channel_mult_emb, num_blocks,
   attn_resolutions (feature-map sides with attention), dropout, label_dropout, embedding_type, channel_mult_noise,

@@ -24,7 +24,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from fewstep_jax import weights
+from fewstep_jax import weight_files as weights
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets, sit
 

@@ -16,7 +16,7 @@ def _warmup(c):
   return optax.linear_schedule(0.0, c.lr, max(c.warmup_steps, 1))
 
 
-SCHEDULES = {
+LR_SCHEDULES = {
     'constant': lambda c, total: optax.constant_schedule(c.lr),
     'warmup': lambda c, total: optax.join_schedules(
         [_warmup(c), optax.constant_schedule(c.lr)], [c.warmup_steps]),
@@ -28,6 +28,15 @@ SCHEDULES = {
                                                           if c.warmup_steps else 1.0)
     / jnp.sqrt(jnp.maximum(step / max(c.decay_ref_steps, 1), 1.0)),
 }
+
+
+# The schedules whose shape the run's length sets: resuming with another train.num_steps would rescale the rest.
+LR_SCHEDULES_OVER_TOTAL = ('cosine',)
+
+
+def spans_the_run(optim_config) -> bool:
+  """Whether the schedule of this optimizer block runs over train.num_steps (so that it defines the run)."""
+  return optim_config.schedule in LR_SCHEDULES_OVER_TOTAL
 
 
 def optim_defaults() -> ml_collections.ConfigDict:
@@ -43,9 +52,9 @@ def optim_defaults() -> ml_collections.ConfigDict:
 def make_schedule(optim_config, total_steps: int, count_offset: int = 0):
   """step -> learning rate, for an optimizer that makes `total_steps` updates, its schedule read at
   step + count_offset (a run that continues another run's counters: TCM's stage 2)."""
-  if optim_config.schedule not in SCHEDULES:
-    raise ConfigError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(SCHEDULES)}')
-  schedule = SCHEDULES[optim_config.schedule](optim_config, total_steps)
+  if optim_config.schedule not in LR_SCHEDULES:
+    raise ConfigError(f'unknown lr schedule {optim_config.schedule!r}; known: {sorted(LR_SCHEDULES)}')
+  schedule = LR_SCHEDULES[optim_config.schedule](optim_config, total_steps)
   return schedule if not count_offset else lambda step: schedule(step + count_offset)
 
 

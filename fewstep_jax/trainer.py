@@ -15,7 +15,7 @@ from jax.experimental import multihost_utils
 
 from fewstep_jax import data as data_lib
 from fewstep_jax import methods, runs
-from fewstep_jax.train import files
+from fewstep_jax.train import files, optim
 from fewstep_jax.train import sharding as sharding_lib
 from fewstep_jax.errors import ConfigError, DiskFullError, InputNotFoundError, RunError, WorkdirInUseError
 from fewstep_jax.train import checkpoint as checkpoint_lib
@@ -151,21 +151,12 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return flat
 
 
-# Learning-rate schedules whose shape train.num_steps sets, and consistency curricula that run over it: with either,
-# resuming with another num_steps would silently rescale the rest of the run.
-SCHEDULES_OVER_NUM_STEPS = ('cosine',)
-CURRICULA_OVER_NUM_STEPS = ('cm', 'ict')
-
-
 def run_defining_fields(config) -> tuple:
-  """RUN_DEFINING_FIELDS, plus train.num_steps where a schedule or curriculum of this config depends on it."""
-  schedules = [config.optim.schedule]
-  if 'critic_optim' in config.method:
-    schedules.append(config.method.critic_optim.schedule)
-  if (any(schedule in SCHEDULES_OVER_NUM_STEPS for schedule in schedules)
-      or config.method.get('curriculum') in CURRICULA_OVER_NUM_STEPS):
-    return RUN_DEFINING_FIELDS + ('train.num_steps',)
-  return RUN_DEFINING_FIELDS
+  """RUN_DEFINING_FIELDS, plus train.num_steps where the student's learning-rate schedule runs over it, plus the
+  fields the method declares (`Method.run_defining_fields`: its other optimizers' schedules, a curriculum)."""
+  extra = ('train.num_steps',) if optim.spans_the_run(config.optim) else ()
+  extra += methods.method_class(config.method.name).run_defining_fields(config)
+  return RUN_DEFINING_FIELDS + tuple(dict.fromkeys(field for field in extra if field not in RUN_DEFINING_FIELDS))
 
 
 def check_workdir_matches(workdir: str, config, fields=RUN_DEFINING_FIELDS):

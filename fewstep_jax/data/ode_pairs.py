@@ -1,5 +1,5 @@
 """Reflow couplings stored as a dataset: noise-sample pairs (eps, x̂) generated once from a trained flow
-(`python -m fewstep_jax.reflow`) and read by the host pipeline (pipeline.make_batches) like any image dataset.
+(`python -m fewstep_jax.tools.generate_pairs`) and read by the host pipeline (pipeline.make_batches) like any image dataset.
 
 A pairs directory holds
   noise.npy    float32 [N, *data_shape]   the starting noise eps (flow time t = 1)
@@ -26,7 +26,7 @@ def read_info(pairs_dir: str) -> dict:
   if not pairs_dir or not os.path.exists(path):
     raise InputNotFoundError(
         f'no reflow pairs at {pairs_dir!r} ({INFO} missing). Generate them from a trained flow first: '
-        f'python -m fewstep_jax.reflow --teacher=TEACHER_WORKDIR --out={pairs_dir or "PAIRS_DIR"} --num=N; '
+        f'python -m fewstep_jax.tools.generate_pairs --teacher=TEACHER_WORKDIR --out={pairs_dir or "PAIRS_DIR"} --num=N; '
         'then set --config.data.pairs_dir to that directory.')
   with open(path) as f:
     return json.load(f)

@@ -1,11 +1,11 @@
 """Imports a published network as a fewstep_jax run directory that serves as a teacher or a starting point.
 
-  python -m fewstep_jax.import_weights --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
-  python -m fewstep_jax.import_weights --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
-  python -m fewstep_jax.import_weights --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
-  python -m fewstep_jax.import_weights --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
-  python -m fewstep_jax.import_weights --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
-  python -m fewstep_jax.import_weights --src=net.pt --arch=SongUNet --network.model_channels=64 \\
+  python -m fewstep_jax.tools.import_checkpoint --src=edm-cifar10-32x32-cond-vp.pkl --out=teachers/edm_cifar10_cond
+  python -m fewstep_jax.tools.import_checkpoint --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
+  python -m fewstep_jax.tools.import_checkpoint --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
+  python -m fewstep_jax.tools.import_checkpoint --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
+  python -m fewstep_jax.tools.import_checkpoint --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+  python -m fewstep_jax.tools.import_checkpoint --src=net.pt --arch=SongUNet --network.model_channels=64 \\
       --network.channel_mult='(1, 2)' --network.attn_resolutions='(8,)' --out=DIR
 
 Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
@@ -16,7 +16,7 @@ needed only for bare state dicts (.pt / .pth / .safetensors / .npz), where it na
 class of `ARCHITECTURES` (at the project's defaults for that network), and `--network.FIELD=VALUE` overrides any of
 the network's fields (those of `nn.network_defaults`, as `--config.network.FIELD` in a run); the label count,
 augmentation labels and image shape are read off the weights' shapes (CM's U-Net records no image size: its preset
-carries it, or `--image_size`). Nothing in the file is run: PyTorch files go through `fewstep_jax.weights`'
+carries it, or `--image_size`). Nothing in the file is run: PyTorch files go through `fewstep_jax.weight_files`'
 restricted unpickler, and PyTorch need not be installed; a file that would run code when loaded is refused, in one
 line that names what it would call.
 
@@ -44,7 +44,8 @@ from ml_collections import config_flags
 import numpy as np
 from flax import traverse_util
 
-from fewstep_jax import cli, nn, paths, runs, weights
+from fewstep_jax import cli, nn, paths, runs
+from fewstep_jax import weight_files as weights
 from fewstep_jax.nn import cm_unet, edm_unets, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
@@ -231,7 +232,7 @@ def _fields(network):
 def read_nvlabs_pickle(path: str, entry: str = 'ema') -> Imported:
   """An EDM or EDM2 training snapshot / published network pickle: {'ema': EDMPrecond(...) or Precond(...), ...}, or
   the network itself."""
-  from fewstep_jax.weights import torch_files
+  from fewstep_jax.weight_files import torch_files
   loaded = weights.read_torch_file(path)
   precond = loaded.get(entry) if isinstance(loaded, dict) else loaded
   if not isinstance(precond, torch_files.ModuleStub):

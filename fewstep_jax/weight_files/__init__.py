@@ -1,6 +1,6 @@
 """Published weights, read without running code from them: `read_state_dict` turns a PyTorch file (zip or legacy
 `torch.save`, or an NVlabs network pickle), a `.safetensors` or an `.npz` into {name: numpy array}, with numpy alone
-(`torch_files` rebuilds tensors through a restricted unpickler). `fewstep_jax.import_weights` builds on it.
+(`torch_files` rebuilds tensors through a restricted unpickler). `fewstep_jax.tools.import_checkpoint` builds on it.
 
 A file that names code to run when loaded is an `errors.RefusedWeightsError`, one that is cut short, corrupt or of
 another format an `errors.UnreadableWeightsError`, a missing one a FileNotFoundError: each with a one-line message
@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from fewstep_jax.weights import torch_files
+from fewstep_jax.weight_files import torch_files
 
 
 def read_torch_file(path: str):

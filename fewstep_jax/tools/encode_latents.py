@@ -1,8 +1,8 @@
 """Encodes an image dataset with the SD-VAE into a latents directory of posterior moments (data.name='latents').
 
-  python -m fewstep_jax.encode_latents --vae=diffusion_pytorch_model.safetensors --out=latents/imagenet256 \
+  python -m fewstep_jax.tools.encode_latents --vae=diffusion_pytorch_model.safetensors --out=latents/imagenet256 \
       --tfds_name=imagenet2012 --data_dir=/path/to/tensorflow_datasets --split=train
-  python -m fewstep_jax.encode_latents --vae=... --out=... --folder=/path/to/images    # <folder>/<class>/<image>
+  python -m fewstep_jax.tools.encode_latents --vae=... --out=... --folder=/path/to/images    # <folder>/<class>/<image>
 
 Each image is center-cropped to --image_size as DiT's, SiT's and MeanFlow's preprocessing does (ADM's
 `center_crop_arr`: halve with a box filter while the short side is at least twice the size, resize bicubically so

@@ -1,7 +1,7 @@
 """EDM2's post-hoc EMA: a run's parameters averaged with any power-function profile, after training, from the
 power-function EMA copies (`optim.ema_stds`) its checkpoints hold.
 
-  python -m fewstep_jax.posthoc_ema --workdir=runs/imagenet64_ect --std=0.075 --out=runs/imagenet64_ect_phema0.075
+  python -m fewstep_jax.tools.posthoc_ema --workdir=runs/imagenet64_ect --std=0.075 --out=runs/imagenet64_ect_phema0.075
       [--step=N]   # the profile's end (default: the newest checkpoint); snapshots after it are not used
 
 EDM2 (Karras et al. 2024, section 3 and appendix C.3; its `training/phema.py` and `reconstruct_phema.py`) tracks,

@@ -1,5 +1,5 @@
-"""Few-step schedules of ODE teachers: the default logits give the teacher's own grid, a stored grid samples as the
-solver's grid does, the coordinate search finds a known minimum, and a schedule made for a tiny toy teacher is
+"""Few-step sampler grids of ODE teachers: the default logits give the teacher's own grid, a stored grid samples as
+the solver's grid does, the coordinate search finds a known minimum, and a grid made for a tiny toy teacher is
 written, read back for its NFE only and used by the evaluator (with clear errors for a wrong file)."""
 import json
 import os
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from fewstep_jax import reflow, schedules, stored_schedules
+from fewstep_jax import sampler_grids
+from fewstep_jax.tools import generate_pairs, search_sampler_grids
 from fewstep_jax.config_base import base_config, load_config
 from fewstep_jax.methods import build_method
 
@@ -23,12 +24,12 @@ def teacher_method(name):
 @pytest.mark.parametrize('name,solver,nfe', [('edm', 'heun', 7), ('edm', 'euler', 4), ('flow_matching', 'euler', 4),
                                             ('flow_matching', 'heun', 6)])
 def test_default_logits_are_the_teachers_own_grid(name, solver, nfe):
-  from fewstep_jax import sampling, timesteps
+  from fewstep_jax import timesteps
   method = teacher_method(name)
-  steps = int(method.sampling_plan(nfe, False, solver=solver).num_steps)
+  steps = int(method.sampling_plan(nfe, False, solver=solver).steps.num_steps)
   want = method.sampling_grid(steps) if name == 'edm' else timesteps.flow_time_grid(steps)
-  np.testing.assert_allclose(stored_schedules.schedule_grid(method, solver, nfe), want, rtol=1e-5, atol=1e-7)
-  moved = stored_schedules.schedule_grid(method, solver, nfe, np.linspace(-1, 1, stored_schedules.schedule_size(
+  np.testing.assert_allclose(sampler_grids.logit_grid(method, solver, nfe), want, rtol=1e-5, atol=1e-7)
+  moved = sampler_grids.logit_grid(method, solver, nfe, np.linspace(-1, 1, sampler_grids.grid_size(
       method, solver, nfe)))
   assert np.all(np.diff(moved) < 0)
   np.testing.assert_allclose(moved[[0, -1]], np.asarray(want)[[0, -1]], rtol=1e-6)  # The ends stay.
@@ -38,71 +39,71 @@ def test_default_logits_are_the_teachers_own_grid(name, solver, nfe):
 def test_a_stored_grid_samples_as_the_solver_grid_and_must_fit_the_nfe():
   method = teacher_method('edm')
   params = method.init(jax.random.PRNGKey(0)).nets['student'].params
-  grid = tuple(stored_schedules.schedule_grid(method, 'heun', 5))
-  default = method.sample(params, jax.random.PRNGKey(1), 8, 5)
+  grid = tuple(sampler_grids.logit_grid(method, 'heun', 5))
+  default = method.sample_at(params, jax.random.PRNGKey(1), 8, 5)
   # The stored grid is the float64 Karras grid; the sampler's own is float32: a few ulps apart.
-  np.testing.assert_allclose(method.sample(params, jax.random.PRNGKey(1), 8, 5, grid=grid), default, rtol=2e-4,
-                             atol=2e-4)
-  with pytest.raises(ValueError, match='the schedule has 5 solver steps, more than the 2 drift evaluations'):
-    method.sample(params, jax.random.PRNGKey(1), 8, 2, grid=grid)
+  np.testing.assert_allclose(method.sample_at(params, jax.random.PRNGKey(1), 8, 5, grid=grid), default,
+                             rtol=2e-4, atol=2e-4)
+  with pytest.raises(ValueError, match='the stored grid has 5 solver steps, more than the 2 drift evaluations'):
+    method.sample_at(params, jax.random.PRNGKey(1), 8, 2, grid=grid)
 
 
 def test_the_tool_shares_a_process_with_the_reflow_tool():
-  """Both command lines have a --teacher: the schedule tool defines its flags only when it runs as a program, so
+  """Both command lines have a --teacher: the grid search defines its flags only when it runs as a program, so
   importing both (as this test file does) is no duplicate-flag error."""
-  assert 'teacher' in reflow.FLAGS and callable(schedules.define_flags)
+  assert 'teacher' in generate_pairs.FLAGS and callable(search_sampler_grids.define_flags)
 
 
 def test_coordinate_search_finds_a_known_minimum():
   target = np.array([0.7, -0.4, 0.2])
-  logits, value, used = schedules.search(lambda v: float(np.sum((v - target) ** 2)), 3, 400)
+  logits, value, used = search_sampler_grids.search(lambda v: float(np.sum((v - target) ** 2)), 3, 400)
   np.testing.assert_allclose(logits, target, atol=0.02)
   assert value < 1e-3 and used <= 400
-  assert schedules.search(lambda v: 1.0, 0, 50)[2] == 1  # Nothing to move: one evaluation.
+  assert search_sampler_grids.search(lambda v: 1.0, 0, 50)[2] == 1  # Nothing to move: one evaluation.
 
 
-def test_a_schedule_is_made_stored_and_used_by_the_evaluator(tmp_path):
+def test_a_grid_is_made_stored_and_used_by_the_evaluator(tmp_path):
   from fewstep_jax.eval import evaluate
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   teacher = str(tmp_path / 'edm')
   small = {'network.hidden': 32, 'network.depth': 1, 'train.num_steps': 2, 'train.batch_size': 16,
            'train.log_every': 1, 'train.tensorboard': False, 'eval.at_end': False}
   trainer.train(load_config(os.path.join(REPO, 'configs/toy/edm.py'), small), teacher)
-  out = str(tmp_path / 'schedules.json')
-  made = schedules.make_schedules(teacher, [4], out, solver='euler', evals=6, num_samples=128)
+  out = str(tmp_path / 'grids.json')
+  made = search_sampler_grids.search_grids(teacher, [4], out, solver='euler', evals=6, num_samples=128)
   stored = json.load(open(out))
   assert stored == json.loads(json.dumps(made)) and stored['metric'] == 'sliced_w2'
-  entry = stored['schedules']['4']
+  entry = stored['grids']['4']
   assert entry['evaluations'] == 6 and entry['search_value'] <= entry['default_search_value']
-  assert stored_schedules.grid_for(out, 'edm', 'euler', 4) == tuple(entry['grid'])
-  assert stored_schedules.grid_for(out, 'edm', 'euler', 8) is None  # Other NFEs keep the default grid.
-  with pytest.raises(ValueError, match="schedules for a 'edm' teacher with the 'euler' solver"):
-    stored_schedules.grid_for(out, 'edm', 'heun', 4)
-  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.schedules'):
-    stored_schedules.grid_for(str(tmp_path / 'none.json'), 'edm', 'euler', 4)
+  assert sampler_grids.grid_for(out, 'edm', 'euler', 4) == tuple(entry['grid'])
+  assert sampler_grids.grid_for(out, 'edm', 'euler', 8) is None  # Other NFEs keep the default grid.
+  with pytest.raises(ValueError, match="grids for a 'edm' sampler with the 'euler' solver"):
+    sampler_grids.grid_for(out, 'edm', 'heun', 4)
+  with pytest.raises(FileNotFoundError, match='python -m fewstep_jax.tools.search_sampler_grids'):
+    sampler_grids.grid_for(str(tmp_path / 'none.json'), 'edm', 'euler', 4)
   with pytest.raises(FileExistsError):
-    schedules.make_schedules(teacher, [4], out, solver='euler', evals=2, num_samples=16)
-  # The evaluator samples on the stored grid and names the schedule in its rows.
+    search_sampler_grids.search_grids(teacher, [4], out, solver='euler', evals=2, num_samples=16)
+  # The evaluator samples on the stored grid and names the file in its rows.
   config = load_config(os.path.join(REPO, 'configs/toy/edm.py'),
-                       dict(small, **{'method.solver': 'euler', 'eval.schedule': out}))
-  assert evaluate.stored_grid(config, 4) == tuple(entry['grid'])
-  assert evaluate.sampler_name(config) == 'euler, schedule schedules.json'
+                       dict(small, **{'method.solver': 'euler', 'eval.grid_file': out}))
+  assert evaluate.stored_grid(trainer.Run(config), 4) == tuple(entry['grid'])
+  assert evaluate.sampler_name(config) == 'euler, grids grids.json'
   run = trainer.Run(config)
   state, _ = trainer.restore_latest(run, teacher)
   params = run.method.sampling_params(state)
   samples, _ = evaluate.generate(run, params, 4, 32, 0)
   key = jax.random.fold_in(run.sample_key, 0)
   for i in (0, 5, 31):  # Sample i is the sampler's single sample from key fold_in(key, i).
-    want = run.method.sample(params, jax.random.fold_in(key, i), 1, 4, grid=tuple(entry['grid']))
+    want = run.method.sample_at(params, jax.random.fold_in(key, i), 1, 4, grid=tuple(entry['grid']))
     np.testing.assert_allclose(samples[i], want[0], rtol=1e-5, atol=1e-6)
-  ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.schedule': out})
+  ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.grid_file': out})
   with pytest.raises(ValueError, match='has its own few-step sampler'):
-    evaluate.stored_grid(ct, 1)
+    evaluate.stored_grid(trainer.Run(ct), 1)
 
 
 def test_eval_solvers_evaluates_each_solver_in_its_own_rows(toy_edm_run, tmp_path):
   from fewstep_jax.eval import evaluate
-  from fewstep_jax.train import trainer
+  from fewstep_jax import trainer
   workdir, small = toy_edm_run
   config = load_config(os.path.join(REPO, 'configs/toy/edm.py'), dict(
       small, **{'eval.solvers': ('euler', 'heun'), 'eval.nfe': (10,), 'eval.num_samples': 64}))
@@ -117,10 +118,10 @@ def test_eval_solvers_evaluates_each_solver_in_its_own_rows(toy_edm_run, tmp_pat
   euler = evaluate.generate_batches(run, run.method.sampling_params(state), 10, 8, config.eval.seed, 8, 'euler')
   samples = np.asarray(next(euler)[0])
   key = jax.random.fold_in(jax.random.fold_in(run.sample_key, config.eval.seed), 3)
-  np.testing.assert_allclose(samples[3], run.method.sample(run.method.sampling_params(state), key, 1, 10,
+  np.testing.assert_allclose(samples[3], run.method.sample_at(run.method.sampling_params(state), key, 1, 10,
                                                            solver='euler')[0], rtol=1e-5, atol=1e-6)
   ct = load_config(os.path.join(REPO, 'configs/toy/ct.py'), {'eval.solvers': ('euler',)})
-  with pytest.raises(ValueError, match='eval.solvers chooses the ODE solver'):
-    evaluate.solvers(ct)
+  with pytest.raises(ValueError, match='eval.solvers chooses the solver of an ODE sampler'):
+    evaluate.solvers(trainer.Run(ct))
   with pytest.raises(ValueError, match=r"unknown eval.solvers \['rk4'\]"):
-    evaluate.solvers(load_config(os.path.join(REPO, 'configs/toy/edm.py'), {'eval.solvers': ('rk4',)}))
+    evaluate.solvers(trainer.Run(load_config(os.path.join(REPO, 'configs/toy/edm.py'), {'eval.solvers': ('rk4',)})))

@@ -15,8 +15,10 @@ import pytest
 
 import torch_format
 from conftest import REPO, error_line, run_main
-from fewstep_jax import errors, import_weights, nn, runs, weights
-from fewstep_jax.weights import torch_files
+from fewstep_jax import errors, nn, runs
+from fewstep_jax import weight_files as weights
+from fewstep_jax.tools import import_checkpoint as import_weights
+from fewstep_jax.weight_files import torch_files
 
 TINY = {
     # EDM class name, EDM's constructor arguments at a tiny size.
@@ -125,7 +127,7 @@ def test_damaged_and_missing_weight_files_are_told_apart_from_refused_ones(tmp_p
 def test_a_refused_file_ends_the_import_command_in_one_line_and_writes_nothing(tmp_path):
   marker, src, out = tmp_path / 'ran', str(tmp_path / 'snapshot.pkl'), tmp_path / 'teacher'
   torch_format.save_code_running_pickle(src, str(marker))
-  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.import_weights', check=False)
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.tools.import_checkpoint', check=False)
   assert error_line(result).startswith(f'error: refused {src}: loading it would call ')
   assert not out.exists() and not marker.exists()
 
@@ -296,13 +298,13 @@ def test_the_ports_parameter_counts_are_edms_at_the_published_sizes():
 
 
 def _import_by_command(tmp_path):
-  """An EDM DDPM++ pickle imported by `python -m fewstep_jax.import_weights`; returns (teacher dir, its params)."""
+  """An EDM DDPM++ pickle imported by `python -m fewstep_jax.tools.import_checkpoint`; returns (teacher dir, its params)."""
   class_name, fields, network, params = tiny_params('ddpmpp', seed=1)
   params = jax.tree.map(lambda p: 0.1 * p, params)
   pickle_path = str(tmp_path / 'edm.pkl')
   save_pickle(import_weights.to_state_dict(class_name, params), pickle_path, class_name, fields)
   teacher = str(tmp_path / 'teacher')
-  result = run_main([f'--src={pickle_path}', f'--out={teacher}'], module='fewstep_jax.import_weights')
+  result = run_main([f'--src={pickle_path}', f'--out={teacher}'], module='fewstep_jax.tools.import_checkpoint')
   assert 'edm_songunet' in result.stdout and 'readout' in result.stdout
   return teacher, params
 
@@ -323,7 +325,7 @@ def test_the_import_command_sizes_a_bare_state_dict_with_network_fields(tmp_path
   save_file(import_weights.to_state_dict(class_name, params), src)
   result = run_main([f'--src={src}', f'--out={out}', '--arch=edm_cifar10_ddpmpp', '--network.model_channels=8',
                      '--network.channel_mult=(1, 2)', '--network.num_blocks=1', '--network.attn_resolutions=(4,)'],
-                    module='fewstep_jax.import_weights')
+                    module='fewstep_jax.tools.import_checkpoint')
   assert result.stdout.splitlines() == [
       f"{src}: network 'edm_songunet', {import_weights.parameter_count(network, SHAPE, CLASSES):,} parameters, data "
       f"shape {SHAPE}, {CLASSES} classes, readout 'edm' -> {out}",

@@ -1,6 +1,7 @@
-r"""Generates reflow couplings from a trained flow, once, as a dataset (data/reflow_pairs.py).
+r"""Generates teacher ODE pairs (eps, x̂) from a trained flow, once, as a dataset (data/ode_pairs.py): the couplings
+reflow trains on and the regression pairs of DMD.
 
-  python -m fewstep_jax.reflow --teacher=runs/quickstart --out=data/pairs_digits --num=20000 \
+  python -m fewstep_jax.tools.generate_pairs --teacher=runs/quickstart --out=runs/pairs_digits --num=20000 \
       [--nfe=50] [--solver=heun] [--guidance=1.5] [--batch=500] [--seed=0]   (solver, guidance: the teacher's)
 
 Each pair is (eps, x̂): eps ~ N(0, I) and x̂ the teacher's deterministic ODE sample from eps with `nfe` network
@@ -8,7 +9,6 @@ calls, by the teacher's own sampler (flow matching: from z_1 = eps; EDM: from si
 as 2-RF++ does with its EDM teacher), guided with `guidance` for class-conditional teachers (labels uniform
 over the classes). Train 2-RF / 2-RF++ on the pairs with configs/*/reflow.py.
 """
-import inspect
 import os
 
 from absl import app, flags, logging
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from fewstep_jax import runs, sampling
-from fewstep_jax.data import reflow_pairs
+from fewstep_jax.data import ode_pairs
 from fewstep_jax.train.writers import progress, say
 
 PAIR_TEACHERS = ('flow_matching', 'edm', 'consistency_fm', 'reflow')
@@ -43,8 +43,8 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
     raise FileExistsError(f'{out_dir} exists; pairs are written once: remove it or choose another --out')
   opened = runs.open_run(teacher_workdir)
   method, params, step = opened.method, opened.params[opened.config.eval.params], opened.step
-  if 'noise' not in inspect.signature(method.sample).parameters:
-    raise ValueError(f'teacher method {method.name!r} cannot sample from given noise; reflow needs an ODE '
+  if method.name not in PAIR_TEACHERS:
+    raise ValueError(f'teacher method {method.name!r} has no deterministic ODE sampler; reflow needs an ODE '
                      f'teacher ({", ".join(PAIR_TEACHERS)})')
   options = {name: value for name, value in (('solver', solver), ('guidance', guidance)) if value is not None}
   conditional = method.num_classes > 0
@@ -54,7 +54,7 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
     noise_key, label_key, sample_key = jax.random.split(key, 3)
     eps = jax.random.normal(noise_key, (batch,) + tuple(method.data_shape))
     labels = jax.random.randint(label_key, (batch,), 0, method.num_classes) if conditional else None
-    return eps, method.sample(params, sample_key, batch, nfe, labels=labels, noise=eps, **options), labels
+    return eps, method.sample_at(params, sample_key, batch, nfe, labels, noise=eps, **options), labels
 
   parts = []
   batches = -(-num // batch)
@@ -72,8 +72,8 @@ def generate_pairs(teacher_workdir: str, out_dir: str, num: int, *, nfe=50, solv
           'nfe': nfe, 'sampling_options': options, 'seed': seed,
           'data_shape': list(method.data_shape), 'num_classes': int(method.num_classes),
           'source_data': method.config.data.to_dict()}
-  reflow_pairs.write_pairs(out_dir, stack(0), stack(1), stack(2), info)
-  return reflow_pairs.read_info(out_dir)
+  ode_pairs.write_pairs(out_dir, stack(0), stack(1), stack(2), info)
+  return ode_pairs.read_info(out_dir)
 
 
 def main(argv):
