@@ -56,7 +56,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       grid_file='',             # Stored sampler grids (python -m fewstep_jax.tools.search_sampler_grids): an ODE
                                 # sampler samples on the file's grid at each NFE it holds.
       batch_size=256,           # Samples per sampling call (rounded up to a multiple of the device count).
-      solvers=(),               # ODE methods: evaluate with each of these solvers ('euler', 'heun'); () = method.solver.
+      solvers=(),               # ODE samplers: evaluate with each of these ('euler', 'heun'); () = method.solver.
       metrics=(),               # Keys of evaluate.EVALUATORS ('toy', 'digits', 'inception', 'dinov2'); () = the
                                 # dataset's.
       inception='',             # FID Inception-v3 weights (.pth, .safetensors or converted .npz), for 'inception'.

@@ -49,7 +49,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
 flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples, eval results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
 flags.DEFINE_string('compile_cache', None, 'Directory of the persistent compilation cache (default: '
-                    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/fewstep_jax/xla); empty (--compile_cache=) turns it off.')
+                    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/fewstep_jax/xla); empty (--compile_cache=) turns it '
+                    'off.')
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 

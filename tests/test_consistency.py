@@ -498,7 +498,8 @@ def test_ect_starts_from_an_edm_run_and_cd_distils_it(toy_edm_run, tmp_path):
   config.method.parameterization = 'flow'
   with pytest.raises(ValueError, match="'edm' parameterisation; this 'ect' run uses 'flow'"):
     trainer.Run(config)
-  cd = load_config(os.path.join(REPO, 'configs/toy/cd.py'), dict(small, **{'method.teacher': workdir}))
+  cd = load_config(os.path.join(REPO, 'configs/toy/cd.py'), dict(small, **{'method.teacher': workdir,
+                                                                        'method.init_from': workdir}))
   _, state, finished = trainer.train(cd, str(tmp_path / 'cd'))
   assert finished and 'teacher' in state.frozen and 'target' in state.extra
 

@@ -379,6 +379,26 @@ def test_skipped_student_steps_leave_its_state_untouched(teachers, schedule):
   assert int(state.step) == 4
 
 
+def test_fastgens_schedule_updates_the_critic_only_on_the_steps_without_the_student(teachers):
+  """critic_on_student_steps=False (FastGen's get_optimizers, f-distill's default): step 0 moves the student alone,
+  steps 1..4 the critic (and head) alone; the critic's learning-rate schedule spans its 4 updates in 5 steps."""
+  method, frozen = distiller(teachers, 'f_distill')
+  assert not method.hparams.critic_on_student_steps
+  assert [method.schedule.phases[method.schedule.phase(k)] for k in range(6)] == (
+      [('student',)] + [('critic',)] * 4 + [('student',)])
+  assert method.role_num_updates('critic') == method.config.train.num_steps * 4 // 5
+  state = method.init(jax.random.PRNGKey(0), frozen)
+  batch = {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))}
+  step = jax.jit(method.step)
+  for k in range(2):
+    new, _ = step(state, batch, jax.random.PRNGKey(k))
+    moved = {role: not tree_equal(new.nets[role].params, state.nets[role].params) for role in new.nets}
+    assert moved == {'student': k == 0, 'critic': k == 1, 'head': k == 1}, (k, moved)
+    state = new
+  with pytest.raises(ValueError, match='student_every >= 2'):
+    distiller(teachers, 'f_distill', **{'method.student_every': 1})
+
+
 @pytest.mark.parametrize('teacher', ['edm', 'flow_matching'])
 def test_gan_head_reads_the_bottleneck_of_the_critics_preconditioned_call(teachers, teacher):
   """DMD2's discriminator (main/edm/edm_guidance.py, `compute_cls_logits`) calls the preconditioned fake score with
@@ -414,8 +434,9 @@ def test_f_distill_head_reads_the_frozen_teachers_bottleneck(teachers):
   the logits are still the head on the teacher's bottleneck, and the critic's GAN loss trains only the head."""
   method, frozen = distiller(teachers, 'f_distill')
   state = method.init(jax.random.PRNGKey(0), frozen)
-  state, _ = jax.jit(method.step)(state, {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))},
-                                  jax.random.PRNGKey(2))
+  for k in range(2):  # Step 0 updates the student, step 1 the critic and head (FastGen's rule).
+    state, _ = jax.jit(method.step)(state, {'x': jax.random.normal(jax.random.PRNGKey(1), (16, 2))},
+                                    jax.random.PRNGKey(2 + k))
   nets = {role: state.nets[role].params for role in ('critic', 'head')}
   x, sigma = jax.random.normal(jax.random.PRNGKey(3), (4, 2)), jnp.array([0.01, 0.5, 3.0, 60.0])
   head = lambda params: method.discriminator.head.apply({'params': nets['head']},
@@ -478,9 +499,10 @@ def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, tea
   teacher_x0 = method.real_denoiser(frozen, None)(x, sigma)
   for role in ('student', 'critic'):
     np.testing.assert_allclose(method.denoise(state.nets[role].params, x, sigma), teacher_x0, rtol=1e-5, atol=1e-5)
-  new, metrics = jax.jit(method.step)(state, {'x': x}, jax.random.PRNGKey(2))
+  step = jax.jit(method.step)
+  new, metrics = step(*step(state, {'x': x}, jax.random.PRNGKey(2))[:1], {'x': x}, jax.random.PRNGKey(3))
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values()), metrics
-  assert not tree_equal(new.nets['critic'].params, state.nets['critic'].params)
+  assert not tree_equal(new.nets['critic'].params, state.nets['critic'].params)  # In two steps, whatever the rule.
   samples = method.sample_at(method.sampling_params(new), jax.random.PRNGKey(3), 6, len(method.levels))
   assert samples.shape == (6, 2) and np.all(np.isfinite(samples))
 

@@ -5,8 +5,9 @@ that tells an `.npz` of statistics (`mu`, `sigma`) from one of samples. `python 
 
 A folder: every file under it, in its subfolders too (EDM's generate.py writes samples in subfolders of 1000;
 pytorch-fid reads the top level only; linked folders are not followed), whose extension, in any letter case, is one
-pytorch-fid reads (IMAGE_EXTENSIONS), in the sorted order of the paths. Each file is decoded by PIL and converted to RGB at its own
-size, as pytorch-fid's ImagePathDataset does (`Image.open(path).convert('RGB')`: a gray image repeated to three
+pytorch-fid reads (IMAGE_EXTENSIONS), in the sorted order of the paths. Each file is decoded by PIL and converted to RGB
+at its own size, as pytorch-fid's ImagePathDataset does (`Image.open(path).convert('RGB')`: a gray image repeated to
+three
 channels, an alpha channel dropped, a palette looked up). Images of any size are accepted; they are batched by size,
 so a folder of one size is a single compiled network.
 

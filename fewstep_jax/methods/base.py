@@ -364,6 +364,10 @@ def teacher_model(teacher, path, kind: str, guidance: float, null_label: int):
   return lambda params, y: guided(lambda z, time, y: predict(params, z, time, y=y), y, guidance, null_label)
 
 
+# EDM's noise levels (Karras et al. 2022): the data's standard deviation and the Karras grid's ends and rho; the
+# hyperparameters of every method on EDM sigma.
+EDM_SIGMA_DEFAULTS = dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0, rho=7.0)
+
 TEACHER_DEFAULTS = dict(
     teacher='',              # Workdir of the trained teacher run.
     teacher_guidance=1.0,    # CFG scale of the teacher's predictions (two teacher calls when != 1).

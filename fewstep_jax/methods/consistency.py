@@ -32,8 +32,9 @@ import ml_collections
 
 from fewstep_jax import distances, paths, timesteps
 from fewstep_jax.inputs import ArraysInput, TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, SingleNetworkMethod,
-                                     StepContext, check_choice, drop_labels, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler,
+                                     SingleNetworkMethod, StepContext, check_choice, drop_labels, require_teacher,
+                                     teacher_model)
 from fewstep_jax.methods.registry import register, register_preset
 
 # N(k): (step, hparams, total_steps) -> number of grid points (traced int32), and the largest it can reach.
@@ -105,10 +106,7 @@ INDEX_DISTRIBUTIONS = {'uniform': _uniform_index, 'lognormal': _lognormal_index}
 def consistency_defaults() -> dict:
   """The hyperparameters every consistency model here shares (CT, iCT, CD, ECT)."""
   return dict(
-      sigma_data=0.5,
-      sigma_min=0.002,
-      sigma_max=80.0,
-      rho=7.0,
+      **EDM_SIGMA_DEFAULTS,
       distance='pseudo_huber',  # 'l2' | 'pseudo_huber' | 'lpips' (distances.py).
       huber_c=-1.0,             # Pseudo-Huber c; < 0: iCT's 0.00054 sqrt(D).
       lpips_weights='',         # Local .npz for distance='lpips' (nn/lpips.py); nothing is downloaded.

@@ -51,8 +51,9 @@ import optax
 from fewstep_jax import distances, nn, paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, StepContext, accumulate, accumulate_gradients,
-                                     check_eval_params, drop_labels, guided, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, StepContext, accumulate,
+                                     accumulate_gradients, check_eval_params, drop_labels, guided, require_teacher,
+                                     teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
 from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.registry import register
@@ -95,10 +96,7 @@ class CTM(MultiNetworkMethod):
   def defaults(cls):
     return ml_collections.ConfigDict(dict(
         **TEACHER_DEFAULTS,
-        sigma_data=0.5,
-        sigma_min=0.002,
-        sigma_max=80.0,
-        rho=7.0,
+        **EDM_SIGMA_DEFAULTS,
         num_scales=18,            # N of the descending Karras grid (ImageNet-64: 40).
         heun_steps=17,            # k ~ p(k) ∝ k on {1..heun_steps} teacher Heun steps from t to u (<= N - 1).
         target_ema=0.999,         # The target network G_sg's EMA rate.

@@ -3,9 +3,10 @@
   D(x; sigma) = c_skip x + c_out F(c_in x, c_noise),   ln sigma ~ N(P_mean, P_std^2),
   loss = lambda(sigma) || D(x + sigma eps; sigma) - x ||^2,   lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2
 
-Sampling: Heun on the Karras grid (descending, sigma_max -> sigma_min, then 0) of dx/dsigma = (x - D) / sigma;
-18 grid steps cost 35 NFE, EDM's sampler. At other budgets `sampling.heun_plan` decides the steps: at few NFE more
-Euler steps instead of corrections across long drops in sigma (sampling.py). Label dropout and CFG as in flow matching (a guided denoiser D_∅ + w (D_y - D_∅)).
+Sampling: Heun on the Karras grid (descending, sigma_max -> sigma_min, then 0) of dx/dsigma = (x - D) / sigma; 18 grid
+steps cost 35 NFE, EDM's sampler. At other budgets `sampling.heun_plan` decides the steps: at few NFE more Euler steps
+instead of corrections across long drops in sigma (sampling.py). Label dropout and CFG as in flow matching (a guided
+denoiser D_∅ + w (D_y - D_∅)).
 Official code: NVlabs/edm, training/loss.py `EDMLoss` and training/networks.py `EDMPrecond`. Deviations: label
 dropout (EDM trains no null label; its paper-row configs set 0), no augmentation pipeline.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
-from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, drop_labels, guided
+from fewstep_jax.methods.base import EDM_SIGMA_DEFAULTS, SingleNetworkMethod, StepContext, drop_labels, guided
 from fewstep_jax.methods.registry import register
 
 
@@ -34,10 +35,7 @@ class EDM(SingleNetworkMethod):
     return ml_collections.ConfigDict(dict(
         p_mean=-1.2,
         p_std=1.2,
-        sigma_data=0.5,
-        sigma_min=0.002,
-        sigma_max=80.0,
-        rho=7.0,
+        **EDM_SIGMA_DEFAULTS,
         label_dropout=0.1,
         coupling='independent',       # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
         guidance=1.0,

@@ -99,7 +99,8 @@ class MeanFlow(AverageVelocityMethod):
 
     batch = z.shape[0]
     num_jvp = self.num_jvp(batch)
-    finish = (lambda u_tail, v_tail: v_tail) if tail_velocity is None else (lambda u_tail, v_tail: tail_velocity(u_tail))
+    finish = ((lambda u_tail, v_tail: v_tail) if tail_velocity is None
+              else (lambda u_tail, v_tail: tail_velocity(u_tail)))
     if self.hparams.jvp_sub_batch and num_jvp == 0:  # Every r = t: flow matching, no tangent needed.
       u = u_of(z, r, t, y)
       return u, jax.lax.stop_gradient(finish(u, v))

@@ -1,8 +1,8 @@
 """Rectified flow reflow, one-step distillation and 2-RF++ (Liu et al. 2023; Lee et al. 2024).
 
-Stage 1 (1-RF) is flow matching. Stage 2 trains on couplings (eps, x̂) of the 1-RF ODE, generated once with
-`python -m fewstep_jax.tools.generate_pairs` and read as the 'reflow_pairs' dataset: the straight path between the coupled
-pair, z_t = (1 - t) x̂ + t eps, with target velocity eps - x̂ (2-RF). Because the pairs are deterministic, the
+Stage 1 (1-RF) is flow matching. Stage 2 trains on couplings (eps, x̂) of the 1-RF ODE, generated once with `python -m
+fewstep_jax.tools.generate_pairs` and read as the 'reflow_pairs' dataset: the straight path between the coupled pair,
+z_t = (1 - t) x̂ + t eps, with target velocity eps - x̂ (2-RF). Because the pairs are deterministic, the
 learned flow is straighter and few Euler steps suffice.
 
 - One-step distillation: `time_sampler='one_step'` trains only t = 1, i.e. x̂ ≈ eps - v(eps, 1).

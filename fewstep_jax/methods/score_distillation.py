@@ -27,7 +27,8 @@ lambda(sigma), as tianweiy/DMD2's fake-score loss, or 1, the plain x0 mean squar
 critic-side losses softplus(l(fake)) + softplus(-l(real)) on real and generated images noised at a critic level.
 
 Schedule. The critic (and head) update every step and the student on steps where step % student_every == 0
-(DMD2's two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says: roles.Schedule.every. The
+(DMD2's two time-scale rule with 5; 1:1 elsewhere), in the order critic_first says: roles.Schedule.every; with
+critic_on_student_steps=False (FastGen's rule) the critic updates only on the steps the student does not. The
 student's learning-rate schedule and EMA count its own updates. `student_update` and `critic_update` (one update's
 new state) are the units experiments/bench.py compiles and counts network passes for.
 """
@@ -38,8 +39,8 @@ import ml_collections
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, StepContext,
-                                     check_choice, check_eval_params, require_teacher, teacher_model)
+from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler,
+                                     StepContext, check_choice, check_eval_params, require_teacher, teacher_model)
 from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, loss_update
 from fewstep_jax.train.optim import make_optimizer, optim_defaults, spans_the_run
@@ -105,10 +106,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
   def defaults(cls):
     return ml_collections.ConfigDict(dict(
         **TEACHER_DEFAULTS,
-        sigma_data=0.5,
-        sigma_min=0.002,
-        sigma_max=80.0,
-        rho=7.0,
+        **EDM_SIGMA_DEFAULTS,
         num_train_sigmas=1000,     # The Karras grid of the matching and critic levels (DMD2).
         sigma_init=80.0,           # The generator's input noise level: x = G(sigma_init z).
         student_sigmas=(),         # Later levels of a multi-step student (descending, below sigma_init).
@@ -116,6 +114,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
         backward_simulation=True,  # Multi-step: train on the student's own intermediate states.
         student_every=1,           # The student updates on steps where step % student_every == 0.
         critic_first=True,         # Within a step: critic update, then student update (False: the reverse).
+        critic_on_student_steps=True,  # False: the critic skips the student's steps (FastGen's get_optimizers).
         critic_optim=critic_optim_defaults(),
         critic_sigmas='karras_grid',  # Levels of the critic's denoising loss: CRITIC_SIGMAS.
         critic_weighting='edm',    # The critic's per-sample loss weight: CRITIC_WEIGHTS.
@@ -158,8 +157,14 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
                     'student': loss_update(('student',),
                                            lambda nets, *args: self.student_loss(nets['student'], *args), micro,
                                            after=self.keep_statistics)}
-    self.schedule = Schedule.every(hp.student_every, always=('critic',), then=('student',),
-                                   then_first=not hp.critic_first)
+    if hp.critic_on_student_steps:
+      self.schedule = Schedule.every(hp.student_every, always=('critic',), then=('student',),
+                                     then_first=not hp.critic_first)
+    elif hp.student_every < 2:
+      raise ValueError('method.critic_on_student_steps=False leaves the critic the steps without a student update: '
+                       f'set method.student_every >= 2 (got {hp.student_every})')
+    else:
+      self.schedule = Schedule([('student',), ('critic',)], pattern=(0,) + (1,) * (hp.student_every - 1))
     student = TrainedNetwork.from_config(config, num_classes=num_classes,
                                          num_updates=self.role_num_updates('student'))
     critic_tx = make_optimizer(hp.critic_optim, self.role_num_updates('critic'))

@@ -4,7 +4,8 @@
   python -m fewstep_jax.tools.import_checkpoint --src=edm2-img64-s-1073741-0.075.pkl --out=teachers/edm2_img64_s
   python -m fewstep_jax.tools.import_checkpoint --src=SiT-XL-2-256x256.pt --arch=sit_xl_2 --out=teachers/sit_xl_2
   python -m fewstep_jax.tools.import_checkpoint --src=model.safetensors --arch=edm_cifar10_ddpmpp --out=DIR
-  python -m fewstep_jax.tools.import_checkpoint --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 --out=teachers/cm_imagenet64
+  python -m fewstep_jax.tools.import_checkpoint --src=edm_imagenet64_ema.pt --arch=cm_imagenet64 \\
+      --out=teachers/cm_imagenet64
   python -m fewstep_jax.tools.import_checkpoint --src=net.pt --arch=SongUNet --network.model_channels=64 \\
       --network.channel_mult='(1, 2)' --network.attn_resolutions='(8,)' --out=DIR
 
