@@ -73,12 +73,12 @@ def test_a_guided_teacher_is_not_evaluated_at_an_odd_nfe():
 
 def test_the_readme_keeps_the_blocks_of_datasets_not_rerun(tmp_path):
   readme = tmp_path / 'README.md'
-  readme.write_text(f'intro\n{compare.README_BEGIN}\n{compare.README_END}\nrest\n')
-  compare.write_readme(str(readme), {'toy': 'toy table v1\n'})
-  compare.write_readme(str(readme), {'digits': 'digits table\n'})
-  compare.write_readme(str(readme), {'toy': 'toy table v2\n'})
+  readme.write_text(f'intro\n{compare.BEGIN}\n{compare.END}\nrest\n')
+  compare.write_blocks(str(readme), {'toy': 'toy table v1\n'})
+  compare.write_blocks(str(readme), {'digits': 'digits table\n'})
+  compare.write_blocks(str(readme), {'toy': 'toy table v2\n'})
   text = readme.read_text()
-  assert text.startswith('intro\n') and text.endswith(f'{compare.README_END}\nrest\n')
+  assert text.startswith('intro\n') and text.endswith(f'{compare.END}\nrest\n')
   assert 'toy table v1' not in text and text.index('toy table v2') < text.index('digits table')
   assert text.count('<!-- comparison toy: begin -->') == 1 and text.count('<!-- comparison digits: end -->') == 1
 
@@ -105,3 +105,14 @@ def test_a_short_budget_caps_the_ema_so_the_start_no_longer_dominates_it():
   assert dmd2.method.student_every == 5
   assert compare.fit_ema(dmd2, 3000) == {'ema_0.999': 'ema_0.995'} and dmd2.eval.params == 'ema_0.995'
   assert 0.995 ** 600 <= compare.EMA_START_SHARE
+
+
+def test_own_budget_blocks_go_to_docs_comparison_with_figures_linked_from_there():
+  """Equal-budget tables stay in README.md; --budget=own's go to docs/comparison.md, each image path relative to its
+  page, and both pages carry the markers write_blocks needs."""
+  assert compare.page_for(3000) == compare.README and compare.page_for(compare.OWN) == compare.OWN_PAGE
+  assert '](docs/comparison_toy.png)' in compare.figure_line('toy', compare.README)
+  assert '](comparison_toy_own.png)' in compare.figure_line('toy_own', compare.OWN_PAGE)
+  for page in (compare.README, compare.OWN_PAGE):
+    text = open(page).read()
+    assert compare.BEGIN in text and compare.END in text, page

@@ -1,5 +1,5 @@
 """experiments/paper_tables: every paper-row config carries its paper's hyperparameters as the table states them, the
-table covers every paper-row config, and README.md holds the table as rendered."""
+table covers every paper-row config, and docs/reproducing.md holds the table and the row sections as rendered."""
 import glob
 import importlib.util
 
@@ -53,8 +53,17 @@ def test_a_row_is_complete(row):
   assert row['setup'], 'a row names the hyperparameters it pins'
 
 
-def test_the_readme_holds_the_rendered_table():
-  readme = (REPO / 'README.md').read_text()
-  assert render.readme_with_table(readme, render.markdown(ROWS)) == readme, (
-      'README.md is out of date with experiments/paper_tables/table.py: '
+def test_reproducing_md_holds_the_rendered_table_and_rows():
+  page = (REPO / 'docs/reproducing.md').read_text()
+  assert render.replace_generated(page, render.generated(ROWS)) == page, (
+      'docs/reproducing.md is out of date with experiments/paper_tables/table.py: '
       'run python experiments/paper_tables/render.py --write')
+
+
+def test_every_published_teacher_a_row_reads_has_its_import_command():
+  """A row whose teacher or start is an imported directory (teachers/<name>) gets the command that writes it."""
+  directories = {directory for row in ROWS for directory in render.published_inputs(row)}
+  assert directories and directories <= set(render.PUBLISHED)
+  row = next(row for row in ROWS if row['config'] == 'configs/imagenet64/ctm.py')
+  assert render.import_command('teachers/cm_imagenet64') in render.row_section(row)
+  assert '--arch=cm_imagenet64 --out=teachers/cm_imagenet64' in render.import_command('teachers/cm_imagenet64')
