@@ -1,7 +1,8 @@
-"""How the project's single-purpose commands run (import_weights, encode_latents, eval.inception, eval.dinov2,
-eval.stats): absl's app.run with logging at WARNING, since Orbax logs each checkpoint step at INFO and the commands
-print what the user needs themselves, and the errors of the user's input and files (a missing, refused or damaged
-weights file, an occupied output) ended by one line, `error: ...`, and exit status 1, instead of a traceback."""
+"""How the project's single-purpose commands run (tools.import_checkpoint, tools.encode_latents, eval.inception,
+eval.dinov2, eval.stats, eval.fid): absl's app.run with logging at WARNING, since Orbax logs each checkpoint step at
+INFO and the commands print what the user needs themselves, and the errors of the user's input and files (a missing,
+refused or damaged weights file, an occupied output) ended by one line, `error: ...`, and exit status 1, instead of a
+traceback."""
 import sys
 
 from absl import app, logging

@@ -93,7 +93,7 @@ def read_run_info(workdir: str, role: str = 'run') -> tuple:
 
 def describe_run(workdir: str, config, info: dict, step: int, params_name: str) -> str:
   """One line naming a run that another reads (a teacher, a start): its directory, what made it (a method, or the
-  file import_weights read), its readout, step and parameter copy."""
+  file tools.import_checkpoint read), its readout, step and parameter copy."""
   imported = config.get('imported_from')
   made = f'imported from {imported}' if imported else f'{config.method.name} run, step {step}'
   readout = (info.get('readout') or {}).get('name')

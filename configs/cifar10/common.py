@@ -34,7 +34,7 @@ def accelerator_run(config):
   """CIFAR-10 from TFDS, a line every 100 steps, a checkpoint every 10k and
   samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
   weights and the dataset's reference statistics (--config.eval.inception=FILE --config.eval.reference_stats=FILE,
-  README "FID / IS setup"); not at the end of training, which does not know those files."""
+  docs/evaluation.md); not at the end of training, which does not know those files."""
   config.data.tfds_name = 'cifar10'
   config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000)
   config.eval.update(at_end=False, num_samples=50_000)

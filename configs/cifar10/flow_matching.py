@@ -1,6 +1,6 @@
 """Class-conditional flow-matching teacher on CIFAR-10 (32x32), for accelerators.
 
-Needs the TFDS 'cifar10' dataset prepared in array_record format under --config.data.dir (see README, Data).
+Needs the TFDS 'cifar10' dataset prepared in array_record format under --config.data.dir (docs/data.md).
 Evaluation of CIFAR-10 samples (FID) is not embedded yet: eval.at_end is off; use --mode=sample.
 
   python -m fewstep_jax.main --config=configs/cifar10/flow_matching.py --workdir=runs/cifar10_fm \

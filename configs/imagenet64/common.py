@@ -38,7 +38,7 @@ def accelerator_run(config):
   """ImageNet 64x64 (imagenet_resized) from TFDS in bfloat16, a line every 100 steps, a checkpoint every 10k and
   samples every 50k. Evaluation is FID-50k and IS (the papers' sample count) by --mode=eval, given the Inception
   weights and the dataset's reference statistics (--config.eval.inception=FILE --config.eval.reference_stats=FILE,
-  README "FID / IS setup"); not at the end of training, which does not know those files."""
+  docs/evaluation.md); not at the end of training, which does not know those files."""
   config.data.tfds_name = 'imagenet_resized/64x64'
   config.train.update(log_every=100, checkpoint_every=10_000, sample_every=50_000, compute_dtype='bfloat16')
   config.eval.update(at_end=False, num_samples=50_000)

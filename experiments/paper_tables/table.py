@@ -3,10 +3,10 @@ hyperparameters (as the config fields that carry them, in this codebase's units)
 that runs it on an accelerator host, and our FID once it has been run.
 
   python experiments/paper_tables/render.py            # the markdown table
-  python experiments/paper_tables/render.py --write    # ... written into README.md between its markers
+  python experiments/paper_tables/render.py --write    # ... written into docs/reproducing.md between its markers
 
 tests/test_paper_tables.py checks that every config's fields equal `setup` here (so a config cannot drift from its
-paper silently), that every paper-row config has a row, and that README.md holds the rendered table.
+paper silently), that every paper-row config has a row, and that docs/reproducing.md holds the rendered table.
 
 Fields of a row:
   method, dataset   as the table shows them

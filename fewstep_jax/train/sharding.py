@@ -1,4 +1,4 @@
-"""Device mesh and partition rules (README, "GPU / TPU host" and "Several hosts").
+"""Device mesh and partition rules (docs/scaling.md).
 
 Mesh axes ('data', 'fsdp'). The batch is split over both axes. A parameter with at least
 `mesh.fsdp_min_size` elements is sharded over 'fsdp' on its largest dimension that the fsdp size divides;

@@ -1,4 +1,4 @@
-"""Training-state pytrees (README, "Concepts").
+"""Training-state pytrees (docs/methods.md).
 
 Everything a run needs to continue lives in these pytrees, so a checkpoint of a TrainState (plus the data
 iterator's state) is a complete snapshot, and a step is a pure function of it.

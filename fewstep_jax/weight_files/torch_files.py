@@ -52,7 +52,8 @@ REFUSAL_ADVICE = (
      "It names NVlabs' code: NVlabs network pickles are read when their classes are persistent (torch_utils."
      "persistence, as in EDM's and EDM2's published pickles, whose embedded source is kept as text and never run), "
      'and this one is not. Only if you trust it, load it on a machine with PyTorch and NVlabs\' code and save the '
-     "network's state_dict() with safetensors.torch.save_file; pass that file (to import_weights with --arch)."),
+     "network's state_dict() with safetensors.torch.save_file; pass that file (to tools.import_checkpoint with "
+     '--arch).'),
     (('',),
      'Take the weights as a state dict from a source you trust (.safetensors, .npz, or a torch.save of a '
      'state_dict); only if you trust this file, load it on a machine with PyTorch and save its state_dict() with '
