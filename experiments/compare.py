@@ -238,10 +238,11 @@ def run_node(node: Node, directory: str, budget: int, nfes: tuple, commit: str =
     teacher = is_teacher(config)
     own = tuple(int(n) for n in config.eval.nfe) if teacher else ()
     evaluated = [nfe for nfe in sorted(set(nfes) | ({max(own)} if own else set()))
-                 if samples_at(trained.run.method, nfe, trained.run.data.num_classes > 0)]
+                 if samples_at(trained.run.method, nfe, trained.run.method.conditioning.conditional)]
     began = time.time()
     rows = api.evaluate(trained, nfe=evaluated, params=config.eval.params)
-    method, conditional = trained.run.method, trained.run.data.num_classes > 0
+    method = trained.run.method
+    conditional = method.conditioning.conditional
     steps = int(config.train.num_steps)
     record = {'name': node.name, 'kind': 'run', 'method': config.method.name, 'teacher': teacher,
               'teacher_nfe': max(own) if own else None, 'reads': node.needs, 'rows': rows,

@@ -68,8 +68,8 @@ def open_run(workdir: str) -> Trained:
 
 
 def sample(trained: Trained, nfe: int, n: int, *, seed: int = 0, params: str | None = None) -> tuple:
-  """n samples (numpy [n, *data_shape], in the data's range) and their labels ([n], sample i of class
-  i % num_classes; None for unconditional data) with `nfe` network evaluations: the evaluation's sampler, so
+  """n samples (numpy [n, *data_shape], in the data's range) and their conditions (labels [n], sample i of class
+  i % num_classes; a text condition's arrays; None for unconditional data) with `nfe` network evaluations: the evaluation's sampler, so
   sample i is the same whatever n, the batch size or the device count."""
   return evaluate_lib.generate(trained.run, trained.params(params), int(nfe), int(n), int(seed))
 

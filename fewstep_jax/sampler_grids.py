@@ -25,7 +25,7 @@ def _intervals(method, solver: str, nfe: int) -> int:
   if not method.ode_solvers:
     raise ConfigError(f'sampler grids are made for ODE samplers, not {method.name!r}\'s few-step sampler')
   # The steps of the method's default grid for this budget (as its sampler plans them, guided where it samples so).
-  num_steps = int(method.sampling_plan(nfe, method.num_classes > 0, solver=solver).steps.num_steps)
+  num_steps = int(method.sampling_plan(nfe, method.conditioning.conditional, solver=solver).steps.num_steps)
   return max(method.grid_points(num_steps) - 1, 0)
 
 

@@ -199,18 +199,6 @@ def drift_evaluations(nfe: int, labels, guidance: float) -> int:
   return nfe // 2
 
 
-def sample_labels(n: int, num_classes: int):
-  """Labels for a class-conditional sample grid: 0, 1, ..., num_classes - 1, 0, 1, ...; None if
-  unconditional."""
-  return labels_of(jnp.arange(n, dtype=jnp.int32), num_classes)
-
-
-def labels_of(indices, num_classes: int):
-  """The label of sample `indices` (numpy or jnp) in that schedule: index % num_classes; None if
-  unconditional."""
-  return indices % num_classes if num_classes else None
-
-
 class ConsistencyPlan(NamedTuple):
   """`consistency_sample`'s times as arrays, so that one compiled sampler serves every NFE: the decreasing times
   padded to a fixed length, and how many of them to use."""

@@ -65,7 +65,8 @@ class Run:
     shape, classes = self.data.data_shape, self.data.num_classes
     self.inputs = (runs.resolve_inputs(config, shape, classes, inputs, mesh=self.mesh,
                                        fsdp_min_size=config.mesh.fsdp_min_size) if resolve else dict(inputs or {}))
-    self.method = methods.build_method(config, data_shape=shape, num_classes=classes, inputs=self.inputs)
+    self.method = methods.build_method(config, data_shape=shape, num_classes=classes, inputs=self.inputs,
+                                       conditioning=self.data.conditioning)
     root = jax.random.PRNGKey(config.train.seed)
     self.init_key, self.step_key, self.sample_key = jax.random.split(root, 3)
     self.frozen = runs.frozen_values(self.inputs)

@@ -17,7 +17,7 @@ import pytest
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.config_base import base_config
 from fewstep_jax.methods import build_method
-from fewstep_jax.methods.base import accumulate_gradients, drop_labels, guided
+from fewstep_jax.methods.base import accumulate_gradients
 
 
 def make(method, data_shape=(2,), num_classes=0, **hparams):
@@ -169,22 +169,6 @@ def test_heun_is_sound_at_every_nfe_on_an_exact_gaussian_mixture_teacher():
       assert max(errors) <= errors[0] * 1.01, (name, solver, np.round(errors, 4))
       assert min(errors[-4:]) < 4 * floor, (name, solver, np.round(errors, 4))
       assert np.mean(errors[10:]) < 0.1 * np.mean(errors[:3]), (name, solver, np.round(errors, 4))
-
-
-def test_classifier_free_guidance_mix():
-  # A model that reveals its label: m = y + 1 (null label 3 -> 4).
-  model = lambda z, t, y: jnp.broadcast_to((y + 1.0)[:, None], z.shape)
-  labels = jnp.array([0, 1, 2])
-  z, t = jnp.zeros((3, 2)), jnp.full((3,), 0.5)
-  np.testing.assert_allclose(guided(model, labels, 2.0, 3)(z, t)[:, 0], 4.0 + 2.0 * (labels + 1.0 - 4.0))
-  np.testing.assert_allclose(guided(model, labels, 1.0, 3)(z, t)[:, 0], labels + 1.0)
-
-
-def test_label_dropout_rate_and_null_label():
-  y = jnp.zeros((20_000,), jnp.int32)
-  dropped = drop_labels(jax.random.PRNGKey(0), y, 0.1, null_label=10)
-  assert set(np.unique(dropped)) == {0, 10}
-  np.testing.assert_allclose(jnp.mean(dropped == 10), 0.1, atol=0.01)
 
 
 def test_gradient_accumulation_equals_full_batch_gradient():

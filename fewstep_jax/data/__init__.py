@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from fewstep_jax.conditions import Conditioning
 from fewstep_jax.data import digits, latents, ode_pairs, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
@@ -72,11 +73,16 @@ class DataPipeline(abc.ABC):
 
   kind: 'device' (batches are sampled inside the jitted step with `device_sample`) or 'host' (batches come from
   `next_batch`). data_shape: per-example shape, e.g. (2,) or (8, 8, 1). num_classes: 0 for unconditional data.
+  conditioning: what a batch's 'y' holds (conditions.Conditioning): its labels by default.
   """
 
   kind: str
   data_shape: tuple
   num_classes: int
+
+  @property
+  def conditioning(self) -> Conditioning:
+    return Conditioning.of_labels(self.num_classes)
 
   def device_sample(self, key, n: int) -> dict:
     """Returns {'x': [n, *data_shape]} sampled on device; jittable with n static. Only for kind 'device'."""

@@ -41,11 +41,13 @@ def eval_batch_size(config, mesh, n: int | None = None) -> int:
 
 
 def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, solver: str | None = None):
-  """Yields (samples [batch_size, *data_shape] (a replicated jax array), labels [batch_size] (numpy) or None,
-  count) for samples 0..n-1 in order, `count` the leading rows that belong to them (the last batch is padded).
+  """Yields (samples [batch_size, *data_shape] (a replicated jax array), their conditions (numpy: labels
+  [batch_size], a text condition's arrays, or None), count) for samples 0..n-1 in order, `count` the leading rows
+  that belong to them (the last batch is padded).
 
-  Sample i comes from its own key fold_in(fold_in(sample_key, seed), i) and has label i % num_classes, so it is the
-  same array whatever the batch size, the device count or the number of hosts. `solver` replaces the method's ODE
+  Sample i comes from its own key fold_in(fold_in(sample_key, seed), i) and has the condition
+  `Conditioning.for_samples` gives it (label i % num_classes), so it is the same array whatever the batch size, the
+  device count or the number of hosts. `solver` replaces the method's ODE
   solver (see `solvers`). The compiled sampler is `compiled_sampler`'s, reused by every batch."""
   sample = compiled_sampler(run, batch_size, nfe, solver)
   decode = latent_decoder(run)
@@ -54,7 +56,7 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
   for start in range(0, n, batch_size):
     indices = np.arange(start, start + batch_size, dtype=np.int32)
     global_indices = jax.make_array_from_callback(indices.shape, index_sharding, lambda index: indices[index])
-    labels = sampling.labels_of(indices, run.data.num_classes)
+    labels = run.method.conditioning.for_samples(indices)
     samples = sample(params, key, global_indices)
     yield (samples if decode is None else decode(samples)), labels, min(batch_size, n - start)
 
@@ -90,11 +92,17 @@ def latent_decoder(run):
 def generate(run, params, nfe: int, n: int, seed: int):
   """n samples [n, *data_shape] (numpy) and their labels ([n] or None) with `nfe` network evaluations (on the
   stored grid of eval.grid_file where it holds one for this NFE); see generate_batches."""
-  batches = [(np.asarray(samples)[:count], None if labels is None else labels[:count])
+  batches = [(np.asarray(samples)[:count], leading(labels, count))
              for samples, labels, count in generate_batches(run, params, nfe, n, seed,
                                                             eval_batch_size(run.config, run.mesh, n))]
-  labels = None if run.data.num_classes == 0 else np.concatenate([labels for _, labels in batches])
+  labels = None if batches[0][1] is None else jax.tree.map(lambda *parts: np.concatenate(parts),
+                                                             *[labels for _, labels in batches])
   return np.concatenate([samples for samples, _ in batches]), labels
+
+
+def leading(conditions, count: int):
+  """The first `count` rows of conditions (labels or a text condition's arrays, as numpy), or None."""
+  return None if conditions is None else jax.tree.map(lambda leaf: np.asarray(leaf)[:count], conditions)
 
 
 def stored_grid(run, nfe: int, solver: str | None = None):
@@ -138,7 +146,7 @@ def check_nfes(run, nfes=None, solver_names=None):
   config = run.config
   nfes = tuple(int(nfe) for nfe in (config.eval.nfe if nfes is None else nfes))
   solver_names = solvers(run) if solver_names is None else tuple(solver_names)
-  conditional = run.data.num_classes > 0
+  conditional = run.method.conditioning.conditional
 
   def problem(nfe):  # The first solver's reason, or None.
     return next(filter(None, (nfe_problem(run.method, nfe, conditional, solver, stored_grid(run, nfe, solver))
@@ -161,7 +169,8 @@ def compiled_sampler(run, batch_size: int, nfe: int, solver: str | None = None):
   (and of its stored grid) bound to one function compiled per (run, batch size, static sampling options): the
   plan's arrays are its arguments, so every NFE, stored grid, the end-of-training evaluation, the sample grids and
   --mode=eval share one compilation."""
-  plan = run.method.sampling_plan(nfe, run.data.num_classes > 0, solver=solver, grid=stored_grid(run, nfe, solver))
+  plan = run.method.sampling_plan(nfe, run.method.conditioning.conditional, solver=solver,
+                                  grid=stored_grid(run, nfe, solver))
   return PlannedSampler(_sample_fn(run, batch_size), plan)
 
 
@@ -188,16 +197,16 @@ def _sample_fn(run, batch_size: int):
   cannot partition (Pallas attention) run per device as in training. The plan is replicated (its static options key
   jit's cache). The output is replicated: every process can read it, also when the parameters are sharded."""
   del batch_size  # A key of the cache only: jit compiles per input shape anyway.
-  num_classes = run.data.num_classes
+  conditioning = run.method.conditioning
 
-  def one_sample(params, key, label, plan):
-    labels = None if label is None else label[None]
-    return run.method.sample(params, key, 1, plan, labels)[0]
+  def one_sample(params, key, condition, plan):
+    conditions = None if condition is None else jax.tree.map(lambda leaf: leaf[None], condition)
+    return run.method.sample(params, key, 1, plan, conditions)[0]
 
   def device_share(params, key, indices, plan):
     keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(indices)
-    labels = sampling.labels_of(indices, num_classes)
-    return jax.vmap(one_sample, in_axes=(None, 0, 0, None))(params, keys, labels, plan)
+    conditions = conditioning.for_samples(indices)
+    return jax.vmap(one_sample, in_axes=(None, 0, 0, None))(params, keys, conditions, plan)
 
   batch = PartitionSpec(BATCH_AXES)
   # check_vma=False: Pallas kernels' outputs carry no varying-axes type.
@@ -215,11 +224,12 @@ class InMemoryMetrics:
     self._parts = []
 
   def add(self, samples, labels, count: int):
-    self._parts.append((np.asarray(samples)[:count], None if labels is None else labels[:count]))
+    self._parts.append((np.asarray(samples)[:count], leading(labels, count)))
 
   def finish(self) -> list:
     samples = np.concatenate([part for part, _ in self._parts])
-    labels = None if self._parts[0][1] is None else np.concatenate([labels for _, labels in self._parts])
+    labels = None if self._parts[0][1] is None else jax.tree.map(lambda *parts: np.concatenate(parts),
+                                                                  *[labels for _, labels in self._parts])
     return self.rows(samples, labels)
 
 

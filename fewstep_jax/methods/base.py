@@ -3,7 +3,7 @@
 A method is built from the config and the values of the inputs it declares:
   inputs(config) -> {name: spec}   (classmethod) what it reads besides its batch, as data (fewstep_jax/inputs.py):
                                    a teacher run, a run to start from, stored arrays; resolved by fewstep_jax.runs
-  Method(config, data_shape=..., num_classes=..., inputs={name: Teacher})
+  Method(config, data_shape=..., num_classes=..., inputs={name: Teacher}, conditioning=...)
   init(key, frozen) -> TrainState  frozen: the resolved parameters and arrays ({} to learn shapes only)
   step(state, batch, key, **step_options(step)) -> (state, metrics)
                                    pure; the trainer jits it once per distinct step_options
@@ -28,6 +28,7 @@ import ml_collections
 import optax
 
 from fewstep_jax import couplings, sampling
+from fewstep_jax.conditions import Conditioning
 from fewstep_jax.inputs import InitInput
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_schedule
@@ -120,15 +121,21 @@ class Method:
     del config
     return ()
 
-  def __init__(self, config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None):
-    del inputs
+  def __init__(self, config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None,
+               conditioning: Conditioning | None = None):
+    """num_classes: the label count of the data (0: unlabelled); conditioning: what samples are conditioned on
+    (conditions.py; default: those labels); inputs: the resolved values of `inputs(config)` (fewstep_jax.runs)."""
     self.name = config.method.name
     self.config = config
     self.hparams = config.method
     self.data_shape = tuple(data_shape)
     self.num_classes = num_classes
+    self.conditioning = conditioning or Conditioning.of_labels(num_classes)
+    self.inputs = dict(inputs or {})
     if self.uses_coupling:
       couplings.check_coupling(self.hparams.coupling)
+      if self.hparams.coupling != 'independent':
+        self.conditioning.require_classes(f'method.coupling={self.hparams.coupling!r} (pairs noise within classes)')
 
   def draw_noise(self, key, x, y=None):
     """eps ~ N(0, I) shaped like x [B, ...], re-paired with x by the minibatch coupling `method.coupling`
@@ -236,10 +243,10 @@ class SingleNetworkMethod(Method):
       specs['student_init'] = InitInput(config.method.init_from, readout=readout.name if readout else '')
     return specs
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     self.readout = self.readout_of(config)
-    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
+    self.student = TrainedNetwork.from_config(config, num_classes=self.num_classes,
                                               count_offset=self.update_count_offset())
     self.apply = self.student.apply
     check_eval_params(config)
@@ -307,14 +314,14 @@ class ConsistencySampler:
   TCD's gamma and CFG (`guidance`) by default from the method's hparams (sample_gamma, guidance)."""
 
   def __init__(self, consistency_fn, path, *, start_time: float, start_scale: float, intermediate_times,
-               data_shape: tuple, num_classes: int, guidance: float, gamma: float):
+               data_shape: tuple, conditioning: Conditioning, guidance: float, gamma: float):
     self.consistency_fn = consistency_fn
     self.path = path
     self.start_time = float(start_time)
     self.start_scale = float(start_scale)
     self.intermediate_times = tuple(float(t) for t in intermediate_times)
     self.data_shape = tuple(data_shape)
-    self.num_classes = num_classes
+    self.conditioning = conditioning
     self.guidance = guidance
     self.gamma = gamma
 
@@ -340,8 +347,8 @@ class ConsistencySampler:
     """Samples [n, *data_shape] along `plan` (two calls a step under CFG); eps = `noise` if given."""
     noise_key, sample_key = jax.random.split(key)
     eps = jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise
-    x0_fn = guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels, plan.guidance,
-                   self.num_classes)
+    x0_fn = self.conditioning.guided(lambda x, time, y: self.consistency_fn(params, x, time, y=y), labels,
+                                     plan.guidance)
     return sampling.consistency_sample(x0_fn, self.path, plan.steps, self.start_scale * eps, sample_key, plan.gamma)
 
 
@@ -357,11 +364,11 @@ class ConsistencySampled:
     return self.sampler.sample(params, key, n, plan, labels, noise)
 
 
-def teacher_model(teacher, path, kind: str, guidance: float, null_label: int):
-  """(params, y) -> ((z, time) -> the Teacher's prediction `kind` [B, ...] on `path` at labels y), converted exactly
-  from its readout and guided with `guidance` (two teacher calls when != 1)."""
+def teacher_model(teacher, path, kind: str, guidance: float, conditioning: Conditioning):
+  """(params, y) -> ((z, time) -> the Teacher's prediction `kind` [B, ...] on `path` at conditions y), converted
+  exactly from its readout and guided with `guidance` (two teacher calls when != 1)."""
   predict = teacher.prediction(path, kind)
-  return lambda params, y: guided(lambda z, time, y: predict(params, z, time, y=y), y, guidance, null_label)
+  return lambda params, y: conditioning.guided(lambda z, time, y: predict(params, z, time, y=y), y, guidance)
 
 
 # EDM's noise levels (Karras et al. 2022): the data's standard deviation and the Karras grid's ends and rho; the
@@ -372,23 +379,3 @@ TEACHER_DEFAULTS = dict(
     teacher='',              # Workdir of the trained teacher run.
     teacher_guidance=1.0,    # CFG scale of the teacher's predictions (two teacher calls when != 1).
 )
-
-
-def drop_labels(key, y, probability: float, null_label: int):
-  """Classifier-free guidance training: each label becomes the null label ∅ with `probability`."""
-  if y is None or probability <= 0:
-    return y
-  drop = jax.random.bernoulli(key, probability, y.shape)
-  return jnp.where(drop, null_label, y)
-
-
-def guided(model, labels, guidance: float, null_label: int):
-  """Classifier-free guidance around model(*args, y=labels) -> prediction:
-  m_∅ + w (m_y - m_∅), with m_∅ the prediction for the null label; one call when unconditional or w = 1."""
-  def guided_model(*args):
-    cond = model(*args, y=labels)
-    if labels is None or guidance == 1.0:
-      return cond
-    uncond = model(*args, y=jnp.full_like(labels, null_label))
-    return uncond + guidance * (cond - uncond)
-  return guided_model

@@ -33,7 +33,7 @@ import ml_collections
 from fewstep_jax import distances, paths, timesteps
 from fewstep_jax.inputs import ArraysInput, TeacherInput
 from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler,
-                                     SingleNetworkMethod, StepContext, check_choice, drop_labels, require_teacher,
+                                     SingleNetworkMethod, StepContext, check_choice, require_teacher,
                                      teacher_model)
 from fewstep_jax.methods.registry import register, register_preset
 
@@ -143,7 +143,7 @@ def setup_consistency(method):
   intermediate = segment_starts(hp) if hp.get('endpoint') == 'segment' else hp.sample_sigmas
   method.sampler = ConsistencySampler(method.consistency_fn, method.path, start_time=hp.sigma_max,
                                       start_scale=hp.sigma_max, intermediate_times=intermediate,
-                                      data_shape=method.data_shape, num_classes=method.num_classes,
+                                      data_shape=method.data_shape, conditioning=method.conditioning,
                                       guidance=hp.guidance, gamma=hp.sample_gamma)
 
 
@@ -198,8 +198,8 @@ class ConsistencyTraining(ConsistencySampled, SingleNetworkMethod):
   def inputs(cls, config):
     return {**super().inputs(config), **distance_inputs(config)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     for field, registry in (('curriculum', CURRICULA), ('target_ema', TARGET_EMA_RATES),
                             ('index_distribution', INDEX_DISTRIBUTIONS), ('weighting', WEIGHTINGS),
@@ -287,7 +287,7 @@ class ConsistencyTraining(ConsistencySampled, SingleNetworkMethod):
     x, y = batch['x'], batch.get('y')
     z_key, index_key, label_key, net_key = jax.random.split(key, 4)
     z = jax.random.normal(z_key, x.shape, x.dtype)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     sigma_n, sigma_next, sigma_end = self.grid_pair(index_key, x.shape[0], step)
     loss = jnp.mean(self.pair_loss(params, target, frozen, x, y, z, sigma_n, sigma_next, net_key, sigma_end))
     return loss, {'loss': loss, 'num_scales': self.num_scales(step), 'sigma_next': jnp.mean(sigma_next)}
@@ -316,10 +316,10 @@ class ConsistencyDistillation(ConsistencyTraining):
   def inputs(cls, config):
     return {**super().inputs(config), 'teacher': TeacherInput(config.method.teacher)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
-    self.teacher_x0 = teacher_model(require_teacher(inputs, self.name), self.path, 'x0',
-                                    self.hparams.teacher_guidance, self.num_classes)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
+    self.teacher_x0 = teacher_model(require_teacher(self.inputs, self.name), self.path, 'x0',
+                                    self.hparams.teacher_guidance, self.conditioning)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):
     """x̂_n [B, ...]: one Heun step of the teacher's ODE from sigma_{n+1} to sigma_n."""

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths, sampling, timesteps
-from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, drop_labels, guided
+from fewstep_jax.methods.base import SingleNetworkMethod, StepContext
 from fewstep_jax.methods.registry import register
 
 
@@ -51,8 +51,8 @@ class ConsistencyFM(SingleNetworkMethod):
         guidance=1.0,             # Sampling CFG scale (2 calls a step when != 1).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     if self.hparams.num_segments < 1:
       raise ValueError(f'method.num_segments must be >= 1, got {self.hparams.num_segments}')
     self.path = paths.LinearFlowPath()
@@ -85,7 +85,7 @@ class ConsistencyFM(SingleNetworkMethod):
     eps_key, time_key, label_key, net_key = jax.random.split(key, 4)
     eps = self.draw_noise(eps_key, x, y)
     t = 1.0 - timesteps.sample_uniform(time_key, n)  # (0, 1].
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     f, f_target, v, v_target, keep_velocity = self.targets(params, x, eps, t, y, net_key)
     sum_dims = lambda a: jnp.sum(a.reshape(n, -1), axis=1)
     f_loss = sum_dims(jnp.square(f - f_target))
@@ -105,6 +105,5 @@ class ConsistencyFM(SingleNetworkMethod):
   def sample(self, params, key, n, plan, labels=None, noise=None):
     """Samples [n, *data_shape]: Euler steps from t = 1 to 0 along `plan` (from `noise` if given)."""
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
-    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance,
-                      self.num_classes)
+    velocity = self.conditioning.guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance)
     return sampling.solve_plan(velocity, z, plan.steps, 'euler')

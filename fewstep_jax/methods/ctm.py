@@ -52,7 +52,7 @@ from fewstep_jax import distances, nn, paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, StepContext, accumulate,
-                                     accumulate_gradients, check_eval_params, drop_labels, guided, require_teacher,
+                                     accumulate_gradients, check_eval_params, require_teacher,
                                      teacher_model)
 from fewstep_jax.methods.consistency import distance_inputs, teacher_heun_step
 from fewstep_jax.methods.gan import Discriminator
@@ -128,8 +128,8 @@ class CTM(MultiNetworkMethod):
   def inputs(cls, config):
     return {**distance_inputs(config), 'teacher': TeacherInput(config.method.teacher)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     if not config.network.two_times:
       raise ValueError('ctm needs a network with two time inputs (t and the jump target s): set '
@@ -147,9 +147,9 @@ class CTM(MultiNetworkMethod):
       raise ValueError("network.logvar_head=True, but method 'ctm' does not use a learned log-variance; set "
                        '--config.network.logvar_head=False.')
     check_eval_params(config)
-    teacher = require_teacher(inputs, self.name)
+    teacher = require_teacher(self.inputs, self.name)
     self.path = paths.EDMPath()
-    self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
+    self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, self.conditioning)
     self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,
                                             lpips_weights=hp.lpips_weights, lpips_resolution=hp.lpips_resolution)
     self.use_gan = hp.gan_weight > 0
@@ -163,14 +163,14 @@ class CTM(MultiNetworkMethod):
       if teacher.network is None or teacher.readout.name not in paths.NETWORK_INPUTS:
         raise ValueError('the CTM GAN term reads the teacher\'s bottleneck: the teacher needs a network config and '
                          'an edm, flow or TrigFlow readout; or set --config.method.gan_weight=0')
-      self.discriminator = Discriminator(nn.build_network(teacher.network, num_classes=num_classes), teacher.readout,
+      self.discriminator = Discriminator(nn.build_network(teacher.network, num_classes=self.num_classes), teacher.readout,
                                          self.path, hidden=hp.gan_head_width, loss='hinge')
       self.updates.update(student_gan=student(True), discriminator=loss_update(
           ('head',), self.discriminator_loss, config.train.micro_batches))
       # From gan_start: the student on even steps, the head on odd ones (the official `step % g_learning_period`).
       self.schedule = Schedule([('student',), ('student_gan',), ('discriminator',)],
                                pattern=(1, 2) if hp.gan_start % 2 == 0 else (2, 1), start=hp.gan_start, before=0)
-    self.student = TrainedNetwork.from_config(config, num_classes=num_classes,
+    self.student = TrainedNetwork.from_config(config, num_classes=self.num_classes,
                                               num_updates=self.role_num_updates('student'))
     self.roles = {'student': self.student}
     if self.use_gan:
@@ -202,7 +202,7 @@ class CTM(MultiNetworkMethod):
       params['student'] = merge_by_path(params['student'], frozen['teacher'])
     if self.use_gan and 'teacher' in frozen:  # Without the teacher (a description: eval, sample) no head.
       params['head'] = self.discriminator.init_head(jax.random.fold_in(key, 1), frozen['teacher'], self.data_shape,
-                                                    self.num_classes)
+                                                    self.conditioning)
     return params
 
   def init_extra(self, frozen, params):
@@ -259,7 +259,7 @@ class CTM(MultiNetworkMethod):
     hp = self.hparams
     x, y = batch['x'], batch.get('y')
     time_key, eps_key, label_key, net_key = jax.random.split(key, 4)
-    y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, hp.label_dropout)
     k, t_index, u_index, s_index = self.draw_times(time_key, x.shape[0], k)
     t, s = self.grid(t_index), self.grid(s_index)
     x_t = x + paths.expand_to(t, x) * jax.random.normal(eps_key, x.shape, x.dtype)
@@ -313,7 +313,7 @@ class CTM(MultiNetworkMethod):
     hp = self.hparams
     x, y = batch['x'], batch.get('y')
     sigma_key, eps_key, label_key, net_key = jax.random.split(key, 4)
-    y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, hp.label_dropout)
     sigma = self.dsm_sigma(sigma_key, x.shape[0])
     x_sigma = x + paths.expand_to(sigma, x) * jax.random.normal(eps_key, x.shape, x.dtype)
     denoised = self.g(params, x_sigma, sigma, sigma, y, net_key)
@@ -397,7 +397,7 @@ class CTM(MultiNetworkMethod):
     noise_key, walk_key = jax.random.split(key)
     x = hp.sigma_max * (jax.random.normal(noise_key, (n,) + self.data_shape) if noise is None else noise)
     sigmas, jumps = jnp.asarray(plan.steps.times), plan.steps.count - 1
-    g = guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, plan.guidance, self.num_classes)
+    g = self.conditioning.guided(lambda x, t, s, y: self.g(params, x, t, s, y), labels, plan.guidance)
 
     def jump(i, x):
       last = i == jumps - 1

@@ -41,8 +41,8 @@ class DiffInstruct(DistributionMatching):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     check_choice(self.hparams, 'weighting', DI_WEIGHTINGS)
 
   def matching_gradient(self, p_real, p_fake, sigma):

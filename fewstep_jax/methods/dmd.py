@@ -51,8 +51,8 @@ class DistributionMatching(ScoreDistillation):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     check_choice(self.hparams, 'matching_sigmas', MATCHING_SIGMAS)
 
   def matching_point(self, key, x):
@@ -113,8 +113,8 @@ class DMD(DistributionMatching):
       specs['distance'] = ArraysInput(lambda data_shape, num_classes: load(), 'method.lpips_weights')
     return specs
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     self.regression_distance = distances.make_distance(
         hp.regression_distance, self.data_shape, huber_c=hp.huber_c, lpips_weights=hp.lpips_weights,

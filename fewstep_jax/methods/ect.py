@@ -23,7 +23,7 @@ import ml_collections
 
 from fewstep_jax import paths, timesteps
 from fewstep_jax.inputs import InitInput
-from fewstep_jax.methods.base import ConsistencySampled, SingleNetworkMethod, StepContext, check_choice, drop_labels
+from fewstep_jax.methods.base import ConsistencySampled, SingleNetworkMethod, StepContext, check_choice
 from fewstep_jax.methods.consistency import consistency_defaults, distance_inputs, setup_consistency
 from fewstep_jax.methods.registry import register, register_preset
 
@@ -114,11 +114,13 @@ class ECT(ConsistencySampled, SingleNetworkMethod):
   def inputs(cls, config):
     return {**super().inputs(config), **distance_inputs(config)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+  def __init__(self, config, **build):
     check_choice(config.method, 'parameterization', ECT_PARAMETERIZATIONS)
     check_choice(config.method, 'weighting', ECT_WEIGHTINGS)
     check_choice(config.method, 'target', ECT_TARGETS)
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    super().__init__(config, **build)
+    if self.hparams.target == 'stable':
+      self.conditioning.require_classes("method.target='stable' (the batch's posterior within each class)")
     self.denoise = self.build_consistency_fn()
     setup_consistency(self)
 
@@ -150,7 +152,7 @@ class ECT(ConsistencySampled, SingleNetworkMethod):
     x_r from method.target (x + r eps; the target is x where r = 0). Both passes share eps and the dropout key."""
     hp = self.hparams
     online = self.consistency_fn(params, x + paths.expand_to(t, x) * eps, t, y=y, key=key)
-    x_r, at_zero = ECT_TARGETS[hp.target](x, eps, t, jnp.maximum(r, 0.0), y, self.num_classes)
+    x_r, at_zero = ECT_TARGETS[hp.target](x, eps, t, jnp.maximum(r, 0.0), y, self.conditioning.num_classes)
     # At r = 0 the target is `at_zero` (x itself for ECT); the network is evaluated at a positive stand-in level
     # there and the result discarded, so that c_noise = ln(r) / 4 never sees 0.
     r_safe = jnp.where(r > 0, r, hp.sigma_min)
@@ -164,7 +166,7 @@ class ECT(ConsistencySampled, SingleNetworkMethod):
     x, y = batch['x'], batch.get('y')
     eps_key, t_key, label_key, net_key = jax.random.split(key, 4)
     eps = jax.random.normal(eps_key, x.shape, x.dtype)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     t, r = self.t_and_r(t_key, x.shape[0], step)
     loss = jnp.mean(self.pair_loss(params, frozen, x, y, eps, t, r, net_key))
     return loss, {'loss': loss, 'r_zero_fraction': jnp.mean(r == 0), 'stage': self.stage(step)}
@@ -235,8 +237,8 @@ class TruncatedConsistency(ECT):
     specs['stage1'] = InitInput(hp.stage1, readout=readout, field='method.stage1')
     return specs
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     if not hp.sigma_min < hp.transition_sigma < hp.sigma_max:
       raise ValueError(f'method.transition_sigma={hp.transition_sigma} must lie inside (sigma_min, sigma_max) = '
@@ -279,7 +281,7 @@ class TruncatedConsistency(ECT):
     x, y = batch['x'], batch.get('y')
     eps_key, t_key, label_key, net_key = jax.random.split(key, 4)
     eps = jax.random.normal(eps_key, x.shape, x.dtype)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     t, r = self.t_and_r(t_key, x.shape[0], ctx.step)
     per_sample = self.pair_loss(params, frozen, x, y, eps, t, r, net_key)
     boundary = self.boundary_mask(jax.random.split(t_key)[1], x.shape[0])

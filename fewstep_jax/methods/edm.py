@@ -17,7 +17,7 @@ import numpy as np
 
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
-from fewstep_jax.methods.base import EDM_SIGMA_DEFAULTS, SingleNetworkMethod, StepContext, drop_labels, guided
+from fewstep_jax.methods.base import EDM_SIGMA_DEFAULTS, SingleNetworkMethod, StepContext
 from fewstep_jax.methods.registry import register
 
 
@@ -42,8 +42,8 @@ class EDM(SingleNetworkMethod):
         solver='heun',
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     self.denoise = self.readout.model(self.apply)
 
   def loss(self, params, batch, key, ctx=StepContext()):
@@ -54,7 +54,7 @@ class EDM(SingleNetworkMethod):
     eps = self.draw_noise(eps_key, x, y)
     sigma = timesteps.sample_log_normal(sigma_key, x.shape[0], hp.p_mean, hp.p_std)
     x_noisy = paths.EDMPath().noisy(x, eps, sigma)
-    y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, hp.label_dropout)
     denoised = self.denoise(params, x_noisy, sigma, y=y, key=net_key)
     loss = jnp.mean(edm_weight(sigma, hp.sigma_data) * per_sample_mean(jnp.square(denoised - x)))
     return loss, {'loss': loss}
@@ -92,8 +92,7 @@ class EDM(SingleNetworkMethod):
     """Samples [n, *data_shape] from x = sigma_max eps (eps = `noise` if given) along `plan`."""
     eps = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
     x = self.hparams.sigma_max * eps
-    denoise = guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, plan.guidance,
-                     self.num_classes)
+    denoise = self.conditioning.guided(lambda x, sigma, y: self.denoise(params, x, sigma, y=y), labels, plan.guidance)
 
     def drift(x, sigma):
       return (x - denoise(x, sigma)) / paths.expand_to(sigma, x)

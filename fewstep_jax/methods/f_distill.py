@@ -83,8 +83,8 @@ class FDistill(DistributionMatching):
     ))
     return config
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     check_choice(hp, 'divergence', F_WEIGHTS)
     if hp.gan_weight <= 0:

@@ -22,8 +22,8 @@ class AverageVelocityMethod(SingleNetworkMethod):
   def readout_of(cls, config):
     return paths.readout('flow_map')
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     if not config.network.two_times:
       raise ValueError(f'{self.name} needs a network with two time inputs: set --config.network.two_times=True')
     self.path = paths.LinearFlowPath()
@@ -39,7 +39,7 @@ class AverageVelocityMethod(SingleNetworkMethod):
     is non-zero; `u_cond`, if given, is u(z_t, t, t | y) already computed. MeanFlow's (omega, kappa);
     SplitMeanFlow's (w, 0); TwinFlow's v + r (u_y - u_∅) is (1, r)."""
     uncond_weight = 1 - omega - kappa
-    u_uncond = (self.average_velocity(params, z, t, t, jnp.full_like(y, self.num_classes), key)
+    u_uncond = (self.average_velocity(params, z, t, t, self.conditioning.null(y), key)
                 if uncond_weight else 0.0)
     if u_cond is None:
       u_cond = self.average_velocity(params, z, t, t, y, key) if kappa else 0.0

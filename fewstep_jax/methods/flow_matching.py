@@ -14,7 +14,7 @@ import numpy as np
 
 from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import per_sample_mean
-from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, check_choice, drop_labels, guided
+from fewstep_jax.methods.base import SingleNetworkMethod, StepContext, check_choice
 from fewstep_jax.methods.registry import register
 
 # Flow-time samplers by config name, each reading its own hyperparameters.
@@ -46,8 +46,8 @@ class FlowMatching(SingleNetworkMethod):
         solver='heun',                # 'euler' | 'heun'.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     check_choice(self.hparams, 'time_sampler', self.time_samplers)
     self.path = paths.LinearFlowPath()
     self.velocity = self.readout.model(self.apply)
@@ -59,7 +59,7 @@ class FlowMatching(SingleNetworkMethod):
     eps = self.draw_noise(eps_key, x, y)
     t = self.time_samplers[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
     z_t = self.path.noisy(x, eps, t)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     v_pred = self.velocity(params, z_t, t, y=y, key=net_key)
     loss = jnp.mean(per_sample_mean(jnp.square(v_pred - self.path.velocity(x, eps, t))))
     return loss, {'loss': loss}
@@ -90,6 +90,5 @@ class FlowMatching(SingleNetworkMethod):
     """Samples [n, *data_shape] by solving the flow ODE from t = 1 to t = 0 along `plan`, from `noise` [n, ...]
     ~ N(0, I) if given (reflow pairs), else from noise drawn with key."""
     z = jax.random.normal(key, (n,) + self.data_shape) if noise is None else noise
-    velocity = guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance,
-                      self.num_classes)
+    velocity = self.conditioning.guided(lambda z_t, t, y: self.velocity(params, z_t, t, y=y), labels, plan.guidance)
     return sampling.solve_plan(velocity, z, plan.steps, plan.solver)

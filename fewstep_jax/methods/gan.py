@@ -53,11 +53,11 @@ class Discriminator:
     x_net, c_noise = paths.network_input(self.readout.name, x_sigma, sigma, self.path, self.readout.sigma_data)
     return self.features(feature_params, x_net, c_noise, y)
 
-  def init_head(self, key, feature_params, data_shape: tuple, num_classes: int):
-    """Fresh head parameters for the features `feature_params` give at examples of `data_shape`."""
+  def init_head(self, key, feature_params, data_shape: tuple, conditioning):
+    """Fresh head parameters for the features `feature_params` give at examples of `data_shape` and conditions of
+    `conditioning` (conditions.Conditioning)."""
     example = jnp.zeros((1,) + tuple(data_shape), jnp.float32)
-    labels = jnp.zeros((1,), jnp.int32) if num_classes else None
-    features = jax.eval_shape(self.bottleneck, feature_params, example, jnp.ones((1,)), labels)
+    features = jax.eval_shape(self.bottleneck, feature_params, example, jnp.ones((1,)), conditioning.example(1))
     return self.head.init(key, jnp.zeros(features.shape, features.dtype))['params']
 
   def logits(self, head_params, feature_params, x_sigma, sigma, y=None):

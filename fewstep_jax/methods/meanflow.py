@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import nn, paths, timesteps
-from fewstep_jax.methods.base import StepContext, drop_labels
+from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 from fewstep_jax.nn.attention import require_forward_mode
@@ -64,8 +64,8 @@ class MeanFlow(AverageVelocityMethod):
         jvp_sub_batch=True,     # JVP on the r != t part of the batch only (same loss and gradients).
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     if 'attention' in config.network:
       require_forward_mode(config.network.attention)
 
@@ -79,7 +79,7 @@ class MeanFlow(AverageVelocityMethod):
     hp = self.hparams
     if y is None or (hp.omega == 1.0 and hp.kappa == 0.0):
       return None
-    return (y_train != self.num_classes) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
+    return self.conditioning.is_conditional(y_train) & (t >= hp.guidance_t_start) & (t <= hp.guidance_t_end)
 
   def shares_conditional_pass(self, batch: int) -> bool:
     """Whether the r = t rows' folded-CFG conditional term is taken from their prediction (module docstring)."""
@@ -133,7 +133,7 @@ class MeanFlow(AverageVelocityMethod):
     r, t = self.sample_times(time_key, x.shape[0])
     z = self.path.noisy(x, eps, t)
     v = self.path.velocity(x, eps, t)
-    y_train = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    y_train = self.conditioning.drop(label_key, y, hp.label_dropout)
     where = self.guided_rows(t, y, y_train)
     tail_velocity = None
     if where is not None and self.shares_conditional_pass(x.shape[0]):

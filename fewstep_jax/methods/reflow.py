@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from fewstep_jax import distances, timesteps
 from fewstep_jax.methods import flow_matching
-from fewstep_jax.methods.base import StepContext, check_choice, drop_labels
+from fewstep_jax.methods.base import StepContext, check_choice
 from fewstep_jax.methods.registry import register
 
 RFPP_HUBER_C_PER_DIM = 0.00054  # 2-RF++'s c = 0.00054 dim (iCT's constant times sqrt(dim)).
@@ -51,16 +51,16 @@ class Reflow(flow_matching.FlowMatching):
     del config['coupling']
     return config
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+  def __init__(self, config, **build):
     check_choice(config.method, 'distance', ('l2', 'pseudo_huber'))
     if config.data.name != 'reflow_pairs':
       raise ValueError('reflow trains on stored couplings: set --config.data.name=reflow_pairs and '
                        '--config.data.pairs_dir=DIR (generate DIR with python -m fewstep_jax.tools.generate_pairs)')
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    super().__init__(config, **build)
     huber_c = self.hparams.huber_c
     if huber_c < 0:
-      huber_c = RFPP_HUBER_C_PER_DIM * math.prod(data_shape)
-    self.distance = distances.make_distance(self.hparams.distance, data_shape, huber_c=huber_c)
+      huber_c = RFPP_HUBER_C_PER_DIM * math.prod(self.data_shape)
+    self.distance = distances.make_distance(self.hparams.distance, self.data_shape, huber_c=huber_c)
 
   def loss(self, params, batch, key, ctx=StepContext()):
     del ctx
@@ -70,7 +70,7 @@ class Reflow(flow_matching.FlowMatching):
     time_key, label_key, net_key = jax.random.split(key, 3)
     t = self.time_samplers[self.hparams.time_sampler](time_key, x.shape[0], self.hparams)
     z_t = self.path.noisy(x, eps, t)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     velocity = self.velocity(params, z_t, t, y=y, key=net_key)
     loss = jnp.mean(self.distance.fn(velocity, self.path.velocity(x, eps, t), None))
     return loss, {'loss': loss}

@@ -42,7 +42,9 @@ def method_defaults(name: str) -> ml_collections.ConfigDict:
   return config
 
 
-def build_method(config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None):
-  """Instantiates the configured method for data of per-example shape `data_shape`, with the resolved values of
-  its declared inputs (the Teachers; see fewstep_jax.runs)."""
-  return method_class(config.method.name)(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+def build_method(config, *, data_shape: tuple, num_classes: int, inputs: dict | None = None, conditioning=None):
+  """Instantiates the configured method for data of per-example shape `data_shape` with `num_classes` labels (or
+  conditioned as `conditioning` says: conditions.Conditioning), with the resolved values of its declared inputs
+  (the Teachers; see fewstep_jax.runs)."""
+  return method_class(config.method.name)(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs,
+                                          conditioning=conditioning)

@@ -146,8 +146,8 @@ class MultiNetworkMethod(Method):
   def _initial_metrics(self, state) -> dict:
     """Zeros for every metric every update reports (learnt from their shapes), the carry of an idle update."""
     batch = {'x': jnp.zeros((self.config.train.batch_size,) + self.data_shape, jnp.float32)}
-    if self.num_classes:
-      batch['y'] = jnp.zeros((self.config.train.batch_size,), jnp.int32)
+    if self.conditioning.conditional:
+      batch['y'] = self.conditioning.example(self.config.train.batch_size)
     metrics = {}
     for name in self.updates:
       shapes = jax.eval_shape(lambda s, name=name: self.run_update(name, s, batch, jax.random.PRNGKey(0))[1], state)

@@ -43,7 +43,7 @@ import ml_collections
 from fewstep_jax import paths, timesteps
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, SingleNetworkMethod,
-                                     StepContext, check_choice, drop_labels, require_teacher, teacher_model)
+                                     StepContext, check_choice, require_teacher, teacher_model)
 from fewstep_jax.methods.registry import register
 from fewstep_jax.nn.attention import require_forward_mode
 
@@ -125,9 +125,9 @@ class SCT(ConsistencySampled, SingleNetworkMethod):
         sigma_max=80.0,          # 'edm' students sample from tau(sigma_max), not pi/2.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
+  def __init__(self, config, **build):
     check_choice(config.method, 'parameterization', STUDENT_PARAMETERIZATIONS)
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+    super().__init__(config, **build)
     hp = self.hparams
     check_choice(hp, 'tangent_norm', TANGENT_NORMALIZERS)
     if 'attention' in config.network:
@@ -140,7 +140,7 @@ class SCT(ConsistencySampled, SingleNetworkMethod):
     self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=start,
                                       start_scale=hp.sigma_data * math.sin(start),
                                       intermediate_times=hp.sample_taus, data_shape=self.data_shape,
-                                      num_classes=num_classes, guidance=hp.guidance, gamma=hp.sample_gamma)
+                                      conditioning=self.conditioning, guidance=hp.guidance, gamma=hp.sample_gamma)
 
 
   def F_only(self, params, x_tau, tau, r=None, y=None, key=None):
@@ -196,7 +196,7 @@ class SCT(ConsistencySampled, SingleNetworkMethod):
     z = hp.sigma_data * jax.random.normal(z_key, x.shape, x.dtype)
     tau = self.sample_tau(tau_key, x.shape[0])
     x_tau = self.path.noisy(x, z / hp.sigma_data, tau)
-    y = drop_labels(label_key, y, hp.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, hp.label_dropout)
     dx_dtau = jax.lax.stop_gradient(self.path_velocity(frozen, x, z, x_tau, tau, y))
     w = self.tangent_warmup(step)
     F, logvar, g = self.prediction_and_g(params, x_tau, tau, dx_dtau, y, w, key=net_key)
@@ -224,10 +224,10 @@ class SCD(SCT):
   def inputs(cls, config):
     return {**super().inputs(config), 'teacher': TeacherInput(config.method.teacher)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
-    self.teacher_velocity = teacher_model(require_teacher(inputs, self.name), self.path, 'velocity',
-                                          self.hparams.teacher_guidance, self.num_classes)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
+    self.teacher_velocity = teacher_model(require_teacher(self.inputs, self.name), self.path, 'velocity',
+                                          self.hparams.teacher_guidance, self.conditioning)
 
   def path_velocity(self, frozen, x, z, x_tau, tau, y):
     """dx_tau/dtau [B, ...] of the teacher's probability-flow ODE at (x_tau, tau), guided if configured."""

@@ -136,8 +136,8 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     # The student and critic start from the teacher's parameters, so the network must be the teacher's.
     return {'teacher': TeacherInput(config.method.teacher, same_network=True)}
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     check_choice(hp, 'critic_sigmas', CRITIC_SIGMAS)
     if 'critic_weighting' in hp:  # TDM weights its own critic target and has no such field.
@@ -148,7 +148,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     levels = (hp.sigma_init,) + tuple(hp.student_sigmas)
     if any(b >= a for a, b in zip(levels, levels[1:])) or min(levels) <= 0:
       raise ValueError(f'method.sigma_init and method.student_sigmas must be positive and descending, got {levels}')
-    teacher = require_teacher(inputs, self.name)
+    teacher = require_teacher(self.inputs, self.name)
     self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
     micro = config.train.micro_batches
     # The critic and the head update together, by one loss; the student by its own.
@@ -165,7 +165,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
                        f'set method.student_every >= 2 (got {hp.student_every})')
     else:
       self.schedule = Schedule([('student',), ('critic',)], pattern=(0,) + (1,) * (hp.student_every - 1))
-    student = TrainedNetwork.from_config(config, num_classes=num_classes,
+    student = TrainedNetwork.from_config(config, num_classes=self.num_classes,
                                          num_updates=self.role_num_updates('student'))
     critic_tx = make_optimizer(hp.critic_optim, self.role_num_updates('critic'))
     self.roles = {'student': student,
@@ -177,7 +177,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     # The three roles as EDM denoisers, each read through the teacher's readout.
     self.readout = teacher.readout
     self.denoise = teacher.prediction(self.path, 'x0', apply=student.apply)
-    self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, num_classes)
+    self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, self.conditioning)
     if self.use_gan:
       if self.readout.name not in paths.NETWORK_INPUTS:
         raise ValueError(f'the teacher ({teacher.source}) is read as {self.readout.name!r}, whose network inputs are '
@@ -190,7 +190,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     # The student's few-step sampler.
     self.sampler = ConsistencySampler(self.consistency_fn, self.path, start_time=hp.sigma_init,
                                       start_scale=hp.sigma_init, intermediate_times=hp.student_sigmas,
-                                      data_shape=self.data_shape, num_classes=num_classes, guidance=hp.guidance,
+                                      data_shape=self.data_shape, conditioning=self.conditioning, guidance=hp.guidance,
                                       gamma=hp.sample_gamma)
 
   def real_denoiser(self, frozen, y):
@@ -214,7 +214,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     start = jax.tree.map(lambda p: p.astype(self.student.param_dtype), start)
     params = {'student': start, 'critic': start}
     if self.use_gan:
-      params['head'] = self.discriminator.init_head(head_key, start, self.data_shape, self.num_classes)
+      params['head'] = self.discriminator.init_head(head_key, start, self.data_shape, self.conditioning)
     return params
 
   def init_extra(self, frozen, params):

@@ -29,7 +29,7 @@ import ml_collections
 
 from fewstep_jax import paths
 from fewstep_jax.distances import per_sample_mean
-from fewstep_jax.methods.base import StepContext, drop_labels
+from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 
@@ -50,8 +50,8 @@ class Shortcut(AverageVelocityMethod):
         coupling='independent',     # Minibatch noise-data coupling: 'independent' | 'exact' | 'greedy'.
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     self.num_levels = int(round(math.log2(hp.base_steps)))
     if 2 ** self.num_levels != hp.base_steps or self.num_levels < 1:
@@ -76,9 +76,8 @@ class Shortcut(AverageVelocityMethod):
       cond = self.step_velocity(target_params, z, t, half, y)
       if not guided_rows:
         return cond
-      labelled = paths.expand_to(y[rows] != self.num_classes, z[rows])
-      uncond = self.step_velocity(target_params, z[rows], t[rows], half[rows], jnp.full_like(y[rows],
-                                                                                             self.num_classes))
+      labelled = paths.expand_to(self.conditioning.is_conditional(y[rows]), z[rows])
+      uncond = self.step_velocity(target_params, z[rows], t[rows], half[rows], self.conditioning.null(y[rows]))
       mixed = jnp.where(labelled, uncond + hp.bootstrap_guidance * (cond[rows] - uncond), cond[rows])
       return jnp.concatenate([cond[:finest_from], mixed])
 
@@ -110,7 +109,7 @@ class Shortcut(AverageVelocityMethod):
     eps = self.draw_noise(eps_key, x, y)
     t, step_size = self.sample_times(time_key, n)
     z = self.path.noisy(x, eps, t)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     nb = self.num_bootstrap(n)
     target_params = params if ctx.target is None else ctx.target
     take = lambda a, part: None if a is None else a[part]

@@ -25,7 +25,7 @@ import ml_collections
 from fewstep_jax import paths, timesteps
 from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.inputs import TeacherInput
-from fewstep_jax.methods.base import StepContext, drop_labels, teacher_model
+from fewstep_jax.methods.base import StepContext, teacher_model
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 
@@ -53,16 +53,15 @@ class SplitMeanFlow(AverageVelocityMethod):
       specs['teacher'] = TeacherInput(config.method.teacher)
     return specs
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     # Distillation (a teacher given): its velocity on the linear path, guided with teacher_guidance.
-    self.teacher = (inputs or {}).get('teacher')
+    self.teacher = (self.inputs or {}).get('teacher')
     if self.teacher is not None and self.hparams.guidance != 1.0:
       raise ValueError('method.guidance folds CFG into training from scratch; with a teacher use '
                        'method.teacher_guidance instead')
     if self.teacher is not None:
-      self.teacher_velocity = teacher_model(self.teacher, self.path, 'velocity', self.hparams.teacher_guidance,
-                                            self.num_classes)
+      self.teacher_velocity = teacher_model(self.teacher, self.path, 'velocity', self.hparams.teacher_guidance, self.conditioning)
 
   def num_split(self, batch: int) -> int:
     """How many samples (the first ones of the batch) train the splitting identity: a static size."""
@@ -85,7 +84,7 @@ class SplitMeanFlow(AverageVelocityMethod):
       return jax.lax.stop_gradient(self.teacher_velocity(frozen['teacher'], y)(z, t))
     if y is None or hp.guidance == 1.0:
       return v
-    return self.folded_guidance(params, z, t, v, y, hp.guidance, 0.0, y != self.num_classes)
+    return self.folded_guidance(params, z, t, v, y, hp.guidance, 0.0, self.conditioning.is_conditional(y))
 
   def split_target(self, params, z, r, s, t, lam, y):
     """sg((1 - lam) u(z_s, r, s) + lam u(z_t, s, t)) with z_s = z_t - (t - s) u(z_t, s, t): [B, ...]."""
@@ -106,7 +105,7 @@ class SplitMeanFlow(AverageVelocityMethod):
     split = slice(0, self.num_split(n))
     edge = slice(self.num_split(n), n)
     take = lambda a, part: None if a is None else a[part]
-    y_train = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y_train = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     parts = []  # Static slices; either may be empty.
     if self.num_split(n):
       parts.append(self.split_target(params, z[split], r[split], s[split], t[split], lam[split],

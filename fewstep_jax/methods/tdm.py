@@ -56,8 +56,8 @@ class TDM(ScoreDistillation):
     del config['critic_weighting']  # The critic's weight is snr_clip's (critic_loss).
     return config
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     check_choice(hp, 'renoise', RENOISE_RANGES)
     check_choice(hp, 'distance', ('l2', 'pseudo_huber'))

@@ -45,7 +45,7 @@ import ml_collections
 
 from fewstep_jax import paths
 from fewstep_jax.distances import per_sample_mean
-from fewstep_jax.methods.base import StepContext, drop_labels
+from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
 
@@ -79,8 +79,8 @@ class TwinFlow(AverageVelocityMethod):
         robust_c=1e-3,
     ))
 
-  def __init__(self, config, *, data_shape, num_classes, inputs=None):
-    super().__init__(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs)
+  def __init__(self, config, **build):
+    super().__init__(config, **build)
     hp = self.hparams
     if hp.production_split and self.config.train.batch_size % (4 * self.config.train.micro_batches):
       raise ValueError('method.production_split splits each (micro-)batch in four: make train.batch_size / '
@@ -102,7 +102,7 @@ class TwinFlow(AverageVelocityMethod):
     with dropout key `key` (the reference replays one RNG state for its target passes)."""
     if y is None or not self.hparams.cfg_ratio:
       return v
-    where = (y != self.num_classes) & (t > 0) & (t < 1)
+    where = self.conditioning.is_conditional(y) & (t > 0) & (t < 1)
     return self.folded_guidance(target_params, z, t, v, y, 1.0, self.hparams.cfg_ratio, where, key)
 
   def rcgm_target(self, target_params, u, z, r, t, v, y, key=None):
@@ -137,7 +137,7 @@ class TwinFlow(AverageVelocityMethod):
     x, y = batch['x'], batch.get('y')
     eps_key, time_key, label_key, net_key, fake_key, rectify_key = jax.random.split(key, 6)
     eps = self.draw_noise(eps_key, x, y)
-    y = drop_labels(label_key, y, self.hparams.label_dropout, self.num_classes)
+    y = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     target_params = params if ctx.target is None else ctx.target
     if self.hparams.production_split:
       return self.production_loss(params, target_params, x, eps, y, time_key, net_key, fake_key, rectify_key)

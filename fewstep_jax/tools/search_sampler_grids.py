@@ -48,7 +48,7 @@ class Scorer:
                        f'{sorted(EVALUATORS)}')
     self.evaluator = EVALUATORS[data.evaluator](types.SimpleNamespace(data=data), num_samples, seed)
     method = opened.method
-    self.labels = sampling.sample_labels(num_samples, method.num_classes)
+    self.labels = method.conditioning.for_samples(np.arange(num_samples, dtype=np.int32))
     key = jax.random.PRNGKey(seed)
     conditional = self.labels is not None
     self.sample = jax.jit(lambda grid: method.sample(

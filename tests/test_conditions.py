@@ -1,0 +1,77 @@
+"""conditions.Conditioning: the null, CFG dropout, the guided mix and the evaluation conditions, on class labels and on
+text conditions (a pytree of token states, a pooled vector and SDXL's size ids)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fewstep_jax.conditions import Conditioning
+from fewstep_jax.errors import ConfigError
+
+LABELS = Conditioning.of_labels(10)
+# A text null of its own (the empty prompt's encoding): tokens [L=3, D=2], pooled [4], size ids [6].
+NULL_TEXT = {'tokens': np.full((3, 2), -1.0, np.float32), 'pooled': np.full((4,), -2.0, np.float32),
+             'time_ids': np.zeros((6,), np.float32)}
+PROMPTS = {'tokens': np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2),
+           'pooled': np.arange(5 * 4, dtype=np.float32).reshape(5, 4), 'time_ids': np.ones((5, 6), np.float32)}
+TEXT = Conditioning('text', null_text=NULL_TEXT, prompts=PROMPTS)
+
+
+def text_batch(n):
+  return jax.tree.map(lambda leaf: jnp.asarray(leaf)[np.arange(n) % 5], PROMPTS)
+
+
+def test_labels_null_is_the_class_count_and_dropout_rate():
+  y = jnp.zeros((20_000,), jnp.int32)
+  dropped = LABELS.drop(jax.random.PRNGKey(0), y, 0.1)
+  assert set(np.unique(dropped)) == {0, 10}
+  np.testing.assert_allclose(jnp.mean(dropped == 10), 0.1, atol=0.01)
+  np.testing.assert_array_equal(LABELS.is_conditional(dropped), dropped != 10)
+  assert LABELS.drop(jax.random.PRNGKey(0), y, 0.0) is y
+  assert Conditioning.of_labels(0).kind == 'none' and not Conditioning.of_labels(0).conditional
+
+
+def test_text_dropout_replaces_whole_rows_by_the_null():
+  batch = text_batch(4000)
+  dropped = TEXT.drop(jax.random.PRNGKey(1), batch, 0.25)
+  is_null = ~TEXT.is_conditional(dropped)
+  np.testing.assert_allclose(jnp.mean(is_null), 0.25, atol=0.03)
+  for name, leaf in dropped.items():  # Every leaf of a dropped row is the null's; the others are untouched.
+    rows = np.asarray(leaf)
+    np.testing.assert_array_equal(rows[np.asarray(is_null)], np.broadcast_to(NULL_TEXT[name], rows[np.asarray(is_null)].shape))
+    np.testing.assert_array_equal(rows[~np.asarray(is_null)], np.asarray(batch[name])[~np.asarray(is_null)])
+  assert not np.any(np.asarray(TEXT.is_conditional(TEXT.null(batch))))
+  assert np.all(np.asarray(TEXT.is_conditional(batch)))
+
+
+@pytest.mark.parametrize('conditioning, condition', [(LABELS, jnp.array([0, 1, 2])), (TEXT, text_batch(3))],
+                         ids=['label', 'text'])
+def test_guided_mix_is_null_plus_w_times_the_difference(conditioning, condition):
+  # A model that reveals its condition: a number per row (the label, or the pooled vector's first entry).
+  reveal = lambda y: (y.astype(jnp.float32) if conditioning.kind == 'label' else y['pooled'][:, 0])
+  model = lambda z, t, y: jnp.broadcast_to(reveal(y)[:, None] + 1.0, z.shape)
+  z, t = jnp.zeros((3, 2)), jnp.full((3,), 0.5)
+  cond, null = reveal(condition) + 1.0, reveal(conditioning.null(condition)) + 1.0
+  np.testing.assert_allclose(conditioning.guided(model, condition, 2.0)(z, t)[:, 0], null + 2.0 * (cond - null))
+  np.testing.assert_allclose(conditioning.guided(model, condition, 1.0)(z, t)[:, 0], cond)
+
+
+def test_evaluation_conditions_cycle_labels_and_prompts():
+  np.testing.assert_array_equal(LABELS.for_samples(np.arange(23)), np.arange(23) % 10)
+  got = TEXT.for_samples(np.arange(7))
+  np.testing.assert_array_equal(got['tokens'], PROMPTS['tokens'][np.arange(7) % 5])
+  assert Conditioning().for_samples(np.arange(3)) is None
+  with pytest.raises(ConfigError, match='no evaluation prompts'):
+    Conditioning('text', null_text=NULL_TEXT).for_samples(np.arange(3))
+
+
+def test_examples_and_refusals():
+  assert LABELS.example(4).shape == (4,) and LABELS.example(4).dtype == jnp.int32
+  assert jax.tree.map(jnp.shape, TEXT.example(2)) == {'tokens': (2, 3, 2), 'pooled': (2, 4), 'time_ids': (2, 6)}
+  LABELS.require_classes('a coupling')
+  with pytest.raises(ConfigError, match='a coupling needs class labels'):
+    TEXT.require_classes('a coupling')
+  with pytest.raises(ValueError, match="text conditions need their null"):
+    Conditioning('text')
+  with pytest.raises(ValueError, match='unknown condition kind'):
+    Conditioning('image')
