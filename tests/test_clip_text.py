@@ -213,10 +213,17 @@ def test_sdxl_condition_concatenates_penultimate_states_and_takes_the_projection
   np.testing.assert_allclose(pooled, second.projected, rtol=1e-5, atol=1e-5)
 
 
-def test_encoder_folder_errors(tmp_path):
+def test_encoder_folder_errors(golden, tmp_path):
   with pytest.raises(errors.InputNotFoundError, match='text_encoder not found; nothing is downloaded'):
     text.load_pipeline(str(tmp_path))
   with pytest.raises(errors.ConfigError, match='name its tokenizer folder'):
     text.load_encoder(str(tmp_path / 'my_encoder'))
   with pytest.raises(errors.ConfigError, match="condition 'sd3' is not known"):
     text.load_encoder(str(tmp_path / 'text_encoder'), condition='sd3')
+  pipeline = _pipeline(tmp_path, golden, False)
+  shutil.copytree(os.path.join(TOKENIZERS, 'sd15_tokenizer'), tmp_path / 'other_tokenizer')
+  with open(tmp_path / 'other_tokenizer' / 'tokenizer_config.json', 'w') as file:
+    json.dump({'model_max_length': 78}, file)
+  with pytest.raises(errors.ConfigError, match=r'\(ids up to 790, 78 tokens\) does not fit the encoder in .*'
+                     r'\(vocab_size 791, max_position_embeddings 77\): pass the tokenizer folder of the same pipeline'):
+    text.load_encoder(os.path.join(pipeline, 'text_encoder'), str(tmp_path / 'other_tokenizer'))

@@ -90,7 +90,20 @@ def load_encoder(folder: str, tokenizer_folder: str | None = None, condition: st
   condition = _condition(condition or _guess_condition(folder))
   tokenizer = tokenizer_lib.CLIPTokenizer.from_folder(tokenizer_folder)
   module, params = clip_text.load(folder, dtype=dtype)
+  _check_pair(tokenizer, module.config, tokenizer_folder, folder)
   return TextEncoder(module, params, tokenizer, condition)
+
+
+def _check_pair(tokenizer: tokenizer_lib.CLIPTokenizer, config: clip_text.CLIPTextConfig, tokenizer_folder: str,
+                folder: str):
+  """A tokenizer whose ids or lengths the encoder cannot take is refused here: an embedding lookup past the table's
+  end would be clamped silently."""
+  largest = max(tokenizer.vocab.values())
+  if largest >= config.vocab_size or tokenizer.max_length > config.max_position_embeddings:
+    raise errors.ConfigError(
+        f'{tokenizer_folder} (ids up to {largest}, {tokenizer.max_length} tokens) does not fit the encoder in {folder} '
+        f'(vocab_size {config.vocab_size}, max_position_embeddings {config.max_position_embeddings}): pass the '
+        'tokenizer folder of the same pipeline')
 
 
 def load_pipeline(folder: str, condition: str | None = None, dtype=jnp.float32) -> tuple:

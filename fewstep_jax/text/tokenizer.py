@@ -105,7 +105,8 @@ def split_words(text: str) -> list:
 
 class CLIPTokenizer:
   """CLIP's BPE over `vocab` ({token: id}) and `merges` (pairs, highest priority first); `special` maps bos_token,
-  eos_token, unk_token and pad_token to their strings, each of which must be in the vocabulary."""
+  eos_token, unk_token and pad_token to their strings, each of which must be in the vocabulary; the special tokens in
+  `normalized` are also found after normalisation (rule 1); rows are `max_length` ids."""
 
   def __init__(self, vocab: dict, merges: Sequence, special: dict | None = None, max_length: int = 77,
                normalized: Sequence[str] = (), source: str = 'the vocabulary'):
@@ -138,21 +139,8 @@ class CLIPTokenizer:
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
       raise errors.ConfigError(f'{os.path.join(folder, "vocab.json")} is not a JSON object of token ids')
     merges = _read_merges(os.path.join(folder, 'merges.txt'))
-    special, max_length, normalized, declared = {}, 77, {}, {}
-    for name in reversed(CONFIG_FILES):
-      path = os.path.join(folder, name)
-      config = _read_json(path) if os.path.isfile(path) else {}
-      if not isinstance(config, dict):
-        raise errors.ConfigError(f'{path} holds no JSON object: replace it with the published file')
-      for key in DEFAULT_SPECIAL_TOKENS:
-        if config.get(key):
-          special[key] = _token(config[key], path)
-          normalized[special[key]] = normalized.get(special[key], True) and _is_normalized(config[key])
-      for entry in (config.get('added_tokens_decoder') or {}).values():
-        declared[_token(entry, path)] = _is_normalized(entry)
-      max_length = config.get('model_max_length', max_length)
-    normalized.update(declared)
-    return cls(vocab, merges, special, int(max_length), [token for token, yes in normalized.items() if yes], folder)
+    special, normalized, max_length = _read_special_tokens(folder)
+    return cls(vocab, merges, special, max_length, normalized, folder)
 
   def __call__(self, prompts: Sequence[str]) -> np.ndarray:
     """int32 [len(prompts), max_length]: each prompt's ids, truncated and padded as the pipelines call it."""
@@ -221,6 +209,26 @@ def _split_specials(text: str, specials: tuple):
       i += 1
   if start < len(text):
     yield text[start:], False
+
+
+def _read_special_tokens(folder: str) -> tuple:
+  """(special tokens by name, those matched after normalisation, model_max_length) of a tokenizer folder's
+  CONFIG_FILES, tokenizer_config.json's names over special_tokens_map.json's."""
+  special, max_length, normalized, declared = {}, 77, {}, {}
+  for name in reversed(CONFIG_FILES):
+    path = os.path.join(folder, name)
+    config = _read_json(path) if os.path.isfile(path) else {}
+    if not isinstance(config, dict):
+      raise errors.ConfigError(f'{path} holds no JSON object: replace it with the published file')
+    for key in DEFAULT_SPECIAL_TOKENS:
+      if config.get(key):
+        special[key] = _token(config[key], path)
+        normalized[special[key]] = normalized.get(special[key], True) and _is_normalized(config[key])
+    for entry in (config.get('added_tokens_decoder') or {}).values():
+      declared[_token(entry, path)] = _is_normalized(entry)
+    max_length = config.get('model_max_length', max_length)
+  normalized.update(declared)  # added_tokens_decoder states each token's flag outright.
+  return special, [token for token, yes in normalized.items() if yes], int(max_length)
 
 
 def _is_normalized(value) -> bool:
