@@ -74,6 +74,22 @@ def test_published_layouts_load_the_same_parameters(golden, tmp_path):
                                 half['text_model.final_layer_norm.weight'].astype(np.float32))
 
 
+def test_pytorch_model_bin_is_read_without_running_code(golden, tmp_path):
+  import torch_format
+  state_dict = _weights(golden)
+  folder = _write_encoder(tmp_path / 'text_encoder_2', _config(golden), state_dict)
+  _, reference = clip_text.load(folder)
+  os.remove(os.path.join(folder, 'model.safetensors'))
+  torch_format.save_zip(state_dict, os.path.join(folder, 'pytorch_model.bin'))
+  _, params = clip_text.load(folder)
+  assert jax.tree.all(jax.tree.map(np.array_equal, params, reference))
+  marker = tmp_path / 'ran'
+  torch_format.save_code_running_pickle(os.path.join(folder, 'pytorch_model.bin'), str(marker))
+  with pytest.raises(errors.RefusedWeightsError, match=r'pytorch_model\.bin: loading it would call') as raised:
+    clip_text.load(folder)
+  assert '\n' not in str(raised.value) and not marker.exists()
+
+
 def test_pooling_follows_transformers_eos_rule():
   ids = np.array([[49406, 5, 49407, 49407], [49406, 7, 8, 49407]])
   np.testing.assert_array_equal(clip_text.eos_positions(ids, 2), [2, 3])  # The published configs: the largest id.
