@@ -3,7 +3,7 @@
   encoder = text.load_encoder('sd15/text_encoder')             # its tokenizer from sd15/tokenizer/
   states, pooled = encoder.encode(['a photo of a cat'])          # [1, 77, 768], None
 
-  encoders = text.load_pipeline('sdxl')                          # text_encoder/ + tokenizer/, text_encoder_2/ + tokenizer_2/
+  encoders = text.load_pipeline('sdxl')                          # text_encoder(_2)/ with tokenizer(_2)/
   states, pooled = text.encode(encoders, ['a photo of a cat'])   # [1, 77, 768 + 1280 = 2048], [1, 1280]
 
 What each pipeline reads (`CONDITIONS`): SD 1.5 the last hidden state after the final layer norm, and no pooled

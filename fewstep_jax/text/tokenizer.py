@@ -10,9 +10,12 @@ It computes what transformers' CLIPTokenizer (the `tokenizers`-backed one of tra
 awkward captions by experiments/parity/clip_text.py. Its own reader rather than the `tokenizers` package: that package
 is a compiled wheel that pulls in huggingface_hub (and its HTTP stack) for a few dozen lines of rules, which are:
 
-  1. The special tokens (start, end, unknown and padding: the folder's) written in a caption are their ids: as written,
-     or also after normalisation (so '<|ENDOFTEXT|>' too) where the folder marks the token "normalized": true
-     everywhere it names it (added_tokens_decoder first; a token named by a plain string is not normalised).
+  1. The special tokens (start, end, unknown and padding: the folder's) written in a caption are their ids (so SDXL's
+     tokenizer_2 reads every '!' as its padding id 0, as transformers does): as written, or also after normalisation
+     (so '<|ENDOFTEXT|>' too) where the folder marks the token "normalized": true everywhere it names it
+     (added_tokens_decoder first; a plain string is not normalised). That is transformers 5's answer for the forms
+     SD 1.5's and SDXL's files use; for one token marked both ways, its answer depends on the order it adds them in,
+     which is not followed here.
   2. The rest is normalised: Unicode NFC, every run of white space (Unicode's White_Space) one ' ', each character
      lower-cased on its own (so a final capital sigma is 'σ', as transformers' Rust lower-casing gives).
   3. Split into words: a contraction ('s 't 're 've 'm 'll 'd), a run of letters (Unicode L*), a single number
