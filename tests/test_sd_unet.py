@@ -4,11 +4,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 from fewstep_jax import errors
+from fewstep_jax import nn as networks
 from fewstep_jax.nn import sd_unet
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'sd_unet_golden.npz')
@@ -138,3 +140,23 @@ def test_a_config_this_port_cannot_build_is_named(config, words):
   with pytest.raises(errors.ConfigError, match=words):
     sd_unet.from_config(config)
 
+
+def test_the_registry_builds_a_preset_with_diffusers_names_at_the_top_and_the_text_condition_as_y():
+  config = networks.network_defaults('sd_unet')
+  config.preset = 'sd15'
+  module = networks.build_network(config, num_classes=0)
+  x = jax.ShapeDtypeStruct((2, 16, 16, 4), jnp.float32)
+  params = jax.eval_shape(lambda key: networks.init_params(module, key, x), jax.random.key(0))
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, sd_unet.abstract_params(sd_unet.from_config('sd15')))
+  apply = networks.make_apply(module)
+  text = {'encoder_hidden_states': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
+  out = jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, text)
+  assert (out.shape, out.dtype) == ((2, 16, 16, 4), jnp.float32)
+  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'encoder_hidden_states': \[B, L, 768\]"):
+    jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, None)
+
+
+def test_the_registry_refuses_labels_for_sd_unet():
+  module = networks.build_network(networks.network_defaults('sd_unet'), num_classes=10)
+  with pytest.raises(errors.ConfigError, match='sd_unet is conditioned on text, not on labels'):
+    jax.eval_shape(lambda key: networks.init_params(module, key, jnp.zeros((1, 8, 8, 4))), jax.random.key(0))
