@@ -1,6 +1,7 @@
 """The SD U-Net (diffusers' UNet2DConditionModel in flax): diffusers' outputs recorded by
 experiments/parity/sd_unet.py --record, the published sizes by shape, and the loader's one-line errors."""
 import json
+import math
 import os
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from fewstep_jax import errors
+from fewstep_jax import paths
 from fewstep_jax import nn as networks
 from fewstep_jax.nn import sd_unet
 
@@ -160,3 +162,41 @@ def test_the_registry_refuses_labels_for_sd_unet():
   module = networks.build_network(networks.network_defaults('sd_unet'), num_classes=10)
   with pytest.raises(errors.ConfigError, match='sd_unet is conditioned on text, not on labels'):
     jax.eval_shape(lambda key: networks.init_params(module, key, jnp.zeros((1, 8, 8, 4))), jax.random.key(0))
+
+
+def sd_alphas_cumprod() -> np.ndarray:
+  """SD's abar_j, term by term: beta_j = (sqrt(0.00085) + j (sqrt(0.012) - sqrt(0.00085)) / 999)^2."""
+  start, end = math.sqrt(0.00085), math.sqrt(0.012)
+  abar, values = 1.0, []
+  for j in range(1000):
+    abar *= 1.0 - (start + (end - start) * j / 999) ** 2
+    values.append(abar)
+  return np.array(values)
+
+
+def test_sd_schedule_is_the_scaled_linear_one():
+  sigmas = paths.ddpm_scaled_linear_sigmas()
+  np.testing.assert_allclose(1.0 / (1.0 + sigmas**2), sd_alphas_cumprod(), rtol=1e-12)
+  np.testing.assert_allclose([sigmas[0], sigmas[-1]], [0.0292, 14.6146], atol=1e-4)  # k-diffusion's SD range.
+
+
+@pytest.mark.parametrize('readout, prediction', [('sd', 'epsilon'), ('sd_v', 'v_prediction')])
+def test_sd_readouts_give_eps_from_the_network_at_sds_timesteps(readout, prediction):
+  rng = np.random.default_rng(3)
+  x0, eps = rng.standard_normal((2, 3, 4, 8, 8)).astype(np.float32)
+  steps = np.array([10, 500, 999])
+  abar = sd_alphas_cumprod()[steps][:, None, None, None]
+  x_vp = np.sqrt(abar) * x0 + np.sqrt(1 - abar) * eps
+  seen = {}
+
+  def raw(params, x, c_noise, r, y, key):  # The exact network: diffusers' epsilon, or its get_velocity.
+    seen.update(x=x, c_noise=c_noise, y=y)
+    return eps if prediction == 'epsilon' else np.sqrt(abar) * eps - np.sqrt(1 - abar) * x0
+
+  model = paths.readout(readout).model(raw)
+  sigma = np.sqrt((1 - abar[:, 0, 0, 0]) / abar[:, 0, 0, 0])
+  text = {'encoder_hidden_states': np.zeros((3, 77, 768))}
+  np.testing.assert_allclose(model(None, x0 + sigma[:, None, None, None] * eps, sigma, None, text), eps, atol=2e-5)
+  np.testing.assert_allclose(seen['x'], x_vp, atol=2e-5)
+  np.testing.assert_allclose(seen['c_noise'], steps, atol=2e-3)
+  assert seen['y'] is text

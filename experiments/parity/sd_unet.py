@@ -44,7 +44,8 @@ import numpy as np
 TINY = dict(block_out_channels=(8, 16), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
             up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), layers_per_block=1, attention_head_dim=2,
             cross_attention_dim=12, norm_num_groups=4)
-TINY_XL = dict(block_out_channels=(4, 8, 8), down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
+TINY_XL = dict(block_out_channels=(4, 8, 8),
+               down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
                up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'), layers_per_block=1,
                transformer_layers_per_block=(1, 2, 2), attention_head_dim=(1, 2, 2), cross_attention_dim=12,
                use_linear_projection=True, addition_embed_type='text_time', addition_time_embed_dim=4,
@@ -180,6 +181,34 @@ def parameter_counts():
   return equal
 
 
+def schedule_checks() -> float:
+  """The 'sd' and 'sd_v' readouts against diffusers' DDPMScheduler of SD (scaled_linear, 0.00085 to 0.012): its
+  alphas_cumprod, and eps read back from the exact network, which returns diffusers' eps or its get_velocity at the
+  readout's input (the scheduler's add_noise of the same x0 and eps). Returns the worst relative error."""
+  import torch
+  from diffusers import DDPMScheduler
+  from fewstep_jax import paths
+  scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')
+  sigmas = paths.ddpm_scaled_linear_sigmas()
+  worst = relative(1.0 / (1.0 + sigmas**2), scheduler.alphas_cumprod.double().numpy())
+  print(json.dumps({'check': 'sd_schedule', 'alphas_cumprod_max_relative_error': worst}), flush=True)
+  rng = np.random.default_rng(2)
+  x0, eps = rng.standard_normal((2, 4, 4, 8, 8)).astype(np.float32)
+  steps = np.array([0, 37, 500, 999])
+  x0_t, eps_t, steps_t = torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(steps)
+  x_vp = scheduler.add_noise(x0_t, eps_t, steps_t).numpy()
+  outputs = {'sd': eps, 'sd_v': scheduler.get_velocity(x0_t, eps_t, steps_t).numpy()}
+  for name, output in outputs.items():
+    raw = lambda params, x, c_noise, r, y, key: output
+    sigma = sigmas[steps].astype(np.float32)
+    got = np.asarray(paths.readout(name).model(raw)(None, x0 + sigma[:, None, None, None] * eps, sigma))
+    inputs_error = relative(np.asarray(paths.sd_network_input(x0 + sigma[:, None, None, None] * eps, sigma)[0]), x_vp)
+    errors_ = {'eps_max_relative_error': relative(got, eps), 'network_input_max_relative_error': inputs_error}
+    print(json.dumps({'check': f'{name}_readout', **errors_}), flush=True)
+    worst = max(worst, *errors_.values())
+  return worst
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--configs', default=','.join(DEFAULT_CONFIGS), help=f'any of {", ".join(CONFIGS)}')
@@ -197,6 +226,7 @@ def main():
     names = list(dict.fromkeys(list(GOLDEN_CONFIGS) + names))
   golden = {name: None for name in GOLDEN_CONFIGS if args.record}
   worst = max(compare(name, name in GOLDEN_CONFIGS, golden) for name in names)
+  worst = max(worst, schedule_checks())
   counts_equal = parameter_counts()
   if args.record:
     path = os.path.join(os.path.dirname(__file__), '..', '..', 'tests', 'data', 'sd_unet_golden.npz')

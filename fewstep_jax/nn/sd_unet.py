@@ -40,8 +40,8 @@ float32 in every implementation here; latents whose size is not a multiple of 2^
 diffusers resizes the upsampled maps to the skip connections' odd sizes.
 
 The registry's network 'sd_unet' is `SDUNetNetwork`: a preset under the project's call `apply(params, x, t, r, y,
-key)` with the text condition as y. The methods and the data give integer labels or None as y, so no method trains
-or distils it yet (see docs/teachers.md).
+key)` with the text condition as y, read through the readouts 'sd' (epsilon) and 'sd_v' (v) of `paths`. The
+methods and the data give integer labels or None as y, so no method trains or distils it yet (docs/teachers.md).
 """
 import json
 import math
