@@ -1,5 +1,6 @@
 """The SD U-Net (diffusers' UNet2DConditionModel in flax): diffusers' outputs recorded by
-experiments/parity/sd_unet.py --record, the published sizes by shape, and the loader's one-line errors."""
+experiments/parity/sd_unet.py --record, the published sizes by shape, the loader's one-line errors, the registry's
+'sd_unet' and the 'sd' / 'sd_v' readouts of SD's schedule."""
 import json
 import math
 import os

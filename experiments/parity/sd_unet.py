@@ -1,32 +1,38 @@
 """The SD U-Net in JAX against diffusers' UNet2DConditionModel, on random weights.
 
-  python experiments/parity/sd_unet.py [--configs=tiny,tiny_xl,sd15,sdxl_reduced,sd21_v_reduced] [--record]
+  python experiments/parity/sd_unet.py [--configs=tiny,tiny_xl,sd15_reduced,sdxl_reduced,sd21_v_reduced,sd15]
+                                       [--record]
 
 diffusers (not a dependency of the project; it needs torch) builds a UNet2DConditionModel from each config with the
 random weights of `sd_unet.random_weights`, computes its output on CPU in float32, and writes itself in the published
 layout with `save_pretrained` (unet/config.json and unet/diffusion_pytorch_model.safetensors; for the tiny configs
-also the .bin of torch.save and the fp16 variant, whose reference is the network with its weights rounded to
-float16). `fewstep_jax.nn.sd_unet.load` reads the folder, config.json included, and the outputs on the same latents,
-timesteps, text tokens and (SDXL) pooled embedding and time ids are compared: max |jax - torch| / max |torch|, one
-JSON line per check, non-zero exit above --tolerance.
+also the .bin of torch.save and the fp16 variant `diffusion_pytorch_model.fp16.safetensors`, whose weights are
+float16-exact there). `fewstep_jax.nn.sd_unet.load` reads the folder, config.json included, and the outputs on the
+same latents, timesteps, text tokens and (SDXL) pooled embedding and time ids are compared: max |jax - torch| /
+max |torch|, one JSON line per check, non-zero exit above --tolerance.
 
-`sd15` is SD 1.5's U-Net at full size (3.4 GB in float32 per framework). Full SDXL (10 GB per framework) does not fit
-beside its reference on a 24 GB machine: `sdxl_reduced` is SDXL's config with the widths cut to (64, 128, 256) and
-heads to (1, 2, 4), so 64-channel heads as in SDXL, and everything else kept (DownBlock2D first, transformer depths
-1 / 2 / 10, linear projections, 2048-wide tokens, the text_time embedding of 1280 + 6 x 256 features);
-`sd21_v_reduced` is SD 2.1's config cut the same way. The published sizes are checked by parameter count: diffusers'
-model built on the meta device against the port's jax.eval_shape, for sd15, sd21_v and sdxl_base.
+Full SDXL (10 GB per framework) does not fit beside its reference on a 24 GB machine, so the default checks are at
+reduced width: `sdxl_reduced` is SDXL's config with the widths cut to (64, 128, 256) and heads to (1, 2, 4), so
+64-channel heads as in SDXL, and everything else kept (DownBlock2D first, transformer depths 1 / 2 / 10, linear
+projections, 2048-wide tokens, the text_time embedding of 1280 + 6 x 256 features); `sd15_reduced` and
+`sd21_v_reduced` are SD 1.5's and SD 2.1's configs cut to (64, 128, 256, 256). `sd15`, SD 1.5 at full size (3.4 GB
+per framework, 10 GB peak), runs when named. The published sizes are checked by parameter count: diffusers' model
+built on the meta device against the port's jax.eval_shape, for sd15, sd21_v and sdxl_base. The readouts 'sd' and
+'sd_v' are checked against diffusers' DDPMScheduler (scaled_linear): alphas_cumprod, and eps read back from the
+exact network's output (the scheduler's eps or get_velocity at its add_noise sample).
 
---record writes tests/data/sd_unet_golden.npz: the tiny configs' inputs and diffusers' outputs, which
+--record writes tests/data/sd_unet_golden.npz: the tiny configs' weights, inputs and diffusers' outputs, which
 tests/test_sd_unet.py compares against without torch.
 
 Measured (diffusers 0.42.1, torch 2.13.0+cpu, jax 0.10.2, CPU, batch 2; 32 x 32 latents and 77 tokens, the tiny
-configs 16 x 16 and 7):
-  tiny            safetensors 1.1e-06, bin 1.1e-06, fp16 variant 1.1e-06
-  tiny_xl         safetensors 1.8e-06, bin 1.8e-06, fp16 variant 1.8e-06
-  sd15 (full)     safetensors TBD
-  sdxl_reduced    safetensors TBD
-  sd21_v_reduced  safetensors TBD
+configs 16 x 16 and 7), max relative error:
+  tiny            safetensors 9.6e-07, bin 9.6e-07, fp16 variant 9.6e-07
+  tiny_xl         safetensors 1.0e-06, bin 1.0e-06, fp16 variant 1.0e-06
+  sd15_reduced    safetensors 2.1e-06
+  sdxl_reduced    safetensors 4.1e-06
+  sd21_v_reduced  safetensors 1.9e-06
+  sd15 (full)     safetensors 3.6e-06
+  readouts        alphas_cumprod 4.7e-07 (diffusers' are float32), sd eps 0, sd_v eps 1.9e-06
   parameters      sd15 859,520,964, sd21_v 865,910,724, sdxl_base 2,567,463,684: diffusers' and the port's equal.
 """
 import argparse
@@ -135,7 +141,7 @@ def compare(name: str, all_files: bool, golden: dict):
   config = dict(sd_unet.PRESETS[base] if isinstance(base, str) else base, **overrides)
   unet = sd_unet.from_config(config)
   state_dict = sd_unet.random_weights(unet, GOLDEN_SEED)
-  if name in golden:  # Weights exact in float16, so that the golden file stores them at half the size.
+  if name in GOLDEN_CONFIGS:  # Weights exact in float16: the golden file stores them at half the size.
     state_dict = {key: value.astype(np.float16).astype(np.float32) for key, value in state_dict.items()}
   x = inputs(unet, np.random.default_rng(1), size, tokens=tokens)
   net = reference_net(config, state_dict)
