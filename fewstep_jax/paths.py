@@ -369,21 +369,34 @@ def sit_velocity(raw_apply: RawApply):
   return velocity
 
 
+def _ddpm_sigmas(betas):
+  """The EDM noise levels sqrt((1 - abar_j) / abar_j) of a DDPM beta schedule, abar_j = prod_{i <= j} (1 - beta_i)."""
+  import numpy as np
+  alphas_cumprod = np.cumprod(1.0 - np.asarray(betas, np.float64))
+  return np.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+
+
 def ddpm_linear_sigmas(steps: int = 1000):
   """The EDM noise levels sqrt((1 - abar_j) / abar_j) of DDPM's linear schedule (betas from 1e-4 to 0.02 over
   1000 steps, scaled for other step counts), j = 0 .. steps - 1, increasing: DiT's training schedule
   (get_named_beta_schedule('linear'))."""
   import numpy as np
   scale = 1000 / steps
-  betas = np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
-  alphas_cumprod = np.cumprod(1.0 - betas)
-  return np.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+  return _ddpm_sigmas(np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64))
+
+
+def ddpm_scaled_linear_sigmas(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
+  """The EDM noise levels of Stable Diffusion's schedule (diffusers' beta_schedule='scaled_linear': betas whose
+  square roots are linear from sqrt(0.00085) to sqrt(0.012) over 1000 steps), j = 0 .. steps - 1, increasing:
+  the training schedule of SD 1.x, 2.x and SDXL."""
+  import numpy as np
+  return _ddpm_sigmas(np.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=np.float64)**2)
 
 
 def dit_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA, sigmas=None):
   """(x_sigma / sqrt(1 + sigma^2) [B, ...], DDPM timestep [B]): DiT sees the variance-preserving sample and the
   (fractional) timestep whose noise level is sigma, interpolated in log sigma between its 1000 steps and clamped to
-  them; sigma_data unused."""
+  them; sigma_data unused. `sigmas` is the schedule (default DiT's, ddpm_linear_sigmas)."""
   del sigma_data
   sigmas = ddpm_linear_sigmas() if sigmas is None else sigmas
   sigma = _per_example(sigma, x_sigma)
@@ -392,21 +405,53 @@ def dit_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA, sigmas=None):
   return x_sigma / expand_to(jnp.sqrt(1.0 + sigma**2), x_sigma), timestep
 
 
-def dit_eps(raw_apply: RawApply):
-  """Wraps a DiT network (an epsilon prediction at DDPM's timesteps; its learned-variance half already dropped by
-  the network) into eps(params, x_sigma, sigma, r, y, key) on the EDM path: the same eps, since the
-  variance-preserving sample x_sigma / sqrt(1 + sigma^2) has the same noise."""
-  sigmas = ddpm_linear_sigmas()
+def sd_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA):
+  """dit_network_input on SD's scaled-linear schedule: (the variance-preserving sample, SD's timestep)."""
+  return dit_network_input(x_sigma, sigma, sigma_data, ddpm_scaled_linear_sigmas())
+
+
+def ddpm_eps(raw_apply: RawApply, sigmas, prediction: str = 'epsilon'):
+  """Wraps a network of DDPM's parameterisation (the variance-preserving sample x_sigma / sqrt(1 + sigma^2) at the
+  timestep of sigma on the schedule `sigmas`, as dit_network_input) into eps(params, x_sigma, sigma, r, y, key) on
+  the EDM path. `prediction` is what the network returns, diffusers' prediction_type: 'epsilon' (the same eps: the
+  variance-preserving sample has the same noise) or 'v_prediction' (v = a eps - b x0 for the sample a x0 + b eps,
+  a = 1 / sqrt(1 + sigma^2), b = sigma a; so eps = a v + b (a x_sigma))."""
+  if prediction not in ('epsilon', 'v_prediction'):
+    raise ValueError(f"unknown DDPM prediction {prediction!r}; use 'epsilon' or 'v_prediction'")
 
   def eps(params, x_sigma, sigma, r=None, y=None, key=None):
     del r  # One time input.
-    return raw_apply(params, *dit_network_input(x_sigma, sigma, sigmas=sigmas), None, y, key)
+    x_vp, timestep = dit_network_input(x_sigma, sigma, sigmas=sigmas)
+    output = raw_apply(params, x_vp, timestep, None, y, key)
+    if prediction == 'epsilon':
+      return output
+    a = expand_to(1.0 / jnp.sqrt(1.0 + _per_example(sigma, x_sigma)**2), x_sigma)
+    b = jnp.sqrt(1.0 - a**2)
+    return a * output + b * x_vp
 
   return eps
 
 
+def dit_eps(raw_apply: RawApply):
+  """Wraps a DiT network (an epsilon prediction at DDPM's timesteps; its learned-variance half already dropped by
+  the network) into eps(params, x_sigma, sigma, r, y, key) on the EDM path: the same eps, since the
+  variance-preserving sample x_sigma / sqrt(1 + sigma^2) has the same noise."""
+  return ddpm_eps(raw_apply, ddpm_linear_sigmas())
+
+
+def sd_eps(raw_apply: RawApply):
+  """Wraps an SD U-Net of epsilon prediction (SD 1.x, SD 2.x-base, SDXL) into eps on the EDM path, as dit_eps does
+  on SD's scaled-linear schedule; the text condition is y."""
+  return ddpm_eps(raw_apply, ddpm_scaled_linear_sigmas())
+
+
+def sd_v_eps(raw_apply: RawApply):
+  """Wraps an SD U-Net of v-prediction (SD 2.x at 768 px, `sd21_v`) into eps on the EDM path (ddpm_eps)."""
+  return ddpm_eps(raw_apply, ddpm_scaled_linear_sigmas(), 'v_prediction')
+
+
 PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity, 'sit': sit_velocity,
-                    'dit': dit_eps}
+                    'dit': dit_eps, 'sd': sd_eps, 'sd_v': sd_v_eps}
 
 
 def flow_map_velocity(raw_apply: RawApply):
@@ -448,13 +493,16 @@ READOUTS = {
     'flow_map': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: flow_map_velocity(raw)),
     'sit': (lambda sigma_data: LinearFlowPath(), 'velocity', lambda raw, sigma_data: PRECONDITIONINGS['sit'](raw)),
     'dit': (lambda sigma_data: EDMPath(), 'eps', lambda raw, sigma_data: PRECONDITIONINGS['dit'](raw)),
+    'sd': (lambda sigma_data: EDMPath(), 'eps', lambda raw, sigma_data: PRECONDITIONINGS['sd'](raw)),
+    'sd_v': (lambda sigma_data: EDMPath(), 'eps', lambda raw, sigma_data: PRECONDITIONINGS['sd_v'](raw)),
 }
 
 
 def readout(name: str, sigma_data: float = SIGMA_DATA) -> Readout:
   """The readout `name` (a key of READOUTS): 'edm' (an EDM denoiser), 'trigflow' (sCM's F), 'flow' (a linear-flow
   velocity), 'flow_map' (the velocity u(z, t, t) of a two-time flow map), 'sit' (SiT's velocity, in its reversed
-  time) or 'dit' (DiT's epsilon at DDPM's timesteps)."""
+  time), 'dit' (DiT's epsilon at DDPM's timesteps), 'sd' or 'sd_v' (an SD U-Net's epsilon or v at the timesteps of
+  SD's scaled-linear schedule)."""
   if name not in READOUTS:
     raise ValueError(f'unknown readout {name!r}; use one of {sorted(READOUTS)}')
   make_path, kind, wrap = READOUTS[name]
@@ -472,6 +520,8 @@ NETWORK_INPUTS = {
     'flow': (lambda sigma_data: LinearFlowPath(), flow_network_input),
     'sit': (lambda sigma_data: LinearFlowPath(), sit_network_input),
     'dit': (lambda sigma_data: EDMPath(), dit_network_input),
+    'sd': (lambda sigma_data: EDMPath(), sd_network_input),
+    'sd_v': (lambda sigma_data: EDMPath(), sd_network_input),
 }
 
 

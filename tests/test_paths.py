@@ -228,7 +228,7 @@ def test_trigflow_and_flow_wrappers_feed_the_network_its_inputs():
   _close(eps(None, x, jnp.array([sigmas[10], np.sqrt(sigmas[500] * sigmas[501])])),
          2.0 * x / np.sqrt(1 + np.array([sigmas[10] ** 2, sigmas[500] * sigmas[501]]))[:, None], rtol=1e-5)
   _close(calls[-1]['c_noise'], [10.0, 500.5], rtol=1e-4)
-  assert set(paths.PRECONDITIONINGS) == {'edm', 'trigflow', 'flow', 'sit', 'dit'}
+  assert set(paths.PRECONDITIONINGS) == {'edm', 'trigflow', 'flow', 'sit', 'dit', 'sd', 'sd_v'}
 
 
 def _gaussian_denoiser(mu, data_std):

@@ -538,9 +538,12 @@ def test_a_teacher_built_from_a_parameter_pytree_distils_as_its_run_does(teacher
   opened = runs.open_run(workdir)
   teacher = Teacher(network=opened.config.network, readout=paths.readout('edm', 0.5), data_shape=(2,),
                     num_classes=0, params=jax.device_get(opened.params[opened.config.eval.params]))
+  # The toy CD config also starts its student from the teacher's run: given in memory too, as its parameters.
+  starts = ['method.teacher'] + (['method.init_from'] if name == 'cd' else [])
   config = lambda teacher_dir: load_config(os.path.join(REPO, f'configs/toy/{name}.py'),
-                                           dict(settings, **{'method.teacher': teacher_dir}))
-  _, from_params, finished = trainer.train(config(''), None, inputs={'teacher': teacher})
+                                           dict(settings, **{field: teacher_dir for field in starts}))
+  given = {'teacher': teacher, **({'student_init': teacher.params} if name == 'cd' else {})}
+  _, from_params, finished = trainer.train(config(''), None, inputs=given)
   _, from_run, _ = trainer.train(config(workdir), None)
   assert finished and int(from_params.step) == 3
   moved = not tree_equal(from_params.nets['student'].params, teacher.params)

@@ -25,15 +25,18 @@ from fewstep_jax.nn.dit import DiT
 from fewstep_jax.nn.edm2_unet import EDM2UNet
 from fewstep_jax.nn.edm_unets import DhariwalUNet, SongUNet
 from fewstep_jax.nn.mlp import MLP
+from fewstep_jax.nn.sd_unet import SDUNetNetwork
 from fewstep_jax.nn.sit import SiT
 from fewstep_jax.nn.unet import UNet
 
 # 'edm_songunet' and 'edm_dhariwalunet' are EDM's published architectures with its checkpoints' parameter layout
 # (DDPM++ / NCSN++ and ADM), 'edm2_unet' EDM2's; they take one time input, EDM's c_noise, and are read through the
 # 'edm' readout; 'sit' is SiT's (DiT's) transformer with its checkpoints' layout, read through the 'sit' readout;
-# 'cm_unet' is the consistency-models code's U-Net (guided-diffusion's), its EDM teacher's, through the 'edm' readout.
+# 'cm_unet' is the consistency-models code's U-Net (guided-diffusion's), its EDM teacher's, through the 'edm' readout;
+# 'sd_unet' is diffusers' UNet2DConditionModel (a preset: sd15, sd21_v, sdxl_base), whose y is a text condition.
 NETWORKS: dict[str, type] = {'mlp': MLP, 'dit': DiT, 'unet': UNet, 'edm_songunet': SongUNet,
-                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet, 'sit': SiT, 'cm_unet': CMUNet}
+                             'edm_dhariwalunet': DhariwalUNet, 'edm2_unet': EDM2UNet, 'sit': SiT, 'cm_unet': CMUNet,
+                             'sd_unet': SDUNetNetwork}
 
 # Compute dtypes by config name (train.compute_dtype, train.param_dtype).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -1,0 +1,203 @@
+"""The SD U-Net (diffusers' UNet2DConditionModel in flax): diffusers' outputs recorded by
+experiments/parity/sd_unet.py --record, the published sizes by shape, the loader's one-line errors, the registry's
+'sd_unet' and the 'sd' / 'sd_v' readouts of SD's schedule."""
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from fewstep_jax import errors
+from fewstep_jax import paths
+from fewstep_jax import nn as networks
+from fewstep_jax.nn import sd_unet
+
+GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'sd_unet_golden.npz')
+_ADDED = ('text_embeds', 'time_ids')
+
+
+def golden_entry(name: str) -> dict:
+  """The recorded config, diffusers state dict (float16, exact), inputs and output of tiny network `name`."""
+  with np.load(GOLDEN) as stored:
+    prefix = f'{name}__'
+    entry = {key[len(prefix):]: stored[key] for key in stored.files if key.startswith(prefix)}
+  entry['config'] = json.loads(entry['config'].item())
+  entry['state_dict'], start = {}, 0
+  for key, shape in json.loads(entry.pop('weight_shapes').item()):  # The parity script's pack().
+    size = int(np.prod(shape))
+    entry['state_dict'][key] = entry['weights'][start:start + size].reshape(shape)
+    start += size
+  assert start == entry.pop('weights').size
+  return entry
+
+
+def write_unet_folder(root, config: dict, state_dict: dict, file_name: str = sd_unet.WEIGHT_FILES[0]) -> str:
+  """A diffusers `unet/` folder (config.json and a safetensors file) under `root`; returns the pipeline folder."""
+  os.makedirs(root / 'unet', exist_ok=True)
+  (root / 'unet' / 'config.json').write_text(json.dumps(dict(_class_name='UNet2DConditionModel', **config)))
+  save_file(state_dict, str(root / 'unet' / file_name))
+  return str(root)
+
+
+def relative_error(unet, params, entry) -> float:
+  added = {key: entry[key] for key in _ADDED} if 'time_ids' in entry else None
+  out = jax.jit(unet.apply)({'params': params}, entry['latents'].transpose(0, 2, 3, 1), entry['timesteps'],
+                            entry['encoder_hidden_states'], added, entry.get('timestep_cond'))
+  want = entry['output']
+  return float(np.abs(np.asarray(out).transpose(0, 3, 1, 2) - want).max() / np.abs(want).max())
+
+
+def test_sd15_structure_matches_diffusers_from_a_state_dict():
+  entry = golden_entry('tiny')
+  unet = sd_unet.from_config(entry['config'])
+  params = sd_unet.from_state_dict(entry['state_dict'], unet)
+  assert relative_error(unet, params, entry) <= 1e-5
+
+
+def test_sdxl_structure_matches_diffusers_loaded_from_the_fp16_variant_folder(tmp_path):
+  entry = golden_entry('tiny_xl')
+  assert entry['config']['addition_embed_type'] == 'text_time' and entry['config']['use_linear_projection']
+  folder = write_unet_folder(tmp_path, entry['config'], entry['state_dict'], sd_unet.WEIGHT_FILES[1])
+  unet, params = sd_unet.load(folder)
+  assert unet == sd_unet.from_config(entry['config'])
+  assert relative_error(unet, params, entry) <= 1e-5
+
+
+def test_published_parameter_counts_from_shapes():
+  assert sd_unet.parameter_count(sd_unet.from_config('sd15')) == 859_520_964
+  shapes = sd_unet.weight_shapes(sd_unet.from_config('sdxl_base'))
+  assert sum(int(np.prod(shape)) for shape in shapes.values()) == 2_567_463_684
+  # diffusers' names and PyTorch's layouts: linear weights [out, in], conv weights [out, in, kh, kw].
+  assert shapes['down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight'] == (1280, 2048)
+  assert shapes['down_blocks.1.attentions.0.proj_in.weight'] == (640, 640)
+  assert shapes['add_embedding.linear_1.weight'] == (1280, 2816)
+  assert shapes['up_blocks.0.upsamplers.0.conv.weight'] == (1280, 1280, 3, 3)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  entry = golden_entry('tiny')
+  return entry['config'], entry['state_dict']
+
+
+def load_error(tmp_path, config, state_dict) -> str:
+  with pytest.raises(errors.RunError) as raised:
+    sd_unet.load(write_unet_folder(tmp_path, config, state_dict))
+  message = str(raised.value)
+  assert '\n' not in message
+  return message
+
+
+def test_a_missing_weight_is_named(tiny, tmp_path):
+  config, state_dict = tiny
+  state_dict = {key: value for key, value in state_dict.items() if key != 'mid_block.attentions.0.proj_in.bias'}
+  message = load_error(tmp_path, config, state_dict)
+  assert "missing ['mid_block.attentions.0.proj_in.bias']" in message
+  assert 'unexpected' not in message and 'check that the config' in message
+
+
+def test_an_extra_weight_is_named(tiny, tmp_path):
+  config, state_dict = tiny
+  message = load_error(tmp_path, config, dict(state_dict, **{'class_embedding.linear_1.weight': np.zeros((2, 2))}))
+  assert "unexpected ['class_embedding.linear_1.weight']" in message and 'missing' not in message
+
+
+def test_a_misshapen_weight_is_named_with_both_shapes(tiny, tmp_path):
+  config, state_dict = tiny
+  message = load_error(tmp_path, config, dict(state_dict, **{'conv_in.weight': np.zeros((8, 4, 1, 1), np.float16)}))
+  assert "wrong shapes (name, file, network) [('conv_in.weight', (8, 4, 1, 1), (8, 4, 3, 3))]" in message
+
+
+def test_an_unreadable_weights_file_is_named(tiny, tmp_path):
+  config, _ = tiny
+  folder = write_unet_folder(tmp_path, config, {'x': np.zeros(1, np.float32)})
+  (tmp_path / 'unet' / sd_unet.WEIGHT_FILES[0]).write_bytes(b'not a safetensors file')
+  with pytest.raises(errors.UnreadableWeightsError, match='cannot be read as a .safetensors file'):
+    sd_unet.load(folder)
+
+
+def test_the_config_of_another_model_is_refused(tiny, tmp_path):
+  _, state_dict = tiny
+  folder = write_unet_folder(tmp_path, {}, state_dict)
+  (tmp_path / 'unet' / 'config.json').write_text(json.dumps({'_class_name': 'AutoencoderKL', 'latent_channels': 4}))
+  with pytest.raises(errors.ConfigError, match='is the config of AutoencoderKL, not of UNet2DConditionModel'):
+    sd_unet.load(folder)
+
+
+def test_a_folder_without_weights_is_named(tmp_path):
+  with pytest.raises(errors.InputNotFoundError, match='holds no U-Net weights'):
+    sd_unet.load(str(tmp_path))
+
+
+@pytest.mark.parametrize('config, words', [
+    ({'resnet_time_scale_shift': 'scale_shift'}, "resnet_time_scale_shift='scale_shift' is not implemented"),
+    ({'addition_embed_type': 'text'}, "addition_embed_type='text' is not implemented"),
+    ({'num_attention_heads': 8}, 'num_attention_heads=8 is not implemented'),
+    ({'attention_head_dimm': 8}, "'attention_head_dimm' is not a UNet2DConditionModel config key"),
+])
+def test_a_config_this_port_cannot_build_is_named(config, words):
+  with pytest.raises(errors.ConfigError, match=words):
+    sd_unet.from_config(config)
+
+
+def test_the_registry_builds_a_preset_with_diffusers_names_at_the_top_and_the_text_condition_as_y():
+  config = networks.network_defaults('sd_unet')
+  config.preset = 'sd15'
+  module = networks.build_network(config, num_classes=0)
+  x = jax.ShapeDtypeStruct((2, 16, 16, 4), jnp.float32)
+  params = jax.eval_shape(lambda key: networks.init_params(module, key, x), jax.random.key(0))
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, sd_unet.abstract_params(sd_unet.from_config('sd15')))
+  apply = networks.make_apply(module)
+  text = {'encoder_hidden_states': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
+  out = jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, text)
+  assert (out.shape, out.dtype) == ((2, 16, 16, 4), jnp.float32)
+  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'encoder_hidden_states': \[B, L, 768\]"):
+    jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, None)
+
+
+def test_the_registry_refuses_labels_for_sd_unet():
+  module = networks.build_network(networks.network_defaults('sd_unet'), num_classes=10)
+  with pytest.raises(errors.ConfigError, match='sd_unet is conditioned on text, not on labels'):
+    jax.eval_shape(lambda key: networks.init_params(module, key, jnp.zeros((1, 8, 8, 4))), jax.random.key(0))
+
+
+def sd_alphas_cumprod() -> np.ndarray:
+  """SD's abar_j, term by term: beta_j = (sqrt(0.00085) + j (sqrt(0.012) - sqrt(0.00085)) / 999)^2."""
+  start, end = math.sqrt(0.00085), math.sqrt(0.012)
+  abar, values = 1.0, []
+  for j in range(1000):
+    abar *= 1.0 - (start + (end - start) * j / 999) ** 2
+    values.append(abar)
+  return np.array(values)
+
+
+def test_sd_schedule_is_the_scaled_linear_one():
+  sigmas = paths.ddpm_scaled_linear_sigmas()
+  np.testing.assert_allclose(1.0 / (1.0 + sigmas**2), sd_alphas_cumprod(), rtol=1e-12)
+  np.testing.assert_allclose([sigmas[0], sigmas[-1]], [0.0292, 14.6146], atol=1e-4)  # k-diffusion's SD range.
+
+
+@pytest.mark.parametrize('readout, prediction', [('sd', 'epsilon'), ('sd_v', 'v_prediction')])
+def test_sd_readouts_give_eps_from_the_network_at_sds_timesteps(readout, prediction):
+  rng = np.random.default_rng(3)
+  x0, eps = rng.standard_normal((2, 3, 4, 8, 8)).astype(np.float32)
+  steps = np.array([10, 500, 999])
+  abar = sd_alphas_cumprod()[steps][:, None, None, None]
+  x_vp = np.sqrt(abar) * x0 + np.sqrt(1 - abar) * eps
+  seen = {}
+
+  def raw(params, x, c_noise, r, y, key):  # The exact network: diffusers' epsilon, or its get_velocity.
+    seen.update(x=x, c_noise=c_noise, y=y)
+    return eps if prediction == 'epsilon' else np.sqrt(abar) * eps - np.sqrt(1 - abar) * x0
+
+  model = paths.readout(readout).model(raw)
+  sigma = np.sqrt((1 - abar[:, 0, 0, 0]) / abar[:, 0, 0, 0])
+  text = {'encoder_hidden_states': np.zeros((3, 77, 768))}
+  np.testing.assert_allclose(model(None, x0 + sigma[:, None, None, None] * eps, sigma, None, text), eps, atol=2e-5)
+  np.testing.assert_allclose(seen['x'], x_vp, atol=2e-5)
+  np.testing.assert_allclose(seen['c_noise'], steps, atol=2e-3)
+  assert seen['y'] is text
