@@ -75,3 +75,19 @@ def test_examples_and_refusals():
     Conditioning('text')
   with pytest.raises(ValueError, match='unknown condition kind'):
     Conditioning('image')
+
+
+def test_a_built_method_keeps_its_inputs_declaration_and_reads_text_conditions():
+  """A method's instance still answers `inputs(config)` (its resolved values are `given_inputs`), and a coupling
+  that pairs noise within classes refuses a text-conditioned run in one line."""
+  import os
+  from fewstep_jax import methods
+  from fewstep_jax.config_base import load_config
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_config(os.path.join(repo, 'configs/toy/flow_matching.py'), {})
+  method = methods.build_method(config, data_shape=(2,), num_classes=0)
+  assert method.inputs(config) == type(method).inputs(config) and method.given_inputs == {}
+  assert method.conditioning.kind == 'none'
+  config = load_config(os.path.join(repo, 'configs/toy/flow_matching.py'), {'method.coupling': 'exact'})
+  with pytest.raises(ConfigError, match="method.coupling='exact' .* needs class labels"):
+    methods.build_method(config, data_shape=(2,), num_classes=0, conditioning=TEXT)

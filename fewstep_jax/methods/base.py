@@ -131,7 +131,7 @@ class Method:
     self.data_shape = tuple(data_shape)
     self.num_classes = num_classes
     self.conditioning = conditioning or Conditioning.of_labels(num_classes)
-    self.inputs = dict(inputs or {})
+    self.given_inputs = dict(inputs or {})  # Not `inputs`: that is the classmethod declaring them.
     if self.uses_coupling:
       couplings.check_coupling(self.hparams.coupling)
       if self.hparams.coupling != 'independent':

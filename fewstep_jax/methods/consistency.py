@@ -318,7 +318,7 @@ class ConsistencyDistillation(ConsistencyTraining):
 
   def __init__(self, config, **build):
     super().__init__(config, **build)
-    self.teacher_x0 = teacher_model(require_teacher(self.inputs, self.name), self.path, 'x0',
+    self.teacher_x0 = teacher_model(require_teacher(self.given_inputs, self.name), self.path, 'x0',
                                     self.hparams.teacher_guidance, self.conditioning)
 
   def previous_point(self, frozen, x, z, x_next, sigma_next, sigma_n, y):

@@ -147,7 +147,7 @@ class CTM(MultiNetworkMethod):
       raise ValueError("network.logvar_head=True, but method 'ctm' does not use a learned log-variance; set "
                        '--config.network.logvar_head=False.')
     check_eval_params(config)
-    teacher = require_teacher(self.inputs, self.name)
+    teacher = require_teacher(self.given_inputs, self.name)
     self.path = paths.EDMPath()
     self.teacher_x0 = teacher_model(teacher, self.path, 'x0', hp.teacher_guidance, self.conditioning)
     self.distance = distances.make_distance(hp.distance, self.data_shape, huber_c=hp.huber_c,

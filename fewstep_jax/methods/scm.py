@@ -226,7 +226,7 @@ class SCD(SCT):
 
   def __init__(self, config, **build):
     super().__init__(config, **build)
-    self.teacher_velocity = teacher_model(require_teacher(self.inputs, self.name), self.path, 'velocity',
+    self.teacher_velocity = teacher_model(require_teacher(self.given_inputs, self.name), self.path, 'velocity',
                                           self.hparams.teacher_guidance, self.conditioning)
 
   def path_velocity(self, frozen, x, z, x_tau, tau, y):

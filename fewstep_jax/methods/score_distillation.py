@@ -148,7 +148,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     levels = (hp.sigma_init,) + tuple(hp.student_sigmas)
     if any(b >= a for a, b in zip(levels, levels[1:])) or min(levels) <= 0:
       raise ValueError(f'method.sigma_init and method.student_sigmas must be positive and descending, got {levels}')
-    teacher = require_teacher(self.inputs, self.name)
+    teacher = require_teacher(self.given_inputs, self.name)
     self.use_gan = hp.gan_weight > 0 or hp.gan_generator_weight > 0
     micro = config.train.micro_batches
     # The critic and the head update together, by one loss; the student by its own.

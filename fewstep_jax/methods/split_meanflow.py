@@ -56,7 +56,7 @@ class SplitMeanFlow(AverageVelocityMethod):
   def __init__(self, config, **build):
     super().__init__(config, **build)
     # Distillation (a teacher given): its velocity on the linear path, guided with teacher_guidance.
-    self.teacher = (self.inputs or {}).get('teacher')
+    self.teacher = self.given_inputs.get('teacher')
     if self.teacher is not None and self.hparams.guidance != 1.0:
       raise ValueError('method.guidance folds CFG into training from scratch; with a teacher use '
                        'method.teacher_guidance instead')
