@@ -206,9 +206,11 @@ DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'tfds': _build_tfds, 're
 
 
 class Unlabelled:
-  """A labelled pipeline seen without its labels (config.data.conditional=False): num_classes = 0."""
+  """A conditioned pipeline seen without its conditions (config.data.conditional=False): num_classes = 0, and
+  batches and reference samples without 'y'."""
 
   num_classes = 0
+  conditioning = Conditioning()
 
   def __init__(self, pipeline):
     self._pipeline = pipeline
@@ -230,6 +232,6 @@ def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipelin
   pipeline = DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
   if not hasattr(pipeline, 'evaluator'):
     pipeline.evaluator = config_data.name
-  if not config_data.conditional and pipeline.num_classes:
+  if not config_data.conditional and pipeline.conditioning.conditional:
     pipeline = Unlabelled(pipeline)
   return pipeline
