@@ -26,12 +26,21 @@ weights from a fixed seed (clip_text.random_weights), frozen, and no file. Rando
 model needs of a frozen encoder is a fixed map under which distinct captions give distinct states; reading the words
 out of them is the denoiser's job, through its cross-attention, as it is for a pretrained CLIP. Measured over the 690
 captions and the empty one (tests check the bounds): the smallest distance between two captions' token states
-[16, 64] is 0.22 of the median distance (closest: 'the digit 0: thin, left-leaning and wide' and the same with 1, which differ in
-one token), and between their pooled outputs 0.076 of the median (closest: 'a wide, regular, upright two' and '...
-eight'): the pooled vector, a mix of the whole caption at the end token, separates less than the token states that
-an SD 1.5-style cross-attention reads. The condition is SD 1.5's, {'tokens': the last hidden state [N, 16, 64],
-'pooled': the state at the end-of-text token [N, 64]}; the null condition is the empty caption's (`encode` gives a
-caption the same array whatever it is encoded with, so the null matches bit for bit).
+[16, 64] is 0.22 of the median distance (closest: 'the digit 0: thin, left-leaning and wide' and the same with 1,
+one token apart), and between their pooled outputs 0.076 of the median (closest: 'a wide, regular, upright two' and
+'... eight'): the pooled vector, a mix of the whole caption at the end token, separates less than the token states
+that an SD 1.5-style cross-attention reads. The condition is SD 1.5's, {'tokens': the last hidden state
+[N, 16, 64], 'pooled': the state at the end-of-text token [N, 64]}; the null condition is the empty caption's
+(`encode` gives a caption the same array whatever it is encoded with, so the null matches bit for bit).
+
+The pipeline (`DigitsTextData`, data.name='digits_text') gives each training image one of its captions a step, its
+template drawn uniformly; the evaluation prompts (`evaluation_captions`, 60, every one naming all three attributes)
+give sample i the digit i mod 10. The evaluator 'digits_text' (eval/evaluate.py, eval/digits_eval.py) adds to the
+digits' Frechet distance caption_accuracy (the classifier reads the caption's digit) and attribute_agreement (a
+named attribute measures as the caption's word). On the test images under their own captions they are 0.994 (the
+classifier's accuracy) and 1 (the words were measured there): the references. Captions that ignore the image score
+lower: shuffled among the test images 0.10 and 0.41; of another test image of the same digit (the digit right, the
+attributes by chance) 0.994 and 0.48.
 """
 import collections
 import dataclasses
