@@ -172,6 +172,9 @@ def test_the_evaluator_scores_sample_i_against_prompt_i_mod_n():
   run = types.SimpleNamespace(data=data, method=types.SimpleNamespace(conditioning=data.conditioning))
   assert evaluate.metric_names(types.SimpleNamespace(eval=types.SimpleNamespace(metrics=())), data) == (
       'digits_text',)
+  with pytest.raises(ConfigError, match="use 'digits'"):
+    evaluate.metric_names(types.SimpleNamespace(eval=types.SimpleNamespace(metrics=('digits_text',))),
+                          types.SimpleNamespace(evaluator='digits'))
   metrics = evaluate.DigitsTextMetrics(run, 120, 0)
   # Real test images that fit prompt i mod 60 stand in for a perfect generator's samples.
   images, labels = digits_text.split_arrays('test')
@@ -196,3 +199,11 @@ def test_the_evaluator_scores_sample_i_against_prompt_i_mod_n():
   metrics.add(samples[:64], data.conditioning.for_samples(np.arange(1, 65)), 64)  # Conditions out of order.
   with pytest.raises(RuntimeError, match='evaluation prompts'):
     metrics.finish()
+
+  # data.conditional=False: an unconditional model of the digits, scored by its Frechet distance alone.
+  plain = build_data(_config(conditional=False), global_batch_size=8, seed=0)
+  unconditional = types.SimpleNamespace(data=plain, method=types.SimpleNamespace(conditioning=plain.conditioning))
+  assert evaluate.metric_names(types.SimpleNamespace(eval=types.SimpleNamespace(metrics=())), plain) == (
+      'digits_text',)
+  assert [row[0] for row in evaluate.DigitsTextMetrics(unconditional, 64, 0).rows(samples[:64], None)] == [
+      'frechet_digits']

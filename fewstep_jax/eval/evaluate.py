@@ -292,18 +292,19 @@ class DigitsTextMetrics(DigitsMetrics):
 
   def __init__(self, run, n: int, seed: int):
     from fewstep_jax.data import digits_text
-    conditioning = run.method.conditioning
-    if getattr(run.data, 'evaluator', '') != 'digits_text' or conditioning.kind != 'text':
-      raise ConfigError("eval.metrics 'digits_text' scores samples against the captions of data.name="
-                        "'digits_text'; this run's data is not that: use eval.metrics=('digits',)")
-    super().__init__(run, n, seed)
     from fewstep_jax.eval.digits_eval import caption_scores, real_caption_scores
-    self.captions = digits_text.evaluation_captions()
-    self.prompt_pooled = np.asarray(conditioning.prompts['pooled'])
-    self.scores = functools.partial(caption_scores, self.features)
-    self.references = real_caption_scores(self.features)
+    super().__init__(run, n, seed)
+    conditioning = run.method.conditioning
+    self.captioned = conditioning.kind == 'text'  # An unconditional model of the digits has no captions to follow.
+    if self.captioned:
+      self.captions = digits_text.evaluation_captions()
+      self.prompt_pooled = np.asarray(conditioning.prompts['pooled'])
+      self.scores = functools.partial(caption_scores, self.features)
+      self.references = real_caption_scores(self.features)
 
   def rows(self, samples, conditions):
+    if not self.captioned:
+      return super().rows(samples, None)
     indices = np.arange(len(samples)) % len(self.captions)
     if conditions is not None and not np.allclose(np.asarray(conditions['pooled']), self.prompt_pooled[indices]):
       raise RuntimeError('the samples\' conditions are not the evaluation prompts i mod N in sample order; the '
@@ -403,6 +404,9 @@ def metric_names(config, data) -> tuple:
   unknown = [name for name in names if name not in EVALUATORS]
   if unknown:
     raise ConfigError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
+  if 'digits_text' in names and data.evaluator != 'digits_text':
+    raise ConfigError(f"eval.metrics {names}: 'digits_text' scores samples against the captions of data.name="
+                      f"'digits_text', not data {data.evaluator!r}; use 'digits' for the digits")
   points = data.evaluator == 'toy'
   if (points and set(names) != {'toy'}) or (not points and 'toy' in names):
     raise ConfigError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '
