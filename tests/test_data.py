@@ -164,6 +164,7 @@ def test_digits_data_pipeline(digits_dir):
   config.conditional = False
   unlabelled = build_data(config, global_batch_size=32, seed=0)
   assert unlabelled.num_classes == 0 and unlabelled.data_shape == (8, 8, 1) and unlabelled.kind == 'host'
+  assert unlabelled.conditioning.kind == 'none'  # Not the wrapped pipeline's labels.
   plain = unlabelled.next_batch()
   assert set(plain) == {'x'}
   np.testing.assert_array_equal(plain['x'], batch['x'])
@@ -498,6 +499,7 @@ def test_latents_directory_reads_scaled_latents_and_names_a_missing_one(tmp_path
   config.latents_dir = str(tmp_path)
   data = build_data(config, global_batch_size=4, seed=0)
   assert data.data_shape == (4, 4, 4) and data.num_classes == 5 and data.evaluator == ''
+  assert (data.conditioning.kind, data.conditioning.num_classes) == ('label', 5)  # What the methods are built with.
   batch = data.next_batch()
   rows = [int(np.argmin(np.abs(latents.astype(np.float32) * 0.18215 - x).sum((1, 2, 3)))) for x in batch['x']]
   np.testing.assert_allclose(batch['x'], latents[rows].astype(np.float32) * 0.18215, rtol=1e-6)

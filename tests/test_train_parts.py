@@ -109,6 +109,19 @@ def test_partition_rule_shards_the_largest_divisible_dimension():
   assert sharding.param_spec((4096, 4096), fsdp_size=1, min_size=1) == P()
 
 
+def test_a_host_batch_whose_condition_is_a_dict_of_arrays_is_split_along_the_batch():
+  devices = jax.devices()
+  mesh = jax.sharding.Mesh(np.asarray(devices).reshape(len(devices), 1), ('data', 'fsdp'))
+  rows = 2 * len(devices)
+  batch = {'x': np.ones((rows, 8, 8, 1), np.float32),
+           'y': {'tokens': np.arange(rows * 3 * 4, dtype=np.float32).reshape(rows, 3, 4),
+                 'pooled': np.zeros((rows, 4), np.float32)}}
+  global_batch = sharding.global_batch_from_process_batch(batch, mesh)
+  assert set(global_batch['y']) == {'tokens', 'pooled'}
+  np.testing.assert_array_equal(np.asarray(global_batch['y']['tokens']), batch['y']['tokens'])
+  assert global_batch['y']['tokens'].sharding.spec == sharding.batch_sharding(mesh).spec
+
+
 def test_batch_size_must_split_over_devices_and_micro_batches():
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ('data', 'fsdp'))
   sharding.check_batch_size(12, 3, mesh)

@@ -2,6 +2,8 @@
 
 - 'toy': 2-D distributions sampled inside the jitted step (`kind == 'device'`), see `toy.py`.
 - 'digits': the scikit-learn 8x8 digits, built as a local TFDS dataset on first use, see `digits.py`.
+- 'digits_text': the same digits with captions of their measured attributes ('a thick, right-leaning seven') as
+  text conditions of a tiny frozen CLIP text encoder, see `digits_text.py`.
 - 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
 - 'reflow_pairs': noise-sample pairs generated from a trained flow, see `ode_pairs.py`.
 - 'latents': precomputed VAE latents (ImageNet-256 latent configs), see `latents.py`.
@@ -23,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from fewstep_jax.conditions import Conditioning
-from fewstep_jax.data import digits, latents, ode_pairs, tfds_images, toy
+from fewstep_jax.data import digits, digits_text, latents, ode_pairs, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
 from fewstep_jax.errors import ConfigError
@@ -32,7 +34,7 @@ from fewstep_jax.errors import ConfigError
 def data_defaults() -> ml_collections.ConfigDict:
   """Returns the `config.data` defaults."""
   config = ml_collections.ConfigDict()
-  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'tfds', 'reflow_pairs' or 'latents'.
+  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'digits_text', 'tfds', 'reflow_pairs' or 'latents'.
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
   config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
@@ -182,6 +184,10 @@ def _build_digits(config_data, *, global_batch_size: int, seed: int) -> DataPipe
   return ImageData(digits.DIGITS_NAME, config_data, global_batch_size=global_batch_size, seed=seed)
 
 
+def _build_digits_text(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
+  return digits_text.DigitsTextData(config_data, global_batch_size=global_batch_size, seed=seed)
+
+
 def _build_tfds(config_data, *, global_batch_size: int, seed: int) -> DataPipeline:
   if not config_data.tfds_name:
     raise ConfigError("config.data.tfds_name must name a TFDS dataset when config.data.name == 'tfds'")
@@ -201,14 +207,16 @@ def _build_latents(config_data, *, global_batch_size: int, seed: int):
   return latents.LatentData(config_data, global_batch_size=global_batch_size, seed=seed)
 
 
-DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'tfds': _build_tfds, 'reflow_pairs': _build_reflow_pairs,
-            'latents': _build_latents}
+DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'digits_text': _build_digits_text, 'tfds': _build_tfds,
+            'reflow_pairs': _build_reflow_pairs, 'latents': _build_latents}
 
 
 class Unlabelled:
-  """A labelled pipeline seen without its labels (config.data.conditional=False): num_classes = 0."""
+  """A conditioned pipeline seen without its conditions (config.data.conditional=False): num_classes = 0, and
+  batches and reference samples without 'y'."""
 
   num_classes = 0
+  conditioning = Conditioning()
 
   def __init__(self, pipeline):
     self._pipeline = pipeline
@@ -230,6 +238,6 @@ def build_data(config_data, *, global_batch_size: int, seed: int) -> DataPipelin
   pipeline = DATASETS[config_data.name](config_data, global_batch_size=global_batch_size, seed=seed)
   if not hasattr(pipeline, 'evaluator'):
     pipeline.evaluator = config_data.name
-  if not config_data.conditional and pipeline.num_classes:
+  if not config_data.conditional and pipeline.conditioning.conditional:
     pipeline = Unlabelled(pipeline)
   return pipeline

@@ -24,6 +24,7 @@ import json
 import grain.python as grain
 import numpy as np
 
+from fewstep_jax.conditions import Conditioning
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.errors import ConfigError
 
@@ -231,6 +232,11 @@ class HostBatches:
   """The host-side part of a DataPipeline whose batches come from `self._batches` (see `_open_batches`)."""
 
   kind = 'host'
+
+  @property
+  def conditioning(self) -> Conditioning:
+    """Class labels (num_classes of them), or none: what a host dataset's batches carry unless it says otherwise."""
+    return Conditioning.of_labels(self.num_classes)
 
   def _open_batches(self, source, config_data, **make_batches_args):
     """Sets self._batches = make_batches(source, config_data, ...), remembering how, so that under reader 'auto' a

@@ -1,4 +1,5 @@
-"""Sample quality on the 8x8 digits: a Frechet distance in the shipped classifier's feature space, and accuracy.
+"""Sample quality on the 8x8 digits: a Frechet distance in the shipped classifier's feature space, and accuracy;
+for captioned digits (data/digits_text.py), how well samples follow their captions (`caption_scores`).
 
 The reference statistics are those of the TEST split. `floor(n)` is the Frechet distance of n train images'
 features to them: what a generator that reproduces the data distribution (but not the test images themselves)
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fewstep_jax.data import digits_text
 from fewstep_jax.data.digits_arrays import load_digits_arrays, to_model_range
 from fewstep_jax.eval import digits_classifier, metrics
 
@@ -58,3 +60,22 @@ class DigitsEvaluator:
   def class_accuracy(self, samples, labels) -> float:
     """Fraction of class-conditional samples: [N, 8, 8, 1] that the classifier assigns their labels: [N]."""
     return float(np.mean(self.predict(samples) == np.asarray(labels)))
+
+
+def caption_scores(evaluator: DigitsEvaluator, images, captions) -> dict:
+  """How well images [N, 8, 8, 1] in [-1, 1] follow their captions (N digits_text.Captions): 'caption_accuracy', the
+  share the classifier reads as the caption's digit, and 'attribute_agreement', the share of the attributes the
+  captions name whose measured word on the image is the caption's."""
+  return {'caption_accuracy': evaluator.class_accuracy(images, [caption.digit for caption in captions]),
+          'attribute_agreement': digits_text.attribute_agreement(images, captions)}
+
+
+def real_caption_scores(evaluator: DigitsEvaluator) -> dict:
+  """caption_scores of the test images under their own captions (their labels and measured words, every full
+  template): the references of the caption metrics. caption_accuracy is the classifier's test accuracy; attribute
+  agreement is 1 by construction (a caption's words are measured on the image), the value of a generator that draws
+  from p(image | caption)."""
+  images, labels = digits_text.split_arrays('test')
+  captions = [caption for template in digits_text.FULL_TEMPLATES
+              for caption in digits_text.own_captions(images, labels, template)]
+  return caption_scores(evaluator, np.concatenate([images] * len(digits_text.FULL_TEMPLATES)), captions)

@@ -276,10 +276,42 @@ class DigitsMetrics(InMemoryMetrics):
 
   def rows(self, samples, labels):
     rows = [('frechet_digits', float(self.features.frechet(samples)), self.floor)]
-    if labels is not None:
+    if labels is not None and not isinstance(labels, dict):  # Class labels, not a text condition.
       rows.append(('class_accuracy', float(self.features.class_accuracy(samples, labels)),
                    self.test_accuracy))
     return rows
+
+
+class DigitsTextMetrics(DigitsMetrics):
+  """Captioned digits (data 'digits_text'): the digits' Frechet distance, and how well samples follow their captions:
+  caption_accuracy, the share whose classifier digit is the caption's, and attribute_agreement, the share of the
+  attributes captions name whose measured word on the sample is the caption's (eval/digits_eval.py
+  `caption_scores`). Sample i has evaluation prompt i mod N (Conditioning.for_samples), so its caption is looked up
+  by its index; the conditions the samples came with are checked against those prompts. References: the same scores
+  of the test images under their own captions."""
+
+  def __init__(self, run, n: int, seed: int):
+    from fewstep_jax.data import digits_text
+    from fewstep_jax.eval.digits_eval import caption_scores, real_caption_scores
+    super().__init__(run, n, seed)
+    conditioning = run.method.conditioning
+    self.captioned = conditioning.kind == 'text'  # An unconditional model of the digits has no captions to follow.
+    if self.captioned:
+      self.captions = digits_text.evaluation_captions()
+      self.prompt_pooled = np.asarray(conditioning.prompts['pooled'])
+      self.scores = functools.partial(caption_scores, self.features)
+      self.references = real_caption_scores(self.features)
+
+  def rows(self, samples, conditions):
+    if not self.captioned:
+      return super().rows(samples, None)
+    indices = np.arange(len(samples)) % len(self.captions)
+    if conditions is not None and not np.allclose(np.asarray(conditions['pooled']), self.prompt_pooled[indices]):
+      raise RuntimeError('the samples\' conditions are not the evaluation prompts i mod N in sample order; the '
+                         'caption scores would be against the wrong captions')
+    scores = self.scores(samples, [self.captions[i] for i in indices])
+    rows = super().rows(samples, None)
+    return rows + [(name, scores[name], self.references[name]) for name in scores]
 
 
 def _sample_count_name(n: int) -> str:
@@ -360,9 +392,10 @@ class DinoMetrics(FrechetMetrics):
     return [(f'fd_dinov2_{self.name}', self.distance(), None)]
 
 
-EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics, 'inception': InceptionMetrics, 'dinov2': DinoMetrics}
+EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics, 'digits_text': DigitsTextMetrics,
+              'inception': InceptionMetrics, 'dinov2': DinoMetrics}
 # What each dataset is evaluated with when eval.metrics is empty.
-DEFAULT_METRICS = {'toy': ('toy',), 'digits': ('digits',), 'tfds': ('inception',)}
+DEFAULT_METRICS = {'toy': ('toy',), 'digits': ('digits',), 'digits_text': ('digits_text',), 'tfds': ('inception',)}
 
 
 def metric_names(config, data) -> tuple:
@@ -371,6 +404,9 @@ def metric_names(config, data) -> tuple:
   unknown = [name for name in names if name not in EVALUATORS]
   if unknown:
     raise ConfigError(f'unknown eval.metrics {unknown}; use some of {sorted(EVALUATORS)}')
+  if 'digits_text' in names and data.evaluator != 'digits_text':
+    raise ConfigError(f"eval.metrics {names}: 'digits_text' scores samples against the captions of data.name="
+                      f"'digits_text', not data {data.evaluator!r}; use 'digits' for the digits")
   points = data.evaluator == 'toy'
   if (points and set(names) != {'toy'}) or (not points and 'toy' in names):
     raise ConfigError(f'eval.metrics {names} do not fit data {data.evaluator!r}: the toy metrics are for 2-D points '

@@ -73,7 +73,8 @@ def check_batch_size(global_batch_size: int, micro_batches: int, mesh: Mesh):
 
 
 def global_batch_from_process_batch(process_batch: dict, mesh: Mesh) -> dict:
-  """Assembles each process's host batch (numpy, [B / num_processes, ...]) into global jax arrays."""
+  """Assembles each process's host batch (numpy, [B / num_processes, ...]; any pytree of them, e.g. a text condition
+  {'tokens', 'pooled'} as 'y') into global jax arrays split along the batch."""
   sharding = batch_sharding(mesh)
-  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-          for name, value in process_batch.items()}
+  return jax.tree.map(lambda value: jax.make_array_from_process_local_data(sharding, np.asarray(value)),
+                      process_batch)
