@@ -152,10 +152,10 @@ def test_the_registry_builds_a_preset_with_diffusers_names_at_the_top_and_the_te
   params = jax.eval_shape(lambda key: networks.init_params(module, key, x), jax.random.key(0))
   assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, sd_unet.abstract_params(sd_unet.from_config('sd15')))
   apply = networks.make_apply(module)
-  text = {'encoder_hidden_states': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
+  text = {'tokens': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
   out = jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, text)
   assert (out.shape, out.dtype) == ((2, 16, 16, 4), jnp.float32)
-  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'encoder_hidden_states': \[B, L, 768\]"):
+  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'tokens': \[B, L, 768\]"):
     jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, None)
 
 
@@ -196,8 +196,33 @@ def test_sd_readouts_give_eps_from_the_network_at_sds_timesteps(readout, predict
 
   model = paths.readout(readout).model(raw)
   sigma = np.sqrt((1 - abar[:, 0, 0, 0]) / abar[:, 0, 0, 0])
-  text = {'encoder_hidden_states': np.zeros((3, 77, 768))}
+  text = {'tokens': np.zeros((3, 77, 768))}
   np.testing.assert_allclose(model(None, x0 + sigma[:, None, None, None] * eps, sigma, None, text), eps, atol=2e-5)
   np.testing.assert_allclose(seen['x'], x_vp, atol=2e-5)
   np.testing.assert_allclose(seen['c_noise'], steps, atol=2e-3)
   assert seen['y'] is text
+
+
+def test_the_registry_reads_the_projects_text_condition_names():
+  """y = {'tokens', 'pooled', 'time_ids'} (conditions.py) reaches diffusers' encoder_hidden_states, text_embeds and
+  time_ids: the digits preset through the registry equals the SDUNet called directly; SDXL's pooled and size ids
+  are required and shaped as its added embedding reads them."""
+  config = networks.network_defaults('sd_unet')
+  config.update(preset='digits', cross_attention_dim=16)
+  module = networks.build_network(config, num_classes=0)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  params = networks.init_params(module, jax.random.key(0), x)
+  tokens = jax.random.normal(jax.random.key(2), (2, 5, 16))
+  t = jnp.array([3.0, 700.0])
+  got = networks.make_apply(module)(params, x, t, None, {'tokens': tokens})
+  direct = sd_unet.from_config('digits', cross_attention_dim=16)
+  np.testing.assert_array_equal(got, direct.apply({'params': params}, x, t, tokens))
+  xl = networks.build_network(networks.network_defaults('sd_unet').copy_and_resolve_references(), num_classes=0)
+  xl = xl.clone(preset='sdxl_base')
+  shapes = jax.eval_shape(lambda key: networks.init_params(xl, key, jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)),
+                          jax.random.key(0))
+  text = {'tokens': jax.ShapeDtypeStruct((1, 77, 2048), jnp.float32),
+          'pooled': jax.ShapeDtypeStruct((1, 1280), jnp.float32), 'time_ids': jax.ShapeDtypeStruct((1, 6), jnp.float32)}
+  assert jax.eval_shape(networks.make_apply(xl), shapes, x[:1, ..., :1].repeat(4, -1), t[:1], None, text).shape == (1, 8, 8, 4)
+  with pytest.raises(KeyError, match='pooled'):
+    jax.eval_shape(networks.make_apply(xl), shapes, x[:1, ..., :1].repeat(4, -1), t[:1], None, {'tokens': text['tokens']})
