@@ -556,6 +556,35 @@ def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUN
   return unet
 
 
+def network_fields(unet: SDUNet) -> dict:
+  """The config values `unet` is built from, as from_config reads them (diffusers' defaults filled in, lists as
+  tuples), in the order of SDUNet's fields; attention and dtype, which change no parameter, left out."""
+  return {name: getattr(unet, name) for name in SDUNet.__dataclass_fields__
+          if name not in ('parent', 'name', 'attention', 'dtype')}
+
+
+def matching_preset(config: dict, source: str = 'config') -> tuple[str, int]:
+  """(preset, cross_attention_dim) of a diffusers config: the preset of PRESETS whose network the config builds,
+  compared as from_config reads both, and the config's cross-attention width where it is not the preset's (else 0),
+  which network.cross_attention_dim sets. A config that is no preset is a ConfigError naming the first key in which
+  it differs from the closest preset."""
+  own = network_fields(from_config(config, source=source))
+  differing = {}
+  for name in PRESETS:
+    preset = network_fields(from_config(name))
+    differing[name] = [key for key in own if key != 'cross_attention_dim' and own[key] != preset[key]]
+    if not differing[name]:
+      width = own['cross_attention_dim']
+      return name, 0 if width == preset['cross_attention_dim'] else width
+  closest = min(PRESETS, key=lambda name: len(differing[name]))
+  key = differing[closest][0]
+  raise errors.ConfigError(
+      f'{source} is the config of none of the SD U-Net presets ({", ".join(PRESETS)}): it differs from the closest, '
+      f'{closest!r}, first in {key} ({own[key]!r} there, {network_fields(from_config(closest))[key]!r} in the preset)'
+      f'{" and %d more keys" % (len(differing[closest]) - 1) if len(differing[closest]) > 1 else ""}; the network '
+      "'sd_unet' builds presets: add this config to PRESETS in fewstep_jax/nn/sd_unet.py to import it")
+
+
 def example_inputs(unet: SDUNet, batch: int = 1) -> tuple:
   """Zero inputs of the smallest size `unet` takes: (x, timesteps, encoder_hidden_states, added_cond,
   timestep_cond), for initialisation and shapes."""
@@ -651,14 +680,15 @@ def find_files(path: str) -> tuple[str, str | None]:
         config = os.path.join(folder, 'config.json')
         return os.path.join(folder, name), config if os.path.isfile(config) else None
   raise errors.InputNotFoundError(f'{path} holds no U-Net weights: none of {", ".join(WEIGHT_FILES)} there or in '
-                                  'its unet/ folder')
+                                  'its unet/ folder; pass a downloaded diffusers pipeline folder (with unet/) or its '
+                                  'unet/ folder')
 
 
 def read_state_dict(path: str) -> dict:
   """{name: array} of one weights file (weight_files.read_state_dict), or of the shards a .index.json names."""
   if not path.endswith('.index.json'):
     return weights.read_state_dict(path)
-  index = _read_json(path)
+  index = read_json(path)
   shards = sorted(set(index.get('weight_map', {}).values()))
   if not shards:
     raise errors.UnreadableWeightsError(f'{path} names no shards (no weight_map): it is not a sharded-weights index')
@@ -668,7 +698,8 @@ def read_state_dict(path: str) -> dict:
   return state_dict
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
+  """A JSON object from a file; an unreadable file is one UnreadableWeightsError naming it."""
   try:
     with open(path) as file:
       loaded = json.load(file)
@@ -681,7 +712,7 @@ def _read_json(path: str) -> dict:
 
 def read_config(path: str) -> dict:
   """A diffusers config.json, checked to be a UNet2DConditionModel's."""
-  config = _read_json(path)
+  config = read_json(path)
   if config.get('_class_name', 'UNet2DConditionModel') != 'UNet2DConditionModel':
     raise errors.ConfigError(f"{path} is the config of {config['_class_name']}, not of UNet2DConditionModel: "
                              "pass the pipeline's unet/ folder")
