@@ -282,7 +282,8 @@ def test_the_readout_is_the_schedulers_prediction_else_the_presets_else_the_flag
   v_scheduler = dict(SD_SCHEDULER, prediction_type='v_prediction')
   src, _ = digits_pipeline(tmp_path / 'v', scheduler=v_scheduler, cross_attention_dim=16)
   imported = import_checkpoint.read_diffusers_unet(os.path.join(src, 'unet'))  # Its pipeline's scheduler, above.
-  assert (imported.readout.name, imported.network.preset, imported.network.cross_attention_dim) == ('sd_v', 'digits', 16)
+  network = imported.network
+  assert (imported.readout.name, network.preset, network.cross_attention_dim) == ('sd_v', 'digits', 16)
   assert "prediction_type 'v_prediction'" in imported.readout_from
   assert import_checkpoint.read_diffusers_unet(src, readout='sd').readout.name == 'sd'
   bare, _ = digits_pipeline(tmp_path / 'bare', scheduler=None)

@@ -42,7 +42,8 @@ diffusers resizes the upsampled maps to the skip connections' odd sizes.
 The registry's network 'sd_unet' is `SDUNetNetwork`: a preset under the project's call `apply(params, x, t, r, y,
 key)` with the text condition as y (conditions.py's names: 'tokens', 'pooled', 'time_ids'), read through the
 readouts 'sd' (epsilon) and 'sd_v' (v) of `paths` for the published weights, or any method's own for a U-Net trained
-here (the preset 'digits').
+here (the preset 'digits'). `matching_preset` names the preset a published config.json builds, as
+tools/import_checkpoint.py imports a pipeline's U-Net as a teacher.
 """
 import json
 import math

@@ -8,6 +8,7 @@
       --out=teachers/cm_imagenet64
   python -m fewstep_jax.tools.import_checkpoint --src=net.pt --arch=SongUNet --network.model_channels=64 \\
       --network.channel_mult='(1, 2)' --network.attn_resolutions='(8,)' --out=DIR
+  python -m fewstep_jax.tools.import_checkpoint --src=stable-diffusion-v1-5 --out=teachers/sd15
 
 Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
 UNetModel (its EDM-trained ImageNet-64 teacher), read through the `edm` readout; SiT (`sit` readout, a velocity in
@@ -20,6 +21,16 @@ augmentation labels and image shape are read off the weights' shapes (CM's U-Net
 carries it, or `--image_size`). Nothing in the file is run: PyTorch files go through `fewstep_jax.weight_files`'
 restricted unpickler, and PyTorch need not be installed; a file that would run code when loaded is refused, in one
 line that names what it would call.
+
+Stable Diffusion's U-Net (diffusers' UNet2DConditionModel, `nn.sd_unet`) is read from a downloaded pipeline folder
+(holding unet/) or its unet/ folder, which needs no --arch (a weights file beside its config.json needs
+`--arch=sd_unet`): the network is 'sd_unet' at the preset whose network the config.json builds (sd15, sd21_v,
+sdxl_base, digits; a config.json of another width of text condition sets `network.cross_attention_dim`, one of
+another structure is refused naming the first key that differs); the data are its latents (sample_size,
+sample_size, in_channels) without labels. Its readout is 'sd' (epsilon) or 'sd_v' (v): the `prediction_type` of the
+pipeline's scheduler/scheduler_config.json, else the preset's (sd21_v predicts v), `--readout` overriding both. Both
+readouts assume SD's training schedule (paths.SD_SCHEDULE, scaled-linear betas 0.00085 to 0.012 over 1000 steps): a
+scheduler config with another is refused.
 
 The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config
 and `eval.params = 'params'`), `run_info.json` (data shape, label count, the readout the network was trained with)
@@ -505,8 +516,8 @@ def parse_flags(argv):
                                       '(--network.FIELD=VALUE)')
     elif any(arg.startswith(NETWORK_FLAG) for arg in argv[1:]):
       raise ValueError('--network.FIELD=VALUE sets the fields of a bare state dict\'s network: give --arch (a preset '
-                       'or a network class) as well; an NVlabs pickle and a diffusers U-Net (its config.json) record '
-                       'their own')
+                       'or a network class) as well; an NVlabs pickle and a diffusers U-Net (its config.json, --arch='
+                       f'{SD_UNET_ARCH}) record their own')
     return FLAGS(argv)
   except (flags.Error, ValueError) as error:
     sys.exit(f'error: {error}')
