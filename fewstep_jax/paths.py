@@ -385,7 +385,13 @@ def ddpm_linear_sigmas(steps: int = 1000):
   return _ddpm_sigmas(np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64))
 
 
-def ddpm_scaled_linear_sigmas(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
+# Stable Diffusion's training schedule (SD 1.x, 2.x, SDXL) in the keys of diffusers' scheduler_config.json: what the
+# readouts 'sd' and 'sd_v' assume (ddpm_scaled_linear_sigmas' defaults).
+SD_SCHEDULE = {'beta_schedule': 'scaled_linear', 'beta_start': 0.00085, 'beta_end': 0.012, 'num_train_timesteps': 1000}
+
+
+def ddpm_scaled_linear_sigmas(steps: int = SD_SCHEDULE['num_train_timesteps'],
+                              beta_start: float = SD_SCHEDULE['beta_start'], beta_end: float = SD_SCHEDULE['beta_end']):
   """The EDM noise levels of Stable Diffusion's schedule (diffusers' beta_schedule='scaled_linear': betas whose
   square roots are linear from sqrt(0.00085) to sqrt(0.012) over 1000 steps), j = 0 .. steps - 1, increasing:
   the training schedule of SD 1.x, 2.x and SDXL."""

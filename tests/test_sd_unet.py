@@ -4,6 +4,7 @@ experiments/parity/sd_unet.py --record, the published sizes by shape, the loader
 import json
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from conftest import error_line, run_main
 from fewstep_jax import errors
-from fewstep_jax import paths
+from fewstep_jax import paths, runs
 from fewstep_jax import nn as networks
 from fewstep_jax.nn import sd_unet
+from fewstep_jax.tools import import_checkpoint
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'sd_unet_golden.npz')
 _ADDED = ('text_embeds', 'time_ids')
@@ -152,10 +155,10 @@ def test_the_registry_builds_a_preset_with_diffusers_names_at_the_top_and_the_te
   params = jax.eval_shape(lambda key: networks.init_params(module, key, x), jax.random.key(0))
   assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, sd_unet.abstract_params(sd_unet.from_config('sd15')))
   apply = networks.make_apply(module)
-  text = {'encoder_hidden_states': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
+  text = {'tokens': jax.ShapeDtypeStruct((2, 77, 768), jnp.float32)}
   out = jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, text)
   assert (out.shape, out.dtype) == ((2, 16, 16, 4), jnp.float32)
-  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'encoder_hidden_states': \[B, L, 768\]"):
+  with pytest.raises(ValueError, match=r"sd_unet needs its text condition: y=\{'tokens': \[B, L, 768\]"):
     jax.eval_shape(apply, params, x, jnp.full((2,), 500.0), None, None)
 
 
@@ -196,8 +199,117 @@ def test_sd_readouts_give_eps_from_the_network_at_sds_timesteps(readout, predict
 
   model = paths.readout(readout).model(raw)
   sigma = np.sqrt((1 - abar[:, 0, 0, 0]) / abar[:, 0, 0, 0])
-  text = {'encoder_hidden_states': np.zeros((3, 77, 768))}
+  text = {'tokens': np.zeros((3, 77, 768))}
   np.testing.assert_allclose(model(None, x0 + sigma[:, None, None, None] * eps, sigma, None, text), eps, atol=2e-5)
   np.testing.assert_allclose(seen['x'], x_vp, atol=2e-5)
   np.testing.assert_allclose(seen['c_noise'], steps, atol=2e-3)
   assert seen['y'] is text
+
+
+def test_the_registry_reads_the_projects_text_condition_names():
+  """y = {'tokens', 'pooled', 'time_ids'} (conditions.py) reaches diffusers' encoder_hidden_states, text_embeds and
+  time_ids: the digits preset through the registry equals the SDUNet called directly; SDXL's pooled and size ids
+  are required and shaped as its added embedding reads them."""
+  config = networks.network_defaults('sd_unet')
+  config.update(preset='digits', cross_attention_dim=16)
+  module = networks.build_network(config, num_classes=0)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  params = networks.init_params(module, jax.random.key(0), x)
+  tokens = jax.random.normal(jax.random.key(2), (2, 5, 16))
+  t = jnp.array([3.0, 700.0])
+  got = networks.make_apply(module)(params, x, t, None, {'tokens': tokens})
+  direct = sd_unet.from_config('digits', cross_attention_dim=16)
+  np.testing.assert_array_equal(got, direct.apply({'params': params}, x, t, tokens))
+  xl = networks.build_network(networks.network_defaults('sd_unet').copy_and_resolve_references(), num_classes=0)
+  xl = xl.clone(preset='sdxl_base')
+  shapes = jax.eval_shape(lambda key: networks.init_params(xl, key, jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)),
+                          jax.random.key(0))
+  text = {'tokens': jax.ShapeDtypeStruct((1, 77, 2048), jnp.float32),
+          'pooled': jax.ShapeDtypeStruct((1, 1280), jnp.float32), 'time_ids': jax.ShapeDtypeStruct((1, 6), jnp.float32)}
+  assert jax.eval_shape(networks.make_apply(xl), shapes, x[:1, ..., :1].repeat(4, -1), t[:1], None, text).shape == (1, 8, 8, 4)
+  with pytest.raises(KeyError, match='pooled'):
+    jax.eval_shape(networks.make_apply(xl), shapes, x[:1, ..., :1].repeat(4, -1), t[:1], None, {'tokens': text['tokens']})
+
+
+# The import command (tools/import_checkpoint.py) on a diffusers pipeline of the 'digits' preset: config.json holds
+# the preset's keys (lists, as JSON has them), the scheduler SD's training schedule.
+DIGITS_CONFIG = json.loads(json.dumps(sd_unet.PRESETS['digits']))
+SD_SCHEDULER = dict(_class_name='PNDMScheduler', beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012,
+                    num_train_timesteps=1000, prediction_type='epsilon', skip_prk_steps=True)
+
+
+def digits_pipeline(root, config=DIGITS_CONFIG, scheduler=SD_SCHEDULER, cross_attention_dim=None) -> tuple:
+  """(pipeline folder, state dict): random weights of the digits preset in diffusers' layout, its config.json, and
+  `scheduler` as scheduler/scheduler_config.json (None: no scheduler folder)."""
+  widths = {'cross_attention_dim': cross_attention_dim} if cross_attention_dim else {}
+  state_dict = sd_unet.random_weights(sd_unet.from_config('digits', **widths))
+  folder = write_unet_folder(root, dict(config, **widths), state_dict)
+  if scheduler is not None:
+    os.makedirs(root / 'scheduler')
+    (root / 'scheduler' / 'scheduler_config.json').write_text(json.dumps(scheduler))
+  return folder, state_dict
+
+
+def test_an_imported_pipeline_opens_as_a_teacher_that_predicts_the_unets_epsilon(tmp_path):
+  src, state_dict = digits_pipeline(tmp_path / 'pipeline')
+  out = str(tmp_path / 'teacher')
+  result = run_main([f'--src={src}', f'--out={out}'], module='fewstep_jax.tools.import_checkpoint')
+  unet = sd_unet.from_config('digits')
+  scheduler = os.path.join(src, 'scheduler', 'scheduler_config.json')
+  assert result.stdout.splitlines() == [
+      f"{src}: network 'sd_unet' (preset 'digits'), {sd_unet.parameter_count(unet):,} parameters, data shape "
+      f"(8, 8, 1), 0 classes, readout 'sd' -> {out}",
+      f"readout 'sd' from {scheduler} (prediction_type 'epsilon')",
+      f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
+  teacher = runs.open_teacher(out)
+  assert teacher.network.to_dict() == {'name': 'sd_unet', 'preset': 'digits', 'cross_attention_dim': 0,
+                                       'attention': 'xla'}
+  assert (teacher.data_shape, teacher.num_classes, teacher.readout.name) == ((8, 8, 1), 0, 'sd')
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 1)), jnp.float32)
+  sigma, tokens = jnp.array([0.5, 6.0]), jnp.asarray(rng.standard_normal((2, 3, 32)), jnp.float32)
+
+  def both(teacher_params, params):  # One compilation (eager dispatch of a U-Net is slower on CPU).
+    x_vp, timesteps = paths.sd_network_input(x, sigma)  # SD's input: the variance-preserving latent, its timestep.
+    return (teacher.model()(teacher_params, x, sigma, None, {'tokens': tokens}),
+            unet.apply({'params': params}, x_vp, timesteps, tokens))
+
+  eps, direct = jax.jit(both)(teacher.params, sd_unet.from_state_dict(state_dict, unet))
+  np.testing.assert_allclose(eps, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_the_readout_is_the_schedulers_prediction_else_the_presets_else_the_flag(tmp_path):
+  v_scheduler = dict(SD_SCHEDULER, prediction_type='v_prediction')
+  src, _ = digits_pipeline(tmp_path / 'v', scheduler=v_scheduler, cross_attention_dim=16)
+  imported = import_checkpoint.read_diffusers_unet(os.path.join(src, 'unet'))  # Its pipeline's scheduler, above.
+  network = imported.network
+  assert (imported.readout.name, network.preset, network.cross_attention_dim) == ('sd_v', 'digits', 16)
+  assert "prediction_type 'v_prediction'" in imported.readout_from
+  assert import_checkpoint.read_diffusers_unet(src, readout='sd').readout.name == 'sd'
+  bare, _ = digits_pipeline(tmp_path / 'bare', scheduler=None)
+  imported = import_checkpoint.read_diffusers_unet(bare)
+  assert imported.readout.name == 'sd' and imported.readout_from.startswith("the preset 'digits': no ")
+  assert (imported.network.cross_attention_dim, imported.data_shape) == (0, (8, 8, 1))
+
+
+@pytest.mark.parametrize('case, words', [
+    pytest.param('other_config', r"config\.json is the config of none of the SD U-Net presets \(sd15, sd21_v, "
+                 r"sdxl_base, digits\): it differs from the closest, 'digits', first in layers_per_block \(2 there, 1 "
+                 r'in the preset\)', id='other_config'),
+    pytest.param('other_schedule', r"scheduler_config\.json: beta_schedule='linear', but the readouts sd and sd_v read "
+                 r"SD's training schedule \(beta_schedule='scaled_linear', beta_start=0\.00085", id='other_schedule'),
+    pytest.param('no_unet', r'holds no U-Net weights: .* pass a downloaded diffusers pipeline folder \(with unet/\)',
+                 id='no_unet'),
+])
+def test_a_pipeline_the_import_cannot_read_is_one_error_line_and_writes_nothing(case, words, tmp_path):
+  root = tmp_path / 'pipeline'
+  if case == 'no_unet':
+    os.makedirs(root / 'text_encoder')
+  else:
+    config = dict(DIGITS_CONFIG, layers_per_block=2) if case == 'other_config' else DIGITS_CONFIG
+    scheduler = dict(SD_SCHEDULER, beta_schedule='linear') if case == 'other_schedule' else SD_SCHEDULER
+    digits_pipeline(root, config=config, scheduler=scheduler)
+  out = tmp_path / 'teacher'
+  result = run_main([f'--src={root}', f'--out={out}'], module='fewstep_jax.tools.import_checkpoint', check=False)
+  assert re.search(words, error_line(result)), error_line(result)
+  assert not out.exists()

@@ -40,8 +40,10 @@ float32 in every implementation here; latents whose size is not a multiple of 2^
 diffusers resizes the upsampled maps to the skip connections' odd sizes.
 
 The registry's network 'sd_unet' is `SDUNetNetwork`: a preset under the project's call `apply(params, x, t, r, y,
-key)` with the text condition as y, read through the readouts 'sd' (epsilon) and 'sd_v' (v) of `paths`. The
-methods and the data give integer labels or None as y, so no method trains or distils it yet (docs/teachers.md).
+key)` with the text condition as y (conditions.py's names: 'tokens', 'pooled', 'time_ids'), read through the
+readouts 'sd' (epsilon) and 'sd_v' (v) of `paths` for the published weights, or any method's own for a U-Net trained
+here (the preset 'digits'). `matching_preset` names the preset a published config.json builds, as
+tools/import_checkpoint.py imports a pipeline's U-Net as a teacher.
 """
 import json
 import math
@@ -77,6 +79,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                       layers_per_block=2, transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
                       cross_attention_dim=2048, use_linear_projection=True, addition_embed_type='text_time',
                       addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, sample_size=128),
+    # The embedded captioned digits (8x8x1): SD 1.5's blocks at two levels and 32 / 64 channels, for tests and
+    # laptops; its cross-attention width is the tiny text encoder's (data/digits_text.py).
+    'digits': dict(in_channels=1, out_channels=1, block_out_channels=(32, 64),
+                   down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+                   up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), layers_per_block=1, attention_head_dim=2,
+                   cross_attention_dim=32, norm_num_groups=8, sample_size=8),
 }
 # SDXL's added conditions: the pooled text embedding and six size and crop numbers per image.
 SDXL_TIME_IDS = 6
@@ -477,13 +485,15 @@ class SDUNetNetwork(nn.Module):
   a preset under the project's call, apply(x, t, r=None, y=None, train=False), with its parameters at the top level
   in diffusers' layout (those of `load`).
 
-  x [B, H, W, 4] latents; t [B] DDPM timesteps in [0, 1000) (the raw network's c_noise); y the text condition, a dict
-  {'encoder_hidden_states': [B, L, cross_attention_dim]} plus SDXL's 'text_embeds' [B, 1280] and 'time_ids' [B, 6]
-  (and 'timestep_cond' for a U-Net with time_cond_proj_dim). The project's labels cannot be this condition: a label
-  count (num_classes) is refused, and y=None is refused outside initialisation (see docs/teachers.md).
-  -> the prediction [B, H, W, 4] float32 (epsilon for sd15 and sdxl_base, v for sd21_v).
+  x [B, H, W, C] latents (C = 4 for the published presets); t [B] the raw network's time input (SD's DDPM timesteps
+  in [0, 1000) under the readouts 'sd' and 'sd_v'); y the text condition in the project's names
+  (fewstep_jax/conditions.py): {'tokens': [B, L, cross_attention_dim]} plus, for SDXL, 'pooled' [B, 1280] and
+  'time_ids' [B, 6]. Class labels cannot be this condition: a label count (num_classes) is refused, and y=None
+  outside initialisation. `cross_attention_dim` (> 0) replaces the preset's, for a small text encoder.
+  -> the prediction [B, H, W, C] float32 (epsilon for sd15 and sdxl_base, v for sd21_v).
   """
   preset: str = 'sd15'
+  cross_attention_dim: int = 0
   attention: str = 'xla'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
@@ -492,26 +502,31 @@ class SDUNetNetwork(nn.Module):
   def setup(self):
     if self.num_classes:
       raise errors.ConfigError(f'sd_unet is conditioned on text, not on labels: the data gives {self.num_classes} '
-                               'classes; use an unlabelled data set (text conditions do not come from the data yet)')
-    self.unet = from_config(self.preset, attention=self.attention, dtype=self.dtype)
+                               'classes; use a text-captioned data set (data.name=digits_text, or latents with '
+                               'text conditions)')
+    widths = {'cross_attention_dim': self.cross_attention_dim} if self.cross_attention_dim else {}
+    self.unet = from_config(self.preset, attention=self.attention, dtype=self.dtype, **widths)
     nn.share_scope(self, self.unet)  # Diffusers' names at the top level, as `load` returns them.
 
   def __call__(self, x, t, r=None, y=None, train: bool = False):
     del train  # No dropout.
     if r is not None:
       raise ValueError('sd_unet takes one time input; r must be None')
+    expected = (f"y={{'tokens': [B, L, {self.unet.cross_attention_dim}]"
+                + (", 'pooled', 'time_ids'}" if self.unet.addition_embed_type else '}'))
     if y is None:
       if not self.is_initializing():
-        raise ValueError("sd_unet needs its text condition: y={'encoder_hidden_states': [B, L, "
-                         f"{self.unet.cross_attention_dim}]" + (", 'text_embeds', 'time_ids'}"
-                                                                 if self.unet.addition_embed_type else '}'))
+        raise ValueError(f'sd_unet needs its text condition: {expected}')
       _, _, tokens, added, cond = example_inputs(self.unet, x.shape[0])
-      y = dict(encoder_hidden_states=tokens, **(added or {}), **({} if cond is None else {'timestep_cond': cond}))
-    if not isinstance(y, dict) or 'encoder_hidden_states' not in y:
-      raise ValueError("sd_unet's y is its text condition, a dict with 'encoder_hidden_states' [B, L, "
-                       f'{self.unet.cross_attention_dim}]')
-    added = {key: y[key] for key in ('text_embeds', 'time_ids') if key in y} or None
-    return self.unet(x, t, y['encoder_hidden_states'], added, y.get('timestep_cond'))
+      y = {'tokens': tokens, **({} if added is None else {'pooled': added['text_embeds'],
+                                                          'time_ids': added['time_ids']})}
+      y = {**y, **({} if cond is None else {'timestep_cond': cond})}
+    if not isinstance(y, dict) or 'tokens' not in y:
+      raise ValueError(f"sd_unet's y is its text condition, {expected}, not {type(y).__name__}")
+    added = None
+    if self.unet.addition_embed_type:
+      added = {'text_embeds': y['pooled'], 'time_ids': y['time_ids']}
+    return self.unet(x, t, y['tokens'], added, y.get('timestep_cond'))
 
 
 def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUNet:
@@ -537,9 +552,38 @@ def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUN
       read[key] = value
     else:
       raise errors.ConfigError(f'{source}: {key!r} is not a UNet2DConditionModel config key this port knows')
-  unet = SDUNet(**read, **fields)
+  unet = SDUNet(**{**read, **fields})  # fields (attention, dtype, a width) override the config's
   unet.levels()  # A config that cannot build is an error here, not at the first call.
   return unet
+
+
+def network_fields(unet: SDUNet) -> dict:
+  """The config values `unet` is built from, as from_config reads them (diffusers' defaults filled in, lists as
+  tuples), in the order of SDUNet's fields; attention and dtype, which change no parameter, left out."""
+  return {name: getattr(unet, name) for name in SDUNet.__dataclass_fields__
+          if name not in ('parent', 'name', 'attention', 'dtype')}
+
+
+def matching_preset(config: dict, source: str = 'config') -> tuple[str, int]:
+  """(preset, cross_attention_dim) of a diffusers config: the preset of PRESETS whose network the config builds,
+  compared as from_config reads both, and the config's cross-attention width where it is not the preset's (else 0),
+  which network.cross_attention_dim sets. A config that is no preset is a ConfigError naming the first key in which
+  it differs from the closest preset."""
+  own = network_fields(from_config(config, source=source))
+  differing = {}
+  for name in PRESETS:
+    preset = network_fields(from_config(name))
+    differing[name] = [key for key in own if key != 'cross_attention_dim' and own[key] != preset[key]]
+    if not differing[name]:
+      width = own['cross_attention_dim']
+      return name, 0 if width == preset['cross_attention_dim'] else width
+  closest = min(PRESETS, key=lambda name: len(differing[name]))
+  key = differing[closest][0]
+  raise errors.ConfigError(
+      f'{source} is the config of none of the SD U-Net presets ({", ".join(PRESETS)}): it differs from the closest, '
+      f'{closest!r}, first in {key} ({own[key]!r} there, {network_fields(from_config(closest))[key]!r} in the preset)'
+      f'{" and %d more keys" % (len(differing[closest]) - 1) if len(differing[closest]) > 1 else ""}; the network '
+      "'sd_unet' builds presets: add this config to PRESETS in fewstep_jax/nn/sd_unet.py to import it")
 
 
 def example_inputs(unet: SDUNet, batch: int = 1) -> tuple:
@@ -637,14 +681,15 @@ def find_files(path: str) -> tuple[str, str | None]:
         config = os.path.join(folder, 'config.json')
         return os.path.join(folder, name), config if os.path.isfile(config) else None
   raise errors.InputNotFoundError(f'{path} holds no U-Net weights: none of {", ".join(WEIGHT_FILES)} there or in '
-                                  'its unet/ folder')
+                                  'its unet/ folder; pass a downloaded diffusers pipeline folder (with unet/) or its '
+                                  'unet/ folder')
 
 
 def read_state_dict(path: str) -> dict:
   """{name: array} of one weights file (weight_files.read_state_dict), or of the shards a .index.json names."""
   if not path.endswith('.index.json'):
     return weights.read_state_dict(path)
-  index = _read_json(path)
+  index = read_json(path)
   shards = sorted(set(index.get('weight_map', {}).values()))
   if not shards:
     raise errors.UnreadableWeightsError(f'{path} names no shards (no weight_map): it is not a sharded-weights index')
@@ -654,7 +699,8 @@ def read_state_dict(path: str) -> dict:
   return state_dict
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
+  """A JSON object from a file; an unreadable file is one UnreadableWeightsError naming it."""
   try:
     with open(path) as file:
       loaded = json.load(file)
@@ -667,7 +713,7 @@ def _read_json(path: str) -> dict:
 
 def read_config(path: str) -> dict:
   """A diffusers config.json, checked to be a UNet2DConditionModel's."""
-  config = _read_json(path)
+  config = read_json(path)
   if config.get('_class_name', 'UNet2DConditionModel') != 'UNet2DConditionModel':
     raise errors.ConfigError(f"{path} is the config of {config['_class_name']}, not of UNet2DConditionModel: "
                              "pass the pipeline's unet/ folder")

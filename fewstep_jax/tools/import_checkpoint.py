@@ -8,6 +8,7 @@
       --out=teachers/cm_imagenet64
   python -m fewstep_jax.tools.import_checkpoint --src=net.pt --arch=SongUNet --network.model_channels=64 \\
       --network.channel_mult='(1, 2)' --network.attn_resolutions='(8,)' --out=DIR
+  python -m fewstep_jax.tools.import_checkpoint --src=stable-diffusion-v1-5 --out=teachers/sd15
 
 Ported: EDM's SongUNet (DDPM++ / NCSN++) and DhariwalUNet (ADM), EDM2's U-Net and the consistency-models code's
 UNetModel (its EDM-trained ImageNet-64 teacher), read through the `edm` readout; SiT (`sit` readout, a velocity in
@@ -20,6 +21,16 @@ augmentation labels and image shape are read off the weights' shapes (CM's U-Net
 carries it, or `--image_size`). Nothing in the file is run: PyTorch files go through `fewstep_jax.weight_files`'
 restricted unpickler, and PyTorch need not be installed; a file that would run code when loaded is refused, in one
 line that names what it would call.
+
+Stable Diffusion's U-Net (diffusers' UNet2DConditionModel, `nn.sd_unet`) is read from a downloaded pipeline folder
+(holding unet/) or its unet/ folder, which needs no --arch (a weights file beside its config.json needs
+`--arch=sd_unet`): the network is 'sd_unet' at the preset whose network the config.json builds (sd15, sd21_v,
+sdxl_base, digits; a config.json of another width of text condition sets `network.cross_attention_dim`, one of
+another structure is refused naming the first key that differs); the data are its latents (sample_size,
+sample_size, in_channels) without labels. Its readout is 'sd' (epsilon) or 'sd_v' (v): the `prediction_type` of the
+pipeline's scheduler/scheduler_config.json, else the preset's (sd21_v predicts v), `--readout` overriding both. Both
+readouts assume SD's training schedule (paths.SD_SCHEDULE, scaled-linear betas 0.00085 to 0.012 over 1000 steps): a
+scheduler config with another is refused.
 
 The output directory holds what `runs.open_teacher` and `method.init_from` read: `config.json` (the network config
 and `eval.params = 'params'`), `run_info.json` (data shape, label count, the readout the network was trained with)
@@ -45,9 +56,9 @@ from ml_collections import config_flags
 import numpy as np
 from flax import traverse_util
 
-from fewstep_jax import cli, nn, paths, runs
+from fewstep_jax import cli, errors, nn, paths, runs
 from fewstep_jax import weight_files as weights
-from fewstep_jax.nn import cm_unet, edm_unets, sit
+from fewstep_jax.nn import cm_unet, edm_unets, sd_unet, sit
 from fewstep_jax.train import files
 from fewstep_jax.train.checkpoint import Checkpointer
 
@@ -143,6 +154,20 @@ READOUT_OF = {'SongUNet': 'edm', 'DhariwalUNet': 'edm', 'EDM2UNet': 'edm', 'SiT'
               'UNetModel': 'edm'}
 
 
+# A diffusers UNet2DConditionModel: a pipeline folder or its unet/ folder (a directory needs no --arch), or a weights
+# file beside its config.json with --arch=sd_unet. Its config.json gives the network, its pipeline's scheduler the
+# readout.
+SD_UNET_ARCH = 'sd_unet'
+# diffusers' prediction_type -> the readout of that prediction on SD's schedule.
+SD_READOUTS = {'epsilon': 'sd', 'v_prediction': 'sd_v'}
+# The presets' predictions when no scheduler config says (SD 2.x at 768 px predicts v; the others epsilon).
+SD_PRESET_PREDICTIONS = {'sd21_v': 'v_prediction'}
+# The schedule keys a scheduler_config.json may leave out, at diffusers' schedulers' defaults; trained_betas and
+# rescale_betas_zero_snr replace or change the schedule, so SD's is theirs at these defaults.
+_SCHEDULER_DEFAULTS = {'beta_schedule': 'linear', 'beta_start': 0.0001, 'beta_end': 0.02, 'num_train_timesteps': 1000,
+                       'trained_betas': None, 'rescale_betas_zero_snr': False}
+_SD_SCHEDULER = {**paths.SD_SCHEDULE, 'trained_betas': None, 'rescale_betas_zero_snr': False}
+
 
 @dataclasses.dataclass
 class Imported:
@@ -153,6 +178,7 @@ class Imported:
   num_classes: int
   params: dict
   source: str
+  readout_from: str = ''  # Where the readout was read, when the file does not say it alone (a diffusers U-Net).
 
 
 def network_config(class_name: str, fields: dict) -> ml_collections.ConfigDict:
@@ -274,7 +300,7 @@ def architecture(arch: str) -> tuple:
 
 
 ARCH_CHOICES = (f'a preset ({", ".join(sorted(PRESETS))}) or a network class ({", ".join(sorted(ARCHITECTURES))}), '
-                'whose fields --network.FIELD=VALUE overrides')
+                f'whose fields --network.FIELD=VALUE overrides; or {SD_UNET_ARCH} (a diffusers U-Net folder)')
 
 
 def arch_network(arch: str) -> ml_collections.ConfigDict:
@@ -348,6 +374,59 @@ def _sit_data(state_dict, fields, path):
   return (side, side, channels), rows - (1 if fields.get('class_dropout_prob', 0.1) > 0 else 0)
 
 
+def read_diffusers_unet(src: str, readout: str | None = None) -> Imported:
+  """A diffusers UNet2DConditionModel (a pipeline folder, its unet/ folder, or a weights file beside config.json) as
+  the registry's 'sd_unet' at the preset its config.json builds; data shape (sample_size, sample_size, in_channels)
+  of its latents, no labels. The readout is `readout` ('sd' or 'sd_v'), else the prediction_type of the pipeline's
+  scheduler/scheduler_config.json, else the preset's (SD_PRESET_PREDICTIONS)."""
+  weights_path, config_path = sd_unet.find_files(src)
+  if config_path is None:
+    raise errors.ConfigError(f'{weights_path} has no config.json beside it, which gives the U-Net\'s structure: pass '
+                             'the unet/ folder of a downloaded diffusers pipeline')
+  config = sd_unet.read_config(config_path)
+  preset, width = sd_unet.matching_preset(config, source=config_path)
+  network = nn.network_defaults('sd_unet')
+  network.update(preset=preset, cross_attention_dim=width)
+  unet = sd_unet.from_config(preset, **({'cross_attention_dim': width} if width else {}))
+  _, params = sd_unet.load(weights_path, unet)
+  name, readout_from = _sd_readout(os.path.dirname(os.path.dirname(os.path.abspath(weights_path))), preset, readout)
+  side = config.get('sample_size') or sd_unet.PRESETS[preset]['sample_size']
+  height, width = (side, side) if isinstance(side, int) else side
+  return Imported(network, paths.readout(name), (int(height), int(width), unet.in_channels), 0, params,
+                  os.path.abspath(src), readout_from)
+
+
+def _sd_readout(pipeline: str, preset: str, readout: str | None) -> tuple[str, str]:
+  """(readout name, where it was read) of a U-Net in the pipeline folder `pipeline` (see read_diffusers_unet); a
+  scheduler there whose training schedule is not SD's is refused, since both readouts assume it."""
+  path = os.path.join(pipeline, 'scheduler', 'scheduler_config.json')
+  scheduler = sd_unet.read_json(path) if os.path.isfile(path) else None
+  if scheduler is not None:
+    _check_sd_schedule(scheduler, path)
+  if readout:
+    return readout, '--readout'
+  if scheduler is None:
+    return SD_READOUTS[SD_PRESET_PREDICTIONS.get(preset, 'epsilon')], (
+        f'the preset {preset!r}: no {path}; --readout=sd or sd_v sets it')
+  prediction = scheduler.get('prediction_type', 'epsilon')
+  if prediction not in SD_READOUTS:
+    known = ' or '.join(f'{key} ({value})' for key, value in SD_READOUTS.items())
+    raise errors.ConfigError(f'{path}: prediction_type={prediction!r}; the SD readouts read {known}, and a U-Net that '
+                             'predicts anything else has no readout here')
+  return SD_READOUTS[prediction], f'{path} (prediction_type {prediction!r})'
+
+
+def _check_sd_schedule(scheduler: dict, path: str):
+  for key, expected in _SD_SCHEDULER.items():
+    found = scheduler.get(key, _SCHEDULER_DEFAULTS[key])
+    numbers = isinstance(expected, float) and isinstance(found, (int, float))
+    if not (math.isclose(found, expected, rel_tol=1e-6) if numbers else found == expected):
+      default = '' if key in scheduler else " (diffusers' default)"
+      schedule = ', '.join(f'{name}={value!r}' for name, value in paths.SD_SCHEDULE.items())
+      raise errors.ConfigError(f'{path}: {key}={found!r}{default}, but the readouts sd and sd_v read SD\'s training '
+                               f'schedule ({schedule}); a U-Net trained on another schedule has no readout here')
+
+
 def write_run(out: str, imported: Imported, compute_dtype: str = 'float32'):
   """Writes `imported` as a run directory (see the module docstring); refuses a directory that holds a run."""
   if os.path.exists(os.path.join(out, runs.RUN_INFO)) or os.path.isdir(os.path.join(out, 'checkpoints')):
@@ -392,21 +471,35 @@ FLAGS = flags.FLAGS
 NETWORK_FLAG = '--network.'
 
 
+def read_source(src: str) -> Imported:
+  """The network that --src and the flags describe: a diffusers U-Net folder (or --arch=sd_unet), an NVlabs pickle,
+  or a bare state dict of --arch."""
+  diffusers = FLAGS.arch == SD_UNET_ARCH or (not FLAGS.arch and os.path.isdir(src))
+  if FLAGS.readout and not diffusers:
+    raise ValueError(f'--readout sets the readout of a diffusers U-Net (--arch={SD_UNET_ARCH}, or a pipeline or unet/ '
+                     'folder as --src); the other networks are read with their architecture\'s')
+  if diffusers:
+    return read_diffusers_unet(src, FLAGS.readout)
+  weights.require_file(src)
+  if src.endswith('.pkl') and not FLAGS.arch:
+    return read_nvlabs_pickle(src, FLAGS.entry)
+  if not FLAGS.arch:
+    raise ValueError(f'{src} is a bare state dict: name its network with --arch: {ARCH_CHOICES}')
+  image_size = {'image_size': FLAGS.image_size} if FLAGS.image_size else {}
+  return read_state_dict_file(src, FLAGS.arch, dict(_fields(FLAGS.network), **image_size))
+
+
 def main(argv):
   del argv
   src = FLAGS.src
-  weights.require_file(src)
-  if src.endswith('.pkl') and not FLAGS.arch:
-    imported = read_nvlabs_pickle(src, FLAGS.entry)
-  elif not FLAGS.arch:
-    raise ValueError(f'{src} is a bare state dict: name its network with --arch: {ARCH_CHOICES}')
-  else:
-    image_size = {'image_size': FLAGS.image_size} if FLAGS.image_size else {}
-    imported = read_state_dict_file(src, FLAGS.arch, dict(_fields(FLAGS.network), **image_size))
+  imported = read_source(src)
   write_run(FLAGS.out, imported, FLAGS.compute_dtype)
   count = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(imported.params))
-  print(f'{src}: network {imported.network.name!r}, {count:,} parameters, data shape {imported.data_shape}, '
+  preset = f' (preset {imported.network.preset!r})' if 'preset' in imported.network else ''
+  print(f'{src}: network {imported.network.name!r}{preset}, {count:,} parameters, data shape {imported.data_shape}, '
         f'{imported.num_classes} classes, readout {imported.readout.name!r} -> {FLAGS.out}')
+  if imported.readout_from:
+    print(f'readout {imported.readout.name!r} from {imported.readout_from}')
   print(f'use it as --config.method.teacher={FLAGS.out} (or start a student from it: '
         f'--config.method.init_from={FLAGS.out})')
 
@@ -416,14 +509,15 @@ def parse_flags(argv):
   and a bad flag reported in one line."""
   try:
     arch = _arch_flag(argv)
-    if arch:
+    if arch and arch != SD_UNET_ARCH:
       network = arch_network(arch)
       _check_network_fields(argv, network)
       config_flags.DEFINE_config_dict('network', network, "the network fields of a bare state dict, over --arch's "
                                       '(--network.FIELD=VALUE)')
     elif any(arg.startswith(NETWORK_FLAG) for arg in argv[1:]):
       raise ValueError('--network.FIELD=VALUE sets the fields of a bare state dict\'s network: give --arch (a preset '
-                       'or a network class) as well; an NVlabs pickle records its own')
+                       'or a network class) as well; an NVlabs pickle and a diffusers U-Net (its config.json, --arch='
+                       f'{SD_UNET_ARCH}) record their own')
     return FLAGS(argv)
   except (flags.Error, ValueError) as error:
     sys.exit(f'error: {error}')
@@ -448,12 +542,15 @@ def _arch_flag(argv) -> str:
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('src', None, 'the weights file: an NVlabs .pkl, or a state dict (.pt/.pth/.safetensors/.npz)')
+  flags.DEFINE_string('src', None, 'the weights file: an NVlabs .pkl, or a state dict (.pt/.pth/.safetensors/.npz); '
+                      'or a diffusers pipeline folder or its unet/ folder')
   flags.DEFINE_string('out', None, 'the run directory to write')
   flags.DEFINE_string('arch', '', f'the network of a bare state dict: {ARCH_CHOICES}')
   flags.DEFINE_integer('image_size', 0, "the image side of a bare state dict whose weights do not record it (CM's "
                        'UNetModel); 0: the preset\'s')
   flags.DEFINE_string('entry', 'ema', "the network's key in an NVlabs pickle")
+  flags.DEFINE_enum('readout', None, sorted(SD_READOUTS.values()), "a diffusers U-Net's readout, over its "
+                    "scheduler's prediction_type: sd (epsilon) or sd_v (v_prediction)")
   flags.DEFINE_enum('compute_dtype', 'float32', sorted(nn.DTYPES), "the teacher's compute dtype in students")
   flags.mark_flags_as_required(['src', 'out'])
   cli.run(main, flags_parser=parse_flags)
