@@ -2,20 +2,25 @@
 import glob
 
 import jax
+import numpy as np
 import pytest
 
 from conftest import REPO, described_teachers
+from fewstep_jax.conditions import Conditioning
 from fewstep_jax.config_base import load_config
 from fewstep_jax.methods import build_method
 
 CONFIGS = sorted(path for path in glob.glob(str(REPO / 'configs/*/*.py')) if not path.endswith('/common.py'))
 # The per-example shape and label count each dataset gives the method.
 DATA = {('toy', ''): ((2,), 0), ('digits', ''): ((8, 8, 1), 10), ('tfds', 'cifar10'): ((32, 32, 3), 10),
-        ('tfds', 'imagenet_resized/64x64'): ((64, 64, 3), 1000), ('latents', ''): ((32, 32, 4), 1000)}
+        ('tfds', 'imagenet_resized/64x64'): ((64, 64, 3), 1000), ('latents', ''): ((32, 32, 4), 1000),
+        ('digits_text', ''): ((8, 8, 1), 0)}
+# The captioned digits' text conditions, as shapes: token states [16, 64] and the pooled vector [64].
+TEXT = Conditioning('text', null_text={'tokens': np.zeros((16, 64), np.float32), 'pooled': np.zeros((64,), np.float32)})
 
 
 def test_there_are_configs_for_each_dataset():
-  assert {path.split('/')[-2] for path in CONFIGS} >= {'toy', 'digits', 'cifar10', 'imagenet64',
+  assert {path.split('/')[-2] for path in CONFIGS} >= {'toy', 'digits', 'digits_text', 'cifar10', 'imagenet64',
                                                        'imagenet256_latent'}
 
 
@@ -31,8 +36,9 @@ def test_config_builds_its_method(path):
     data_shape, num_classes = DATA[config.data.name, config.data.tfds_name]
   if not config.data.conditional:
     num_classes = 0
+  conditioning = TEXT if config.data.name == 'digits_text' else None
   method = build_method(config, data_shape=data_shape, num_classes=num_classes,
-                        inputs=described_teachers(config, data_shape, num_classes))
+                        inputs=described_teachers(config, data_shape, num_classes), conditioning=conditioning)
   state = jax.eval_shape(method.init, jax.random.PRNGKey(0))
   assert int(state.step.size) == 1
   assert config.eval.params in ['params'] + list(state.nets['student'].ema)

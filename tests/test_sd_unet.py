@@ -313,3 +313,24 @@ def test_a_pipeline_the_import_cannot_read_is_one_error_line_and_writes_nothing(
   result = run_main([f'--src={root}', f'--out={out}'], module='fewstep_jax.tools.import_checkpoint', check=False)
   assert re.search(words, error_line(result)), error_line(result)
   assert not out.exists()
+
+
+def test_two_times_feed_r_through_the_time_embeddings_cond_proj():
+  """network.two_times: r's sinusoidal features enter through cond_proj (LCM's guidance input), so the parameters
+  are the published layout's plus cond_proj, the output depends on r, and r is required exactly then."""
+  config = networks.network_defaults('sd_unet')
+  config.update(preset='digits', two_times=True, time_scale=250.0)
+  module = networks.build_network(config, num_classes=0)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  params = networks.init_params(module, jax.random.key(0), x)
+  assert params['time_embedding']['cond_proj']['weight'].shape == (32, 32)  # sinusoid(r) -> sinusoid(t)'s width
+  single = networks.init_params(module.clone(two_times=False), jax.random.key(0), x)
+  assert 'cond_proj' not in single['time_embedding']
+  params = jax.tree.map(lambda p: p + 0.05, params)  # cond_proj starts at PyTorch's uniform init: make it count.
+  apply = networks.make_apply(module)
+  text = {'tokens': jnp.ones((2, 5, 64))}
+  t = jnp.array([0.3, -0.4])
+  a, b = apply(params, x, t, jnp.array([0.1, 0.1]), text), apply(params, x, t, jnp.array([0.2, -0.2]), text)
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+  with pytest.raises(ValueError, match='takes a second time r exactly when network.two_times is set'):
+    apply(params, x, t, None, text)

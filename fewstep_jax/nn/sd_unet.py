@@ -84,7 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     'digits': dict(in_channels=1, out_channels=1, block_out_channels=(32, 64),
                    down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
                    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), layers_per_block=1, attention_head_dim=2,
-                   cross_attention_dim=32, norm_num_groups=8, sample_size=8),
+                   cross_attention_dim=64, norm_num_groups=8, sample_size=8),
 }
 # SDXL's added conditions: the pooled text embedding and six size and crop numbers per image.
 SDXL_TIME_IDS = 6
@@ -485,48 +485,56 @@ class SDUNetNetwork(nn.Module):
   a preset under the project's call, apply(x, t, r=None, y=None, train=False), with its parameters at the top level
   in diffusers' layout (those of `load`).
 
-  x [B, H, W, C] latents (C = 4 for the published presets); t [B] the raw network's time input (SD's DDPM timesteps
-  in [0, 1000) under the readouts 'sd' and 'sd_v'); y the text condition in the project's names
-  (fewstep_jax/conditions.py): {'tokens': [B, L, cross_attention_dim]} plus, for SDXL, 'pooled' [B, 1280] and
-  'time_ids' [B, 6]. Class labels cannot be this condition: a label count (num_classes) is refused, and y=None
-  outside initialisation. `cross_attention_dim` (> 0) replaces the preset's, for a small text encoder.
+  x [B, H, W, C] latents (C = 4 for the published presets); t [B] the raw network's time input, times `time_scale`
+  (SD's DDPM timesteps in [0, 1000) under the readouts 'sd' and 'sd_v', with time_scale 1); y the text condition in
+  the project's names (fewstep_jax/conditions.py): {'tokens': [B, L, cross_attention_dim]} plus, for SDXL, 'pooled'
+  [B, 1280] and 'time_ids' [B, 6]. Class labels cannot be this condition: a label count (num_classes) is refused,
+  and y=None outside initialisation. `cross_attention_dim` (> 0) replaces the preset's, for a small text encoder.
+  `two_times` (flow maps: r [B]) feeds r's sinusoidal features through the time embedding's `cond_proj`, the input
+  LCM's guidance embedding uses, so that a U-Net of the published layout gains one bias-free linear map.
   -> the prediction [B, H, W, C] float32 (epsilon for sd15 and sdxl_base, v for sd21_v).
   """
   preset: str = 'sd15'
   cross_attention_dim: int = 0
+  time_scale: float = 1.0
+  two_times: bool = False
   attention: str = 'xla'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
-  two_times = False  # One time input (nn.init_params reads it).
 
   def setup(self):
     if self.num_classes:
       raise errors.ConfigError(f'sd_unet is conditioned on text, not on labels: the data gives {self.num_classes} '
                                'classes; use a text-captioned data set (data.name=digits_text, or latents with '
                                'text conditions)')
-    widths = {'cross_attention_dim': self.cross_attention_dim} if self.cross_attention_dim else {}
-    self.unet = from_config(self.preset, attention=self.attention, dtype=self.dtype, **widths)
+    fields = {'cross_attention_dim': self.cross_attention_dim} if self.cross_attention_dim else {}
+    if self.two_times:
+      fields['time_cond_proj_dim'] = PRESETS[self.preset]['block_out_channels'][0]
+    self.unet = from_config(self.preset, attention=self.attention, dtype=self.dtype, **fields)
     nn.share_scope(self, self.unet)  # Diffusers' names at the top level, as `load` returns them.
 
   def __call__(self, x, t, r=None, y=None, train: bool = False):
     del train  # No dropout.
-    if r is not None:
-      raise ValueError('sd_unet takes one time input; r must be None')
+    if (r is not None) != self.two_times:
+      raise ValueError('sd_unet takes a second time r exactly when network.two_times is set')
     expected = (f"y={{'tokens': [B, L, {self.unet.cross_attention_dim}]"
                 + (", 'pooled', 'time_ids'}" if self.unet.addition_embed_type else '}'))
     if y is None:
       if not self.is_initializing():
         raise ValueError(f'sd_unet needs its text condition: {expected}')
-      _, _, tokens, added, cond = example_inputs(self.unet, x.shape[0])
+      _, _, tokens, added, _ = example_inputs(self.unet, x.shape[0])
       y = {'tokens': tokens, **({} if added is None else {'pooled': added['text_embeds'],
                                                           'time_ids': added['time_ids']})}
-      y = {**y, **({} if cond is None else {'timestep_cond': cond})}
     if not isinstance(y, dict) or 'tokens' not in y:
       raise ValueError(f"sd_unet's y is its text condition, {expected}, not {type(y).__name__}")
     added = None
     if self.unet.addition_embed_type:
       added = {'text_embeds': y['pooled'], 'time_ids': y['time_ids']}
-    return self.unet(x, t, y['tokens'], added, y.get('timestep_cond'))
+    second = None
+    if self.two_times:
+      second = sinusoidal_features(jnp.broadcast_to(r, t.shape) * self.time_scale, self.unet.time_cond_proj_dim,
+                                   self.unet.flip_sin_to_cos, self.unet.freq_shift)
+    return self.unet(x, t * self.time_scale, y['tokens'], added, second)
 
 
 def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUNet:
