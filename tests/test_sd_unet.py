@@ -294,7 +294,7 @@ def test_the_readout_is_the_schedulers_prediction_else_the_presets_else_the_flag
 
 @pytest.mark.parametrize('case, words', [
     pytest.param('other_config', r"config\.json is the config of none of the SD U-Net presets \(sd15, sd21_v, "
-                 r"sdxl_base, digits\): it differs from the closest, 'digits', first in layers_per_block \(2 there, 1 "
+                 r"sdxl_base, digits, sd15_tiny, sdxl_tiny\): it differs from the closest, 'digits', first in layers_per_block \(2 there, 1 "
                  r'in the preset\)', id='other_config'),
     pytest.param('other_schedule', r"scheduler_config\.json: beta_schedule='linear', but the readouts sd and sd_v read "
                  r"SD's training schedule \(beta_schedule='scaled_linear', beta_start=0\.00085", id='other_schedule'),

@@ -85,6 +85,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                    down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
                    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), layers_per_block=1, attention_head_dim=2,
                    cross_attention_dim=64, norm_num_groups=8, sample_size=8),
+    # The published structures at tiny widths (every block type, SDXL's depths 1 / 2 / 2 and its text_time
+    # embedding), for CPU runs of the text-to-image training step (experiments/text_to_image_step.py).
+    'sd15_tiny': dict(block_out_channels=(16, 16, 32, 32), down_block_types=_SD_DOWN, up_block_types=_SD_UP,
+                      layers_per_block=2, attention_head_dim=2, cross_attention_dim=32, norm_num_groups=8,
+                      sample_size=16),
+    'sdxl_tiny': dict(block_out_channels=(16, 32, 32),
+                      down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
+                      up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
+                      layers_per_block=2, transformer_layers_per_block=(1, 2, 2), attention_head_dim=(2, 2, 4),
+                      cross_attention_dim=48, use_linear_projection=True, addition_embed_type='text_time',
+                      addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
+                      norm_num_groups=8, sample_size=16),
 }
 # SDXL's added conditions: the pooled text embedding and six size and crop numbers per image.
 SDXL_TIME_IDS = 6
