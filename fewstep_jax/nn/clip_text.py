@@ -41,6 +41,7 @@ import numpy as np
 from fewstep_jax import errors
 from fewstep_jax import weight_files
 from fewstep_jax.nn import edm_unets, sit
+from fewstep_jax.nn.layers import TorchLayerNorm
 
 # The weight files of a transformers model folder, in the order they are looked for: full precision first.
 WEIGHT_FILES = ('model.safetensors', 'model.fp16.safetensors', 'pytorch_model.bin', 'pytorch_model.fp16.bin')
@@ -113,21 +114,6 @@ class CLIPTextOutput(NamedTuple):
   projected: jax.Array | None  # [B, P] text_projection(pooled); None without a projection.
 
 
-class LayerNorm(nn.Module):
-  """torch's LayerNorm (weight, bias) with its statistics in float32, output in the input's dtype."""
-  eps: float
-
-  @nn.compact
-  def __call__(self, x):
-    width = x.shape[-1]
-    weight = self.param('weight', nn.initializers.ones, (width,))
-    bias = self.param('bias', nn.initializers.zeros, (width,))
-    h = x.astype(jnp.float32)
-    mean = h.mean(-1, keepdims=True)
-    variance = jnp.square(h - mean).mean(-1, keepdims=True)
-    return ((h - mean) * jax.lax.rsqrt(variance + self.eps) * weight + bias).astype(x.dtype)
-
-
 class _Table(nn.Module):
   """An nn.Embedding: its `weight` [rows, width]."""
   rows: int
@@ -177,9 +163,9 @@ class _EncoderLayer(nn.Module):
   def __call__(self, x):
     config = self.config
     x = x + _Attention(config.num_attention_heads, self.dtype, name='self_attn')(
-        LayerNorm(config.layer_norm_eps, name='layer_norm1')(x))
+        TorchLayerNorm(config.layer_norm_eps, name='layer_norm1')(x))
     return x + _Mlp(config.intermediate_size, config.hidden_act, self.dtype, name='mlp')(
-        LayerNorm(config.layer_norm_eps, name='layer_norm2')(x))
+        TorchLayerNorm(config.layer_norm_eps, name='layer_norm2')(x))
 
 
 class _Embeddings(nn.Module):
@@ -215,7 +201,7 @@ class _TextModel(nn.Module):
   def setup(self):
     self.embeddings = _Embeddings(self.config, self.dtype)
     self.encoder = _Encoder(self.config, self.dtype)
-    self.final_layer_norm = LayerNorm(self.config.layer_norm_eps)
+    self.final_layer_norm = TorchLayerNorm(self.config.layer_norm_eps)
 
   def __call__(self, input_ids):
     states = self.encoder(self.embeddings(input_ids))

@@ -219,3 +219,20 @@ class SelfAttention(nn.Module):
                    else nn.linear.default_kernel_init)
     return nn.Dense(width, kernel_init=output_init, dtype=self.dtype,
                     param_dtype=self.param_dtype, name='out')(out)
+
+
+class TorchLayerNorm(nn.Module):
+  """torch.nn.LayerNorm over the last axis, with its parameter names (weight, bias) and its statistics in float32;
+  the output in `dtype`, or the input's where None (CLIP's text encoder, SD's transformer blocks)."""
+  eps: float = 1e-5
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    weight = self.param('weight', nn.initializers.ones, (width,))
+    bias = self.param('bias', nn.initializers.zeros, (width,))
+    h = x.astype(jnp.float32)
+    mean = h.mean(-1, keepdims=True)
+    variance = jnp.square(h - mean).mean(-1, keepdims=True)
+    return ((h - mean) * jax.lax.rsqrt(variance + self.eps) * weight + bias).astype(self.dtype or x.dtype)

@@ -62,6 +62,7 @@ from fewstep_jax import errors
 from fewstep_jax import weight_files as weights
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets
+from fewstep_jax.nn.layers import TorchLayerNorm
 
 # The published unet/config.json values (runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-2-1,
 # stabilityai/stable-diffusion-xl-base-1.0), keys at diffusers' default left out.
@@ -154,22 +155,6 @@ def sinusoidal_features(t: jax.Array, dim: int, flip_sin_to_cos: bool, freq_shif
   return jnp.pad(jnp.concatenate(parts, axis=-1), ((0, 0), (0, dim % 2)))
 
 
-class LayerNorm(nn.Module):
-  """torch.nn.LayerNorm over the last axis (weight, bias), statistics in float32."""
-  eps: float = 1e-5
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    width = x.shape[-1]
-    weight = self.param('weight', nn.initializers.ones, (width,))
-    bias = self.param('bias', nn.initializers.zeros, (width,))
-    h = x.astype(jnp.float32)
-    mean = h.mean(-1, keepdims=True)
-    var = jnp.square(h - mean).mean(-1, keepdims=True)
-    return ((h - mean) * lax.rsqrt(var + self.eps) * weight + bias).astype(self.dtype)
-
-
 class TimestepEmbedding(nn.Module):
   """diffusers' TimestepEmbedding: [B, in] (+ cond_proj(condition)) -> linear_1 -> SiLU -> linear_2 -> [B, features].
   `cond_dim` adds `cond_proj` (no bias), LCM's guidance embedding; a missing condition adds nothing."""
@@ -257,7 +242,7 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, context):
-    norm = lambda name: LayerNorm(dtype=self.dtype, name=name)
+    norm = lambda name: TorchLayerNorm(dtype=self.dtype, name=name)
     x = x + Attention(self.heads, self.impl, self.dtype, name='attn1')(norm('norm1')(x))
     x = x + Attention(self.heads, self.impl, self.dtype, name='attn2')(norm('norm2')(x), context)
     return x + FeedForward(x.shape[-1], self.dtype, name='ff')(norm('norm3')(x))
