@@ -263,11 +263,11 @@ def test_an_imported_pipeline_opens_as_a_teacher_that_predicts_the_unets_epsilon
       f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
   teacher = runs.open_teacher(out)
   assert teacher.network.to_dict() == {'name': 'sd_unet', 'preset': 'digits', 'cross_attention_dim': 0,
-                                       'attention': 'xla'}
+                                       'time_scale': 1.0, 'two_times': False, 'attention': 'xla'}
   assert (teacher.data_shape, teacher.num_classes, teacher.readout.name) == ((8, 8, 1), 0, 'sd')
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 1)), jnp.float32)
-  sigma, tokens = jnp.array([0.5, 6.0]), jnp.asarray(rng.standard_normal((2, 3, 32)), jnp.float32)
+  sigma, tokens = jnp.array([0.5, 6.0]), jnp.asarray(rng.standard_normal((2, 3, 64)), jnp.float32)
 
   def both(teacher_params, params):  # One compilation (eager dispatch of a U-Net is slower on CPU).
     x_vp, timesteps = paths.sd_network_input(x, sigma)  # SD's input: the variance-preserving latent, its timestep.
