@@ -16,6 +16,7 @@ condition of the run's own: the empty prompt's encoding (SD 1.5), or zeros where
   conditioning.for_samples(indices)   the conditions of evaluation samples `indices`: sample i has label i % classes,
                                       or the i-th (cyclically) of the run's evaluation prompts
   conditioning.example(n)             zeros shaped like a batch of n conditions (shapes for initialising networks)
+  rows(c, index)                      the rows `index` of a condition (labels or a text pytree), None for None
 A method whose mathematics needs classes (a per-class coupling, a per-class batch posterior) calls
 `require_classes(what)`, a clear error for text.
 """
@@ -129,3 +130,9 @@ class Conditioning:
     """The conditioning without its arrays, as JSON (what a run records)."""
     shapes = None if self.null_text is None else jax.tree.map(lambda row: list(np.shape(row)), self.null_text)
     return {'kind': self.kind, 'num_classes': int(self.num_classes), 'text_shapes': shapes}
+
+
+def rows(condition, index):
+  """The rows `index` (a slice or an index array) of `condition`: labels [B] or every leaf of a text condition;
+  None stays None. Methods that split a batch use it, never `y[index]`, which a text condition's dict refuses."""
+  return None if condition is None else jax.tree.map(lambda leaf: leaf[index], condition)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import nn, paths, timesteps
+from fewstep_jax.conditions import rows
 from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
@@ -106,7 +107,7 @@ class MeanFlow(AverageVelocityMethod):
       return u, jax.lax.stop_gradient(finish(u, v))
     if self.hparams.jvp_sub_batch and num_jvp < batch:
       head = slice(0, num_jvp)
-      take = lambda a, part: None if a is None else a[part]
+      take = rows  # Arrays and conditions alike.
       # Each half draws its own dropout masks: one key for both would give tail row j head row j's mask.
       head_key, tail_key = (None, None) if key is None else (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
       u_head, dudt_head = with_tangent(z[head], r[head], t[head], v[head], take(y, head), head_key)
@@ -140,7 +141,7 @@ class MeanFlow(AverageVelocityMethod):
       # The r != t rows are guided now (v_g is their JVP's tangent); the r = t rows once their prediction exists.
       head, tail = slice(0, self.num_jvp(x.shape[0])), slice(self.num_jvp(x.shape[0]), None)
       guide = lambda part, u_cond=None: self.folded_guidance(
-          params, z[part], t[part], v[part], y[part], hp.omega, hp.kappa, where[part], u_cond=u_cond)
+          params, z[part], t[part], v[part], rows(y, part), hp.omega, hp.kappa, where[part], u_cond=u_cond)
       tail_velocity = lambda u_tail: guide(tail, u_tail)
       v = jnp.concatenate([guide(head), v[tail]]) if self.num_jvp(x.shape[0]) else v
     elif where is not None:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fewstep_jax import paths
+from fewstep_jax import conditions, paths
 from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
@@ -76,8 +76,9 @@ class Shortcut(AverageVelocityMethod):
       cond = self.step_velocity(target_params, z, t, half, y)
       if not guided_rows:
         return cond
-      labelled = paths.expand_to(self.conditioning.is_conditional(y[rows]), z[rows])
-      uncond = self.step_velocity(target_params, z[rows], t[rows], half[rows], self.conditioning.null(y[rows]))
+      y_rows = conditions.rows(y, rows)
+      labelled = paths.expand_to(self.conditioning.is_conditional(y_rows), z[rows])
+      uncond = self.step_velocity(target_params, z[rows], t[rows], half[rows], self.conditioning.null(y_rows))
       mixed = jnp.where(labelled, uncond + hp.bootstrap_guidance * (cond[rows] - uncond), cond[rows])
       return jnp.concatenate([cond[:finest_from], mixed])
 

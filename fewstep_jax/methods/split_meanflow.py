@@ -25,6 +25,7 @@ import ml_collections
 from fewstep_jax import paths, timesteps
 from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.inputs import TeacherInput
+from fewstep_jax.conditions import rows
 from fewstep_jax.methods.base import StepContext, teacher_model
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
 from fewstep_jax.methods.registry import register
@@ -104,7 +105,7 @@ class SplitMeanFlow(AverageVelocityMethod):
     z = self.path.noisy(x, eps, t)
     split = slice(0, self.num_split(n))
     edge = slice(self.num_split(n), n)
-    take = lambda a, part: None if a is None else a[part]
+    take = rows  # Arrays and conditions alike.
     y_train = self.conditioning.drop(label_key, y, self.hparams.label_dropout)
     parts = []  # Static slices; either may be empty.
     if self.num_split(n):

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewstep_jax import paths
+from fewstep_jax.conditions import rows
 from fewstep_jax.distances import per_sample_mean
 from fewstep_jax.methods.base import StepContext
 from fewstep_jax.methods.flow_map import AverageVelocityMethod
@@ -193,7 +194,7 @@ class TwinFlow(AverageVelocityMethod):
     fresh_key, generate_key = jax.random.split(fake_key)
     fresh = jax.random.normal(fresh_key, x[last].shape, x.dtype)
     ones = jnp.ones((n - 3 * quarter,))
-    x_fake = fresh - self.average_velocity(params, fresh, 0 * ones, ones, None if y is None else y[last],
+    x_fake = fresh - self.average_velocity(params, fresh, 0 * ones, ones, rows(y, last),
                                            generate_key)
     x_path = jnp.concatenate([x[real], jax.lax.stop_gradient(x_fake)])
     z = self.path.noisy(x_path, eps, t)
@@ -203,7 +204,7 @@ class TwinFlow(AverageVelocityMethod):
                             net_key)
     # Targets: RCGM (with the enhanced velocity, which the reference also feeds its RCGM target) on the real rows
     # only; eps - x_fake on the adversarial ones. The target network's calls replay the prediction's dropout key.
-    y_real = None if y is None else y[real]
+    y_real = rows(y, real)
     v_real = self.enhanced_velocity(target_params, z[real], t[real], v[real], y_real, net_key)
     target = jnp.concatenate([
         self.rcgm_target(target_params, prediction[real], z[real], r[real], t[real], v_real, y_real, net_key),
@@ -213,7 +214,7 @@ class TwinFlow(AverageVelocityMethod):
     end_to_end = slice(0, quarter)
     u_one = prediction[end_to_end]
     dv = self.rectification_direction(params, eps[end_to_end] - u_one, rectify_key,
-                                      None if y is None else y[end_to_end], dropout=True)
+                                      rows(y, end_to_end), dropout=True)
     dv = jnp.clip(dv, -hp.rectify_clip, hp.rectify_clip)
     rectify = hp.rectify_weight * jnp.mean(self.distance(u_one, jax.lax.stop_gradient(u_one - dv)))
     loss = main + rectify
