@@ -65,21 +65,34 @@ def generate_batches(run, params, nfe: int, n: int, seed: int, batch_size: int, 
 IMAGES_FROM_PIXELS = {'signed': lambda images: images, 'unit': lambda images: 2.0 * images - 1.0}
 
 
-def latent_decoder(run):
-  """jit(latent samples [B, h, w, c]) -> images [B, H, W, 3] in [-1, 1] through the SD-VAE of data.vae (the samples
-  mapped back by data.latent_norm first: (x - shift) / scale; a VAE that encoded images in [0, 1], EDM2's, decodes
-  to [0, 1], mapped to [-1, 1]), or None unless the run's data are latents and data.vae is set. Built once per run;
-  the VAE's parameters are an argument of the compiled function (replicated), not constants in it."""
+def latent_vae(run):
+  """(the SD-VAE's weights, a file or folder; latents.LatentNorm) that decode the run's samples, or None: the data's
+  own (data 'pipeline_prompts': its pipeline's VAE and scaling factor), else data.vae with data.latent_norm for
+  latents data."""
+  own = getattr(getattr(run, 'data', None), 'latent_vae', None)  # A run given as its config alone has no data.
+  if own is not None:
+    return own
   data_config = run.config.data
   if data_config.name != 'latents' or not data_config.get('vae', ''):
+    return None
+  return data_config.vae, latents_lib.latent_norm(data_config)
+
+
+def latent_decoder(run):
+  """jit(latent samples [B, h, w, c]) -> images [B, H, W, 3] in [-1, 1] through the SD-VAE of `latent_vae` (the
+  samples mapped back by its LatentNorm first: (x - shift) / scale; a VAE that encoded images in [0, 1], EDM2's,
+  decodes to [0, 1], mapped to [-1, 1]), or None where the run has none. Built once per run; the VAE's parameters
+  are an argument of the compiled function (replicated), not constants in it."""
+  source = latent_vae(run)
+  if source is None:
     return None
   cached = getattr(run, '_latent_decoder', None)
   if cached is not None:
     return cached
   from fewstep_jax.nn import sd_vae
-  vae, vae_params = sd_vae.load(data_config.vae, sd_vae.SDVAE(**sd_vae.shape_from_file(data_config.vae)))
+  path, norm = source
+  vae, vae_params = sd_vae.load(path)
   vae_params = jax.device_put(vae_params, sharding.replicated(run.mesh))
-  norm = latents_lib.latent_norm(data_config)
   to_signed = IMAGES_FROM_PIXELS[norm.pixels]
   decode = jax.jit(lambda p, z: jax.numpy.clip(to_signed(vae.apply({'params': p}, (z - norm.shift) / norm.scale,
                                                                    method=vae.decode)), -1.0, 1.0),

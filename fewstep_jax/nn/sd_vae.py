@@ -10,12 +10,19 @@ Parameters keep PyTorch's names and layouts (`encoder.down_blocks.0.resnets.1.co
 `('encoder', 'down_blocks_0', 'resnets_1', 'conv1', 'weight')`); the attention's deprecated names (query, key,
 value, proj_attn), which the published files use, are read as diffusers reads them. Activations are NHWC.
 
-  vae, params = sd_vae.load('diffusion_pytorch_model.safetensors')
+  vae, params = sd_vae.load('stable-diffusion-xl-base-1.0/vae')   # or the pipeline folder, or a weights file
   mean, std = vae.apply({'params': params}, images, method=vae.encode)    # images in [-1, 1], [B, 256, 256, 3]
   images = vae.apply({'params': params}, latents, method=vae.decode)      # latents unscaled, [B, 32, 32, 4]
 
-The training latents are `SCALING_FACTOR * (mean + std * eps)`, MeanFlow's and DiT's scaling.
+The training latents are `SCALING_FACTOR * (mean + std * eps)`, MeanFlow's and DiT's scaling. A diffusers `vae/`
+folder (or a pipeline folder holding one) gives its own: `scaling_factor` of its config.json (SDXL's VAE 0.13025; SD
+1.5's config.json has none: diffusers' default 0.18215), read by `latent_scaling`. From a folder the module is built
+from the config.json (widths, blocks, groups) and the weights are the first of `WEIGHT_FILES` there: the float32
+file, the fp16 variant, or the .bin files. SDXL's VAE and the community `sdxl-vae-fp16-fix` folder (other weights,
+the same architecture and layout) load alike; single-file checkpoints in the original LDM names
+(`sdxl_vae.safetensors`) are not read.
 """
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -24,11 +31,17 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from fewstep_jax import errors
 from fewstep_jax import weight_files as weights
 from fewstep_jax.nn import attention as attention_lib
-from fewstep_jax.nn import edm_unets, sit
+from fewstep_jax.nn import edm_unets, sd_unet, sit
 
-SCALING_FACTOR = 0.18215
+SCALING_FACTOR = 0.18215  # diffusers' AutoencoderKL default, SD 1.x's and 2.x's.
+# The published file names in a vae/ folder, in the order they are looked for (diffusers' variant='fp16' second).
+WEIGHT_FILES = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors',
+                'diffusion_pytorch_model.bin', 'diffusion_pytorch_model.fp16.bin')
+# config.json keys that give the module's fields (diffusers' AutoencoderKL names are SDVAE's).
+CONFIG_FIELDS = ('block_out_channels', 'layers_per_block', 'latent_channels', 'norm_num_groups', 'out_channels')
 # diffusers' deprecated attention names -> the current ones (its _convert_deprecated_attention_blocks).
 _DEPRECATED = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v', 'proj_attn': 'to_out.0'}
 
@@ -244,7 +257,55 @@ def shape_from_file(path: str) -> dict:
   return shape_from_state_dict(weights.read_state_dict(path))
 
 
+def find_files(path: str) -> tuple[str, str | None]:
+  """(weights file, config.json or None) of a weights file, a diffusers vae/ folder or a pipeline folder holding
+  one: the first of WEIGHT_FILES there."""
+  if os.path.isfile(path):
+    config = os.path.join(os.path.dirname(path), 'config.json')
+    return path, config if os.path.isfile(config) else None
+  if not os.path.isdir(path):
+    raise errors.InputNotFoundError(f'SD-VAE weights {path!r} not found; nothing is downloaded at run time: pass a '
+                                    "downloaded pipeline folder, its vae/ folder or a weights file")
+  for folder in (path, os.path.join(path, 'vae')):
+    for name in WEIGHT_FILES:
+      if os.path.isfile(os.path.join(folder, name)):
+        config = os.path.join(folder, 'config.json')
+        return os.path.join(folder, name), config if os.path.isfile(config) else None
+  raise errors.InputNotFoundError(f'{path} holds no SD-VAE weights: none of {", ".join(WEIGHT_FILES)} there or in '
+                                  'its vae/ folder; pass a downloaded diffusers pipeline folder (with vae/) or a '
+                                  'vae/ folder in its layout')
+
+
+def read_config(path: str) -> dict:
+  """A diffusers vae/config.json, checked to be an AutoencoderKL's."""
+  config = sd_unet.read_json(path)
+  if config.get('_class_name', 'AutoencoderKL') != 'AutoencoderKL':
+    raise errors.ConfigError(f"{path} is the config of {config['_class_name']}, not of AutoencoderKL: pass the "
+                             "pipeline's vae/ folder")
+  return config
+
+
+def from_config(config: dict) -> SDVAE:
+  """The SDVAE a diffusers AutoencoderKL config.json describes (its other keys at SDVAE's defaults)."""
+  fields = {key: tuple(config[key]) if isinstance(config[key], list) else config[key]
+            for key in CONFIG_FIELDS if key in config}
+  return SDVAE(**fields)
+
+
+def latent_scaling(path: str) -> tuple[float, float]:
+  """(scaling_factor, shift_factor) of the VAE at `path` (see `find_files`): its config.json's, else diffusers'
+  defaults (SCALING_FACTOR, 0). A model's latents are scaling_factor * (raw latents - shift_factor)."""
+  _, config_path = find_files(path)
+  config = read_config(config_path) if config_path else {}
+  return float(config.get('scaling_factor') or SCALING_FACTOR), float(config.get('shift_factor') or 0.0)
+
+
 def load(path: str, vae: SDVAE | None = None):
-  """(module, params) from a weights file: diffusers' diffusion_pytorch_model.safetensors / .bin, or an .npz."""
-  vae = vae or SDVAE()
-  return vae, from_state_dict(weights.read_state_dict(path), vae, source=path)
+  """(module, params) from a weights file (diffusers' diffusion_pytorch_model.safetensors / .bin, or an .npz), a
+  vae/ folder or a pipeline folder holding one (`find_files`). The module is `vae`, else the config.json beside the
+  weights, else the widths read off the weights (`shape_from_state_dict`, 32 groups)."""
+  weights_path, config_path = find_files(path)
+  state_dict = weights.read_state_dict(weights_path)
+  if vae is None:
+    vae = from_config(read_config(config_path)) if config_path else SDVAE(**shape_from_state_dict(state_dict))
+  return vae, from_state_dict(state_dict, vae, source=weights_path)
