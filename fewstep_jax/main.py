@@ -5,7 +5,9 @@ r"""fewstep_jax entry point.
 
 train: trains, or resumes from the latest checkpoint in --workdir (the same command continues a stopped run),
 then writes sample images. eval: evaluates the latest checkpoint at every config.eval.nfe and merges the rows into
-eval/results.json. sample: writes sample images of the latest checkpoint.
+eval/results.json. sample: writes sample images of the latest checkpoint. A method that trains nothing (method
+'teacher', a teacher run's own sampler: configs/sd15/teacher.py) is evaluated and sampled from its config and inputs,
+without a checkpoint.
 
 Compiled programs are kept in a persistent cache (--compile_cache=DIR, default ~/.cache/fewstep_jax/xla;
 --compile_cache= for none), so a re-run skips most of its compilation. On Linux with glibc the command restarts

@@ -456,6 +456,10 @@ def sd_v_eps(raw_apply: RawApply):
   return ddpm_eps(raw_apply, ddpm_scaled_linear_sigmas(), 'v_prediction')
 
 
+# The training noise levels (increasing, one per DDPM timestep) of the readouts whose networks take DDPM timesteps:
+# the grids of samplers that step on those timesteps (diffusers' schedulers) are read off them.
+DDPM_SCHEDULES = {'dit': ddpm_linear_sigmas, 'sd': ddpm_scaled_linear_sigmas, 'sd_v': ddpm_scaled_linear_sigmas}
+
 PRECONDITIONINGS = {'edm': edm_denoiser, 'trigflow': trigflow_F, 'flow': flow_velocity, 'sit': sit_velocity,
                     'dit': dit_eps, 'sd': sd_eps, 'sd_v': sd_v_eps}
 

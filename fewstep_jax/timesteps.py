@@ -69,6 +69,16 @@ def karras_sigmas(num: int, sigma_min=0.002, sigma_max=80.0, rho=7.0, ascending=
   return karras_sigma_at(jnp.arange(num), num, sigma_min, sigma_max, rho, ascending)
 
 
+def leading_timesteps(num_steps: int, train_steps: int = 1000, offset: int = 1):
+  """int [num_steps] DDPM timesteps, descending, spaced as diffusers' timestep_spacing='leading' spaces them (SD's and
+  SDXL's scheduler configs, steps_offset 1): (train_steps // num_steps) * i + offset for i = num_steps - 1 .. 0, so 50
+  steps of 1000 are 981, 961, ..., 1."""
+  ratio = train_steps // num_steps
+  if ratio < 1:
+    raise ValueError(f'{num_steps} sampling steps do not fit {train_steps} training timesteps')
+  return np.minimum(np.arange(num_steps - 1, -1, -1) * ratio + offset, train_steps - 1)
+
+
 def flow_time_grid(num_steps: int):
   """[num_steps + 1] flow times from 1 (noise) down to 0 (data), evenly spaced: the Euler / Heun grid."""
   return jnp.linspace(1.0, 0.0, num_steps + 1)

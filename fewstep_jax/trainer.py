@@ -316,6 +316,9 @@ def train(config, workdir: str | None, *, on_sample=None, inputs: dict | None = 
   on_built(run): called once the Run is built, before any state is made or restored: checks that need the built
   method (the NFEs the end of training samples at), so that a bad setting stops the run before it trains.
   """
+  if not methods.method_class(config.method.name).trains:
+    raise ConfigError(f'method {config.method.name!r} trains nothing: it samples its inputs; run it with '
+                      '--mode=sample (or --mode=eval)')
   if workdir is None:
     run = Run(config, inputs)
     if on_built is not None:
@@ -430,7 +433,10 @@ def require_checkpoint(workdir: str):
 def restore_run(config, workdir: str, on_built=None):
   """(run, state, step) of the newest checkpoint in `workdir` for eval / sample: the run built as it was trained,
   from the teachers it recorded (nothing but its own parameters is read), and `restore_latest`'s state.
-  on_built(run): called once the Run is built, before its parameters are read (see `train`)."""
+  on_built(run): called once the Run is built, before its parameters are read (see `train`). A method that trains
+  nothing (Method.trains False: a teacher's sampler) has no checkpoint: `untrained_run`'s (run, state, 0)."""
+  if not methods.method_class(config.method.name).trains:
+    return untrained_run(config, on_built)
   require_checkpoint(workdir)
   _, info = runs.read_run_info(workdir)
   run = Run(config, runs.recorded_teachers(info), resolve=False)
@@ -438,6 +444,15 @@ def restore_run(config, workdir: str, on_built=None):
     on_built(run)
   state, step = restore_latest(run, workdir)
   return run, state, step
+
+
+def untrained_run(config, on_built=None):
+  """(run, state, 0) of a method that trains nothing, built from `config` with its inputs read as the config names
+  them (a teacher run's parameters); its state is `Method.init` of those inputs, made without copying them."""
+  run = Run(config)
+  if on_built is not None:
+    on_built(run)
+  return run, run.method.init(run.init_key, run.frozen), 0
 
 
 def restore_latest(run: Run, workdir: str):

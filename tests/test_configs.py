@@ -17,6 +17,13 @@ DATA = {('toy', ''): ((2,), 0), ('digits', ''): ((8, 8, 1), 10), ('tfds', 'cifar
         ('digits_text', ''): ((8, 8, 1), 0)}
 # The captioned digits' text conditions, as shapes: token states [16, 64] and the pooled vector [64].
 TEXT = Conditioning('text', null_text={'tokens': np.zeros((16, 64), np.float32), 'pooled': np.zeros((64,), np.float32)})
+# A pipeline's prompts (data 'pipeline_prompts'), per config folder: its latents' shape and text conditions.
+PIPELINES = {
+    'sd15': ((64, 64, 4), Conditioning('text', null_text={'tokens': np.zeros((77, 768), np.float32)})),
+    'sdxl': ((128, 128, 4), Conditioning('text', null_text={'tokens': np.zeros((77, 2048), np.float32),
+                                                            'pooled': np.zeros((1280,), np.float32),
+                                                            'time_ids': np.zeros((6,), np.float32)})),
+}
 
 
 def test_there_are_configs_for_each_dataset():
@@ -29,19 +36,24 @@ def test_config_builds_its_method(path):
   config = load_config(path)
   with pytest.raises(KeyError):
     load_config(path, {'train.no_such_field': 1})
+  conditioning, readout = (TEXT if config.data.name == 'digits_text' else None), 'edm'
   if config.data.name == 'reflow_pairs':  # Pairs carry the shape of the dataset their teacher learned.
     folder = path.split('/')[-2]
     data_shape, num_classes = DATA[('tfds', folder) if folder == 'cifar10' else (folder, '')]
+  elif config.data.name == 'pipeline_prompts':  # The prompts of an imported SD pipeline.
+    (data_shape, conditioning), num_classes, readout = PIPELINES[path.split('/')[-2]], 0, 'sd'
   else:
     data_shape, num_classes = DATA[config.data.name, config.data.tfds_name]
   if not config.data.conditional:
     num_classes = 0
-  conditioning = TEXT if config.data.name == 'digits_text' else None
   method = build_method(config, data_shape=data_shape, num_classes=num_classes,
-                        inputs=described_teachers(config, data_shape, num_classes), conditioning=conditioning)
+                        inputs=described_teachers(config, data_shape, num_classes, readout), conditioning=conditioning)
   state = jax.eval_shape(method.init, jax.random.PRNGKey(0))
   assert int(state.step.size) == 1
-  assert config.eval.params in ['params'] + list(state.nets['student'].ema)
+  if method.trains:
+    assert config.eval.params in ['params'] + list(state.nets['student'].ema)
+  else:  # A teacher's sampler: its one parameter copy.
+    assert config.eval.params == 'params' and not state.nets
 
 
 def test_a_stored_config_from_before_a_new_hyperparameter_takes_its_default():

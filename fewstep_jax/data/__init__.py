@@ -7,6 +7,8 @@
 - 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
 - 'reflow_pairs': noise-sample pairs generated from a trained flow, see `ode_pairs.py`.
 - 'latents': precomputed VAE latents (ImageNet-256 latent configs), see `latents.py`.
+- 'pipeline_prompts': no examples, the prompts to sample a diffusers pipeline's teacher at, with its text encoders
+  and VAE, see `pipeline_prompts.py`.
 
 `evaluator` names the embedded evaluator that fits the data (eval/evaluate.py): the dataset itself, or for
 reflow pairs the dataset the teacher learned.
@@ -25,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from fewstep_jax.conditions import Conditioning
-from fewstep_jax.data import digits, digits_text, latents, ode_pairs, tfds_images, toy
+from fewstep_jax.data import digits, digits_text, latents, ode_pairs, pipeline_prompts, tfds_images, toy
 from fewstep_jax.data.digits_arrays import to_model_range
 from fewstep_jax.data.pipeline import HostBatches, stack_model_batch
 from fewstep_jax.errors import ConfigError
@@ -34,7 +36,8 @@ from fewstep_jax.errors import ConfigError
 def data_defaults() -> ml_collections.ConfigDict:
   """Returns the `config.data` defaults."""
   config = ml_collections.ConfigDict()
-  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'digits_text', 'tfds', 'reflow_pairs' or 'latents'.
+  config.name = 'toy'  # A key of DATASETS: 'toy', 'digits', 'digits_text', 'tfds', 'reflow_pairs', 'latents' or
+                       # 'pipeline_prompts'.
   config.toy = '8gaussians'  # A key of toy.TOY_SAMPLERS, read when name == 'toy'.
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
   config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
@@ -43,8 +46,12 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
   config.latent_norm = 'scale'  # latents.LATENT_NORMS: 'scale' (latent_scale; images in [-1, 1]: DiT, SiT,
                                 # MeanFlow) | 'edm2' (EDM2's per-channel normalisation; images in [0, 1]).
-  config.vae = ''  # SD-VAE weights (diffusers' .safetensors): latent samples are decoded to images for the sample
-                   # grids and the image metrics (FID, FD-DINOv2); unset, they are written as .npy.
+  config.vae = ''  # SD-VAE weights (diffusers' .safetensors, or a vae/ folder): latent samples are decoded to images
+                   # for the sample grids and the image metrics (FID, FD-DINOv2); unset, they are written as .npy
+                   # ('pipeline_prompts': unset is the pipeline's vae/).
+  config.pipeline = ''  # Read when name == 'pipeline_prompts': a downloaded diffusers pipeline folder (its text
+                        # encoders, VAE and latent shape).
+  config.prompts_file = ''  # Read when name == 'pipeline_prompts': the prompts to sample at, one a line.
   config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.
   config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
   config.reader = 'auto'  # pipeline.READERS: 'memory' (the records read once into host memory, each batch a fancy
@@ -207,8 +214,14 @@ def _build_latents(config_data, *, global_batch_size: int, seed: int):
   return latents.LatentData(config_data, global_batch_size=global_batch_size, seed=seed)
 
 
+def _build_pipeline_prompts(config_data, *, global_batch_size: int, seed: int):
+  del global_batch_size, seed  # Nothing is drawn: it holds conditions only.
+  return pipeline_prompts.PipelinePromptsData(config_data)
+
+
 DATASETS = {'toy': _build_toy, 'digits': _build_digits, 'digits_text': _build_digits_text, 'tfds': _build_tfds,
-            'reflow_pairs': _build_reflow_pairs, 'latents': _build_latents}
+            'reflow_pairs': _build_reflow_pairs, 'latents': _build_latents,
+            'pipeline_prompts': _build_pipeline_prompts}
 
 
 class Unlabelled:

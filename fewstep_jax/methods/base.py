@@ -102,6 +102,8 @@ class Method:
   readout = None       # paths.Readout of the network, for runs that start from or distil this one.
   teaches = False      # Whether `readout` predicts a denoiser or velocity field (E[x | z]) another method can learn.
   uses_coupling = False  # Whether the method pairs noise with data by method.coupling (couplings.py).
+  trains = True        # False: a sampler of its inputs (a teacher's own samples), opened for eval and sample without
+                       # a checkpoint (trainer.restore_run); training it is refused.
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
