@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 import tiny_pipelines
-from conftest import REPO, run_main
+from conftest import REPO, error_line, run_main
 from fewstep_jax import errors, paths, sampling, text, timesteps, trainer
 from fewstep_jax.conditions import Conditioning
 from fewstep_jax.config_base import load_config
@@ -91,6 +91,9 @@ def test_sd15s_null_is_the_empty_prompt_and_sdxls_zeros_with_the_pooled_text_and
   np.testing.assert_array_equal(pipeline.conditioning.prompts['time_ids'][0], [16, 16, 0, 0, 16, 16])
   with pytest.raises(errors.ConfigError, match="holds prompts, not training examples"):
     pipeline.next_batch()
+  config.pipeline = str(tmp_path / 'absent')
+  with pytest.raises(errors.InputNotFoundError, match=r"data.pipeline='.*absent' is not a folder; nothing is downl"):
+    build_data(config, global_batch_size=2, seed=0)
   (tmp_path / 'p.txt').write_text('\n \n')
   with pytest.raises(errors.ConfigError, match='holds no prompt: write the prompts one a line'):
     text.read_prompts(str(tmp_path / 'p.txt'))
@@ -169,3 +172,7 @@ def test_the_teacher_config_samples_an_imported_pipeline_at_two_prompts(config_f
   grid = np.asarray(Image.open(image))
   assert grid.ndim == 3 and min(grid.shape[:2]) >= 16 and grid.std() > 0  # Two decoded 16 x 16 images.
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))  # Nothing trained, nothing saved.
+  refused = run_main([f'--config={config_file}', f'--workdir={workdir}', f'--config.method.teacher={teacher}'],
+                     check=False)
+  assert error_line(refused) == ("error: method 'teacher' trains nothing: it samples its inputs; run it with "
+                                 '--mode=sample (or --mode=eval)')

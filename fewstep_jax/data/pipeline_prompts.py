@@ -11,12 +11,13 @@ downloaded diffusers pipeline folder (data.pipeline) and a prompts file (data.pr
 Training on it is refused (it has no images); --mode=sample writes the samples as images.
 """
 import functools
+import os
 
 import numpy as np
 
 from fewstep_jax.conditions import Conditioning
 from fewstep_jax.data.latents import LatentNorm
-from fewstep_jax.errors import ConfigError
+from fewstep_jax.errors import ConfigError, InputNotFoundError
 from fewstep_jax.nn import sd_unet, sd_vae
 
 
@@ -35,6 +36,9 @@ class PipelinePromptsData:
     if not config_data.get('prompts_file', ''):
       raise ConfigError("data 'pipeline_prompts' samples at prompts: set --config.data.prompts_file to a text file "
                         'of prompts, one a line')
+    if not os.path.isdir(self.pipeline):
+      raise InputNotFoundError(f'data.pipeline={self.pipeline!r} is not a folder; nothing is downloaded: set '
+                               '--config.data.pipeline to a downloaded diffusers pipeline folder')
     self.prompts_file = config_data.prompts_file
     self._vae = config_data.get('vae', '') or self.pipeline
     _, unet_config_path = sd_unet.find_files(self.pipeline)
