@@ -155,10 +155,13 @@ def test_the_teacher_method_refuses_training_and_a_grid_its_teachers_readout_has
     build_method(config, data_shape=(2,), num_classes=0, inputs={'teacher': edm})
 
 
-@pytest.mark.slow  # About 90 s on 2 shared cores: the import command, then --mode=sample compiling a guided U-Net.
-@pytest.mark.parametrize('config_file, pipeline', [(SD15, tiny_pipelines.sd15_pipeline)], ids=['sd15'])
-def test_the_teacher_config_samples_an_imported_pipeline_at_two_prompts(config_file, pipeline, tmp_path):
-  src = pipeline(tmp_path / 'pipeline', 'digits')
+@pytest.mark.slow  # 30 s (SD 1.5) and 50 s (SDXL) of CPU, 90 s and 150 s on 2 shared cores: the import command, then
+# --mode=sample compiling a guided U-Net (the digits preset behind the SD 1.5 pipeline, sdxl_tiny behind SDXL's).
+@pytest.mark.parametrize('config_file, pipeline, sampler', [
+    (SD15, lambda root: tiny_pipelines.sd15_pipeline(root, 'digits'), 'euler_guidance7_5'),
+    (SDXL, tiny_pipelines.sdxl_pipeline, 'euler_guidance5')], ids=['sd15', 'sdxl'])
+def test_the_teacher_config_samples_an_imported_pipeline_at_two_prompts(config_file, pipeline, sampler, tmp_path):
+  src = pipeline(tmp_path / 'pipeline')
   teacher = str(tmp_path / 'teacher')
   run_main([f'--src={src}', f'--out={teacher}'], module='fewstep_jax.tools.import_checkpoint')
   (tmp_path / 'prompts.txt').write_text('a red cube\na blue ball\n')
@@ -167,7 +170,7 @@ def test_the_teacher_config_samples_an_imported_pipeline_at_two_prompts(config_f
                      f'--config.method.teacher={teacher}', f'--config.data.pipeline={src}',
                      f'--config.data.prompts_file={tmp_path / "prompts.txt"}', '--config.eval.nfe=(4,)',
                      '--config.eval.sample_grid=2', '--config.eval.batch_size=2'])
-  image = os.path.join(workdir, 'samples', 'step_0000000_nfe4_euler_guidance7_5.png')
+  image = os.path.join(workdir, 'samples', f'step_0000000_nfe4_{sampler}.png')
   assert f'written: {image}' in result.stdout
   grid = np.asarray(Image.open(image))
   assert grid.ndim == 3 and min(grid.shape[:2]) >= 16 and grid.std() > 0  # Two decoded 16 x 16 images.
