@@ -158,6 +158,11 @@ def _config_for(mode: str, workdir: str, set_aside=()):
       raise ConfigError('--config=FILE is required' + ('' if mode == 'train' else
                                                        f': {workdir} holds no trained run to read a config from'))
     return FLAGS.config
+  imported = files.read_json(path).get('imported_from')
+  if imported:  # tools.import_checkpoint's run: parameters and a network, no method or data to sample with.
+    raise ConfigError(f'{workdir} holds a network imported from {imported}, not a trained run: sample it as a teacher '
+                      f'(--config=configs/sd15/teacher.py or another config of method \'teacher\', '
+                      f'--config.method.teacher={workdir}) into another --workdir')
   if FLAGS.config is not None:
     overrides = config_flags.get_override_values(FLAGS['config'])
   else:

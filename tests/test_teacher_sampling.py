@@ -179,3 +179,6 @@ def test_the_teacher_config_samples_an_imported_pipeline_at_two_prompts(config_f
                      check=False)
   assert error_line(refused) == ("error: method 'teacher' trains nothing: it samples its inputs; run it with "
                                  '--mode=sample (or --mode=eval)')
+  imported = run_main([f'--workdir={teacher}', '--mode=sample'], check=False)  # The imported run itself.
+  assert error_line(imported).startswith(f'error: {teacher} holds a network imported from {src}, not a trained run: '
+                                         'sample it as a teacher')
