@@ -16,6 +16,8 @@ unit-variance latents, 0 for EDM's start sigma_max eps. The grid (`GRIDS`, metho
   step for step (the network sees the same scaled input and timestep); SD 1.5's default, PNDM (PLMS, a 4th-order
   multistep method on the same timesteps), has no counterpart here.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -95,8 +97,7 @@ class TeacherSampler(Method):
     """The SamplingPlan of `sample` with `nfe` teacher calls on method.grid (or `grid`, a stored one)."""
     guidance = self.hparams.guidance if guidance is None else guidance
     solver = solver or self.hparams.solver
-    make_grid = (lambda num_steps: GRIDS[self.hparams.grid](self, num_steps)) if grid is None else \
-        sampling.fixed_grid(grid)
+    make_grid = functools.partial(GRIDS[self.hparams.grid], self) if grid is None else sampling.fixed_grid(grid)
     steps = sampling.solver_plan(make_grid, solver,
                                  sampling.drift_evaluations(nfe, True if conditional else None, guidance),
                                  noise_level=paths.EDMPath().sigma)
