@@ -6,5 +6,6 @@ the outputs each pipeline conditions on (docs/teachers.md, "Text encoders").
   states, pooled = encoder.encode(['a photo of a cat'])            # [1, 77, 768], None
   states, pooled = text.encode(text.load_pipeline('sdxl'), prompts)  # [B, 77, 2048], [B, 1280]
 """
-from fewstep_jax.text.encoders import CONDITIONS, TextEncoder, encode, load_encoder, load_pipeline
+from fewstep_jax.text.encoders import (CONDITIONS, TextEncoder, encode, encode_ids, load_encoder, load_pipeline,
+                                      tokenize)
 from fewstep_jax.text.tokenizer import CLIPTokenizer
