@@ -62,6 +62,7 @@ class Run:
     sharding_lib.check_batch_size(config.train.batch_size, config.train.micro_batches, self.mesh)
     self.data = data_lib.build_data(config.data, global_batch_size=config.train.batch_size,
                                     seed=config.train.seed)
+    methods.require_data_images(config, self.data)
     shape, classes = self.data.data_shape, self.data.num_classes
     self.inputs = (runs.resolve_inputs(config, shape, classes, inputs, mesh=self.mesh,
                                        fsdp_min_size=config.mesh.fsdp_min_size) if resolve else dict(inputs or {}))
