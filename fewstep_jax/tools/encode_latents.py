@@ -1,8 +1,14 @@
-"""Encodes an image dataset with the SD-VAE into a latents directory of posterior moments (data.name='latents').
+"""Encodes an image dataset with the SD-VAE into a latents directory of posterior moments (data.name='latents'), and
+an image-caption set or a prompt list with a pipeline's text encoders too.
 
   python -m fewstep_jax.tools.encode_latents --vae=diffusion_pytorch_model.safetensors --out=latents/imagenet256 \
       --tfds_name=imagenet2012 --data_dir=/path/to/tensorflow_datasets --split=train
   python -m fewstep_jax.tools.encode_latents --vae=... --out=... --folder=/path/to/images    # <folder>/<class>/<image>
+  python -m fewstep_jax.tools.encode_latents --vae=sdxl/vae/diffusion_pytorch_model.safetensors --out=latents/coco \
+      --coco_captions=annotations/captions_train2014.json --coco_images=train2014 --text_encoders=sdxl \
+      --image_size=1024 --eval_prompts=prompts.txt
+  python -m fewstep_jax.tools.encode_latents --out=latents/prompts --prompts=prompts.txt --text_encoders=sd15 \
+      --image_size=512                                                                      # no images: no --vae
 
 Each image is center-cropped to --image_size as DiT's, SiT's and MeanFlow's preprocessing does (ADM's
 `center_crop_arr`: halve with a box filter while the short side is at least twice the size, resize bicubically so
@@ -11,10 +17,33 @@ and the label are stored one record per image in array_record shards of --shard_
 `fewstep_jax/data/latents.py`). The batch is sharded over every device; with several processes
 (jax.distributed) each encodes the shards whose index is its process index modulo the process count. A shard is
 written to a temporary file and renamed when complete, so an interrupted run, started again with the same
-arguments, encodes only the shards that are missing. --flip also stores each image's horizontal mirror (a
-fixed flip augmentation; the record count doubles). --pixels=unit feeds the VAE images in [0, 1] as EDM2's
-StabilityVAEEncoder does (its ImageNet-512 networks read such latents, with --config.data.latent_norm=edm2); the
-default, signed, is [-1, 1].
+arguments (info.json records them, and refuses others), encodes only the shards that are missing. --flip also
+stores each image's horizontal mirror (a fixed flip augmentation; the record count doubles). --pixels=unit feeds
+the VAE images in [0, 1] as EDM2's StabilityVAEEncoder does (its ImageNet-512 networks read such latents, with
+--config.data.latent_norm=edm2); the default, signed, is [-1, 1].
+
+Captions (fewstep_jax/tools/caption_sets.py; exactly one source flag): --captions_folder (img.png with img.txt
+beside it, one caption per non-empty line: its own flag, not detected inside --folder's class folders), --jsonl
+({"image": path, "caption": str} or "captions": [...] lines, paths relative to the file), --coco_captions with
+--coco_images (COCO's captions JSON: about 5 captions an image), or --prompts (prompts alone, no images: the data of
+data-free distillation, SiD and DMD2 without its GAN term). An image without a caption, a caption file without an
+image, or an image a JSONL names that is missing is refused before anything is encoded, naming the first and the
+count. --text_encoders names a downloaded diffusers pipeline folder (fewstep_jax.text.load_pipeline): SD 1.5's
+condition is text_encoder's last hidden state, SDXL's (a folder with text_encoder_2/) the two encoders' penultimate
+states concatenated and text_encoder_2's projected pooled output. The captions are encoded with the batch sharded
+over the devices as the images are, and each record (format 'captioned', version 2) holds ALL of its image's
+captions, so that training draws one per step:
+  int32 label and caption count, float32 mean and std [H, W, C] (not for --prompts), float32 SDXL time_ids [6]
+  (original height, width, crop top, left, --image_size twice: the crop's corner in pixels of the resized image,
+  as diffusers' train_text_to_image_sdxl.py records it; of the mirror for a flipped view; a prompt gets
+  (size, size, 0, 0, size, size)), token states [K, 77, D] in --text_dtype (K: the most captions of any image;
+  unused rows zero), float32 pooled outputs [K, P] (SDXL).
+Bytes a record: 8 + 8 H W C + 24 (SDXL) + K (77 D b + 4 P), b = 2 for float16 (the default). A caption's states are
+77 x 768 x 2 = 118,272 bytes for SD 1.5 and 77 x 2048 x 2 + 1280 x 4 = 320,512 for SDXL, against 32,768 for the
+moments of a 256-pixel image (4 x 32 x 32 x 4 x 2) and 524,288 at SDXL's 1024: a COCO record (5 captions) at SDXL's
+size is 2.1 MB. text_conditions.npz beside the shards holds the null condition (the empty prompt's encoding for SD
+1.5; zeros where model_index.json's force_zeros_for_empty_prompt says so, SDXL's default) and the --eval_prompts'
+conditions, so that training needs no text encoder to start.
 """
 import dataclasses
 import os
