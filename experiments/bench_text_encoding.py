@@ -118,8 +118,8 @@ def main(argv):
   configs = [('tiny', tiny)] + ([] if FLAGS.skip_clip_l else [('clip_l', clip_text.CLIP_L)])
   for name, config in configs:
     params = clip_text.from_state_dict(clip_text.random_weights(config, 0), config)
-    report(measure='encode', encoder=name, batch_size=FLAGS.batch_size, seconds_per_batch=encode_seconds(config, params),
-           device=str(jax.devices()[0].platform))
+    report(measure='encode', encoder=name, batch_size=FLAGS.batch_size,
+           seconds_per_batch=encode_seconds(config, params), device=str(jax.devices()[0].platform))
 
 
 if __name__ == '__main__':

@@ -255,11 +255,69 @@ def test_bad_jsonl_and_coco_are_refused(sets, tmp_path):
 def test_the_command_refuses_mixed_sources_in_one_line(sets, tmp_path):
   root, _, _, sd15, _ = sets
   result = run_main([f'--out={tmp_path / "out"}', f'--jsonl={root / "folder" / "set.jsonl"}',
-                     f'--captions_folder={root / "folder"}', f'--text_encoders={sd15}', f'--vae={root / "vae.safetensors"}'],
-                    module='fewstep_jax.tools.encode_latents', check=False)
+                     f'--captions_folder={root / "folder"}', f'--text_encoders={sd15}',
+                     f'--vae={root / "vae.safetensors"}'], module='fewstep_jax.tools.encode_latents', check=False)
   assert error_line(result) == ('error: give exactly one of --folder, --tfds_name, --captions_folder, --jsonl, '
                                 '--coco_captions, --prompts (got --captions_folder, --jsonl)')
   result = run_main([f'--out={tmp_path / "out"}', f'--captions_folder={root / "folder"}',
                      f'--vae={root / "vae.safetensors"}'], module='fewstep_jax.tools.encode_latents', check=False)
   assert error_line(result) == 'error: --captions_folder needs --text_encoders=<a diffusers pipeline folder>'
   assert not (tmp_path / 'out').exists()
+
+
+def test_token_ids_are_encoded_in_the_step_on_the_fly(sets, tmp_path):
+  """--text_storage=ids stores token ids alone; data.text_encoding='on_the_fly' runs the encoders in on_device with
+  their parameters as arguments (data.device_params()), giving what text.encode gives."""
+  root, vae, params, _, sdxl = sets
+  encoding = TextEncoding.load(sdxl, storage='ids')
+  out = tmp_path / 'ids'
+  lines = []
+  encode_dataset(caption_sets.CaptionFolder(str(root / 'folder')), vae, params, str(out), image_size=8,
+                 shard_size=4, batch_size=4, text=encoding, log=lines.append)
+  assert f'({8 + 2 * 64 * 4 + 24 + 3 * 2 * 77 * 4} bytes a record)' in lines[0]  # Ids of 2 encoders, 3 captions.
+  records = _records(out)
+  assert 'tokens' not in records and records['ids'].shape == (3, 3, 2, 77)
+  with pytest.raises(errors.ConfigError, match=r"data.text_encoding='stored', but .* holds ids: set "
+                     r'--config.data.text_encoding=on_the_fly, or encode it again with encode_latents '
+                     r'--text_storage=states'):
+    build_data(_config(out), global_batch_size=3, seed=0)
+  data = build_data(_config(out, text_encoding='on_the_fly'), global_batch_size=3, seed=0)
+  batch = data.next_batch()
+  assert set(batch['y']) == {'ids', 'time_ids'}
+  step = jax.jit(lambda device_params, b, key: data.on_device(key, b, device_params))
+  condition = step(data.device_params(), batch, jax.random.key(0))['y']
+  assert set(condition) == {'tokens', 'pooled', 'time_ids'}
+  captions = [caption for item in CAPTIONS for caption in item]
+  states, pooled = text.encode(encoding.encoders, captions)
+  ids = np.stack(text.tokenize(encoding.encoders, captions), axis=1)
+  for row in range(3):
+    k = int(np.flatnonzero((ids == batch['y']['ids'][row]).all(axis=(1, 2)))[0])
+    np.testing.assert_allclose(condition['tokens'][row], states[k], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(condition['pooled'][row], pooled[k], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(condition['time_ids'], batch['y']['time_ids'])
+
+
+def test_a_later_record_format_is_refused_in_one_line(tmp_path):
+  (tmp_path / 'info.json').write_text(json.dumps({'format': 'captioned', 'version': 3, 'num_shards': 1}))
+  with pytest.raises(errors.ConfigError, match=r"holds latents in format 'captioned' version 3, which this "
+                     'fewstep_jax does not read .*: update fewstep_jax, or encode the directory again'):
+    build_data(_config(tmp_path), global_batch_size=2, seed=0)
+
+
+@pytest.mark.slow  # About 7 minutes on 2 shared cores, most of it compiling the U-Net step.
+def test_a_run_trains_on_captioned_latents_with_the_encoders_in_its_step(sets, tmp_path):
+  """Two flow-matching steps of the tiny SD 1.5 U-Net on token ids encoded in the step: the trainer passes the text
+  encoders' parameters to its jitted step as an argument."""
+  from fewstep_jax import trainer
+  from fewstep_jax.config_base import base_config
+  root, vae, params, sd15, _ = sets
+  out = tmp_path / 'ids'
+  encode_dataset(caption_sets.CaptionFolder(str(root / 'folder')), vae, params, str(out), image_size=32,
+                 shard_size=4, batch_size=4, text=TextEncoding.load(sd15, storage='ids'), log=lambda line: None)
+  config = base_config(method='flow_matching', network='sd_unet', dataset='latents')
+  config.network.preset = 'sd15_tiny'
+  config.data.update(latents_dir=str(out), text_encoding='on_the_fly')
+  config.train.update(num_steps=2, batch_size=2, log_every=1)
+  run, state, finished = trainer.train(config, None)
+  assert finished and int(state.step) == 2 and run.data_params is not None
+  assert jax.tree.structure(run.data_params) == jax.tree.structure(run.data.device_params())

@@ -44,6 +44,8 @@ def data_defaults() -> ml_collections.ConfigDict:
                            # shards of python -m fewstep_jax.tools.encode_latents (moments, captions, prompts).
   config.eval_prompts = ''  # A captioned latents directory's evaluation prompts (a file: one per line, or JSONL),
                             # encoded at startup with its text encoders; '' = those encode_latents stored.
+  config.text_encoding = 'stored'  # A captioned latents directory's text: 'stored' (the encoders' outputs) or
+                                   # 'on_the_fly' (token ids, encoded in the step: encode_latents --text_storage=ids).
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
   config.latent_norm = 'scale'  # latents.LATENT_NORMS: 'scale' (latent_scale; images in [-1, 1]: DiT, SiT,
                                 # MeanFlow) | 'edm2' (EDM2's per-channel normalisation; images in [0, 1]).

@@ -9,7 +9,8 @@
     info.json                         {"format": "captioned", "version": 2, "moments": bool, "text": {...}, ...}
     records-<shard>.array_record      one fixed-size record per image or prompt (`record_dtype(info)`): int32 label,
                                       int32 caption count K_i, [float32 mean, std [H, W, C]], [float32 time_ids [6]],
-                                      tokens [K, L, D] (text.dtype; captions K_i..K-1 zero), [float32 pooled [K, P]]
+                                      tokens [K, L, D] (text.dtype; captions K_i..K-1 zero), [float32 pooled [K, P]];
+                                      or, with text.storage 'ids', int32 token ids [K, encoders, 77] instead
     text_conditions.npz               the null condition and the evaluation prompts' conditions (`read_conditions`)
 
   or posterior means only, from any encoder:
@@ -31,6 +32,8 @@ A captioned directory's batches carry text conditions: y = {'tokens': [b, L, D],
 process, batches drawn), which the data state keeps (so a resumed run draws the same captions); the run's
 Conditioning is 'text', its null and prompts from text_conditions.npz (or data.eval_prompts, encoded at startup).
 A directory without moments (a prompt list) gives batches with y alone: data-free methods train on it.
+A directory of token ids needs data.text_encoding='on_the_fly': y then holds the drawn caption's 'ids', and
+`on_device` runs the pipeline's encoders on them with `device_params()`, which the trainer passes to its jitted step.
 """
 import dataclasses
 import functools
@@ -98,6 +101,10 @@ CONDITIONS_FILE = 'text_conditions.npz'
 TEXT_DTYPES = {'float16': np.float16, 'bfloat16': 'bfloat16', 'float32': np.float32}
 
 
+# info['text']['storage'] -> the data.text_encoding that reads it: stored states, or token ids the step encodes.
+TEXT_STORAGES = {'states': 'stored', 'ids': 'on_the_fly'}
+
+
 def text_dtype(name: str) -> np.dtype:
   if name == 'bfloat16':
     import ml_dtypes
@@ -123,10 +130,16 @@ def record_dtype(info: dict) -> np.dtype:
   if text:
     if text['time_ids']:
       fields.append(('time_ids', '<f4', (6,)))
-    fields.append(('tokens', text_dtype(text['dtype']), (text['max_captions'],) + tuple(text['tokens_shape'])))
-    if text['pooled']:
-      fields.append(('pooled', '<f4', (text['max_captions'], text['pooled'])))
+    if text.get('storage', 'states') == 'ids':
+      fields.append(('ids', '<i4', (text['max_captions'],) + tuple(text['ids_shape'])))
+    else:
+      fields.append(('tokens', text_dtype(text['dtype']), (text['max_captions'],) + tuple(text['tokens_shape'])))
+      if text['pooled']:
+        fields.append(('pooled', '<f4', (text['max_captions'], text['pooled'])))
   return np.dtype(fields)
+
+
+CAPTION_ROWS = ('tokens', 'pooled', 'ids')  # A row per caption of the image: one is drawn per step.
 
 
 def write_record(dtype: np.dtype, **fields) -> bytes:
@@ -134,7 +147,7 @@ def write_record(dtype: np.dtype, **fields) -> bytes:
   record = np.zeros((), dtype)
   for name, value in fields.items():
     value = np.asarray(value)
-    if name in ('tokens', 'pooled'):
+    if name in CAPTION_ROWS:
       record[name][:len(value)] = value
     else:
       record[name] = value
@@ -224,7 +237,7 @@ class MomentsSource:
     """The records at `indices` in one batched read, decoded together: {'x', 'x_std'[, 'label'], text fields}."""
     raw = self._records.__getitems__([int(index) for index in indices])
     records = np.frombuffer(b''.join(raw), self._record_dtype)
-    arrays = {name: records[name] for name in ('count', 'time_ids', 'tokens', 'pooled')
+    arrays = {name: records[name] for name in ('count', 'time_ids') + CAPTION_ROWS
               if name in self._record_dtype.names}
     if self.has_moments:
       arrays.update(x=records['mean'] * self.norm.scale + self.norm.shift, x_std=records['std'] * self.norm.scale)
@@ -284,7 +297,7 @@ class LatentSource:
     return arrays
 
 
-CAPTION_FIELDS = ('count', 'tokens', 'pooled')  # One row per caption of the image: one is drawn per step.
+CAPTION_FIELDS = ('count',) + CAPTION_ROWS
 
 
 def latent_arrays_to_batch(arrays: dict) -> dict:
@@ -302,15 +315,14 @@ def stack_latents(records) -> dict:
 
 
 def draw_captions(batch: dict, rng: np.random.Generator) -> dict:
-  """The batch with y = the text condition of one caption per image, uniform among its `count`, drawn from `rng`;
-  time_ids (SDXL) join the condition."""
+  """The batch with y = the text condition of one caption per image, uniform among its `count`, drawn from `rng`
+  (its 'tokens' and 'pooled', or its token 'ids' [b, encoders, 77] for the step to encode); time_ids (SDXL) join
+  the condition."""
   batch = dict(batch)
-  count, tokens = batch.pop('count'), batch.pop('tokens')
+  count = batch.pop('count')
   rows = np.arange(len(count))
   chosen = np.minimum((rng.random(len(count)) * count).astype(np.int64), count - 1)
-  condition = {'tokens': tokens[rows, chosen]}
-  if 'pooled' in batch:
-    condition['pooled'] = batch.pop('pooled')[rows, chosen]
+  condition = {name: batch.pop(name)[rows, chosen] for name in CAPTION_ROWS if name in batch}
   if 'time_ids' in batch:
     condition['time_ids'] = batch.pop('time_ids')
   batch['y'] = condition
@@ -330,9 +342,11 @@ class LatentData(HostBatches):
     self._text = self._source.info.get('text')
     self._directory, self._eval_prompts = config_data.latents_dir, config_data.get('eval_prompts', '')
     self._seed, self._process, self._drawn = int(seed), 0, 0
+    self._encoders = None
     if self._text:
       import jax
       self._process = jax.process_index()
+      self._encoders = self._check_text_encoding(config_data.get('text_encoding', 'stored'))
     self._open_batches(self._source, config_data, global_batch_size=global_batch_size, seed=seed,
                        record_batch_fn=stack_latents, arrays_batch_fn=latent_arrays_to_batch)
 
@@ -347,6 +361,28 @@ class LatentData(HostBatches):
     if self._eval_prompts:
       prompts = encode_prompt_file(self._eval_prompts, self._text)
     return Conditioning('text', null_text=stored['null'], prompts=prompts)
+
+  def _check_text_encoding(self, encoding: str):
+    """The text encoders the step runs (data.text_encoding='on_the_fly', on a directory of token ids), or None; a
+    clear error where the config and the directory disagree."""
+    storage = self._text.get('storage', 'states')
+    if encoding not in TEXT_STORAGES.values():
+      raise ConfigError(f'unknown data.text_encoding {encoding!r}; known: {sorted(TEXT_STORAGES.values())}')
+    if TEXT_STORAGES[storage] != encoding:
+      flag = {'stored': 'states', 'on_the_fly': 'ids'}[encoding]
+      raise ConfigError(f'data.text_encoding={encoding!r}, but {self._directory} holds {storage}: set '
+                        f'--config.data.text_encoding={TEXT_STORAGES[storage]}, or encode it again with '
+                        f'encode_latents --text_storage={flag}')
+    if encoding == 'stored':
+      return None
+    from fewstep_jax import text
+    return text.load_pipeline(self._text['pipeline'], condition=self._text['condition'])
+
+  def device_params(self):
+    """The parameters `on_device` needs besides the batch, passed to the jitted step as an argument (never closed
+    over as constants): the text encoders' [one tree per encoder] under data.text_encoding='on_the_fly', else
+    None."""
+    return None if self._encoders is None else [encoder.params for encoder in self._encoders]
 
   def next_batch(self) -> dict:
     batch = next(self._batches)
@@ -369,20 +405,31 @@ class LatentData(HostBatches):
     self._drawn = int(drawn or 0)
     super().set_state(state)
 
-  @staticmethod
-  def on_device(key, batch: dict) -> dict:
+  def on_device(self, key, batch: dict, params=None) -> dict:
     """A posterior sample per latent, x = mean + std * eps, drawn on the device from the step's key (batches of
-    posterior means pass unchanged); stored text states (float16) become float32 here, after the transfer."""
+    posterior means pass unchanged); stored text states (float16) become float32 here, after the transfer; token
+    ids [b, encoders, 77] become the text condition by the text encoders with `params` (device_params())."""
     import jax
     import jax.numpy as jnp
     batch = dict(batch)
     if isinstance(batch.get('y'), dict):
-      batch['y'] = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), batch['y'])
+      condition = dict(batch['y'])
+      if 'ids' in condition:
+        condition.update(self._encode_ids(condition.pop('ids'), params))
+      batch['y'] = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), condition)
     if 'x_std' not in batch:
       return batch
     std = batch.pop('x_std')
     batch['x'] = batch['x'] + std * jax.random.normal(key, batch['x'].shape, batch['x'].dtype)
     return batch
+
+  def _encode_ids(self, ids, params) -> dict:
+    from fewstep_jax import text
+    if params is None:
+      raise ConfigError('token ids reached the step without the text encoders\' parameters: pass '
+                        'data.device_params() to on_device')
+    states, pooled = text.encode_ids(self._encoders, [ids[:, index] for index in range(ids.shape[1])], params)
+    return {'tokens': states, **({'pooled': pooled} if self._text['pooled'] else {})}
 
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """The first n latents (posterior means) of a seed-permutation (there is one split: `split` is ignored), with

@@ -43,7 +43,9 @@ Bytes a record: 8 + 8 H W C + 24 (SDXL) + K (77 D b + 4 P), b = 2 for float16 (t
 moments of a 256-pixel image (4 x 32 x 32 x 4 x 2) and 524,288 at SDXL's 1024: a COCO record (5 captions) at SDXL's
 size is 2.1 MB. text_conditions.npz beside the shards holds the null condition (the empty prompt's encoding for SD
 1.5; zeros where model_index.json's force_zeros_for_empty_prompt says so, SDXL's default) and the --eval_prompts'
-conditions, so that training needs no text encoder to start.
+conditions, so that training needs no text encoder to start. --text_storage=ids stores each caption's token ids
+instead (int32 [K, encoders, 77]: 308 bytes a caption for SD 1.5, 616 for SDXL), for data.text_encoding='on_the_fly',
+which runs the encoders in the training step (docs/data.md weighs the two).
 """
 import dataclasses
 import os
@@ -176,6 +178,7 @@ class TextEncoding:
   pipeline: str
   dtype: str = 'float16'
   eval_prompts: tuple = ()
+  storage: str = 'states'  # latents.TEXT_STORAGES: the encoders' outputs, or token ids (data.text_encoding='on_the_fly').
 
   @classmethod
   def load(cls, pipeline: str, **options) -> 'TextEncoding':
@@ -189,10 +192,14 @@ class TextEncoding:
     """info.json's 'text': what the records hold and how the null condition is formed."""
     if self.dtype not in latents_lib.TEXT_DTYPES:
       raise ValueError(f'unknown --text_dtype={self.dtype!r}; known: {sorted(latents_lib.TEXT_DTYPES)}')
+    if self.storage not in latents_lib.TEXT_STORAGES:
+      raise ValueError(f'unknown --text_storage={self.storage!r}; known: {sorted(latents_lib.TEXT_STORAGES)}')
     states, pooled = text_lib.encode(self.encoders, [''])
     zeros = text_lib.encoders.zeros_for_empty_prompt(self.pipeline, self.condition)
-    return {'pipeline': self.pipeline, 'condition': self.condition, 'storage': 'states', 'dtype': self.dtype,
-            'tokens_shape': list(states.shape[1:]), 'pooled': 0 if pooled is None else int(pooled.shape[-1]),
+    ids_shape = [len(self.encoders), states.shape[1]]
+    return {'pipeline': self.pipeline, 'condition': self.condition, 'storage': self.storage, 'dtype': self.dtype,
+            'tokens_shape': list(states.shape[1:]), 'ids_shape': ids_shape,
+            'pooled': 0 if pooled is None else int(pooled.shape[-1]),
             'time_ids': self.condition == 'sdxl', 'max_captions': int(max_captions),
             'null': 'zeros' if zeros else 'empty_prompt', 'image_size': int(image_size)}
 
@@ -279,7 +286,7 @@ def encode_dataset(images, vae, params, out: str, *, image_size: int, shard_size
     if images.has_images:
       _encode_images(images, indices, views, image_size, batch_size, encode, records, text)
     if text:
-      _encode_captions(images, indices, views, encode_text, records, info['text'])
+      _encode_captions(images, indices, views, encode_text, records, info['text'], text.encoders)
     temporary = paths[shard] + '.tmp'
     writer = ArrayRecordWriter(temporary, 'group_size:1')
     for record in records:
@@ -316,18 +323,23 @@ def _encode_images(images, indices, views, image_size, batch_size, encode, recor
       record['mean'], record['std'] = mean[offset], std[offset]
 
 
-def _encode_captions(images, indices, views, encode_text, records, text_info: dict):
-  """Fills records' count, tokens (and pooled) with the text encoders' outputs for each item's captions."""
+def _encode_captions(images, indices, views, encode_text, records, text_info: dict, encoders):
+  """Fills records' count and tokens (and pooled) with the text encoders' outputs for each item's captions, or with
+  their token ids (int32 [K_i, encoders, 77]) where text_info['storage'] is 'ids'."""
   captions = [images.captions(index // views) for index in indices]
-  states, pooled = encode_text([caption for item in captions for caption in item])
-  dtype = latents_lib.text_dtype(text_info['dtype'])
+  flat = [caption for item in captions for caption in item]
+  if text_info['storage'] == 'ids':
+    outputs = {'ids': np.stack(text_lib.tokenize(encoders, flat), axis=1)}
+  else:
+    states, pooled = encode_text(flat)
+    outputs = {'tokens': states.astype(latents_lib.text_dtype(text_info['dtype']))}
+    if pooled is not None:
+      outputs['pooled'] = pooled
   begin = 0
   for record, item in zip(records, captions):
     record['label'] = record.get('label', 0)
     record['count'] = len(item)
-    record['tokens'] = states[begin:begin + len(item)].astype(dtype)
-    if pooled is not None:
-      record['pooled'] = pooled[begin:begin + len(item)]
+    record.update({name: value[begin:begin + len(item)] for name, value in outputs.items()})
     if text_info['time_ids'] and 'time_ids' not in record:  # A prompt: generated uncropped at the target size.
       record['time_ids'] = latents_lib.default_time_ids(text_info['image_size'])
     begin += len(item)
@@ -377,7 +389,8 @@ def main(argv):
   text = None
   if FLAGS.text_encoders:
     eval_prompts = tuple(latents_lib.read_prompts(FLAGS.eval_prompts)) if FLAGS.eval_prompts else ()
-    text = TextEncoding.load(FLAGS.text_encoders, dtype=FLAGS.text_dtype, eval_prompts=eval_prompts)
+    text = TextEncoding.load(FLAGS.text_encoders, dtype=FLAGS.text_dtype, eval_prompts=eval_prompts,
+                             storage=FLAGS.text_storage)
   source = getattr(images, 'source', '') or FLAGS.folder or f'{FLAGS.tfds_name}:{FLAGS.split}'
   encode_dataset(images, vae, params, FLAGS.out, image_size=FLAGS.image_size, shard_size=FLAGS.shard_size,
                  batch_size=FLAGS.batch_size, flip=FLAGS.flip, source=source, pixels=FLAGS.pixels, text=text,
@@ -408,6 +421,9 @@ if __name__ == '__main__':
   flags.DEFINE_string('prompts', '', 'prompts only, no images: one prompt per line, or JSONL {"prompt": ...}')
   flags.DEFINE_string('text_encoders', '', "a diffusers pipeline folder whose text encoder(s) encode the captions")
   flags.DEFINE_enum('text_dtype', 'float16', sorted(latents_lib.TEXT_DTYPES), 'how token states are stored')
+  flags.DEFINE_enum('text_storage', 'states', sorted(latents_lib.TEXT_STORAGES),
+                    "states: the encoders' outputs; ids: token ids only, encoded in the step "
+                    "(data.text_encoding='on_the_fly')")
   flags.DEFINE_string('eval_prompts', '', "prompts (a file as --prompts') encoded beside the null condition, the "
                       "run's evaluation prompts")
   flags.DEFINE_integer('latent_channels', 4, 'with --prompts: the latent channels (the shape is --image_size / 8)')
