@@ -2,6 +2,7 @@
 
 It knows nothing about what it trains: the method supplies init / step / sample (methods/base.py).
 """
+import functools
 import json
 import os
 import shutil
@@ -62,6 +63,7 @@ class Run:
     sharding_lib.check_batch_size(config.train.batch_size, config.train.micro_batches, self.mesh)
     self.data = data_lib.build_data(config.data, global_batch_size=config.train.batch_size,
                                     seed=config.train.seed)
+    methods.require_data_images(config, self.data)
     shape, classes = self.data.data_shape, self.data.num_classes
     self.inputs = (runs.resolve_inputs(config, shape, classes, inputs, mesh=self.mesh,
                                        fsdp_min_size=config.mesh.fsdp_min_size) if resolve else dict(inputs or {}))
@@ -83,23 +85,36 @@ class Run:
     data, method, mesh = self.data, self.method, self.mesh
     batch_size = self.config.train.batch_size
 
-    def train_step(state, batch):
+    def train_step(state, batch, data_params):
       key = jax.random.fold_in(self.step_key, state.step)
       data_key, method_key = jax.random.split(key)
       if batch is None:  # Device-side data (toy): sampled here, from the step's key.
         batch = data.device_sample(data_key, batch_size)
         batch = jax.lax.with_sharding_constraint(batch, sharding_lib.batch_sharding(mesh))
-      else:  # Host batches that are distributions (latent moments) are sampled here.
-        batch = data.on_device(data_key, batch)
+      else:  # Host batches that are distributions (latent moments) are sampled here, token ids encoded.
+        batch = data.on_device(data_key, batch, data_params)
       # The mesh in context lets kernels that XLA cannot partition (Pallas
       # attention) run per batch shard under shard_map.
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
         return method.step(state, batch, method_key, **options)
 
     batch_shardings = None if data.kind == 'device' else sharding_lib.batch_sharding(mesh)
-    return jax.jit(train_step, in_shardings=(self.state_shardings, batch_shardings),
-                   out_shardings=(self.state_shardings, sharding_lib.replicated(mesh)),
-                   donate_argnums=0)
+    shardings = dict(out_shardings=(self.state_shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
+    data_params = self.data_params
+    if data_params is None:
+      return jax.jit(functools.partial(train_step, data_params=None),
+                     in_shardings=(self.state_shardings, batch_shardings), **shardings)
+    # Frozen arrays the data's on_device reads (text encoders run in the step) are arguments, placed once, so that
+    # XLA neither embeds them in the program as constants nor copies them each step.
+    jitted = jax.jit(train_step, in_shardings=(self.state_shardings, batch_shardings, sharding_lib.replicated(mesh)),
+                     **shardings)
+    return lambda state, batch: jitted(state, batch, data_params)
+
+  @functools.cached_property
+  def data_params(self):
+    """The data's device_params() replicated over the mesh, or None."""
+    params = getattr(self.data, 'device_params', lambda: None)()
+    return None if params is None else jax.device_put(params, sharding_lib.replicated(self.mesh))
 
   def step_dispatcher(self):
     """(state, batch, step) -> (state, metrics): the train step for host step `step` (= state.step), jitted once

@@ -103,11 +103,28 @@ TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'consistency_fm', 'dmd2', '
 def test_every_method_traces_its_step_on_text_conditions(name):
   """The training step of each method, traced (jax.eval_shape) on the captioned digits' condition shapes: a method
   that indexes or builds conditions as arrays (y[rows], a label fill) fails here with a text condition's dict."""
-  from conftest import described_teachers
+  _trace_text_step(name, with_x=True)
+
+
+@pytest.mark.parametrize('name', ('sid', 'dmd2', 'tdm'))
+def test_data_free_methods_trace_their_step_on_conditions_alone(name):
+  """A prompt list's batches hold y alone: the data-free methods take their batch size from it."""
   from fewstep_jax import methods
+  assert not methods.method_class(name).reads_data_images(_config(name))
+  _trace_text_step(name, with_x=False)
+
+
+def _config(name):
   from fewstep_jax.config_base import base_config
   config = base_config(method=name, network='sd_unet', dataset='digits_text')
   config.network.update(preset='digits', two_times=name in FLOW_MAPS)
+  return config
+
+
+def _trace_text_step(name, with_x: bool):
+  from conftest import described_teachers
+  from fewstep_jax import methods
+  config = _config(name)
   if name == 'twinflow':  # Its target EMA must be one of the copies the optimizer keeps.
     config.optim.ema_rates = (config.method.target_ema,)
     config.eval.params = f'ema_{config.method.target_ema}'
@@ -121,8 +138,9 @@ def test_every_method_traces_its_step_on_text_conditions(name):
       frozen[input_name] = jax.eval_shape(lambda key: method.init(key).nets['student'].params, jax.random.key(0))
   state = jax.eval_shape(method.init, jax.random.key(0), frozen) if frozen else jax.eval_shape(method.init,
                                                                                                 jax.random.key(0))
-  batch = {'x': jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32),
-           'y': jax.tree.map(lambda row: jax.ShapeDtypeStruct((4,) + row.shape, jnp.float32), text.null_text)}
+  batch = {'y': jax.tree.map(lambda row: jax.ShapeDtypeStruct((4,) + row.shape, jnp.float32), text.null_text)}
+  if with_x:
+    batch['x'] = jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32)
   options = method.step_options(0)
   new_state, _ = jax.eval_shape(lambda s, b, k: method.step(s, b, k, **options), state, batch, jax.random.key(1))
   assert jax.tree.map(jnp.shape, new_state.nets) == jax.tree.map(jnp.shape, state.nets)

@@ -6,7 +6,8 @@
   text conditions of a tiny frozen CLIP text encoder, see `digits_text.py`.
 - 'tfds': any image dataset already prepared by TFDS in `config.data.dir`, see `tfds_images.py`.
 - 'reflow_pairs': noise-sample pairs generated from a trained flow, see `ode_pairs.py`.
-- 'latents': precomputed VAE latents (ImageNet-256 latent configs), see `latents.py`.
+- 'latents': precomputed VAE latents (ImageNet-256 latent configs), or captioned latents / prompts with their text
+  encoders' outputs (text-to-image), see `latents.py`.
 - 'pipeline_prompts': no examples, the prompts to sample a diffusers pipeline's teacher at, with its text encoders
   and VAE, see `pipeline_prompts.py`.
 
@@ -42,7 +43,12 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.tfds_name = ''  # TFDS name, read when name == 'tfds': e.g. 'cifar10', 'imagenet_resized/64x64'.
   config.dir = ''  # Where the digits are built and TFDS datasets are prepared; '' = `default_data_dir()`.
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.tools.generate_pairs.
-  config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N].
+  config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N], or the
+                           # shards of python -m fewstep_jax.tools.encode_latents (moments, captions, prompts).
+  config.eval_prompts = ''  # A captioned latents directory's evaluation prompts (a file: one per line, or JSONL),
+                            # encoded at startup with its text encoders; '' = those encode_latents stored.
+  config.text_encoding = 'stored'  # A captioned latents directory's text: 'stored' (the encoders' outputs) or
+                                   # 'on_the_fly' (token ids, encoded in the step: encode_latents --text_storage=ids).
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
   config.latent_norm = 'scale'  # latents.LATENT_NORMS: 'scale' (latent_scale; images in [-1, 1]: DiT, SiT,
                                 # MeanFlow) | 'edm2' (EDM2's per-channel normalisation; images in [0, 1]).

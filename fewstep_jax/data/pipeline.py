@@ -245,11 +245,16 @@ class HostBatches:
     self._batches = make_batches(source, config_data, **make_batches_args)
 
   @staticmethod
-  def on_device(key, batch: dict) -> dict:
-    """Called on the device, inside the train step, with the step's data key: a source whose host batches are
-    distributions (VAE posterior moments) draws its sample here. Identity by default."""
-    del key
+  def on_device(key, batch: dict, params=None) -> dict:
+    """Called on the device, inside the train step, with the step's data key and `device_params()`: a source whose
+    host batches are distributions (VAE posterior moments) draws its sample here, one of token ids encodes them.
+    Identity by default."""
+    del key, params
     return batch
+
+  def device_params(self):
+    """Arrays `on_device` reads (frozen text encoders' parameters), passed to the step as an argument; None."""
+    return None
 
   def device_sample(self, key, n: int) -> dict:
     raise TypeError(f'{type(self).__name__} is read on the host: use next_batch()')

@@ -49,6 +49,11 @@ def require_teacher(inputs, method_name: str, name: str = 'teacher'):
   return inputs[name]
 
 
+def batch_rows(batch: dict) -> int:
+  """The number of examples in `batch` (its 'x' rows, or its conditions' where a data-free batch has no 'x')."""
+  return jax.tree.leaves(batch)[0].shape[0]
+
+
 def accumulate_gradients(loss_fn, params, batch: dict, key, micro_batches: int):
   """Mean gradient and metrics of `loss_fn(params, batch, key) -> (loss, metrics)` over micro-batches.
 
@@ -115,6 +120,13 @@ class Method:
     """What the run reads besides its batch, as specs (fewstep_jax/inputs.py) by name; none by default."""
     del config
     return {}
+
+  @classmethod
+  def reads_data_images(cls, config) -> bool:
+    """Whether a step reads the batch's data samples 'x' (most methods learn from them); a data-free method (a
+    distillation that reads only its teacher) trains on batches of conditions alone, e.g. a prompt list."""
+    del config
+    return True
 
   @classmethod
   def run_defining_fields(cls, config) -> tuple:

@@ -6,6 +6,8 @@ no class of its own.
 """
 import ml_collections
 
+from fewstep_jax.errors import ConfigError
+
 METHODS = {}   # name -> (class, default overrides)
 
 
@@ -48,3 +50,14 @@ def build_method(config, *, data_shape: tuple, num_classes: int, inputs: dict | 
   (the Teachers; see fewstep_jax.runs)."""
   return method_class(config.method.name)(config, data_shape=data_shape, num_classes=num_classes, inputs=inputs,
                                           conditioning=conditioning)
+
+
+def require_data_images(config, data):
+  """A clear error, before anything is built, where the configured method reads data samples and the data has none
+  (`data.has_images` False: a prompt list)."""
+  if getattr(data, 'has_images', True) or not method_class(config.method.name).reads_data_images(config):
+    return
+  raise ConfigError(f'method {config.method.name!r} trains on data images (its batches\' x), and '
+                    f'data.latents_dir={config.data.get("latents_dir", "")!r} holds prompts only: use a data-free '
+                    'method (sid, sim, dmd2 or dmd with method.gan_weight=0, diff_instruct, f_distill, tdm), or encode '
+                    'an image-caption set with encode_latents')

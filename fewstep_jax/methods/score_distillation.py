@@ -40,7 +40,8 @@ from fewstep_jax import paths, sampling, timesteps
 from fewstep_jax.distances import edm_weight, per_sample_mean
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (EDM_SIGMA_DEFAULTS, TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler,
-                                     StepContext, check_choice, check_eval_params, require_teacher, teacher_model)
+                                     StepContext, batch_rows, check_choice, check_eval_params, require_teacher,
+                                     teacher_model)
 from fewstep_jax.methods.gan import Discriminator
 from fewstep_jax.methods.roles import MultiNetworkMethod, Schedule, loss_update
 from fewstep_jax.train.optim import make_optimizer, optim_defaults, spans_the_run
@@ -130,6 +131,11 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
   @classmethod
   def run_defining_fields(cls, config):
     return ('train.num_steps',) if spans_the_run(config.method.critic_optim) else ()
+
+  @classmethod
+  def reads_data_images(cls, config) -> bool:
+    """Only the critic's GAN term (gan_weight > 0) sees data; the rest reads the teacher and the student's samples."""
+    return config.method.gan_weight > 0
 
   @classmethod
   def inputs(cls, config):
@@ -269,7 +275,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
     """The generator's loss; ctx.nets holds the critic's (and head's) parameters."""
     y = batch.get('y')
     input_key, loss_key, gan_key = jax.random.split(key, 3)
-    x_in, sigma_in = self.generator_input(params, input_key, batch['x'].shape[0], y)
+    x_in, sigma_in = self.generator_input(params, input_key, batch_rows(batch), y)
     x = self.denoise(params, x_in, sigma_in, y)
     loss, metrics = self.generator_loss(x, y, loss_key, ctx, x_in=x_in, sigma_in=sigma_in)
     if self.hparams.gan_generator_weight > 0 and not self.gan_in_generator_loss:
@@ -289,7 +295,7 @@ class ScoreDistillation(ConsistencySampled, MultiNetworkMethod):
   def critic_loss(self, trained, batch, key, ctx=StepContext()):
     """The fake-score loss on sg(G's samples) (+ the GAN's critic side); trained = {'critic', 'head'?}, the
     student's parameters in ctx.nets['student']."""
-    y, n = batch.get('y'), batch['x'].shape[0]
+    y, n = batch.get('y'), batch_rows(batch)
     student = ctx.nets['student']
     input_key, sigma_key, noise_key, fake_key, real_key = jax.random.split(key, 5)
     x_in, sigma_in = self.generator_input(student, input_key, n, y)

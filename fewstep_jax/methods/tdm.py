@@ -29,7 +29,7 @@ import ml_collections
 
 from fewstep_jax import timesteps
 from fewstep_jax.distances import elementwise_pseudo_huber, per_sample_mean
-from fewstep_jax.methods.base import StepContext, check_choice
+from fewstep_jax.methods.base import StepContext, batch_rows, check_choice
 from fewstep_jax.methods.registry import register
 from fewstep_jax.methods.score_distillation import ScoreDistillation
 from fewstep_jax.paths import expand_to
@@ -118,7 +118,7 @@ class TDM(ScoreDistillation):
 
   def critic_loss(self, trained, batch, key, ctx=StepContext()):
     student = ctx.nets['student']
-    y, n = batch.get('y'), batch['x'].shape[0]
+    y, n = batch.get('y'), batch_rows(batch)
     input_key, stage_key = jax.random.split(key)
     x_in, sigma_in = self.generator_input(student, input_key, n, y)
     x_hat0 = jax.lax.stop_gradient(self.denoise(student, x_in, sigma_in, y))

@@ -7,6 +7,7 @@ the outputs each pipeline conditions on (docs/teachers.md, "Text encoders").
   states, pooled = text.encode(text.load_pipeline('sdxl'), prompts)  # [B, 77, 2048], [B, 1280]
   conditioning = text.pipeline_conditioning('sdxl', prompts, (1024, 1024))  # conditions.Conditioning, the null
 """
-from fewstep_jax.text.encoders import CONDITIONS, TextEncoder, encode, load_encoder, load_pipeline
+from fewstep_jax.text.encoders import (CONDITIONS, TextEncoder, encode, encode_ids, load_encoder, load_pipeline,
+                                      tokenize)
 from fewstep_jax.text.tokenizer import CLIPTokenizer
 from fewstep_jax.text.conditions import encode_prompts, null_condition, pipeline_conditioning, read_prompts

@@ -14,6 +14,7 @@ the folders is run (weights through `fewstep_jax.weight_files`, the tokenizer th
 """
 import dataclasses
 import functools
+import json
 import os
 from typing import Callable, NamedTuple, Sequence
 
@@ -116,9 +117,35 @@ def load_pipeline(folder: str, condition: str | None = None, dtype=jnp.float32) 
   return tuple(load_encoder(os.path.join(folder, name), condition=condition, dtype=dtype) for name in present)
 
 
+def tokenize(encoders: Sequence[TextEncoder], prompts: Sequence[str]) -> list:
+  """Each encoder's token ids of the prompts, int32 [B, 77] per encoder (their tokenizers may pad differently)."""
+  return [encoder.tokenizer(prompts) for encoder in encoders]
+
+
+def encode_ids(encoders: Sequence[TextEncoder], ids: Sequence, params: Sequence | None = None):
+  """`encode` from token ids (one int32 [B, 77] per encoder, as `tokenize` gives): traceable, so that a step can run
+  the frozen encoders on device; `params` (one tree per encoder) replaces the encoders' own, to pass them as
+  arguments of a jitted function rather than constants."""
+  params = params or [encoder.params for encoder in encoders]
+  outputs = [_apply(encoder.module, encoder.condition)(p, i) for encoder, p, i in zip(encoders, params, ids)]
+  pooled = [p for _, p in outputs if p is not None]
+  return jnp.concatenate([states for states, _ in outputs], axis=-1), (pooled[-1] if pooled else None)
+
+
 def encode(encoders: Sequence[TextEncoder], prompts: Sequence[str]):
   """(states [B, 77, sum of D], pooled [B, P] or None): each encoder's states concatenated along the features, and
   the pooled output of the last encoder that gives one (SDXL's pipeline keeps text_encoder_2's)."""
-  outputs = [encoder.encode(prompts) for encoder in encoders]
-  pooled = [p for _, p in outputs if p is not None]
-  return jnp.concatenate([states for states, _ in outputs], axis=-1), (pooled[-1] if pooled else None)
+  return encode_ids(encoders, tokenize(encoders, prompts))
+
+
+def zeros_for_empty_prompt(folder: str, condition: str) -> bool:
+  """Whether the pipeline's null condition is zeros rather than the empty prompt's encoding: model_index.json's
+  force_zeros_for_empty_prompt where the folder says, else diffusers' default for the pipeline (SDXL's
+  StableDiffusionXLPipeline: true; SD 1.5's pipeline has no such option: the empty prompt is encoded)."""
+  path = os.path.join(folder, 'model_index.json')
+  if os.path.exists(path):
+    with open(path) as file:
+      index = json.load(file)
+    if 'force_zeros_for_empty_prompt' in index:
+      return bool(index['force_zeros_for_empty_prompt'])
+  return condition == 'sdxl'
