@@ -120,9 +120,9 @@ def test_caption_folder_with_sd15_reads_back_as_text_conditions_and_resumes(sets
            records['tokens'][i, :records['count'][i]]}
   assert all(tuple(np.round(row.astype(np.float32)[1, :4], 2)) in every for row in batch['y']['tokens'])
 
-  # data.eval_prompts: encoded at startup with the directory's encoders.
+  # data.prompts_file: encoded at startup with the directory's encoders.
   (tmp_path / 'prompts.txt').write_text('a tree\n\na house\n')
-  again = build_data(_config(out, eval_prompts=str(tmp_path / 'prompts.txt')), global_batch_size=3, seed=0)
+  again = build_data(_config(out, prompts_file=str(tmp_path / 'prompts.txt')), global_batch_size=3, seed=0)
   np.testing.assert_allclose(again.conditioning.prompts['tokens'], text.encode(encoding.encoders,
                                                                                ['a tree', 'a house'])[0], rtol=1e-6)
 

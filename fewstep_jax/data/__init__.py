@@ -45,8 +45,6 @@ def data_defaults() -> ml_collections.ConfigDict:
   config.pairs_dir = ''  # Read when name == 'reflow_pairs': written by python -m fewstep_jax.tools.generate_pairs.
   config.latents_dir = ''  # Read when name == 'latents': latents.npy [N, H, W, C] and labels.npy [N], or the
                            # shards of python -m fewstep_jax.tools.encode_latents (moments, captions, prompts).
-  config.eval_prompts = ''  # A captioned latents directory's evaluation prompts (a file: one per line, or JSONL),
-                            # encoded at startup with its text encoders; '' = those encode_latents stored.
   config.text_encoding = 'stored'  # A captioned latents directory's text: 'stored' (the encoders' outputs) or
                                    # 'on_the_fly' (token ids, encoded in the step: encode_latents --text_storage=ids).
   config.latent_scale = 0.18215  # Multiplies the stored latents (SD-VAE's scaling factor), for latent_norm 'scale'.
@@ -57,7 +55,9 @@ def data_defaults() -> ml_collections.ConfigDict:
                    # ('pipeline_prompts': unset is the pipeline's vae/).
   config.pipeline = ''  # Read when name == 'pipeline_prompts': a downloaded diffusers pipeline folder (its text
                         # encoders, VAE and latent shape).
-  config.prompts_file = ''  # Read when name == 'pipeline_prompts': the prompts to sample at, one a line.
+  config.prompts_file = ''  # Evaluation prompts (one a line, or JSONL), encoded at startup with the pipeline's text
+                            # encoders: the prompts 'pipeline_prompts' samples at; for captioned 'latents', in place
+                            # of those encode_latents stored ('' = the stored ones).
   config.conditional = True  # False drops the labels: an unconditional model of a labelled dataset.
   config.image_size = 0  # Square side to resize images to (PIL bicubic); 0 keeps the native size.
   config.reader = 'auto'  # pipeline.READERS: 'memory' (the records read once into host memory, each batch a fancy

@@ -30,7 +30,7 @@ in [0, 1], as EDM2 encodes them (`encode_latents --pixels=unit`), which its Imag
 A captioned directory's batches carry text conditions: y = {'tokens': [b, L, D], 'pooled': [b, P] (SDXL),
 'time_ids': [b, 6] (SDXL)}, one caption per image per step, drawn on the host by a generator seeded with (seed,
 process, batches drawn), which the data state keeps (so a resumed run draws the same captions); the run's
-Conditioning is 'text', its null and prompts from text_conditions.npz (or data.eval_prompts, encoded at startup).
+Conditioning is 'text', its null and prompts from text_conditions.npz (or data.prompts_file, encoded at startup).
 A directory without moments (a prompt list) gives batches with y alone: data-free methods train on it.
 A directory of token ids needs data.text_encoding='on_the_fly': y then holds the drawn caption's 'ids', and
 `on_device` runs the pipeline's encoders on them with `device_params()`, which the trainer passes to its jitted step.
@@ -340,7 +340,7 @@ class LatentData(HostBatches):
     self.data_shape, self.num_classes = self._source.shape, self._source.num_classes
     self.has_images = self._source.has_moments
     self._text = self._source.info.get('text')
-    self._directory, self._eval_prompts = config_data.latents_dir, config_data.get('eval_prompts', '')
+    self._directory, self._prompts_file = config_data.latents_dir, config_data.get('prompts_file', '')
     self._seed, self._process, self._drawn = int(seed), 0, 0
     self._encoders = None
     if self._text:
@@ -353,13 +353,13 @@ class LatentData(HostBatches):
   @functools.cached_property
   def conditioning(self) -> Conditioning:
     """Labels (or none); for a captioned directory text, the null and evaluation prompts as encode_latents stored
-    them, or data.eval_prompts' prompts encoded now with the directory's text encoders."""
+    them, or data.prompts_file' prompts encoded now with the directory's text encoders."""
     if not self._text:
       return Conditioning.of_labels(self.num_classes)
     stored = read_conditions(self._directory)
     prompts = stored['prompts']
-    if self._eval_prompts:
-      prompts = encode_prompt_file(self._eval_prompts, self._text)
+    if self._prompts_file:
+      prompts = encode_prompt_file(self._prompts_file, self._text)
     return Conditioning('text', null_text=stored['null'], prompts=prompts)
 
   def _check_text_encoding(self, encoding: str):
@@ -444,51 +444,8 @@ class LatentData(HostBatches):
     return draw_captions(batch, np.random.default_rng(seed)) if 'count' in batch else batch
 
 
-def read_prompts(path: str) -> list:
-  """A prompts file's prompts: one per non-empty line, or JSONL lines {"prompt": ...} / {"caption": ...} / {"text":
-  ...} (a file whose first line starts with '{')."""
-  if not os.path.exists(path):
-    raise InputNotFoundError(f'prompts file {path!r} not found')
-  with open(path, encoding='utf-8') as file:
-    lines = [line.strip() for line in file if line.strip()]
-  if not lines or not lines[0].startswith('{'):
-    return lines
-  prompts = []
-  for number, line in enumerate(lines, 1):
-    record = json.loads(line)
-    text = next((record[key] for key in PROMPT_KEYS if key in record), None)
-    if not isinstance(text, str):
-      raise ConfigError(f'{path}, line {number}: a JSONL prompt needs a string under one of {PROMPT_KEYS}')
-    prompts.append(text)
-  return prompts
-
-
-PROMPT_KEYS = ('prompt', 'caption', 'text')
-
-
-def default_time_ids(image_size: int) -> np.ndarray:
-  """SDXL's time_ids of an uncropped image generated at its size (the pipeline's defaults): (h, w, 0, 0, h, w)."""
-  return np.array([image_size, image_size, 0, 0, image_size, image_size], np.float32)
-
-
-def text_conditions(encoders, prompts, text_info: dict, image_size: int) -> dict:
-  """The text condition {'tokens': float32 [N, L, D], 'pooled': [N, P], 'time_ids': [N, 6]} of `prompts` under
-  `encoders` (fewstep_jax.text), shaped as a directory's `text_info` says."""
-  from fewstep_jax import text
-  states, pooled = text.encode(encoders, list(prompts))
-  condition = {'tokens': np.asarray(states, np.float32)}
-  if text_info['pooled']:
-    condition['pooled'] = np.asarray(pooled, np.float32)
-  if text_info['time_ids']:
-    condition['time_ids'] = np.tile(default_time_ids(image_size), (len(prompts), 1))
-  return condition
-
-
 def encode_prompt_file(path: str, text_info: dict) -> dict:
-  """data.eval_prompts: the prompts of `path` encoded with the directory's text encoders (text_info['pipeline'])."""
+  """data.prompts_file: the prompts of `path` encoded with the directory's text encoders (text_info['pipeline'])."""
   from fewstep_jax import text
-  prompts = read_prompts(path)
-  if not prompts:
-    raise ConfigError(f'data.eval_prompts={path!r} holds no prompts')
   encoders = text.load_pipeline(text_info['pipeline'], condition=text_info['condition'])
-  return text_conditions(encoders, prompts, text_info, text_info['image_size'])
+  return text.encode_prompts(encoders, text.read_prompts(path), text_info['image_size'])

@@ -25,21 +25,38 @@ from fewstep_jax.text.encoders import encode, load_pipeline
 MODEL_INDEX = 'model_index.json'
 
 
+PROMPT_KEYS = ('prompt', 'caption', 'text')  # Where a JSONL prompts file's line holds its prompt.
+
+
 def read_prompts(path: str) -> list:
-  """The prompts of a text file, one a line (surrounding white space stripped, empty lines skipped)."""
+  """The prompts of a text file, one a line (surrounding white space stripped, empty lines skipped), or of a JSONL
+  file (its first line starts with '{'): one {"prompt" | "caption" | "text": str} a line."""
   if not os.path.isfile(path):
-    raise errors.InputNotFoundError(f'prompts file {path!r} not found: write the prompts one a line and set '
-                                    '--config.data.prompts_file to it')
+    raise errors.InputNotFoundError(f'prompts file {path!r} not found: write the prompts one a line and give '
+                                    'its path')
   with open(path, encoding='utf-8') as file:
-    prompts = [line.strip() for line in file if line.strip()]
-  if not prompts:
+    lines = [line.strip() for line in file if line.strip()]
+  if not lines:
     raise errors.ConfigError(f'prompts file {path} holds no prompt: write the prompts one a line')
+  if not lines[0].startswith('{'):
+    return lines
+  prompts = []
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as error:
+      raise errors.ConfigError(f'{path}, line {number}: not JSON ({error})') from None
+    prompt = next((record[key] for key in PROMPT_KEYS if key in record), None) if isinstance(record, dict) else None
+    if not isinstance(prompt, str):
+      raise errors.ConfigError(f'{path}, line {number}: a JSONL prompt needs a string under one of {PROMPT_KEYS}')
+    prompts.append(prompt)
   return prompts
 
 
-def time_ids(image_size: tuple) -> np.ndarray:
-  """float32 [6]: SDXL's (original height, width, crop top, left, target height, width) of an uncropped image."""
-  height, width = image_size
+def time_ids(image_size) -> np.ndarray:
+  """float32 [6]: SDXL's (original height, width, crop top, left, target height, width) of an uncropped image of
+  `image_size`, (height, width) or one side of a square, in pixels."""
+  height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
   return np.array([height, width, 0, 0, height, width], np.float32)
 
 

@@ -14,7 +14,6 @@ the folders is run (weights through `fewstep_jax.weight_files`, the tokenizer th
 """
 import dataclasses
 import functools
-import json
 import os
 from typing import Callable, NamedTuple, Sequence
 
@@ -137,15 +136,3 @@ def encode(encoders: Sequence[TextEncoder], prompts: Sequence[str]):
   the pooled output of the last encoder that gives one (SDXL's pipeline keeps text_encoder_2's)."""
   return encode_ids(encoders, tokenize(encoders, prompts))
 
-
-def zeros_for_empty_prompt(folder: str, condition: str) -> bool:
-  """Whether the pipeline's null condition is zeros rather than the empty prompt's encoding: model_index.json's
-  force_zeros_for_empty_prompt where the folder says, else diffusers' default for the pipeline (SDXL's
-  StableDiffusionXLPipeline: true; SD 1.5's pipeline has no such option: the empty prompt is encoded)."""
-  path = os.path.join(folder, 'model_index.json')
-  if os.path.exists(path):
-    with open(path) as file:
-      index = json.load(file)
-    if 'force_zeros_for_empty_prompt' in index:
-      return bool(index['force_zeros_for_empty_prompt'])
-  return condition == 'sdxl'

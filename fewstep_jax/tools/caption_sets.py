@@ -12,7 +12,7 @@ extension) than an intent, and skipping silently would change the data without a
                             relative to the file's folder; lines naming the same image add to its captions.
   CocoCaptions(json, dir)   COCO's captions_<split>2014.json ('images': id, file_name; 'annotations': image_id,
                             caption) with its images folder; about 5 captions per image, in annotation order.
-  PromptList(file)          prompts only (latents.read_prompts: one per non-empty line, or JSONL), no images.
+  PromptList(file)          prompts only (text_lib.read_prompts: one per non-empty line, or JSONL), no images.
 """
 import collections
 import json
@@ -20,7 +20,7 @@ import os
 
 from PIL import Image
 
-from fewstep_jax.data import latents as latents_lib
+from fewstep_jax import text as text_lib
 from fewstep_jax.errors import ConfigError, InputNotFoundError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.JPEG')
@@ -158,9 +158,7 @@ class PromptList:
   num_classes = 0
 
   def __init__(self, path: str):
-    self._prompts = latents_lib.read_prompts(path)
-    if not self._prompts:
-      raise ConfigError(f'--prompts={path!r} holds no prompts')
+    self._prompts = text_lib.read_prompts(path)
     self.source = os.path.abspath(path)
 
   def __len__(self):

@@ -195,7 +195,7 @@ class TextEncoding:
     if self.storage not in latents_lib.TEXT_STORAGES:
       raise ValueError(f'unknown --text_storage={self.storage!r}; known: {sorted(latents_lib.TEXT_STORAGES)}')
     states, pooled = text_lib.encode(self.encoders, [''])
-    zeros = text_lib.encoders.zeros_for_empty_prompt(self.pipeline, self.condition)
+    zeros = text_lib.conditions.zeros_for_empty_prompt(self.pipeline, self.condition)
     ids_shape = [len(self.encoders), states.shape[1]]
     return {'pipeline': self.pipeline, 'condition': self.condition, 'storage': self.storage, 'dtype': self.dtype,
             'tokens_shape': list(states.shape[1:]), 'ids_shape': ids_shape,
@@ -205,10 +205,8 @@ class TextEncoding:
 
   def conditions(self, text_info: dict) -> dict:
     """text_conditions.npz's contents: the null condition (one row) and the evaluation prompts' (or None)."""
-    empty = latents_lib.text_conditions(self.encoders, [''], text_info, text_info['image_size'])
-    null = {name: (np.zeros_like(value[0]) if text_info['null'] == 'zeros' and name != 'time_ids' else value[0])
-            for name, value in empty.items()}
-    prompts = (latents_lib.text_conditions(self.encoders, self.eval_prompts, text_info, text_info['image_size'])
+    null = text_lib.null_condition(self.encoders, text_info['null'] == 'zeros', text_info['image_size'])
+    prompts = (text_lib.encode_prompts(self.encoders, self.eval_prompts, text_info['image_size'])
                if self.eval_prompts else None)
     return {'null': null, 'prompts': prompts}
 
@@ -341,7 +339,7 @@ def _encode_captions(images, indices, views, encode_text, records, text_info: di
     record['count'] = len(item)
     record.update({name: value[begin:begin + len(item)] for name, value in outputs.items()})
     if text_info['time_ids'] and 'time_ids' not in record:  # A prompt: generated uncropped at the target size.
-      record['time_ids'] = latents_lib.default_time_ids(text_info['image_size'])
+      record['time_ids'] = text_lib.conditions.time_ids(text_info['image_size'])
     begin += len(item)
 
 
@@ -388,7 +386,7 @@ def main(argv):
                                                       **sd_vae.shape_from_file(FLAGS.vae)))
   text = None
   if FLAGS.text_encoders:
-    eval_prompts = tuple(latents_lib.read_prompts(FLAGS.eval_prompts)) if FLAGS.eval_prompts else ()
+    eval_prompts = tuple(text_lib.read_prompts(FLAGS.eval_prompts)) if FLAGS.eval_prompts else ()
     text = TextEncoding.load(FLAGS.text_encoders, dtype=FLAGS.text_dtype, eval_prompts=eval_prompts,
                              storage=FLAGS.text_storage)
   source = getattr(images, 'source', '') or FLAGS.folder or f'{FLAGS.tfds_name}:{FLAGS.split}'
