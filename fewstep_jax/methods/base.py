@@ -164,20 +164,20 @@ class Method:
   def frozen_to_store(self, frozen: dict) -> dict:
     """`frozen` as the state keeps it: its frozen networks (`frozen_network_names`) cast once to
     method.frozen_dtype, the rest (arrays, a student's starting point) as given."""
-    if self.frozen_dtype is None:
-      return frozen
-    networks = frozen_network_names(type(self).inputs(self.config))
-    return {name: cast_floats(value, self.frozen_dtype) if name in networks else value
-            for name, value in frozen.items()}
+    return self._frozen_networks_in(frozen, self.frozen_dtype)
 
   def frozen_to_use(self, frozen: dict) -> dict:
     """state.frozen as the losses read it (StepContext.frozen): frozen networks stored in method.frozen_dtype are
     cast back to float32 at use, so every layer computes as with float32 parameters (only the weights' rounding
-    differs) and no network needs to know its parameters' dtype. Without frozen_dtype, `frozen` itself."""
+    differs) and no network needs to know its parameters' dtype."""
+    return self._frozen_networks_in(frozen, jnp.float32)
+
+  def _frozen_networks_in(self, frozen: dict, dtype) -> dict:
+    """`frozen` with its frozen networks cast to `dtype`; `frozen` itself without method.frozen_dtype."""
     if self.frozen_dtype is None:
       return frozen
     networks = frozen_network_names(type(self).inputs(self.config))
-    return {name: cast_floats(value, jnp.float32) if name in networks else value for name, value in frozen.items()}
+    return {name: cast_floats(value, dtype) if name in networks else value for name, value in frozen.items()}
 
   def draw_noise(self, key, x, y=None):
     """eps ~ N(0, I) shaped like x [B, ...], re-paired with x by the minibatch coupling `method.coupling`
@@ -421,5 +421,5 @@ EDM_SIGMA_DEFAULTS = dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0, rho=7
 TEACHER_DEFAULTS = dict(
     teacher='',              # Workdir of the trained teacher run.
     teacher_guidance=1.0,    # CFG scale of the teacher's predictions (two teacher calls when != 1).
-    frozen_dtype=None,       # 'bfloat16': the teacher (frozen networks) stored in it, used in float32 (docs/training).
+    frozen_dtype=None,       # 'bfloat16': the teacher stored in it, used in float32 (docs/scaling.md).
 )

@@ -220,7 +220,7 @@ class TruncatedConsistency(ECT):
         sample_sigmas=(1.0,),
         stage1_steps=0,           # R: the stage-1 iteration the lr schedule and power EMA continue from (the
                                   # official --resume_tick x 100; its default 0 restarts them).
-        frozen_dtype=None,        # 'bfloat16': the stage-1 model stored in it, used in float32 (docs/training).
+        frozen_dtype=None,        # 'bfloat16': the stage-1 model stored in it, used in float32 (docs/scaling.md).
     ))
     return config
 

@@ -292,7 +292,8 @@ class EDM2UNet(nn.Module):
                     ('attention_impl', self.attention))
     out = _UNetBody(self.model_channels, tuple(self.channel_mult), self.channel_mult_noise, self.channel_mult_emb,
                     self.num_blocks, tuple(self.attn_resolutions), self.label_balance, self.concat_balance,
-                    block_kwargs, self.num_classes, self.dtype, self.dropout_res, self.remat, name='unet')(x, t, y, train)
+                    block_kwargs, self.num_classes, self.dtype, self.dropout_res, self.remat, name='unet')(
+                        x, t, y, train)
     # Created with or without logvar_head (dead code under jit without it), as EDM2's Precond always holds them.
     logvar = MPConv(1, (), name='logvar_linear')(MPFourier(self.logvar_channels, name='logvar_fourier')(t))[:, 0]
     out = out.astype(jnp.float32)
