@@ -30,10 +30,12 @@ class TeacherInput:
 @dataclasses.dataclass(frozen=True)
 class InitInput:
   """The parameters of the trained run in `workdir`, to start the student from: its network must be this config's
-  and its readout `readout` (the name this method reads its network with), so that they mean the same here."""
+  and its readout `readout` (the name this method reads its network with), so that they mean the same here. frozen:
+  the parameters stay frozen in the state (a stage-1 model), rather than starting a trained network."""
   workdir: str
   readout: str
   field: str = 'method.init_from'
+  frozen: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,8 @@ from fewstep_jax.train.state import NetState, TrainState
 RUN_INFO = 'run_info.json'
 
 # Network fields that change how the network runs but not its parameters: a run may start from (or distil) another
-# whose values differ (ECT tunes an EDM model with more dropout; a teacher may use another attention kernel).
-PARAMETER_FREE_NETWORK_FIELDS = ('dropout', 'attention')
+# whose values differ (ECT tunes an EDM model with more dropout; a teacher may use another attention kernel or remat).
+PARAMETER_FREE_NETWORK_FIELDS = ('dropout', 'attention', 'remat')
 
 # The data fields that say which distribution a run learnt, per data.name.
 DISTRIBUTION_FIELDS = {'toy': ('toy',), 'digits': ('image_size',), 'tfds': ('tfds_name', 'image_size')}

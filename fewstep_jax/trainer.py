@@ -34,7 +34,7 @@ RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_
 # Run-defining fields added after runs were written, with the value their absence in a stored config.json means.
 ADDED_FIELDS = {'optim.ema_stds': [], 'data.latent_norm': 'scale', 'network.dropout_res': 0,
                 'network.forced_weight_norm': False, 'network.train_label_dropout': True,
-                'network.middle_attention': True}
+                'network.middle_attention': True, 'network.remat': 'none', 'method.frozen_dtype': None}
 # What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
 # solver) may change.
 STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.conditional',

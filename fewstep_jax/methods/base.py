@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fewstep_jax import couplings, sampling
+from fewstep_jax import couplings, nn, sampling
 from fewstep_jax.conditions import Conditioning
-from fewstep_jax.inputs import InitInput
+from fewstep_jax.errors import ConfigError
+from fewstep_jax.inputs import InitInput, TeacherInput
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_schedule
 from fewstep_jax.train.trained import TrainedNetwork
@@ -39,6 +40,28 @@ def check_choice(hparams, field: str, choices):
   """A clear error unless hparams[field] is one of `choices` (a registry dict or a sequence of names)."""
   if hparams[field] not in choices:
     raise ValueError(f'unknown method.{field} {hparams[field]!r}; known: {sorted(choices)}')
+
+
+def frozen_network_names(specs: dict) -> tuple:
+  """The names of the declared inputs (Method.inputs) that are frozen networks: every teacher, and the parameters of
+  a run that stay frozen (InitInput.frozen: TCM's stage-1 model); not a student's starting point, nor arrays."""
+  return tuple(name for name, spec in specs.items()
+               if isinstance(spec, TeacherInput) or (isinstance(spec, InitInput) and spec.frozen))
+
+
+def frozen_dtype_named(name):
+  """The dtype of method.frozen_dtype (None: frozen networks stay as loaded); a ConfigError for an unknown name."""
+  if name is None:
+    return None
+  if name not in nn.DTYPES:
+    raise ConfigError(f'unknown method.frozen_dtype {name!r}; use None (keep them as loaded) or one of '
+                      f'{sorted(nn.DTYPES)}')
+  return nn.DTYPES[name]
+
+
+def cast_floats(tree, dtype):
+  """`tree` with its floating-point leaves in `dtype` (integer leaves, e.g. a step count, unchanged)."""
+  return jax.tree.map(lambda leaf: leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, tree)
 
 
 def require_teacher(inputs, method_name: str, name: str = 'teacher'):
@@ -146,10 +169,29 @@ class Method:
     self.num_classes = num_classes
     self.conditioning = conditioning or Conditioning.of_labels(num_classes)
     self.given_inputs = dict(inputs or {})  # Not `inputs`: that is the classmethod declaring them.
+    self.frozen_dtype = frozen_dtype_named(self.hparams.get('frozen_dtype'))
     if self.uses_coupling:
       couplings.check_coupling(self.hparams.coupling)
       if self.hparams.coupling != 'independent':
         self.conditioning.require_classes(f'method.coupling={self.hparams.coupling!r} (pairs noise within classes)')
+
+  def frozen_to_store(self, frozen: dict) -> dict:
+    """`frozen` as the state keeps it: its frozen networks (`frozen_network_names`) cast once to
+    method.frozen_dtype, the rest (arrays, a student's starting point) as given."""
+    return self._frozen_networks_in(frozen, self.frozen_dtype)
+
+  def frozen_to_use(self, frozen: dict) -> dict:
+    """state.frozen as the losses read it (StepContext.frozen): frozen networks stored in method.frozen_dtype are
+    cast back to float32 at use, so every layer computes as with float32 parameters (only the weights' rounding
+    differs) and no network needs to know its parameters' dtype."""
+    return self._frozen_networks_in(frozen, jnp.float32)
+
+  def _frozen_networks_in(self, frozen: dict, dtype) -> dict:
+    """`frozen` with its frozen networks cast to `dtype`; `frozen` itself without method.frozen_dtype."""
+    if self.frozen_dtype is None:
+      return frozen
+    networks = frozen_network_names(type(self).inputs(self.config))
+    return {name: cast_floats(value, dtype) if name in networks else value for name, value in frozen.items()}
 
   def draw_noise(self, key, x, y=None):
     """eps ~ N(0, I) shaped like x [B, ...], re-paired with x by the minibatch coupling `method.coupling`
@@ -282,7 +324,8 @@ class SingleNetworkMethod(Method):
     extra = {}
     if self.target_network == 'own_ema' and self.own_target_rate(jnp.zeros((), jnp.int32)) is not None:
       extra['target'] = jax.tree.map(lambda p: p.astype(jnp.float32), net.params)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets={'student': net}, frozen=frozen, extra=extra)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets={'student': net},
+                                frozen=self.frozen_to_store(frozen), extra=extra)
 
   def own_target_rate(self, step):
     """target_network 'own_ema': the target's EMA rate at `step` (traced), or None for theta- = sg(theta)."""
@@ -295,7 +338,7 @@ class SingleNetworkMethod(Method):
       target = state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)]
     elif self.target_network == 'own_ema':
       target = state.extra.get('target')
-    return StepContext(step=state.step, frozen=state.frozen, target=target)
+    return StepContext(step=state.step, frozen=self.frozen_to_use(state.frozen), target=target)
 
   def loss(self, params, batch, key, ctx=StepContext()):
     raise NotImplementedError
@@ -392,4 +435,5 @@ EDM_SIGMA_DEFAULTS = dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0, rho=7
 TEACHER_DEFAULTS = dict(
     teacher='',              # Workdir of the trained teacher run.
     teacher_guidance=1.0,    # CFG scale of the teacher's predictions (two teacher calls when != 1).
+    frozen_dtype=None,       # 'bfloat16': the teacher stored in it, used in float32 (docs/scaling.md).
 )

@@ -220,6 +220,7 @@ class TruncatedConsistency(ECT):
         sample_sigmas=(1.0,),
         stage1_steps=0,           # R: the stage-1 iteration the lr schedule and power EMA continue from (the
                                   # official --resume_tick x 100; its default 0 restarts them).
+        frozen_dtype=None,        # 'bfloat16': the stage-1 model stored in it, used in float32 (docs/scaling.md).
     ))
     return config
 
@@ -234,7 +235,7 @@ class TruncatedConsistency(ECT):
     readout = cls.readout_of(config).name
     specs['student_init'] = InitInput(hp.init_from or hp.stage1, readout=readout,
                                       field='method.init_from' if hp.init_from else 'method.stage1')
-    specs['stage1'] = InitInput(hp.stage1, readout=readout, field='method.stage1')
+    specs['stage1'] = InitInput(hp.stage1, readout=readout, field='method.stage1', frozen=True)
     return specs
 
   def __init__(self, config, **build):

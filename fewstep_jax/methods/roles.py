@@ -137,7 +137,7 @@ class MultiNetworkMethod(Method):
     frozen = dict(frozen or {})
     params = self.init_params(key, frozen)
     nets = {role: self.roles[role].init(role_params) for role, role_params in params.items()}
-    state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=frozen,
+    state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets=nets, frozen=self.frozen_to_store(frozen),
                                  extra=self.init_extra(frozen, params))
     if any(name not in frozen for name in type(self).inputs(self.config)):
       return state.replace(extra={**state.extra, 'metrics': {}})  # Inputs as descriptions (eval, sample): no step.
@@ -156,7 +156,7 @@ class MultiNetworkMethod(Method):
 
   def context(self, state) -> StepContext:
     """What every update's loss reads: the step, the frozen inputs, every role's parameters, state.extra."""
-    return StepContext(step=state.step, frozen=state.frozen,
+    return StepContext(step=state.step, frozen=self.frozen_to_use(state.frozen),
                        nets={role: net.params for role, net in state.nets.items()}, extra=state.extra)
 
   # --- The step. ---

@@ -45,6 +45,7 @@ class SplitMeanFlow(AverageVelocityMethod):
         guidance=1.0,              # From scratch: CFG folded into the boundary target (1 = off).
         teacher='',                # Workdir of a trained run whose velocity is the boundary target.
         teacher_guidance=1.0,      # CFG scale of the teacher's velocity (two teacher calls when != 1).
+        frozen_dtype=None,         # 'bfloat16': the teacher stored in it, used in float32 (docs/scaling.md).
     ))
 
   @classmethod

@@ -25,6 +25,7 @@ from fewstep_jax.nn.dit import DiT
 from fewstep_jax.nn.edm2_unet import EDM2UNet
 from fewstep_jax.nn.edm_unets import DhariwalUNet, SongUNet
 from fewstep_jax.nn.mlp import MLP
+from fewstep_jax.nn.remat import check_remat
 from fewstep_jax.nn.sd_unet import SDUNetNetwork
 from fewstep_jax.nn.sit import SiT
 from fewstep_jax.nn.unet import UNet
@@ -110,6 +111,7 @@ def build_network(
         f"network config sets num_classes={fields['num_classes']}, but the "
         f'label count comes from the dataset; remove it from the config')
   accepted = _tunable_defaults(network_class)
+  check_remat(fields.get('remat', 'none'))
   for field in fields:
     if field not in accepted:
       raise ConfigError(f'network {name!r} has no field {field!r}; accepted: '

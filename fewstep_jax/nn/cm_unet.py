@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets
+from fewstep_jax.nn.remat import remat_block
 
 
 def torch_name(path: Sequence[str]) -> str:
@@ -183,7 +184,8 @@ class CMUNet(nn.Module):
   num_head_channels 0 stands for its -1 (use num_heads), learn_sigma doubles the output width (the variance half
   unused), time_scale multiplies the time inputs (see the module docstring), two_times adds CTM's second time s
   (sony/ctm code/cm/unet.py: `time_embed_s` and each ResBlock's `emb_layers_s`, whose output is added to the first
-  time's), attention picks the attention kernel.
+  time's), attention picks the attention kernel, remat what the backward pass keeps of each of its blocks (a
+  TimestepEmbedSequential; fewstep_jax.nn.remat).
   """
   model_channels: int = 128
   channel_mult: Sequence[float] = (1, 2, 3, 4)
@@ -198,6 +200,7 @@ class CMUNet(nn.Module):
   time_scale: float = 1000.0
   two_times: bool = False
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -232,7 +235,8 @@ class CMUNet(nn.Module):
 
     attend = ('attn', (('num_heads', self.num_heads), ('num_head_channels', self.num_head_channels),
                        ('attention_impl', self.attention), ('dtype', dtype)))
-    block = lambda name, *layers: lambda h: Sequential(tuple(layers), name=name)(h, embeddings, train)
+    sequential = remat_block(Sequential, self.remat, (3,))
+    block = lambda name, *layers: lambda h: sequential(tuple(layers), name=name)(h, embeddings, train)
 
     ch = int(self.channel_mult[0] * mc)
     h = block('input_blocks__0', ('conv', (('channels', ch), ('dtype', dtype))))(x.astype(dtype))

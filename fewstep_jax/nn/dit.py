@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fewstep_jax.nn import layers
+from fewstep_jax.nn.remat import remat_block
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
@@ -98,6 +99,7 @@ class DiT(nn.Module):
     logvar_head: also return a per-sample log-variance [B].
     attention: attention implementation, see `attention.ATTENTION_IMPLS`.
     time_scale: multiplies t (and r) before the sinusoidal embedding.
+    remat: what the backward pass keeps of each DiTBlock ('none', 'full', 'dots'; see fewstep_jax.nn.remat).
     dtype: compute dtype of activations.
     param_dtype: dtype of the parameters.
   """
@@ -113,6 +115,7 @@ class DiT(nn.Module):
   logvar_head: bool = False
   attention: str = 'xla'
   time_scale: float = 1000.0
+  remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -159,8 +162,9 @@ class DiT(nn.Module):
         patchify(x.astype(self.dtype), p))
     tokens = tokens + layers.sincos_2d_position_embedding(
         height // p, width // p, self.hidden).astype(self.dtype)
+    block = remat_block(DiTBlock, self.remat, (3,))
     for _ in range(self.depth):
-      tokens = DiTBlock(
+      tokens = block(
           self.hidden, self.heads, self.mlp_ratio, self.dropout,
           self.attention, dtype=self.dtype, param_dtype=self.param_dtype)(
               tokens, cond, train)

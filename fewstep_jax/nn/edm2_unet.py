@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets
+from fewstep_jax.nn.remat import remat_block
 
 
 def normalize(x, axes, eps: float = 1e-4):
@@ -173,6 +174,7 @@ class _UNetBody(nn.Module):
   num_classes: int
   dtype: Dtype
   dropout_res: int = 0
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x, c_noise, y, train: bool):
@@ -186,7 +188,7 @@ class _UNetBody(nn.Module):
       block_kwargs = dict(self.block_kwargs)
       if self.dropout_res and res > self.dropout_res:  # ECT's `dropout_res`: dropout only at coarse resolutions.
         block_kwargs['dropout'] = 0.0
-      return Block(out, dtype=self.dtype, name=name, **block_kwargs, **kwargs)
+      return remat_block(Block, self.remat, (3,))(out, dtype=self.dtype, name=name, **block_kwargs, **kwargs)
 
     emb = MPConv(cemb, (), name='emb_noise')(MPFourier(cnoise, name='emb_fourier')(c_noise))
     if self.num_classes:
@@ -233,7 +235,8 @@ class EDM2UNet(nn.Module):
   attn_balance, clip_act) are fields here. logvar_head: also return u(sigma) [B] (its parameters exist either way). forced_weight_norm: training keeps
   every weight at unit RMS norm per output channel (`project_params`). dropout_res: dropout only in blocks at
   resolutions <= dropout_res (ECT's `imgnet` branch of `training/networks_edm2.py`; 0, EDM2's None: everywhere).
-  attention picks the attention kernel (`attention.ATTENTION_IMPLS`).
+  attention picks the attention kernel (`attention.ATTENTION_IMPLS`); remat what the backward pass keeps of each
+  Block (fewstep_jax.nn.remat).
   """
   model_channels: int = 192
   channel_mult: Sequence[int] = (1, 2, 3, 4)
@@ -254,6 +257,7 @@ class EDM2UNet(nn.Module):
   forced_weight_norm: bool = True
   dropout_res: int = 0
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -288,7 +292,8 @@ class EDM2UNet(nn.Module):
                     ('attention_impl', self.attention))
     out = _UNetBody(self.model_channels, tuple(self.channel_mult), self.channel_mult_noise, self.channel_mult_emb,
                     self.num_blocks, tuple(self.attn_resolutions), self.label_balance, self.concat_balance,
-                    block_kwargs, self.num_classes, self.dtype, self.dropout_res, name='unet')(x, t, y, train)
+                    block_kwargs, self.num_classes, self.dtype, self.dropout_res, self.remat, name='unet')(
+                        x, t, y, train)
     # Created with or without logvar_head (dead code under jit without it), as EDM2's Precond always holds them.
     logvar = MPConv(1, (), name='logvar_linear')(MPFourier(self.logvar_channels, name='logvar_fourier')(t))[:, 0]
     out = out.astype(jnp.float32)

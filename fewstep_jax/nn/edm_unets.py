@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fewstep_jax.nn import attention as attention_lib
+from fewstep_jax.nn.remat import remat_block
 
 
 def weight_init(mode: str, fan_in: int, fan_out: int, scale: float = 1.0):
@@ -281,7 +282,8 @@ class SongUNet(nn.Module):
   Attributes follow EDM's names: model_channels (its base width), channel_mult, channel_mult_emb, num_blocks,
   attn_resolutions (feature-map sides with attention), dropout, label_dropout, embedding_type, channel_mult_noise,
   encoder_type ('standard', 'skip', 'residual'), decoder_type ('standard', 'skip'), resample_filter, augment_dim.
-  num_classes is EDM's label_dim; attention picks the attention kernel (`attention.ATTENTION_IMPLS`).
+  num_classes is EDM's label_dim; attention picks the attention kernel (`attention.ATTENTION_IMPLS`); remat what the
+  backward pass keeps of each UNetBlock (fewstep_jax.nn.remat).
   """
   model_channels: int = 128
   channel_mult: Sequence[int] = (1, 2, 2, 2)
@@ -297,6 +299,7 @@ class SongUNet(nn.Module):
   resample_filter: Sequence[float] = (1, 1)
   augment_dim: int = 0
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -319,7 +322,7 @@ class SongUNet(nn.Module):
     init_zero = (('init_mode', 'xavier_uniform'), ('init_weight', 1e-5))
     init_attn = (('init_mode', 'xavier_uniform'), ('init_weight', math.sqrt(0.2)))
     dtype = self.dtype
-    block = lambda out, name, **kwargs: UNetBlock(
+    block = lambda out, name, **kwargs: remat_block(UNetBlock, self.remat, (3,))(
         out, num_heads=1, dropout=self.dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
         filter_taps=tuple(self.resample_filter), resample_proj=True, adaptive_scale=False, init=init,
         init_zero=init_zero, init_attn=init_attn, attention_impl=self.attention, dtype=dtype, name=name, **kwargs)
@@ -395,7 +398,7 @@ class SongUNet(nn.Module):
 class DhariwalUNet(nn.Module):
   """EDM's `DhariwalUNet` (ADM). Defaults are EDM's class defaults, which are its ImageNet-64 network's; attributes
   as in SongUNet (model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions, dropout,
-  label_dropout, augment_dim)."""
+  label_dropout, augment_dim, attention, remat)."""
   model_channels: int = 192
   channel_mult: Sequence[int] = (1, 2, 3, 4)
   channel_mult_emb: int = 4
@@ -405,6 +408,7 @@ class DhariwalUNet(nn.Module):
   label_dropout: float = 0.0
   augment_dim: int = 0
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -421,7 +425,7 @@ class DhariwalUNet(nn.Module):
     init = (('init_mode', 'kaiming_uniform'), ('init_weight', math.sqrt(1 / 3)), ('init_bias', math.sqrt(1 / 3)))
     init_zero = (('init_mode', 'kaiming_uniform'), ('init_weight', 0.0), ('init_bias', 0.0))
     dtype = self.dtype
-    block = lambda out, name, **kwargs: UNetBlock(
+    block = lambda out, name, **kwargs: remat_block(UNetBlock, self.remat, (3,))(
         out, channels_per_head=64, dropout=self.dropout, init=init, init_zero=init_zero,
         attention_impl=self.attention, dtype=dtype, name=name, **kwargs)
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fewstep_jax.nn import layers
+from fewstep_jax.nn.remat import remat_block
 
 
 class ResidualMLPBlock(nn.Module):
@@ -46,6 +47,7 @@ class MLP(nn.Module):
     dropout: dropout rate inside the blocks (active when train=True).
     logvar_head: also return a per-sample log-variance [B].
     time_scale: multiplies t (and r) before the sinusoidal embedding.
+    remat: what the backward pass keeps of each block ('none', 'full', 'dots'; see fewstep_jax.nn.remat).
     dtype: compute dtype of activations.
     param_dtype: dtype of the parameters.
   """
@@ -57,6 +59,7 @@ class MLP(nn.Module):
   dropout: float = 0.0
   logvar_head: bool = False
   time_scale: float = 1000.0
+  remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -93,8 +96,9 @@ class MLP(nn.Module):
     h = x.reshape(batch, -1).astype(self.dtype)
     h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='input')(h)
+    block = remat_block(ResidualMLPBlock, self.remat, (3,))
     for _ in range(self.depth):
-      h = ResidualMLPBlock(
+      h = block(
           self.hidden, self.dropout, dtype=self.dtype,
           param_dtype=self.param_dtype)(h, cond, train)
     # The last hidden state serves as bottleneck features for a GAN head (nn.make_features).

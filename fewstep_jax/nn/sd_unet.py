@@ -63,6 +63,7 @@ from fewstep_jax import weight_files as weights
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets
 from fewstep_jax.nn.layers import TorchLayerNorm
+from fewstep_jax.nn.remat import remat_block
 
 # The published unet/config.json values (runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-2-1,
 # stabilityai/stable-diffusion-xl-base-1.0), keys at diffusers' default left out.
@@ -258,6 +259,7 @@ class Transformer2D(nn.Module):
   linear_projection: bool
   impl: str = 'xla'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'  # What the backward pass keeps of each transformer block (fewstep_jax.nn.remat).
 
   @nn.compact
   def __call__(self, x, context):
@@ -267,8 +269,9 @@ class Transformer2D(nn.Module):
       h = _linear(channels, 'proj_in', self.dtype)(h.reshape(batch, height * width, channels))
     else:
       h = _conv(channels, 1, 'proj_in', self.dtype)(h).reshape(batch, height * width, channels)
+    block = remat_block(TransformerBlock, self.remat)
     for k in range(self.depth):
-      h = TransformerBlock(self.heads, self.impl, self.dtype, name=f'transformer_blocks_{k}')(h, context)
+      h = block(self.heads, self.impl, self.dtype, name=f'transformer_blocks_{k}')(h, context)
     if self.linear_projection:
       h = _linear(channels, 'proj_out', self.dtype)(h).reshape(x.shape)
     else:
@@ -319,17 +322,19 @@ class Level(nn.Module):
   resample: str  # 'down', 'up' or ''.
   impl: str = 'xla'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'  # What the backward pass keeps of each resnet and transformer block (fewstep_jax.nn.remat).
 
   @nn.compact
   def __call__(self, x, temb, context, skips=()):
     skips, outputs = list(skips), []
+    resnet = remat_block(ResnetBlock, self.remat)
     for i in range(self.layers):
       if skips:
         x = jnp.concatenate([x, skips.pop().astype(x.dtype)], axis=-1)
-      x = ResnetBlock(self.out_channels, self.groups, self.eps, self.dtype, name=f'resnets_{i}')(x, temb)
+      x = resnet(self.out_channels, self.groups, self.eps, self.dtype, name=f'resnets_{i}')(x, temb)
       if self.heads:
         x = Transformer2D(self.heads, self.depth, self.groups, self.linear_projection, self.impl, self.dtype,
-                          name=f'attentions_{i}')(x, context)
+                          self.remat, name=f'attentions_{i}')(x, context)
       outputs.append(x)
     if self.resample:
       x = _Resample(self.resample == 'up', self.dtype, name=f'{self.resample}samplers_0')(x)
@@ -346,14 +351,16 @@ class MidBlock(nn.Module):
   linear_projection: bool
   impl: str = 'xla'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x, temb, context):
     channels = x.shape[-1]
-    x = ResnetBlock(channels, self.groups, self.eps, self.dtype, name='resnets_0')(x, temb)
+    resnet = remat_block(ResnetBlock, self.remat)
+    x = resnet(channels, self.groups, self.eps, self.dtype, name='resnets_0')(x, temb)
     x = Transformer2D(self.heads, self.depth, self.groups, self.linear_projection, self.impl, self.dtype,
-                      name='attentions_0')(x, context)
-    return ResnetBlock(channels, self.groups, self.eps, self.dtype, name='resnets_1')(x, temb)
+                      self.remat, name='attentions_0')(x, context)
+    return resnet(channels, self.groups, self.eps, self.dtype, name='resnets_1')(x, temb)
 
 
 def _per_level(value, levels: int, name: str) -> tuple:
@@ -391,6 +398,7 @@ class SDUNet(nn.Module):
   projection_class_embeddings_input_dim: int | None = None
   time_cond_proj_dim: int | None = None
   attention: str = 'xla'
+  remat: str = 'none'  # What the backward pass keeps of each resnet and transformer block (fewstep_jax.nn.remat).
   dtype: Dtype = jnp.float32
 
   def levels(self) -> dict:
@@ -436,7 +444,7 @@ class SDUNet(nn.Module):
     context = jnp.asarray(encoder_hidden_states).astype(self.dtype)
 
     common = dict(groups=self.norm_num_groups, eps=self.norm_eps, linear_projection=self.use_linear_projection,
-                  impl=self.attention, dtype=self.dtype)
+                  impl=self.attention, dtype=self.dtype, remat=self.remat)
     h = _conv(channels[0], 3, 'conv_in', self.dtype)(x)
     skips = [h]
     for i in range(n):
@@ -487,6 +495,7 @@ class SDUNetNetwork(nn.Module):
   the project's names (fewstep_jax/conditions.py): {'tokens': [B, L, cross_attention_dim]} plus, for SDXL, 'pooled'
   [B, 1280] and 'time_ids' [B, 6]. Class labels cannot be this condition: a label count (num_classes) is refused,
   and y=None outside initialisation. `cross_attention_dim` (> 0) replaces the preset's, for a small text encoder.
+  `remat`: what the backward pass keeps of each resnet and transformer block (fewstep_jax.nn.remat).
   `two_times` (flow maps: r [B]) feeds r's sinusoidal features through the time embedding's `cond_proj`, the input
   LCM's guidance embedding uses, so that a U-Net of the published layout gains one bias-free linear map.
   -> the prediction [B, H, W, C] float32 (epsilon for sd15 and sdxl_base, v for sd21_v).
@@ -496,6 +505,7 @@ class SDUNetNetwork(nn.Module):
   time_scale: float = 1.0
   two_times: bool = False
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
 
@@ -507,7 +517,7 @@ class SDUNetNetwork(nn.Module):
     fields = {'cross_attention_dim': self.cross_attention_dim} if self.cross_attention_dim else {}
     if self.two_times:
       fields['time_cond_proj_dim'] = PRESETS[self.preset]['block_out_channels'][0]
-    self.unet = from_config(self.preset, attention=self.attention, dtype=self.dtype, **fields)
+    self.unet = from_config(self.preset, attention=self.attention, remat=self.remat, dtype=self.dtype, **fields)
     nn.share_scope(self, self.unet)  # Diffusers' names at the top level, as `load` returns them.
 
   def __call__(self, x, t, r=None, y=None, train: bool = False):
@@ -534,6 +544,10 @@ class SDUNetNetwork(nn.Module):
     return self.unet(x, t * self.time_scale, y['tokens'], added, second)
 
 
+# SDUNet's fields that are no diffusers config key: Flax's, and how the network runs (no parameter depends on them).
+_NOT_CONFIG_KEYS = frozenset({'parent', 'name', 'attention', 'remat', 'dtype'})
+
+
 def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUNet:
   """The SDUNet of a diffusers UNet2DConditionModel config: a name in PRESETS or a dict of config.json's values.
   `fields` sets the module's own (attention, dtype). A key this port does not know, or reads only at another value
@@ -542,7 +556,7 @@ def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUN
     if config not in PRESETS:
       raise errors.ConfigError(f'unknown SD U-Net preset {config!r}; known: {", ".join(PRESETS)}')
     source, config = f'preset {config!r}', PRESETS[config]
-  known = {field.name for field in SDUNet.__dataclass_fields__.values()} - {'parent', 'name', 'attention', 'dtype'}
+  known = set(SDUNet.__dataclass_fields__) - _NOT_CONFIG_KEYS
   read = {}
   for key, value in config.items():
     value = tuple(value) if isinstance(value, list) else value
@@ -564,9 +578,8 @@ def from_config(config: str | dict, *, source: str = 'config', **fields) -> SDUN
 
 def network_fields(unet: SDUNet) -> dict:
   """The config values `unet` is built from, as from_config reads them (diffusers' defaults filled in, lists as
-  tuples), in the order of SDUNet's fields; attention and dtype, which change no parameter, left out."""
-  return {name: getattr(unet, name) for name in SDUNet.__dataclass_fields__
-          if name not in ('parent', 'name', 'attention', 'dtype')}
+  tuples), in the order of SDUNet's fields; attention, remat and dtype, which change no parameter, left out."""
+  return {name: getattr(unet, name) for name in SDUNet.__dataclass_fields__ if name not in _NOT_CONFIG_KEYS}
 
 
 def matching_preset(config: dict, source: str = 'config') -> tuple[str, int]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from fewstep_jax.nn import attention as attention_lib
 from fewstep_jax.nn import edm_unets
+from fewstep_jax.nn.remat import remat_block
 
 # name -> (depth, hidden_size, patch_size, num_heads), SiT's SiT_models.
 SIZES = {f'{size}/{patch}': (depth, hidden, patch, heads)
@@ -227,7 +228,8 @@ class SiT(nn.Module):
   Attributes: depth, hidden_size, patch_size, num_heads, mlp_ratio, class_dropout_prob (label dropout while
   training; > 0 creates the null-label row), train_label_dropout (False: never drop labels, for a method that drops
   them itself or trains without dropping them; the null row stays), learn_sigma (the checkpoint's output width is
-  2C), attention (the attention kernel, `attention.ATTENTION_IMPLS`).
+  2C), attention (the attention kernel, `attention.ATTENTION_IMPLS`), remat (what the backward pass keeps of each
+  SiTBlock, fewstep_jax.nn.remat).
   """
   depth: int = 28
   hidden_size: int = 1152
@@ -238,6 +240,7 @@ class SiT(nn.Module):
   train_label_dropout: bool = True
   learn_sigma: bool = True
   attention: str = 'xla'
+  remat: str = 'none'
   num_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -267,8 +270,9 @@ class SiT(nn.Module):
     c = _TimestepEmbedder(d, name='t_embedder')(t) + _LabelEmbedder(rows, d, name='y_embedder')(labels)
     c = c.astype(dtype)
 
+    block = remat_block(SiTBlock, self.remat)
     for i in range(self.depth):
-      h = SiTBlock(d, self.num_heads, self.mlp_ratio, self.attention, dtype, name=f'blocks_{i}')(h, c)
+      h = block(d, self.num_heads, self.mlp_ratio, self.attention, dtype, name=f'blocks_{i}')(h, c)
     self.sow('intermediates', 'bottleneck', h)
 
     out_channels = 2 * channels if self.learn_sigma else channels

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from fewstep_jax.nn import layers
+from fewstep_jax.nn.remat import remat_block
 
 # DDPM++ divides every residual sum by sqrt(2) so activations keep their scale
 # however many blocks are stacked.
@@ -96,6 +97,8 @@ class UNet(nn.Module):
     time_scale: multiplies t (and r) before the sinusoidal embedding.
     attention: attention implementation, see `attention.ATTENTION_IMPLS`.
     logvar_head: also return a per-sample log-variance [B].
+    remat: what the backward pass keeps of each ResBlock and AttentionBlock ('none', 'full', 'dots'; see
+      fewstep_jax.nn.remat).
     dtype: compute dtype of activations.
     param_dtype: dtype of the parameters.
   """
@@ -111,6 +114,7 @@ class UNet(nn.Module):
   time_scale: float = 1000.0
   attention: str = 'xla'
   logvar_head: bool = False
+  remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -157,9 +161,9 @@ class UNet(nn.Module):
     conv = lambda features, **kwargs: nn.Conv(
         features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
         **kwargs)
-    res_block = lambda features: ResBlock(
+    res_block = lambda features: remat_block(ResBlock, self.remat, (3,))(
         features, self.dropout, dtype=self.dtype, param_dtype=self.param_dtype)
-    attention_block = lambda: AttentionBlock(
+    attention_block = lambda: remat_block(AttentionBlock, self.remat)(
         self.attention, dtype=self.dtype, param_dtype=self.param_dtype)
 
     h = conv(self.channels)(x.astype(self.dtype))
