@@ -1,8 +1,8 @@
 r"""Memory and time plan of one config's training step at full size, on a simulated mesh, before a device is rented.
 
-  PYTHONPATH=. python experiments/plan.py --config=configs/imagenet64/dmd2.py [--devices=56] [--hardware=h100]
-      [--mfu=0.4] [--config.mesh.fsdp=8] [--trace_only] [--json]
-  PYTHONPATH=. python experiments/plan.py --all        # every paper-row config -> docs/plan.md (see its text)
+  python experiments/plan.py --config=configs/imagenet64/dmd2.py [--devices=56] [--hardware=h100] [--mfu=0.4]
+      [--config.mesh.fsdp=8] [--trace_only] [--json]
+  python experiments/plan.py --all [--compile=CONFIG,...] [--compile_budget_s=1800]   # every paper row -> docs/plan.md
 
 The script sets XLA_FLAGS=--xla_force_host_platform_device_count=N (N = --devices) before JAX starts, so that the
 step is partitioned for N devices on this CPU: the mesh is the config's mesh.fsdp (which must divide N) times
@@ -95,12 +95,17 @@ def define_flags():
                        'the state as frozen arrays.')
   flags.DEFINE_string('pairs_of', 'cifar10', 'The TFDS dataset whose shapes reflow pairs (data.name=reflow_pairs) '
                       'have.')
+  flags.DEFINE_list('trace_configs', [], 'Plan these configs (repository paths) --trace_only, one JSON line each (what '
+                    '--all runs for the rows it does not compile).')
   flags.DEFINE_bool('all', False, 'Plan every paper-row config at its paper batch and write docs/plan.md.')
   flags.DEFINE_integer('compile_budget_s', 1800, '--all: seconds of compiling, after which the remaining rows are '
                        'planned --trace_only.')
   flags.DEFINE_list('compile', [], '--all: the configs to compile (paths as the paper table names them), in this '
                     'order, while the budget lasts; the others are planned --trace_only. Empty: every row, in the '
                     "table's order.")
+  flags.DEFINE_string('results', os.path.join(REPO, 'docs', 'plan_rows.jsonl'), '--all: one JSON line per planned '
+                      "row; rows already there are reused (a compiled row is not compiled again, a trace-only row is "
+                      'compiled if --compile names it), so that an interrupted --all continues.')
   flags.DEFINE_integer('row_timeout_s', 900, '--all: the most seconds one config may compile for.')
   flags.DEFINE_string('out', os.path.join(REPO, 'docs', 'plan.md'), '--all: the page whose generated part is written.')
 
@@ -314,7 +319,7 @@ def step_kinds(method, num_steps: int) -> list:
   compiles (a MultiNetworkMethod: one per phase of its schedule that runs), named by the updates it runs."""
   schedule = getattr(method, 'schedule', None)
   if schedule is None:
-    return [('step', method.step_options(0), num_steps)]
+    return [('every step', method.step_options(0), num_steps)]
   counts = collections.Counter({schedule.before: min(num_steps, schedule.start)})
   after, period = max(num_steps - schedule.start, 0), len(schedule.pattern)
   first_step = {schedule.before: 0} if schedule.start else {}
@@ -349,9 +354,14 @@ def trace_kind(run, state, batch, options):
 def plan(config, devices: int, *, trace_only: bool = False, pairs_of: str = 'cifar10', pairs: int = 100_000) -> dict:
   """The plan of `config` on `devices` devices (the module docstring's figures), as a JSON-ready dict."""
   began = time.perf_counter()
-  run = planned_run(config, devices, pairs_of, pairs)
+  result = plan_run(planned_run(config, devices, pairs_of, pairs), trace_only=trace_only)
+  return {**result, 'seconds': round(time.perf_counter() - began, 1)}
+
+
+def plan_run(run, *, trace_only: bool = False) -> dict:
+  """The plan of a built run (`planned_run`), as a JSON-ready dict."""
   state, batch = abstract_state(run), abstract_batch(run)
-  config = run.config
+  config, devices = run.config, run.mesh.size
   kinds = []
   for name, options, steps in step_kinds(run.method, config.train.num_steps):
     figures = {} if trace_only else compile_kind(run, state, batch, options)
@@ -362,7 +372,7 @@ def plan(config, devices: int, *, trace_only: bool = False, pairs_of: str = 'cif
           'device_batch': config.train.batch_size // devices, 'num_steps': config.train.num_steps,
           'compute_dtype': config.train.compute_dtype, 'parameters': parameter_counts(state),
           'state_bytes': {**split, 'total': sum(split.values())}, 'batch_bytes': _bytes(batch),
-          'trace_only': trace_only, 'kinds': kinds, 'seconds': round(time.perf_counter() - began, 1)}
+          'trace_only': trace_only, 'kinds': kinds}
 
 
 def projection(result: dict, hardware: Hardware, mfu: float) -> dict:
@@ -397,9 +407,9 @@ def report(result: dict, projected: dict) -> str:
   lines.append(f"  batch            {_gb(result['batch_bytes'])}")
   for kind in result['kinds']:
     if 'peak' not in kind:
-      lines.append(f"  step {kind['kind']} ({kind['steps']:,} steps): traced, not compiled")
+      lines.append(f"  step kind {kind['kind']!r} ({kind['steps']:,} steps): not compiled (--trace_only)")
       continue
-    lines.append(f"  step {kind['kind']} ({kind['steps']:,} steps): temp {_gb(kind['temp'])}, arguments "
+    lines.append(f"  step kind {kind['kind']!r} ({kind['steps']:,} steps): temp {_gb(kind['temp'])}, arguments "
                  f"{_gb(kind['argument'])}, outputs {_gb(kind['output'])} (aliased {_gb(kind['alias'])}), peak "
                  f"{_gb(kind['peak'])}; {kind['flops'] / 1e12:.3f} TFLOP per device; compiled in "
                  f"{kind['compile_s']} s")
@@ -429,21 +439,48 @@ def row_devices(batch: int, most: int = DEFAULT_DEVICES) -> int:
   return max(n for n in range(1, most + 1) if batch % n == 0)
 
 
-def plan_in_subprocess(config_path: str, devices: int, hardware: str, mfu: float, trace_only: bool,
-                       timeout: float) -> dict:
-  """This script's --json answer for one config, run in its own process (each needs its own device count), or
-  {'error': the reason}."""
-  command = [sys.executable, os.path.join(HERE, 'plan.py'), f'--config={config_path}', f'--devices={devices}',
-             f'--hardware={hardware}', f'--mfu={mfu}', '--json'] + (['--trace_only'] if trace_only else [])
+def _run_self(arguments: list, timeout: float) -> tuple:
+  """(JSON lines printed, the error line or None) of this script run with `arguments` in its own process (each device
+  count needs its own), from the repository (its fewstep_jax first on the path)."""
+  command = [sys.executable, os.path.join(HERE, 'plan.py'), '--json', *arguments]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep))
   try:
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return {'error': f'over {timeout:.0f} s'}
-  lines = done.stdout.strip().splitlines()
-  if done.returncode or not lines:
-    return {'error': (done.stderr.strip().splitlines() or ['no output'])[-1][:200]}
-  return json.loads(lines[-1])
+    stdout, error = done.stdout, None
+    if done.returncode:
+      error = (done.stderr.strip().splitlines() or ['no output'])[-1][:200]
+  except subprocess.TimeoutExpired as expired:
+    stdout, error = expired.stdout or '', f'over {timeout:.0f} s'
+    stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+  return [json.loads(line) for line in stdout.splitlines() if line.startswith('{')], error
+
+
+def plan_in_subprocess(config_path: str, devices: int, hardware: str, mfu: float, timeout: float) -> dict:
+  """This script's compiled plan of one config, or {'error': the reason}."""
+  results, error = _run_self([f'--config={config_path}', f'--devices={devices}', f'--hardware={hardware}',
+                              f'--mfu={mfu}'], timeout)
+  return results[-1] if results and not error else {'error': error or 'no output'}
+
+
+def traced_in_subprocess(config_paths: list, devices: int, hardware: str, mfu: float, timeout: float) -> dict:
+  """{config path: its --trace_only plan, or {'error': the reason}} of configs planned on `devices` devices in one
+  process."""
+  results, error = _run_self([f'--trace_configs={",".join(config_paths)}', f'--devices={devices}',
+                              f'--hardware={hardware}', f'--mfu={mfu}'], timeout)
+  planned = {result.pop('path'): result for result in results}
+  return {path: planned.get(path, {'error': error or 'no output'}) for path in config_paths}
+
+
+def trace_configs(config_paths: list, devices: int, hardware: Hardware, mfu: float, pairs_of: str, pairs: int):
+  """Prints a JSON line per config (a repository path): its --trace_only plan and projection, or its error."""
+  from fewstep_jax.config_base import load_config
+  for path in config_paths:
+    try:
+      result = plan(load_config(os.path.join(REPO, path)), devices, trace_only=True, pairs_of=pairs_of, pairs=pairs)
+      result['projection'] = projection(result, hardware, mfu)
+    except Exception as error:  # Reported in the row; the other configs are still planned.
+      result = {'error': f'{type(error).__name__}: {error}'[:200]}
+    print(json.dumps({'path': path, **result}), flush=True)
 
 
 def fixes(result: dict, memory: float) -> str:
@@ -461,20 +498,25 @@ def fixes(result: dict, memory: float) -> str:
   return '; '.join(advice) or 'more fsdp'
 
 
+def _count(value) -> str:
+  return '–' if value is None else f'{value:,.0f}'
+
+
 def _cell(value, scale=GB, digits=1) -> str:
   return '–' if value is None else f'{value / scale:.{digits}f}'
 
 
 def table(rows: list, hardware: Hardware) -> str:
   """The markdown table of every planned row (dicts of plan() and projection(), or errors)."""
-  lines = [f'| Config | Devices (data x fsdp) | Batch / device | Trained params (M) | State GB / device: params '
-           f'/ opt / EMA / frozen | Temp GB (largest step) | Peak GB | Fits {hardware.memory_bytes / GB:.0f} GB? '
-           f'| TFLOP / device / step | Step ms | Images/s | {hardware.name.split()[1]}-hours | Compile s | Plan |',
-           '|' + '---|' * 14]
+  lines = [f'| Config | Devices (data x fsdp) | Batch / device | Compute | Trained params (M) | State GB / device: '
+           f'params / opt / EMA / frozen | Temp GB (largest step) | Peak GB '
+           f'| Fits {hardware.memory_bytes / GB:.0f} GB? | TFLOP / device / step | Step ms | Images/s '
+           f'| {hardware.name.split()[1]}-hours | Compile s | Plan |',
+           '|' + '---|' * 15]
   for row in rows:
     name = f"`{row['path']}`"
     if 'error' in row:
-      lines.append(f"| {name} | {row['devices']} | | | | | | | | | | | | failed: {row['error']} |")
+      lines.append(f"| {name} | {row['devices']} |" + ' |' * 12 + f" failed: {row['error']} |")
       continue
     split, projected, kinds = row['state_bytes'], row['projection'], row['kinds']
     compiled = 'peak' in kinds[0]
@@ -483,24 +525,35 @@ def table(rows: list, hardware: Hardware) -> str:
     fits = 'yes' if projected['fits'] else f"**no**: {fixes(row, hardware.memory_bytes)}"
     lines.append('| ' + ' | '.join([
         name, f"{row['devices']} ({row['mesh']['data']} x {row['mesh']['fsdp']})", str(row['device_batch']),
-        f'{trained / 1e6:.0f}',
+        row['compute_dtype'], f'{trained / 1e6:.0f}',
         ' / '.join(_cell(split[key], digits=2) for key in ('params', 'opt_state', 'ema', 'frozen')),
         _cell(temp), _cell(projected['peak_bytes']) + ('' if compiled else ' (state only)'), fits,
-        _cell(projected.get('flops_per_device'), 1e12, 2), _cell(projected.get('step_s'), 1e-3, 0),
-        _cell(projected.get('images_per_s'), 1, 0), _cell(projected.get('accelerator_hours'), 1, 0),
+        _cell(projected.get('flops_per_device'), 1e12, 2), _cell(projected.get('step_s'), 1e-3, 1),
+        _count(projected.get('images_per_s')), _count(projected.get('accelerator_hours')),
         ' + '.join(str(kind['compile_s']) for kind in kinds) if compiled else '–',
         'compiled' if compiled else '**trace only**']) + ' |')
   return '\n'.join(lines) + '\n'
 
 
-def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_timeout_s: float, compile_first=()):
+def _read_results(path: str) -> dict:
+  """{config path: its latest compiled row, else its latest row} of a --results file (absent: none)."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {row['path']: row for row in sorted(rows, key=_compiled)}  # Stable: the latest of each kind last.
+
+
+def _compiled(row) -> bool:
+  return 'error' not in row and bool(row['kinds']) and 'peak' in row['kinds'][0]
+
+
+def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_timeout_s: float, compile_first=(),
+               results_path: str = ''):
   """Plans every paper-row config and writes the table between the BEGIN and END markers of `out`: the configs of
   `compile_first` (all, in the table's order, if empty) compiled while `budget_s` seconds of compiling last, every
-  other row trace-only."""
-  with open(out) as f:
-    page = f.read()
-  if BEGIN not in page or END not in page:
-    raise ConfigError(f'{out} lacks the markers {BEGIN} and {END} that the table goes between: add them')
+  other row trace-only. Each planned row is appended to `results_path`, whose rows are reused."""
+  _check_markers(out)
   sys.path.insert(0, os.path.join(HERE, 'paper_tables'))
   from render import load_rows
   hardware, spent = HARDWARE[hardware_key], 0.0
@@ -509,24 +562,48 @@ def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_tim
   if unknown:
     raise ConfigError(f'--compile names configs that are not paper rows: {unknown}')
   devices = {path: row_devices(_config_batch(path)) for path in paths_in_table}
-  results = {}
+  results = _read_results(results_path) if results_path else {}
+
+  def keep(path, result, how):
+    results[path] = row = {'path': path, 'devices': devices[path], **result}
+    if results_path:
+      with open(results_path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+    print(f"{path}: {devices[path]} devices, {how}: {result.get('error', 'ok')}", flush=True)
+
   for path in list(compile_first) or paths_in_table:
     if spent >= budget_s:
       break
+    if path in results and _compiled(results[path]):
+      continue
     began = time.perf_counter()
-    results[path] = plan_in_subprocess(path, devices[path], hardware_key, mfu, False,
-                                       min(row_timeout_s, budget_s - spent))
+    result = plan_in_subprocess(path, devices[path], hardware_key, mfu, min(row_timeout_s, budget_s - spent))
     spent += time.perf_counter() - began
-    print(f"{path}: {devices[path]} devices, compiled: {results[path].get('error', 'ok')}", flush=True)
-  rows = []
-  for path in paths_in_table:
-    result = results.get(path, {'error': 'not compiled'})
-    if 'error' in result:
-      result = plan_in_subprocess(path, devices[path], hardware_key, mfu, True, row_timeout_s)
-      print(f"{path}: {devices[path]} devices, traced: {result.get('error', 'ok')}", flush=True)
-    rows.append({'path': path, 'devices': devices[path], **result})
+    if 'error' not in result:
+      keep(path, result, 'compiled')
+  for count in sorted(set(devices.values())):  # One process per device count.
+    rest = [path for path in paths_in_table if devices[path] == count and path not in results]
+    if rest:
+      for path, result in traced_in_subprocess(rest, count, hardware_key, mfu, row_timeout_s * len(rest)).items():
+        keep(path, result, 'traced')
+  render_page(out, [results[path] for path in paths_in_table], hardware, mfu)
+
+
+def _check_markers(out: str):
+  with open(out) as f:
+    page = f.read()
+  if BEGIN not in page or END not in page:
+    raise ConfigError(f'{out} lacks the markers {BEGIN} and {END} that the table goes between: add them')
+
+
+def render_page(out: str, rows: list, hardware: Hardware, mfu: float):
+  """Writes the table of `rows` between the BEGIN and END markers of `out`, the rest of the page kept."""
+  _check_markers(out)
+  with open(out) as f:
+    page = f.read()
   stamp = (f'{hardware.name} at MFU {mfu}: peak {hardware.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16 dense, '
-           f'{hardware.memory_bytes / GB:.0f} GB ({hardware.source}).\n\n')
+           f'{hardware.memory_bytes / GB:.0f} GB ({hardware.source}). Rows that compute in float32 are projected '
+           'at the bf16 peak too: on the GPU their matmuls run as TF32 at half of it, or slower.\n\n')
   before, rest = page.split(BEGIN, 1)
   with open(out, 'w') as f:
     f.write(before + BEGIN + '\n' + stamp + table(rows, hardware) + END + rest.split(END, 1)[1])
@@ -555,7 +632,12 @@ def main(argv):
   try:
     check_flags()
     if FLAGS.all:
-      write_page(FLAGS.out, FLAGS.hardware, FLAGS.mfu, FLAGS.compile_budget_s, FLAGS.row_timeout_s, FLAGS.compile)
+      write_page(FLAGS.out, FLAGS.hardware, FLAGS.mfu, FLAGS.compile_budget_s, FLAGS.row_timeout_s, FLAGS.compile,
+                 FLAGS.results)
+      return
+    if FLAGS.trace_configs:
+      trace_configs(FLAGS.trace_configs, FLAGS.devices, HARDWARE[FLAGS.hardware], FLAGS.mfu, FLAGS.pairs_of,
+                    FLAGS.regression_pairs)
       return
     if FLAGS.config is None:
       raise ConfigError('give --config=FILE (an experiment config), or --all')
