@@ -220,9 +220,9 @@ def _regression_pairs(data_shape, num_classes, pairs: int) -> dict:
 PLANNED_ARRAYS = {'method.lpips_weights': _lpips_weights, 'method.regression_pairs': _regression_pairs}
 
 
-def network_params(config, data_shape, num_classes):
-  """Abstract parameters of the config's network (a teacher or start of the same network)."""
-  module = nn.build_network(config.network, num_classes=num_classes)
+def network_params(network, data_shape, num_classes):
+  """Abstract parameters of `network` (a network ConfigDict)."""
+  module = nn.build_network(network, num_classes=num_classes)
   example = jax.ShapeDtypeStruct((1,) + tuple(data_shape), jnp.float32)
   return jax.eval_shape(lambda key: nn.init_params(module, key, example), jax.random.key(0))
 
@@ -233,13 +233,18 @@ def planned_inputs(config, data, pairs: int = 100_000) -> dict:
   shape, classes = data.data_shape, data.num_classes
   inputs = {}
   for name, spec in specs.items():
-    if isinstance(spec, (TeacherInput, InitInput)):
-      params = network_params(config, shape, classes)
+    if isinstance(spec, InitInput):
+      inputs[name] = network_params(config.network, shape, classes)
+    elif isinstance(spec, TeacherInput):
       readout = getattr(methods.method_class(config.method.name), 'readout_of', lambda config: None)(config)
-      inputs[name] = params if isinstance(spec, InitInput) else Teacher(
-          network=config.network, readout=readout or paths.readout('edm'), data_shape=tuple(shape),
-          num_classes=classes, params=params, compute_dtype=config.train.compute_dtype,
-          source=f'abstract {config.network.name} (planning {spec.field}={spec.workdir!r})')
+      readout = readout or paths.readout('edm')
+      network = config.network
+      if not spec.same_network and readout.name != 'flow_map' and network.get('two_times', False):
+        network = network.copy_and_resolve_references()  # A one-time teacher of a two-time student (CTM).
+        network.two_times = False
+      inputs[name] = Teacher(network=network, readout=readout, data_shape=tuple(shape), num_classes=classes,
+                             params=network_params(network, shape, classes), compute_dtype=config.train.compute_dtype,
+                             source=f'abstract {network.name} (planning {spec.field}={spec.workdir!r})')
     elif isinstance(spec, ArraysInput) and spec.field in PLANNED_ARRAYS:
       inputs[name] = PLANNED_ARRAYS[spec.field](shape, classes, pairs)
     else:
@@ -479,7 +484,7 @@ def trace_configs(config_paths: list, devices: int, hardware: Hardware, mfu: flo
       result = plan(load_config(os.path.join(REPO, path)), devices, trace_only=True, pairs_of=pairs_of, pairs=pairs)
       result['projection'] = projection(result, hardware, mfu)
     except Exception as error:  # Reported in the row; the other configs are still planned.
-      result = {'error': f'{type(error).__name__}: {error}'[:200]}
+      result = {'error': f'failed: {type(error).__name__}: {error}'[:200]}
     print(json.dumps({'path': path, **result}), flush=True)
 
 
@@ -516,7 +521,7 @@ def table(rows: list, hardware: Hardware) -> str:
   for row in rows:
     name = f"`{row['path']}`"
     if 'error' in row:
-      lines.append(f"| {name} | {row['devices']} |" + ' |' * 12 + f" failed: {row['error']} |")
+      lines.append(f"| {name} | {row['devices']} |" + ' |' * 12 + f" {row['error']} |")
       continue
     split, projected, kinds = row['state_bytes'], row['projection'], row['kinds']
     compiled = 'peak' in kinds[0]
@@ -582,7 +587,7 @@ def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_tim
     if 'error' not in result:
       keep(path, result, 'compiled')
   for count in sorted(set(devices.values())):  # One process per device count.
-    rest = [path for path in paths_in_table if devices[path] == count and path not in results]
+    rest = [path for path in paths_in_table if devices[path] == count and 'error' in results.get(path, {'error': 1})]
     if rest:
       for path, result in traced_in_subprocess(rest, count, hardware_key, mfu, row_timeout_s * len(rest)).items():
         keep(path, result, 'traced')
