@@ -53,19 +53,32 @@ from fewstep_jax import allocator
 from fewstep_jax.methods.score_distillation import GAN_FEATURES
 from fewstep_jax import trainer
 
-config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
-flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
-flags.DEFINE_integer('steps', 20, 'Timed steps.')
-flags.DEFINE_float('matmul_rate', 72e9, 'FLOP/s of one core-second of a large jitted float32 matmul on this '
-                   'machine (72e9: AMD Zen 3 with AVX2), for matmul_fraction.')
-flags.DEFINE_integer('input_batches', 20, 'Batches the input pipeline produces alone, for input_cpu_s.')
-flags.DEFINE_bool('json', False, 'Print only the JSON object.')
-flags.DEFINE_bool('passes', False, 'Score distillation: FLOPs of the student and critic updates over their network passes.')
-flags.mark_flags_as_required(['config'])
+
+def define_shared_flags():
+  """--config (an experiment config file; --config.<field>=value overrides it) and --json, the flags that
+  experiments/plan.py shares: defined when a script runs, not on import (a test imports these modules beside others
+  that define a --config)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+  flags.DEFINE_bool('json', False, 'Print only the JSON object.')
+
+
+def define_flags():
+  define_shared_flags()
+  flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('steps', 20, 'Timed steps.')
+  flags.DEFINE_float('matmul_rate', 72e9, 'FLOP/s of one core-second of a large jitted float32 matmul on this '
+                     'machine (72e9: AMD Zen 3 with AVX2), for matmul_fraction.')
+  flags.DEFINE_integer('input_batches', 20, 'Batches the input pipeline produces alone, for input_cpu_s.')
+  flags.DEFINE_bool('passes', False, 'Score distillation: FLOPs of the student and critic updates over their network '
+                    'passes.')
+
+
 FLAGS = flags.FLAGS
 
 
-def _cost(compiled, key):
+def compiled_cost(compiled, key):
+  """A figure of XLA's cost analysis of a compiled function ('flops', 'bytes accessed'): of one device's program
+  when the function is partitioned over several (experiments/plan.py)."""
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per computation.
     return float(sum(a.get(key, 0.0) for a in analysis))
@@ -121,7 +134,7 @@ def input_cpu(run, batches: int) -> float:
 def benchmark(config, warmup: int, steps: int, matmul_rate: float = 72e9, input_batches: int = 20) -> dict:
   run, state, compiled, compile_s = compile_step(config)
   state, times = time_steps(run, state, compiled, warmup, steps)
-  flops = _cost(compiled, 'flops')
+  flops = compiled_cost(compiled, 'flops')
   memory = compiled.memory_analysis()
   return {
       'config': config.method.name + '/' + config.data.name + '/' + config.network.name,
@@ -130,7 +143,7 @@ def benchmark(config, warmup: int, steps: int, matmul_rate: float = 72e9, input_
       'compile_s': compile_s,
       'step_time_s': times['step_time_s'],
       'flops': flops,
-      'bytes_accessed': _cost(compiled, 'bytes accessed'),
+      'bytes_accessed': compiled_cost(compiled, 'bytes accessed'),
       'temp_bytes': int(memory.temp_size_in_bytes) if memory is not None else None,
       'data_s': times['data_s'],
       'step_cpu_s': times['step_cpu_s'],
@@ -143,7 +156,7 @@ def benchmark(config, warmup: int, steps: int, matmul_rate: float = 72e9, input_
 
 
 def _flops(fn, *args) -> float:
-  return _cost(jax.jit(fn).lower(*args).compile(), 'flops')
+  return compiled_cost(jax.jit(fn).lower(*args).compile(), 'flops')
 
 
 def distillation_passes(config) -> dict:
@@ -222,4 +235,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
+  flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -53,16 +53,17 @@ class Run:
 
   inputs: values for the method's declared inputs given directly (e.g. {'teacher': Teacher(...)} built from
   parameters); the others are read as the config names them. resolve=False (eval, sample) reads nothing: `inputs`
-  are then the descriptions the run recorded, enough to build its method.
+  are then the descriptions the run recorded, enough to build its method. data: a DataPipeline to use instead of the
+  one config.data opens (experiments/plan.py: the shapes of a dataset that is not on this machine).
   """
 
-  def __init__(self, config, inputs: dict | None = None, *, resolve: bool = True):
+  def __init__(self, config, inputs: dict | None = None, *, resolve: bool = True, data=None):
     maybe_initialize_distributed(config.mesh)
     self.config = config
     self.mesh = sharding_lib.make_mesh(config.mesh)
     sharding_lib.check_batch_size(config.train.batch_size, config.train.micro_batches, self.mesh)
-    self.data = data_lib.build_data(config.data, global_batch_size=config.train.batch_size,
-                                    seed=config.train.seed)
+    self.data = data if data is not None else data_lib.build_data(
+        config.data, global_batch_size=config.train.batch_size, seed=config.train.seed)
     methods.require_data_images(config, self.data)
     shape, classes = self.data.data_shape, self.data.num_classes
     self.inputs = (runs.resolve_inputs(config, shape, classes, inputs, mesh=self.mesh,
