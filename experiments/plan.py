@@ -78,7 +78,7 @@ import bench  # noqa: E402  (its --config and --json flags are this script's too
 from fewstep_jax import data as data_lib  # noqa: E402
 from fewstep_jax import methods, nn, paths, trainer  # noqa: E402
 from fewstep_jax.conditions import Conditioning  # noqa: E402
-from fewstep_jax.data.latents import LatentData  # noqa: E402
+from fewstep_jax.data import latents  # noqa: E402
 from fewstep_jax.errors import ConfigError  # noqa: E402
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput  # noqa: E402
 from fewstep_jax.train import sharding as sharding_lib  # noqa: E402
@@ -175,7 +175,7 @@ def _tfds_shapes(config_data, pairs_of: str) -> ShapesOnly:
 def _latent_shapes(config_data, pairs_of: str) -> ShapesOnly:
   """ImageNet-256 SD-VAE latents as posterior moments (encode_latents' format: the larger batch of the two)."""
   del config_data, pairs_of
-  return ShapesOnly(*IMAGENET256_LATENTS, extra_keys=('x_std',), on_device=LatentData.on_device)
+  return ShapesOnly(*IMAGENET256_LATENTS, extra_keys=('x_std',), on_device=lambda key, batch, params=None: latents.sample_moments(key, batch))
 
 
 def _pair_shapes(config_data, pairs_of: str) -> ShapesOnly:

@@ -300,6 +300,18 @@ class LatentSource:
 CAPTION_FIELDS = ('count',) + CAPTION_ROWS
 
 
+def sample_moments(key, batch: dict) -> dict:
+  """On the device: x = mean + std * eps for a batch of posterior moments ('x' the mean, 'x_std' the std), drawn from
+  `key`; a batch of latents (no 'x_std') passes unchanged."""
+  import jax
+  if 'x_std' not in batch:
+    return batch
+  batch = dict(batch)
+  std = batch.pop('x_std')
+  batch['x'] = batch['x'] + std * jax.random.normal(key, batch['x'].shape, batch['x'].dtype)
+  return batch
+
+
 def latent_arrays_to_batch(arrays: dict) -> dict:
   """read_arrays' dict -> the host batch {'x', 'x_std' float32, 'y' int32 labels, 'time_ids' float32, and each
   image's captions 'count', 'tokens', 'pooled' as stored}."""
@@ -417,11 +429,7 @@ class LatentData(HostBatches):
       if 'ids' in condition:
         condition.update(self._encode_ids(condition.pop('ids'), params))
       batch['y'] = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), condition)
-    if 'x_std' not in batch:
-      return batch
-    std = batch.pop('x_std')
-    batch['x'] = batch['x'] + std * jax.random.normal(key, batch['x'].shape, batch['x'].dtype)
-    return batch
+    return sample_moments(key, batch)
 
   def _encode_ids(self, ids, params) -> dict:
     from fewstep_jax import text
