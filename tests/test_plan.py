@@ -20,13 +20,12 @@ _rows = importlib.util.module_from_spec(_rows_spec)
 _rows_spec.loader.exec_module(_rows)
 PAPER_CONFIGS = sorted({row['config'] for row in _rows.ROWS})
 
-# Traced by default: one config per method family (diffusion, consistency from a start, sCM, score distillation,
-# reflow: on CIFAR-10's U-Net, the cheapest to trace) and per network family at ImageNet size (cm_unet, edm2_unet,
-# dit). The rest are marked slow: CTM (its teacher's Heun steps: 3.5 minutes to trace on 2 cores), DMD2 with its
-# GAN head (8 minutes on a loaded machine), and edm_dhariwalunet and sit, which only score distillation uses.
+# Traced by default (the default run's time is tight): diffusion, sCM and reflow on CIFAR-10's U-Net, the cheapest
+# to trace, and a flow map on DiT-XL/2 (5 to 20 s each). The rest are marked slow (`pytest -m slow`): consistency
+# from a start and score distillation (10 to 26 s each), ImageNet-64's cm_unet and edm2_unet, CTM (its teacher's Heun
+# steps: 3.5 minutes to trace on 2 cores) and DMD2 with its GAN head (8 minutes on a loaded machine).
 REPRESENTATIVE = {
-    'configs/cifar10/edm.py', 'configs/cifar10/ect.py', 'configs/cifar10/sct.py', 'configs/cifar10/sim.py',
-    'configs/cifar10/reflow.py', 'configs/imagenet64/cd.py', 'configs/imagenet64/ect.py',
+    'configs/cifar10/edm.py', 'configs/cifar10/sct.py', 'configs/cifar10/reflow.py',
     'configs/imagenet256_latent/meanflow.py',
 }
 
