@@ -103,7 +103,7 @@ TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'consistency_fm', 'dmd2', '
 def test_every_method_traces_its_step_on_text_conditions(name):
   """The training step of each method, traced (jax.eval_shape) on the captioned digits' condition shapes: a method
   that indexes or builds conditions as arrays (y[rows], a label fill) fails here with a text condition's dict."""
-  from conftest import described_teachers
+  from conftest import described_teachers, digits_text_conditioning
   from fewstep_jax import methods
   from fewstep_jax.config_base import base_config
   config = base_config(method=name, network='sd_unet', dataset='digits_text')
@@ -111,8 +111,7 @@ def test_every_method_traces_its_step_on_text_conditions(name):
   if name == 'twinflow':  # Its target EMA must be one of the copies the optimizer keeps.
     config.optim.ema_rates = (config.method.target_ema,)
     config.eval.params = f'ema_{config.method.target_ema}'
-  text = Conditioning('text', null_text={'tokens': np.zeros((16, 64), np.float32),
-                                         'pooled': np.zeros((64,), np.float32)})
+  text = digits_text_conditioning()
   method = methods.build_method(config, data_shape=(8, 8, 1), num_classes=0,
                                 inputs=described_teachers(config, (8, 8, 1), 0), conditioning=text)
   frozen = {}
