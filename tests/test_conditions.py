@@ -96,7 +96,7 @@ def test_a_built_method_keeps_its_inputs_declaration_and_reads_text_conditions()
 # Methods traced with text conditions on the tiny SD U-Net (two times for the flow maps). CTM is left out: its
 # teacher is a one-time network beside its two-time student, which this test describes as one network.
 FLOW_MAPS = ('meanflow', 'split_meanflow', 'shortcut', 'twinflow')
-TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
+TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'scd', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
 
 
 @pytest.mark.parametrize('name', TEXT_METHODS)
