@@ -116,6 +116,15 @@ def described_teachers(config, data_shape, num_classes, readout='edm'):
           for name, spec in specs.items() if isinstance(spec, TeacherInput)}
 
 
+def digits_text_conditioning():
+  """The captioned digits' text Conditioning as zeros of its shapes (data/digits_text.py), without its prompts:
+  token states [16, 64], the pooled caption [64] and SDXL's six size ids, which the 'digits' preset reads."""
+  import numpy as np  # Late import, as above.
+  from fewstep_jax.conditions import Conditioning
+  shapes = {'tokens': (16, 64), 'pooled': (64,), 'time_ids': (6,)}
+  return Conditioning('text', null_text={name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+
+
 @pytest.fixture(scope='module')
 def toy_edm_run(tmp_path_factory):
   """(workdir, its overrides) of a tiny 2-step toy EDM run, once per test module: a teacher or init run."""

@@ -32,8 +32,9 @@ def test_the_graph_follows_declared_teachers_starts_and_pairs():
   digits = compare.build_graph('digits', ['sct', 'scd'])
   assert digits['sct'].needs == {'method.init_from': 'trigflow'}
   assert digits['scd'].needs == {'method.teacher': 'flow_matching'}  # runs/quickstart: the README's teacher.
-  captioned = compare.build_graph('digits_text', ['cd'])
-  assert captioned['cd'].needs == {'method.teacher': 'edm', 'method.init_from': 'edm'}
+  captioned = compare.build_graph('digits_text', ['cd', 'scd', 'sid'])
+  assert captioned['cd'].needs == captioned['scd'].needs == {'method.teacher': 'edm', 'method.init_from': 'edm'}
+  assert captioned['sid'].needs == {'method.teacher': 'edm'}
 
 
 def test_an_input_that_no_config_produces_is_refused():

@@ -96,7 +96,7 @@ def test_a_built_method_keeps_its_inputs_declaration_and_reads_text_conditions()
 # Methods traced with text conditions on the tiny SD U-Net (two times for the flow maps). CTM is left out: its
 # teacher is a one-time network beside its two-time student, which this test describes as one network.
 FLOW_MAPS = ('meanflow', 'split_meanflow', 'shortcut', 'twinflow')
-TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
+TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'scd', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
 
 
 @pytest.mark.parametrize('name', TEXT_METHODS)
@@ -122,14 +122,13 @@ def _config(name):
 
 
 def _trace_text_step(name, with_x: bool):
-  from conftest import described_teachers
+  from conftest import described_teachers, digits_text_conditioning
   from fewstep_jax import methods
   config = _config(name)
   if name == 'twinflow':  # Its target EMA must be one of the copies the optimizer keeps.
     config.optim.ema_rates = (config.method.target_ema,)
     config.eval.params = f'ema_{config.method.target_ema}'
-  text = Conditioning('text', null_text={'tokens': np.zeros((16, 64), np.float32),
-                                         'pooled': np.zeros((64,), np.float32)})
+  text = digits_text_conditioning()
   method = methods.build_method(config, data_shape=(8, 8, 1), num_classes=0,
                                 inputs=described_teachers(config, (8, 8, 1), 0), conditioning=text)
   frozen = {}

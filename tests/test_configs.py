@@ -5,8 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, described_teachers
-from fewstep_jax.conditions import Conditioning
+from conftest import REPO, described_teachers, digits_text_conditioning
 from fewstep_jax.config_base import load_config
 from fewstep_jax.methods import build_method
 
@@ -15,8 +14,7 @@ CONFIGS = sorted(path for path in glob.glob(str(REPO / 'configs/*/*.py')) if not
 DATA = {('toy', ''): ((2,), 0), ('digits', ''): ((8, 8, 1), 10), ('tfds', 'cifar10'): ((32, 32, 3), 10),
         ('tfds', 'imagenet_resized/64x64'): ((64, 64, 3), 1000), ('latents', ''): ((32, 32, 4), 1000),
         ('digits_text', ''): ((8, 8, 1), 0)}
-# The captioned digits' text conditions, as shapes: token states [16, 64] and the pooled vector [64].
-TEXT = Conditioning('text', null_text={'tokens': np.zeros((16, 64), np.float32), 'pooled': np.zeros((64,), np.float32)})
+TEXT = digits_text_conditioning()  # The captioned digits' text conditions, as shapes.
 # A pipeline's prompts (data 'pipeline_prompts'), per config folder: its latents' shape and text conditions.
 PIPELINES = {
     'sd15': ((64, 64, 4), Conditioning('text', null_text={'tokens': np.zeros((77, 768), np.float32)})),

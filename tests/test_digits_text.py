@@ -7,6 +7,7 @@ import os
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,8 +79,11 @@ def test_distinct_captions_have_distinct_encodings_and_the_empty_caption_is_the_
   texts = sorted({caption.text for caption in digits_text.all_captions()}) + ['']
   encoded = digits_text.encode(texts)
   assert encoded['tokens'].shape == (len(texts), 16, 64) and encoded['pooled'].shape == (len(texts), 64)
-  assert encoded['tokens'].dtype == encoded['pooled'].dtype == np.float32
-  for name, ratio in (('pooled', 0.05), ('tokens', 0.15)):
+  assert encoded['tokens'].dtype == encoded['pooled'].dtype == encoded['time_ids'].dtype == np.float32
+  # SDXL's size ids, which the 'digits' preset's text_time embedding reads beside the pooled caption: every digit
+  # is 8x8, uncropped.
+  np.testing.assert_array_equal(encoded['time_ids'], np.tile([8, 8, 0, 0, 8, 8], (len(texts), 1)))
+  for name, ratio in (('pooled', 0.25), ('tokens', 0.15)):
     flat = encoded[name].reshape(len(texts), -1).astype(np.float64)
     squares = (flat ** 2).sum(1)
     distances = np.sqrt(np.maximum(squares[:, None] + squares[None] - 2 * flat @ flat.T, 0))
@@ -88,8 +92,25 @@ def test_distinct_captions_have_distinct_encodings_and_the_empty_caption_is_the_
   # The empty caption's encoding is the null, bit for bit, wherever it is encoded.
   null = jax.tree.map(np.asarray, _data().conditioning.null_text)
   for row in (encoded, digits_text.encode(['a seven'] * 70 + [''])):
-    np.testing.assert_array_equal(null['tokens'], row['tokens'][-1])
-    np.testing.assert_array_equal(null['pooled'], row['pooled'][-1])
+    for name in ('tokens', 'pooled', 'time_ids'):
+      np.testing.assert_array_equal(null[name], row[name][-1])
+
+
+def test_the_pooled_output_is_whitened_over_the_captions():
+  """The pooled vector the 'digits' preset's text_time term reads has unit variance over every caption and the
+  empty one, so that the digit word's directions (1% of the raw vector's variance) are learnt as fast as the
+  template's; the token states are the encoder's own."""
+  texts = [caption.text for caption in digits_text.all_captions()] + ['']
+  encoded = digits_text.encode(texts)
+  pooled = encoded['pooled'].astype(np.float64)
+  np.testing.assert_allclose(pooled.mean(0), 0.0, atol=1e-4)
+  # Unit variance in every direction the captions span: all but the one that the encoder's final layer norm nearly
+  # removes (its output sums to about a constant), which the projection's floor keeps from being amplified.
+  values = np.linalg.eigvalsh(np.cov(pooled, rowvar=False))
+  np.testing.assert_allclose(values[1:], 1.0, atol=2e-3)
+  assert values[0] < 0.01
+  ids = digits_text.tokenizer()(texts[:64])
+  np.testing.assert_array_equal(encoded['tokens'][:64], digits_text._encoder()(jnp.asarray(ids))['tokens'])
 
 
 def _config(**fields):
@@ -115,7 +136,7 @@ def test_batches_carry_one_of_each_images_captions_and_dropout_replaces_whole_ro
   assert conditioning.kind == 'text' and conditioning.prompts['tokens'].shape == (60, 16, 64)
   batch = data.next_batch()
   assert batch['x'].shape == (16, 8, 8, 1) and batch['y']['tokens'].shape == (16, 16, 64)
-  assert batch['y']['pooled'].shape == (16, 64)
+  assert batch['y']['pooled'].shape == (16, 64) and batch['y']['time_ids'].shape == (16, 6)
   # Each row's condition is one of its image's own captions (its digit and measured words).
   images, labels = digits_text.split_arrays('train')
   levels = digits_text.attribute_levels(batch['x'])

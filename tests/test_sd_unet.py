@@ -206,20 +206,33 @@ def test_sd_readouts_give_eps_from_the_network_at_sds_timesteps(readout, predict
   assert seen['y'] is text
 
 
+def digits_condition(batch: int, tokens: jax.Array, seed: int = 3) -> dict:
+  """A text condition for the 'digits' preset: `tokens` [B, L, D], a random pooled caption [B, 64] and the digits'
+  size ids (data/digits_text.py's TIME_IDS)."""
+  pooled = jax.random.normal(jax.random.key(seed), (batch, 64))
+  return {'tokens': tokens, 'pooled': pooled, 'time_ids': jnp.tile(jnp.array([8.0, 8, 0, 0, 8, 8]), (batch, 1))}
+
+
 def test_the_registry_reads_the_projects_text_condition_names():
   """y = {'tokens', 'pooled', 'time_ids'} (conditions.py) reaches diffusers' encoder_hidden_states, text_embeds and
-  time_ids: the digits preset through the registry equals the SDUNet called directly; SDXL's pooled and size ids
-  are required and shaped as its added embedding reads them."""
+  time_ids: the digits preset (SDXL's text_time embedding, as sdxl_base) through the registry equals the SDUNet
+  called directly, its output moves with the pooled caption, and pooled is required, as SDXL's is."""
   config = networks.network_defaults('sd_unet')
   config.update(preset='digits', cross_attention_dim=16)
   module = networks.build_network(config, num_classes=0)
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
   params = networks.init_params(module, jax.random.key(0), x)
-  tokens = jax.random.normal(jax.random.key(2), (2, 5, 16))
+  y = digits_condition(2, jax.random.normal(jax.random.key(2), (2, 5, 16)))
   t = jnp.array([3.0, 700.0])
-  got = networks.make_apply(module)(params, x, t, None, {'tokens': tokens})
+  apply = jax.jit(networks.make_apply(module))
+  got = apply(params, x, t, None, y)
   direct = sd_unet.from_config('digits', cross_attention_dim=16)
-  np.testing.assert_array_equal(got, direct.apply({'params': params}, x, t, tokens))
+  added = {'text_embeds': y['pooled'], 'time_ids': y['time_ids']}
+  np.testing.assert_array_equal(got, jax.jit(direct.apply)({'params': params}, x, t, y['tokens'], added))
+  other = apply(params, x, t, None, dict(y, pooled=y['pooled'][::-1]))
+  assert float(jnp.max(jnp.abs(other - got))) > 1e-3  # The pooled caption reaches every block's time embedding.
+  with pytest.raises(KeyError, match='pooled'):
+    jax.eval_shape(networks.make_apply(module), params, x, t, None, {'tokens': y['tokens']})
   xl = networks.build_network(networks.network_defaults('sd_unet').copy_and_resolve_references(), num_classes=0)
   xl = xl.clone(preset='sdxl_base')
   shapes = jax.eval_shape(lambda key: networks.init_params(xl, key, jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)),
@@ -263,16 +276,18 @@ def test_an_imported_pipeline_opens_as_a_teacher_that_predicts_the_unets_epsilon
       f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
   teacher = runs.open_teacher(out)
   assert teacher.network.to_dict() == {'name': 'sd_unet', 'preset': 'digits', 'cross_attention_dim': 0,
-                                       'time_scale': 1.0, 'two_times': False, 'attention': 'xla'}
+                                       'time_scale': 1.0, 'two_times': False, 'attention': 'xla', 'remat': 'none'}
   assert (teacher.data_shape, teacher.num_classes, teacher.readout.name) == ((8, 8, 1), 0, 'sd')
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 1)), jnp.float32)
-  sigma, tokens = jnp.array([0.5, 6.0]), jnp.asarray(rng.standard_normal((2, 3, 64)), jnp.float32)
+  sigma = jnp.array([0.5, 6.0])
+  y = digits_condition(2, jnp.asarray(rng.standard_normal((2, 3, 64)), jnp.float32))
 
   def both(teacher_params, params):  # One compilation (eager dispatch of a U-Net is slower on CPU).
     x_vp, timesteps = paths.sd_network_input(x, sigma)  # SD's input: the variance-preserving latent, its timestep.
-    return (teacher.model()(teacher_params, x, sigma, None, {'tokens': tokens}),
-            unet.apply({'params': params}, x_vp, timesteps, tokens))
+    added = {'text_embeds': y['pooled'], 'time_ids': y['time_ids']}
+    return (teacher.model()(teacher_params, x, sigma, None, y),
+            unet.apply({'params': params}, x_vp, timesteps, y['tokens'], added))
 
   eps, direct = jax.jit(both)(teacher.params, sd_unet.from_state_dict(state_dict, unet))
   np.testing.assert_allclose(eps, direct, rtol=1e-5, atol=1e-6)
@@ -328,7 +343,7 @@ def test_two_times_feed_r_through_the_time_embeddings_cond_proj():
   assert 'cond_proj' not in single['time_embedding']
   params = jax.tree.map(lambda p: p + 0.05, params)  # cond_proj starts at PyTorch's uniform init: make it count.
   apply = networks.make_apply(module)
-  text = {'tokens': jnp.ones((2, 5, 64))}
+  text = digits_condition(2, jnp.ones((2, 5, 64)))
   t = jnp.array([0.3, -0.4])
   a, b = apply(params, x, t, jnp.array([0.1, 0.1]), text), apply(params, x, t, jnp.array([0.2, -0.2]), text)
   assert float(jnp.max(jnp.abs(a - b))) > 1e-4

@@ -3,9 +3,11 @@ module with `config_base.load_sibling(__file__)`.
 
 The data are the 8x8 digits captioned with their measured stroke mass, slant and width ('a thick, right-leaning
 seven'), encoded by a tiny frozen CLIP text encoder (fewstep_jax/data/digits_text.py); the network is `sd_unet` at
-its preset 'digits' (SD 1.5's blocks at 8x8x1, cross-attention on the 64-wide token states). Evaluation adds to the
-digits Frechet distance how often the classifier reads the caption's digit (caption_accuracy) and how often the
-sample's measured attributes are the caption's (attribute_agreement).
+its preset 'digits' (SD 1.5's blocks at 8x8x1, cross-attention on the 64-wide token states, and SDXL's text_time
+embedding: the whitened pooled caption and the size ids added to the time embedding, so that the caption reaches
+every block as a class embedding does). Evaluation adds to the digits Frechet distance how often the classifier
+reads the caption's digit (caption_accuracy) and how often the sample's measured attributes are the caption's
+(attribute_agreement).
 """
 
 

@@ -27,11 +27,16 @@ model needs of a frozen encoder is a fixed map under which distinct captions giv
 out of them is the denoiser's job, through its cross-attention, as it is for a pretrained CLIP. Measured over the 690
 captions and the empty one (tests check the bounds): the smallest distance between two captions' token states
 [16, 64] is 0.22 of the median distance (closest: 'the digit 0: thin, left-leaning and wide' and the same with 1,
-one token apart), and between their pooled outputs 0.076 of the median (closest: 'a wide, regular, upright two' and
-'... eight'): the pooled vector, a mix of the whole caption at the end token, separates less than the token states
-that an SD 1.5-style cross-attention reads. The condition is SD 1.5's, {'tokens': the last hidden state
-[N, 16, 64], 'pooled': the state at the end-of-text token [N, 64]}; the null condition is the empty caption's
-(`encode` gives a caption the same array whatever it is encoded with, so the null matches bit for bit).
+one token apart). The pooled output (the state at the end-of-text token) of a random encoder is mostly the template
+(half its variance) and the attribute words; the digit moves it by 1% of its variance (closest raw pair: 0.076 of
+the median, 'a wide, regular, upright two' and '... eight'). A trained CLIP's text_projection makes the pooled vector
+SDXL reads semantic; here its stand-in is a fixed whitening over the captions (`pooled_projection`), after which
+every direction the captions span has unit variance, the digit holds 7.6% of it and the closest pair is 0.32 of
+the median. The condition is SDXL's, which the 'digits' preset of nn/sd_unet.py reads: {'tokens': the last hidden
+state [N, 16, 64] (cross-attention), 'pooled': the whitened pooled output [N, 64] and 'time_ids': SDXL's six size
+and crop numbers [N, 6] (`TIME_IDS`: the same for every 8x8 digit), both through the time embedding's text_time
+term}; the null condition is the empty caption's (`encode` gives a caption the same array whatever it is encoded
+with, so the null matches bit for bit).
 
 The pipeline (`DigitsTextData`, data.name='digits_text') gives each training image one of its captions a step, its
 template drawn uniformly; the evaluation prompts (`evaluation_captions`, 60, every one naming all three attributes)
@@ -289,6 +294,7 @@ def encoder_config() -> clip_text.CLIPTextConfig:
 
 @functools.cache
 def _encoder():
+  """input_ids int [ENCODE_CHUNK, 16] -> {'tokens', 'pooled'} of the frozen encoder, unprojected."""
   config = encoder_config()
   weights = clip_text.random_weights(config, ENCODER_SEED)
   params = jax.tree.map(jnp.asarray, clip_text.from_state_dict(weights, config, source='random weights'))
@@ -303,19 +309,57 @@ def _encoder():
 
 
 ENCODE_CHUNK = 64
+# SDXL's size conditions of every image: original size (8, 8), crop top-left (0, 0), target size (8, 8); the
+# digits are neither resized nor cropped, so the ids are the same for all.
+TIME_IDS = (8, 8, 0, 0, 8, 8)
+# The projection's floor on the pooled covariance's eigenvalues, relative to their mean: the direction that the
+# encoder's final layer norm nearly removes (its output sums to about a constant) is not amplified.
+WHITENING_FLOOR = 1e-3
+
+
+def _encode_ids(ids, project) -> dict:
+  """{'tokens', 'pooled'} numpy of int ids [N, 16], ENCODE_CHUNK rows at a time through one compiled function (the
+  last chunk padded with the empty caption), `project` (jitted) applied to each chunk's pooled rows."""
+  padded = -len(ids) % ENCODE_CHUNK
+  ids = np.concatenate([ids, np.repeat(tokenizer()([''])[:1], padded, axis=0)])
+  chunks = []
+  for start in range(0, len(ids), ENCODE_CHUNK):
+    chunk = _encoder()(jnp.asarray(ids[start:start + ENCODE_CHUNK]))
+    chunks.append(dict(chunk, pooled=project(chunk['pooled'])))
+  return {name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks])[:len(ids) - padded]
+          for name in chunks[0]}
+
+
+@functools.cache
+def pooled_projection():
+  """(mean float32 [64], matrix float32 [64, 64]): the whitening (ZCA) of the encoder's pooled output over every
+  caption and the empty one. The random encoder's pooled vector is mostly the template (about half its variance)
+  and the attribute words; the digit word moves it in directions of about 1% of the variance, which a network reading
+  it learns slowly (the time goes as the inverse of a direction's variance). Whitened, every direction the captions
+  span has unit variance, as a trained CLIP's text_projection makes the pooled vector that SDXL reads semantic: the
+  whole information, on an equal footing."""
+  raw = _encode_ids(tokenizer()([caption.text for caption in all_captions()] + ['']), lambda pooled: pooled)
+  pooled = raw['pooled'].astype(np.float64)
+  mean = pooled.mean(0)
+  values, vectors = np.linalg.eigh(np.cov(pooled - mean, rowvar=False))
+  values = np.maximum(values, WHITENING_FLOOR * values.mean())
+  return mean.astype(np.float32), ((vectors / np.sqrt(values)) @ vectors.T).astype(np.float32)
+
+
+@jax.jit
+def _whiten(pooled, mean, matrix):
+  return (pooled - mean) @ matrix
 
 
 def encode(captions) -> dict:
-  """{'tokens': float32 [N, 16, 64] (the last hidden state), 'pooled': float32 [N, 64] (at the end-of-text token)}
-  of N caption strings, as numpy. Encoded ENCODE_CHUNK at a time (the last chunk padded), so that a caption's
-  encoding is the same array whatever else is encoded with it: the null condition (the empty caption's, encoded
-  alone) is then exactly the rows that training batches or prompts hold for it."""
-  ids = tokenizer()(list(captions))
-  padded = -len(ids) % ENCODE_CHUNK
-  ids = np.concatenate([ids, np.repeat(tokenizer()([''])[:1], padded, axis=0)])
-  chunks = [_encoder()(jnp.asarray(ids[start:start + ENCODE_CHUNK])) for start in range(0, len(ids), ENCODE_CHUNK)]
-  return {name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks])[:len(ids) - padded]
-          for name in chunks[0]}
+  """{'tokens': float32 [N, 16, 64] (the last hidden state), 'pooled': float32 [N, 64] (the state at the
+  end-of-text token, whitened by `pooled_projection`), 'time_ids': float32 [N, 6] (TIME_IDS)} of N caption strings,
+  as numpy. Encoded ENCODE_CHUNK at a time (the last chunk padded), so that a caption's encoding is the same array
+  whatever else is encoded with it: the null condition (the empty caption's, encoded alone) is then exactly the rows
+  that training batches or prompts hold for it."""
+  mean, matrix = pooled_projection()
+  encoded = _encode_ids(tokenizer()(list(captions)), lambda pooled: _whiten(pooled, mean, matrix))
+  return dict(encoded, time_ids=np.tile(np.asarray(TIME_IDS, np.float32), (len(encoded['pooled']), 1)))
 
 
 # --- the data pipeline -------------------------------------------------------------------------------------------
@@ -338,7 +382,7 @@ class _CaptionedImages:
 
 class CaptionTable:
   """Every caption (all_captions) encoded once: `rows` {Caption: row}, `encodings` {'tokens': [C, 16, 64],
-  'pooled': [C, 64]}; `of(labels, levels)` gives int [N, len(TEMPLATES)], image k's caption row under each template."""
+  'pooled': [C, 64], 'time_ids': [C, 6]}; `of(labels, levels)` gives int [N, len(TEMPLATES)], image k's caption row under each template."""
 
   def __init__(self):
     captions = all_captions()
@@ -350,7 +394,7 @@ class CaptionTable:
                      for t in range(len(TEMPLATES))], np.int64).T
 
   def conditions(self, rows) -> dict:
-    """The text condition {'tokens': [b, 16, 64], 'pooled': [b, 64]} of caption rows [b]."""
+    """The text condition {'tokens': [b, 16, 64], 'pooled': [b, 64], 'time_ids': [b, 6]} of caption rows [b]."""
     return {name: value[rows] for name, value in self.encodings.items()}
 
 
@@ -358,7 +402,7 @@ class DigitsTextData(HostBatches):
   """DataPipeline 'digits_text' (kind 'host'): the digits' training split, each image with one of its captions per
   step, chosen among len(TEMPLATES) templates by a generator seeded by (seed, process, batch count), so that a
   resumed run draws the same captions. Batches {'x': float32 [b, 8, 8, 1], 'y': {'tokens': float32 [b, 16, 64],
-  'pooled': float32 [b, 64]}}. The 1437 images are held in memory whatever data.reader says."""
+  'pooled': float32 [b, 64], 'time_ids': float32 [b, 6]}}. The 1437 images are held in memory whatever data.reader says."""
 
   data_shape = (8, 8, 1)
   num_classes = 0  # The digits' labels are not the condition: the captions are.
