@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, described_teachers, digits_text_conditioning
+from fewstep_jax.conditions import Conditioning
 from fewstep_jax.config_base import load_config
 from fewstep_jax.methods import build_method
 
