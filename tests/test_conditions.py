@@ -99,14 +99,19 @@ FLOW_MAPS = ('meanflow', 'split_meanflow', 'shortcut', 'twinflow')
 TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'scd', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
 
 
-@pytest.mark.parametrize('name', TEXT_METHODS)
+# Traced by default: one method per family (10 to 16 s each on two cores); the others under `pytest -m slow`.
+SLOW_TEXT_METHODS = ('flow_matching', 'sct', 'consistency_fm', 'sid', 'split_meanflow', 'twinflow')
+
+
+@pytest.mark.parametrize('name', [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_TEXT_METHODS else name
+                                  for name in TEXT_METHODS])
 def test_every_method_traces_its_step_on_text_conditions(name):
   """The training step of each method, traced (jax.eval_shape) on the captioned digits' condition shapes: a method
   that indexes or builds conditions as arrays (y[rows], a label fill) fails here with a text condition's dict."""
   _trace_text_step(name, with_x=True)
 
 
-@pytest.mark.parametrize('name', ('sid', 'dmd2', 'tdm'))
+@pytest.mark.parametrize('name', ('sid', pytest.param('dmd2', marks=pytest.mark.slow), 'tdm'))
 def test_data_free_methods_trace_their_step_on_conditions_alone(name):
   """A prompt list's batches hold y alone: the data-free methods take their batch size from it."""
   from fewstep_jax import methods

@@ -21,13 +21,10 @@ _rows_spec.loader.exec_module(_rows)
 PAPER_CONFIGS = sorted({row['config'] for row in _rows.ROWS})
 
 # Traced by default (the default run's time is tight): diffusion, sCM and reflow on CIFAR-10's U-Net, the cheapest
-# to trace, and a flow map on DiT-XL/2 (5 to 20 s each). The rest are marked slow (`pytest -m slow`): consistency
-# from a start and score distillation (10 to 26 s each), ImageNet-64's cm_unet and edm2_unet, CTM (its teacher's Heun
-# steps: 3.5 minutes to trace on 2 cores) and DMD2 with its GAN head (8 minutes on a loaded machine).
-REPRESENTATIVE = {
-    'configs/cifar10/edm.py', 'configs/cifar10/sct.py', 'configs/cifar10/reflow.py',
-    'configs/imagenet256_latent/meanflow.py',
-}
+# to trace (5 to 8 s each). The rest are marked slow (`pytest -m slow`): consistency from a start, score
+# distillation and MeanFlow on DiT-XL/2 (10 to 26 s each), ImageNet-64's cm_unet and edm2_unet, CTM (its teacher's
+# Heun steps: 3.5 minutes to trace on 2 cores) and DMD2 with its GAN head (8 minutes on a loaded machine).
+REPRESENTATIVE = {'configs/cifar10/edm.py', 'configs/cifar10/sct.py', 'configs/cifar10/reflow.py'}
 
 
 def _marked(path):
