@@ -132,6 +132,7 @@ def test_heun_corrects_only_steps_that_keep_a_quarter_of_the_noise_level():
     assert levels[i + 1] >= 0.25 * levels[i] > 0
 
 
+@pytest.mark.slow  # 80 sampler compiles, about 45 s on two cores: `pytest -m slow`.
 def test_heun_is_sound_at_every_nfe_on_an_exact_gaussian_mixture_teacher():
   """Eight narrow Gaussians (the toy's modes, std 0.14 at radius 1.4) with their exact denoiser as an EDM teacher and
   its exact velocity as a flow teacher: the sliced W2 of 2000 samples against the mixture never blows up (at most

@@ -69,9 +69,9 @@ def _random_params(shapes):
   return jax.tree.map(lambda s: (0.2 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
 
 
-# The convolutional U-Nets and sd_unet take a minute or more each to compile on two CPU cores, unet and sit 10 to 30 s
-# (dit has sit's blocks): `pytest -m slow`.
-SLOW = ('cm_unet', 'edm2_unet', 'edm_dhariwalunet', 'edm_songunet', 'sd_unet', 'unet', 'sit')
+# The convolutional U-Nets and sd_unet take a minute or more each to compile on two CPU cores, unet, sit and dit 10
+# to 30 s: `pytest -m slow`. The default run keeps mlp's blocks, the wrapper's every path.
+SLOW = ('cm_unet', 'dit', 'edm2_unet', 'edm_dhariwalunet', 'edm_songunet', 'sd_unet', 'unet', 'sit')
 
 
 @pytest.mark.parametrize('name', [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
