@@ -382,7 +382,8 @@ class _CaptionedImages:
 
 class CaptionTable:
   """Every caption (all_captions) encoded once: `rows` {Caption: row}, `encodings` {'tokens': [C, 16, 64],
-  'pooled': [C, 64], 'time_ids': [C, 6]}; `of(labels, levels)` gives int [N, len(TEMPLATES)], image k's caption row under each template."""
+  'pooled': [C, 64], 'time_ids': [C, 6]}; `of(labels, levels)` gives int [N, len(TEMPLATES)], image k's caption
+  row under each template."""
 
   def __init__(self):
     captions = all_captions()
