@@ -57,7 +57,7 @@ def main(argv):
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
 
-  params = run.method.sampling_params(state)
+  params = run.sampling_params(state)
   batch_size = evaluate.eval_batch_size(config, run.mesh)
   n = batch_size * (FLAGS.batches + 1)
   stream = evaluate.generate_batches(run, params, FLAGS.nfe, n, config.eval.seed, batch_size)

@@ -46,7 +46,7 @@ def main(argv):
   jax.monitoring.register_event_listener(lambda event, **_: cache_hits.append(1) if event == CACHE_HIT_EVENT else None)
   config = FLAGS.config
   run = trainer.Run(config)
-  params = run.method.sampling_params(run.init_state())
+  params = run.sampling_params(run.init_state())
   batch_size = evaluate.eval_batch_size(config, run.mesh)
   jax.block_until_ready(params)
   compile_seconds.clear()

@@ -65,6 +65,7 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
@@ -81,6 +82,7 @@ from fewstep_jax.conditions import Conditioning  # noqa: E402
 from fewstep_jax.data import latents  # noqa: E402
 from fewstep_jax.errors import ConfigError  # noqa: E402
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput  # noqa: E402
+from fewstep_jax.train import offload  # noqa: E402
 from fewstep_jax.train import sharding as sharding_lib  # noqa: E402
 
 
@@ -108,6 +110,8 @@ def define_flags():
                       'compiled if --compile names it), so that an interrupted --all continues.')
   flags.DEFINE_integer('row_timeout_s', 900, '--all: the most seconds one config may compile for.')
   flags.DEFINE_string('out', os.path.join(REPO, 'docs', 'plan.md'), '--all: the page whose generated part is written.')
+  flags.DEFINE_string('readme', os.path.join(REPO, 'README.md'), '--all: the page whose plan summary is written '
+                      "('' for none).")
 
 
 FLAGS = flags.FLAGS
@@ -285,9 +289,9 @@ def abstract_batch(run):
 
 
 def abstract_state(run):
-  """The TrainState as ShapeDtypeStructs carrying their shardings."""
+  """The TrainState as ShapeDtypeStructs carrying their training shardings (mesh.offload's parts in host memory)."""
   return jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-                      run.abstract_state, run.state_shardings)
+                      run.abstract_state, run.train_shardings)
 
 
 # --- What the state holds, per device. ---
@@ -301,13 +305,20 @@ def _bytes(tree) -> int:
   return sum(_shard_bytes(leaf) for leaf in jax.tree.leaves(tree))
 
 
+def _host_bytes(tree) -> int:
+  """Bytes of the leaves placed in host memory (mesh.offload)."""
+  return sum(_shard_bytes(leaf) for leaf in jax.tree.leaves(tree)
+             if getattr(getattr(leaf, 'sharding', None), 'memory_kind', None) == offload.HOST)
+
+
 def state_split(state) -> dict:
   """Per-device bytes of a TrainState (abstract with shardings, or real) by what they are: params, opt_state, ema
-  of the trained networks; frozen inputs; other (step, state.extra). The five sum to the whole state."""
+  of the trained networks; frozen inputs; other (step, state.extra). The five sum to the whole state; 'host' is the
+  part of them mesh.offload keeps in host memory between steps."""
   nets = state.nets.values()
   return {'params': sum(_bytes(net.params) for net in nets), 'opt_state': sum(_bytes(net.opt_state) for net in nets),
           'ema': sum(_bytes(net.ema) for net in nets), 'frozen': _bytes(state.frozen),
-          'other': _bytes(state.step) + _bytes(state.extra)}
+          'other': _bytes(state.step) + _bytes(state.extra), 'host': _host_bytes(state)}
 
 
 def parameter_counts(state) -> dict:
@@ -372,11 +383,20 @@ def plan_run(run, *, trace_only: bool = False) -> dict:
     figures = {} if trace_only else compile_kind(run, state, batch, options)
     kinds.append({'kind': name, 'options': {k: str(v) for k, v in options.items()}, 'steps': steps, **figures})
   split = state_split(state)
+  host = split.pop('host')
+  # What crosses the host link each step: the offloaded frozen networks in, and for host-averaged EMA copies the
+  # updated parameters of the networks that keep any, out.
+  moved = (_host_bytes(state.frozen)
+           + sum(_bytes(net.params) for net in state.nets.values() if _host_bytes(net.ema)))
+  for kind in kinds:
+    if 'peak' in kind:  # XLA:CPU counts host-memory arguments and outputs with the device's.
+      kind['peak'] -= host
   return {'config': f'{config.method.name}/{config.data.name}/{config.network.name}', 'devices': devices,
           'mesh': {'data': config.mesh.data, 'fsdp': config.mesh.fsdp}, 'global_batch': config.train.batch_size,
           'device_batch': config.train.batch_size // devices, 'num_steps': config.train.num_steps,
           'compute_dtype': config.train.compute_dtype, 'parameters': parameter_counts(state),
           'state_bytes': {**split, 'total': sum(split.values())}, 'batch_bytes': _bytes(batch),
+          'offload': list(run.offload), 'host_bytes': host, 'host_link_bytes_per_step': moved,
           'trace_only': trace_only, 'kinds': kinds}
 
 
@@ -384,7 +404,8 @@ def projection(result: dict, hardware: Hardware, mfu: float) -> dict:
   """Step time, images/s and accelerator-hours of a compiled plan on `hardware` at `mfu`; the per-device peak
   memory (the largest step kind's) against the hardware's."""
   kinds = result['kinds']
-  peak = max(kind['peak'] for kind in kinds) if kinds and 'peak' in kinds[0] else result['state_bytes']['total']
+  state_on_device = result['state_bytes']['total'] - result.get('host_bytes', 0)
+  peak = max(kind['peak'] for kind in kinds) if kinds and 'peak' in kinds[0] else state_on_device
   out = {'hardware': hardware.name, 'mfu': mfu, 'peak_bytes': peak, 'peak_is_state_only': 'peak' not in kinds[0],
          'fits': peak <= hardware.memory_bytes}
   if 'flops' in kinds[0]:
@@ -410,6 +431,9 @@ def report(result: dict, projected: dict) -> str:
   for name, value in result['state_bytes'].items():
     lines.append(f'  state {name:10s} {_gb(value)}')
   lines.append(f"  batch            {_gb(result['batch_bytes'])}")
+  if result.get('offload'):
+    lines.append(f"  in host memory   {_gb(result['host_bytes'])} (mesh.offload={','.join(result['offload'])}); "
+                 f"{_gb(result['host_link_bytes_per_step'])} over the host link a step")
   for kind in result['kinds']:
     if 'peak' not in kind:
       lines.append(f"  step kind {kind['kind']!r} ({kind['steps']:,} steps): not compiled (--trace_only)")
@@ -437,6 +461,8 @@ HARDWARE_BY_NAME = {hardware.name: hardware for hardware in HARDWARE.values()}
 DEFAULT_DEVICES = 64  # No config docstring or paper-table source names its paper's device count: 64 H100s.
 BEGIN = '<!-- plan: begin (generated by experiments/plan.py --all) -->'
 END = '<!-- plan: end -->'
+SUMMARY_BEGIN = '<!-- plan summary: begin (generated by experiments/plan.py --all) -->'
+SUMMARY_END = '<!-- plan summary: end -->'
 
 
 def row_devices(batch: int, most: int = DEFAULT_DEVICES) -> int:
@@ -496,6 +522,8 @@ def fixes(result: dict, memory: float) -> str:
   advice = []
   if fsdp < 8 and result['devices'] % 8 == 0 and shardable > 0.1 * memory:
     advice.append(f"mesh.fsdp=8 (state {shardable / GB:.1f} -> ~{shardable / 8 / GB:.1f} GB)")
+  if split['ema'] > 0.05 * memory and 'ema' not in result.get('offload', ()):
+    advice.append(f"mesh.offload=ema ({split['ema'] / GB:.1f} GB of EMA copies to host memory)")
   room = memory - (shardable / (8 if advice else 1)) - split['other']
   if temp > room:
     factor = 2 ** math.ceil(math.log2(temp / max(room, 0.05 * memory)))
@@ -554,11 +582,13 @@ def _compiled(row) -> bool:
 
 
 def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_timeout_s: float, compile_first=(),
-               results_path: str = ''):
+               results_path: str = '', readme: str = ''):
   """Plans every paper-row config and writes the table between the BEGIN and END markers of `out`: the configs of
   `compile_first` (all, in the table's order, if empty) compiled while `budget_s` seconds of compiling last, every
   other row trace-only. Each planned row is appended to `results_path`, whose rows are reused."""
   _check_markers(out)
+  if readme:
+    _check_markers(readme, SUMMARY_BEGIN, SUMMARY_END)
   sys.path.insert(0, os.path.join(HERE, 'paper_tables'))
   from render import load_rows
   hardware, spent = HARDWARE[hardware_key], 0.0
@@ -591,14 +621,50 @@ def write_page(out: str, hardware_key: str, mfu: float, budget_s: float, row_tim
     if rest:
       for path, result in traced_in_subprocess(rest, count, hardware_key, mfu, row_timeout_s * len(rest)).items():
         keep(path, result, 'traced')
-  render_page(out, [results[path] for path in paths_in_table], hardware, mfu)
+  rows = [results[path] for path in paths_in_table]
+  render_page(out, rows, hardware, mfu)
+  if readme:
+    _replace_between(readme, SUMMARY_BEGIN, SUMMARY_END, summary(rows, hardware, mfu, os.path.relpath(out, REPO)))
 
 
-def _check_markers(out: str):
+def _check_markers(out: str, begin: str = BEGIN, end: str = END):
   with open(out) as f:
     page = f.read()
-  if BEGIN not in page or END not in page:
-    raise ConfigError(f'{out} lacks the markers {BEGIN} and {END} that the table goes between: add them')
+  if begin not in page or end not in page:
+    raise ConfigError(f'{out} lacks the markers {begin} and {end} that the generated part goes between: add them')
+
+
+def _replace_between(path: str, begin: str, end: str, text: str):
+  with open(path) as f:
+    page = f.read()
+  before, rest = page.split(begin, 1)
+  with open(path, 'w') as f:
+    f.write(before + begin + '\n' + text + end + rest.split(end, 1)[1])
+
+
+def summary(rows: list, hardware: Hardware, mfu: float, page: str) -> str:
+  """The README's few lines on the plan of every paper row: how many fit (by their compiled peak, or by their state
+  where only traced), which do not and what would make them fit, what the compiled rows cost."""
+  planned = [row for row in rows if 'error' not in row]
+  compiled = [row for row in planned if _compiled(row)]
+  short, memory = hardware.name.split()[1], f'{hardware.memory_bytes / GB:.0f} GB'
+  over = [f"`{row['path']}` (peak {row['projection']['peak_bytes'] / GB:.0f} GB: {fixes(row, hardware.memory_bytes)})"
+          for row in planned if not row['projection']['fits']]
+  text = (f"Planned for {hardware.name} ({page}), at each paper's batch on its device count: "
+          f"{len(planned) - len(over)} of {len(rows)} paper-row configs fit {memory} per device. "
+          f"{len(compiled)} of them {'was' if len(compiled) == 1 else 'were'} compiled at full size, activations "
+          f"included; the other {len(planned) - len(compiled)} "
+          f"{'is' if len(planned) - len(compiled) == 1 else 'are'} judged by the training state alone (parameters, "
+          'optimizer, EMA, frozen networks), since a full-size compile takes longer than this CPU gives it.')
+  if len(planned) < len(rows):
+    text += f' {len(rows) - len(planned)} could not be planned.'
+  text += (' Over the limit: ' + '; '.join(over) + '.') if over else ''
+  costs = [f"`{row['path']}` {row['projection']['accelerator_hours']:,.0f} {short}-hours"
+           for row in compiled if 'accelerator_hours' in row['projection']]
+  if costs:
+    text += f' Projected at MFU {mfu}: ' + ', '.join(costs) + '.'
+  return textwrap.fill(text, width=118, break_on_hyphens=False, break_long_words=False) + '\n'
+
 
 
 def render_page(out: str, rows: list, hardware: Hardware, mfu: float):
@@ -638,7 +704,7 @@ def main(argv):
     check_flags()
     if FLAGS.all:
       write_page(FLAGS.out, FLAGS.hardware, FLAGS.mfu, FLAGS.compile_budget_s, FLAGS.row_timeout_s, FLAGS.compile,
-                 FLAGS.results)
+                 FLAGS.results, FLAGS.readme)
       return
     if FLAGS.trace_configs:
       trace_configs(FLAGS.trace_configs, FLAGS.devices, HARDWARE[FLAGS.hardware], FLAGS.mfu, FLAGS.pairs_of,

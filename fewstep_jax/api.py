@@ -46,7 +46,7 @@ class Trained:
 
   def params(self, name: str | None = None):
     """The parameter copy `name` ('params', 'ema_<rate>', ...; default config.eval.params) that sampling uses."""
-    return self.method.sampling_params(self.state, name or self.config.eval.params)
+    return self.run.sampling_params(self.state, name or self.config.eval.params)
 
 
 def train(config, workdir: str | None = None, *, inputs: dict | None = None) -> Trained:

@@ -45,6 +45,8 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       num_processes=1,          # > 1: multi-host with the fields below; 0: detect the cluster (TPU pod, SLURM).
       process_id=0,
       coordinator_address='',   # 'host:port' of process 0.
+      offload='',               # Parts of the state kept in host memory between steps: 'ema', 'frozen' or
+                                # 'ema,frozen' (docs/scaling.md#host-offload).
   ))
   config.eval = ml_collections.ConfigDict(dict(
       nfe=(1, 2, 4, 8),

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from fewstep_jax import data as data_lib
 from fewstep_jax import methods, runs
-from fewstep_jax.train import files, optim
+from fewstep_jax.train import files, offload, optim
 from fewstep_jax.train import sharding as sharding_lib
 from fewstep_jax.errors import ConfigError, DiskFullError, InputNotFoundError, RunError, WorkdirInUseError
 from fewstep_jax.train import checkpoint as checkpoint_lib
@@ -76,9 +76,21 @@ class Run:
     self.abstract_state = jax.eval_shape(self.method.init, self.init_key, self.frozen)
     self.state_shardings = sharding_lib.state_shardings(self.abstract_state, self.mesh,
                                                         config.mesh.fsdp_min_size)
+    # Training places the offloaded parts in host memory; restore, eval and sampling use state_shardings.
+    self.offload = offload.parts_named(config.mesh.get('offload', ''))
+    offload.check_backend(self.offload, self.mesh.devices.flat)
+    self.train_shardings = offload.host_shardings(self.state_shardings, self.offload)
 
   def init_state(self):
-    return jax.jit(self.method.init, out_shardings=self.state_shardings)(self.init_key, self.frozen)
+    return jax.jit(self.method.init, out_shardings=self.train_shardings)(self.init_key, self.frozen)
+
+  def to_train_placement(self, state):
+    """A state restored under state_shardings with its offloaded parts moved to host memory."""
+    return jax.device_put(state, self.train_shardings) if self.offload else state
+
+  def sampling_params(self, state, name: str | None = None):
+    """method.sampling_params(state, name) in device memory (an offloaded EMA copy or teacher is copied in)."""
+    return offload.device_copy(self.method.sampling_params(state, name))
 
   def make_train_step(self, **options):
     """jit(state, batch) -> (state, metrics): per-step key from fold_in(step_key, step), donated state.
@@ -94,20 +106,24 @@ class Run:
         batch = jax.lax.with_sharding_constraint(batch, sharding_lib.batch_sharding(mesh))
       else:  # Host batches that are distributions (latent moments) are sampled here, token ids encoded.
         batch = data.on_device(data_key, batch, data_params)
+      # Offloaded frozen networks come to the device for the step; the host copy is returned as it was given.
+      frozen = state.frozen
+      state = state.replace(frozen=offload.to_device(frozen))
       # The mesh in context lets kernels that XLA cannot partition (Pallas
       # attention) run per batch shard under shard_map.
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return method.step(state, batch, method_key, **options)
+        state, metrics = method.step(state, batch, method_key, **options)
+      return state.replace(frozen=frozen), metrics
 
     batch_shardings = None if data.kind == 'device' else sharding_lib.batch_sharding(mesh)
-    shardings = dict(out_shardings=(self.state_shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
+    shardings = dict(out_shardings=(self.train_shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
     data_params = self.data_params
     if data_params is None:
       return jax.jit(functools.partial(train_step, data_params=None),
-                     in_shardings=(self.state_shardings, batch_shardings), **shardings)
+                     in_shardings=(self.train_shardings, batch_shardings), **shardings)
     # Frozen arrays the data's on_device reads (text encoders run in the step) are arguments, placed once, so that
     # XLA neither embeds them in the program as constants nor copies them each step.
-    jitted = jax.jit(train_step, in_shardings=(self.state_shardings, batch_shardings, sharding_lib.replicated(mesh)),
+    jitted = jax.jit(train_step, in_shardings=(self.train_shardings, batch_shardings, sharding_lib.replicated(mesh)),
                      **shardings)
     return lambda state, batch: jitted(state, batch, data_params)
 
@@ -370,6 +386,7 @@ def _train(config, workdir, on_sample, run=None, lock=None):
     if state is not None:
       print(f'resuming from the checkpoint at step {start}', flush=True)
       run.data.set_state(data_state)
+      state = run.to_train_placement(state)
   if state is None:
     state = run.init_state()
   if workdir is not None and jax.process_index() == 0:  # Only once the state exists: a failed resume keeps the old.

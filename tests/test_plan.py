@@ -68,12 +68,15 @@ def test_step_kinds_follow_the_schedule():
   assert [(name, steps) for name, _, steps in plan.step_kinds(method('edm'), 7)] == [('every step', 7)]
 
 
+TINY_DIGITS_EDM = {'network.channels': 8, 'network.channel_mult': (1,), 'network.attn_resolutions': (),
+                   'train.batch_size': 8, 'optim.ema_rates': (0.999,)}
+
+
 def test_tiny_compiled_plan_splits_the_real_state():
   """The split (params / opt_state / ema / frozen / other) sums to the bytes of the state init_state makes, and
-  the compiled step's argument bytes are that state plus the batch."""
-  config = load_config(str(REPO / 'configs/digits/edm.py'),
-                       {'network.channels': 8, 'network.channel_mult': (1,), 'network.attn_resolutions': (),
-                        'train.batch_size': 8, 'optim.ema_rates': (0.999,)})
+  the compiled step's argument bytes are that state plus the batch. With the EMA copy offloaded, its bytes are in
+  host memory, the parameters cross the host link each step, and the device's peak is lower by the EMA copy."""
+  config = load_config(str(REPO / 'configs/digits/edm.py'), TINY_DIGITS_EDM)
   run = plan.planned_run(config, 1)
   result = plan.plan_run(run)
   real_state = run.init_state()
@@ -87,6 +90,31 @@ def test_tiny_compiled_plan_splits_the_real_state():
   projected = plan.projection(result, plan.HARDWARE['h100'], 0.5)
   assert projected['step_s'] == pytest.approx(kind['flops'] / (989e12 * 0.5))
   assert projected['fits']
+
+  offloaded = plan.plan_run(plan.planned_run(load_config(str(REPO / 'configs/digits/edm.py'),
+                                                         {**TINY_DIGITS_EDM, 'mesh.offload': 'ema'}), 1))
+  assert offloaded['host_bytes'] == split['ema'] == offloaded['host_link_bytes_per_step'] == split['params']
+  assert offloaded['kinds'][0]['peak'] == kind['peak'] - split['ema']
+
+
+def _row(path, peak_gb, compiled=True, ema_gb=0.0):
+  gb = plan.GB
+  state = {'params': 10 * gb, 'opt_state': 20 * gb, 'ema': ema_gb * gb, 'frozen': 0, 'other': 0}
+  kinds = [{'peak': peak_gb * gb, 'temp': peak_gb * gb / 2, 'flops': 1e15, 'steps': 10}] if compiled else [{'steps': 10}]
+  row = {'path': path, 'devices': 8, 'mesh': {'data': 8, 'fsdp': 1}, 'global_batch': 64, 'num_steps': 10,
+         'state_bytes': {**state, 'total': sum(state.values())}, 'kinds': kinds}
+  return {**row, 'projection': plan.projection(row, plan.HARDWARE['h100'], 0.4)}
+
+
+def test_the_readme_summary_counts_what_fits_and_says_how_the_rest_would():
+  rows = [_row('configs/a.py', 30), _row('configs/b.py', 90, ema_gb=20), _row('configs/c.py', 0, compiled=False),
+          {'path': 'configs/d.py', 'devices': 8, 'error': 'failed'}]
+  text = ' '.join(plan.summary(rows, plan.HARDWARE['h100'], 0.4, 'docs/plan.md').split())
+  assert '2 of 4 paper-row configs fit 80 GB per device' in text
+  assert '2 of them were compiled at full size' in text and 'the other 1 is judged by the training state' in text
+  assert '1 could not be planned' in text
+  assert '`configs/b.py` (peak 90 GB: mesh.fsdp=8' in text and 'mesh.offload=ema (20.0 GB' in text
+  assert '`configs/a.py` 0 H100-hours' in text
 
 
 def test_bad_hardware_is_one_line():

@@ -481,7 +481,7 @@ def evaluation_rows(run, state, step: int, *, nfe=None, num_samples: int | None 
   print(f'evaluating step {step} ({", ".join(copies)}) at NFE {nfes} on {n} samples '
         f'({", ".join(names)}; {batch_size} a batch)', flush=True)
   for name, solver, steps in itertools.product(copies, chosen_solvers, nfes):
-    copy = run.method.sampling_params(state, name)
+    copy = run.sampling_params(state, name)
     for evaluator in evaluators:
       evaluator.start()
     progress = SampleProgress(n, f'{name} nfe {steps}' + (f' {solver}' if solver else ''))
@@ -590,7 +590,7 @@ def write_samples(run, state, workdir: str, step: int):
   config = run.config
   directory = os.path.join(workdir, 'samples')
   os.makedirs(directory, exist_ok=True)
-  params = run.method.sampling_params(state)
+  params = run.sampling_params(state)
   is_points = len(run.data.data_shape) == 1
   n = config.eval.sample_grid * (16 if is_points else 1)
   reference = run.data.reference_samples(n, 'test', config.eval.seed)['x'] if is_points else None

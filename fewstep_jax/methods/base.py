@@ -31,6 +31,7 @@ from fewstep_jax import couplings, nn, sampling
 from fewstep_jax.conditions import Conditioning
 from fewstep_jax.errors import ConfigError
 from fewstep_jax.inputs import InitInput, TeacherInput
+from fewstep_jax.train import offload
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_schedule
 from fewstep_jax.train.trained import TrainedNetwork
@@ -335,7 +336,8 @@ class SingleNetworkMethod(Method):
     """The one place a loss's context is built from the state."""
     target = None
     if self.target_network == 'ema_copy' and self.hparams.target_ema:
-      target = state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)]
+      # An EMA copy kept in host memory (mesh.offload='ema') comes to the device for the loss.
+      target = offload.to_device(state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)])
     elif self.target_network == 'own_ema':
       target = state.extra.get('target')
     return StepContext(step=state.step, frozen=self.frozen_to_use(state.frozen), target=target)

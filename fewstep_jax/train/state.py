@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fewstep_jax.train import offload
+
 PyTree = Any
 
 
@@ -82,13 +84,22 @@ def init_net_state(params, tx, ema_rates, ema_stds=()) -> NetState:
 
 def update_ema(ema: dict, params, ema_rates, ema_stds=(), count=None) -> dict:
   """ema <- rate * ema + (1 - rate) * params for each configured rate, and for each power-function width std at
-  rate power_ema_rate(std, count) (count: the updates before this one), in the EMA's float32."""
+  rate power_ema_rate(std, count) (count: the updates before this one), in the EMA's float32. EMA copies kept in
+  host memory (mesh.offload='ema') are averaged there."""
   if ema_stds and count is None:
     raise ValueError('a power-function EMA (optim.ema_stds) needs the update count')
-  rates = [(ema_name(rate), rate) for rate in ema_rates]
-  rates += [(power_ema_name(std), power_ema_rate(std, count)) for std in ema_stds]
-  return {name: jax.tree.map(lambda e, p, r=rate: r * e + (1.0 - r) * p.astype(e.dtype), ema[name], params)
-          for name, rate in rates}
+  rates = {ema_name(rate): (rate, 1.0 - rate) for rate in ema_rates}
+  for std in ema_stds:
+    rate = power_ema_rate(std, count)
+    rates[power_ema_name(std)] = (rate, 1.0 - rate)
+  if any(offload.in_host_memory(leaf) for leaf in jax.tree.leaves(ema)):
+    return offload.average_on_host(_average, ema, params, rates)
+  return _average(ema, params, rates)
+
+
+def _average(ema: dict, params, rates: dict) -> dict:
+  return {name: jax.tree.map(lambda e, p, r=rate, s=rest: r * e + s * p.astype(e.dtype), ema[name], params)
+          for name, (rate, rest) in rates.items()}
 
 
 def count_params(params) -> int:
