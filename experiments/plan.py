@@ -388,9 +388,12 @@ def plan_run(run, *, trace_only: bool = False) -> dict:
   # updated parameters of the networks that keep any, out.
   moved = (_host_bytes(state.frozen)
            + sum(_bytes(net.params) for net in state.nets.values() if _host_bytes(net.ema)))
+  # XLA:CPU counts host-memory arguments and outputs with the device's, and moves nothing for a transfer between
+  # the two (they are one memory), so its peak is the device's plus what stays in host memory, less the offloaded
+  # frozen networks' copies that a device holds during the step (they are in no CPU figure).
   for kind in kinds:
-    if 'peak' in kind:  # XLA:CPU counts host-memory arguments and outputs with the device's.
-      kind['peak'] -= host
+    if 'peak' in kind:
+      kind['peak'] -= host - _host_bytes(state.frozen)
   return {'config': f'{config.method.name}/{config.data.name}/{config.network.name}', 'devices': devices,
           'mesh': {'data': config.mesh.data, 'fsdp': config.mesh.fsdp}, 'global_batch': config.train.batch_size,
           'device_batch': config.train.batch_size // devices, 'num_steps': config.train.num_steps,

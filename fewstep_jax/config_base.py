@@ -38,6 +38,12 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       compute_dtype='float32',  # 'bfloat16' for mixed precision on accelerators.
       tensorboard=True,
   ))
+  config.lora = ml_collections.ConfigDict(dict(
+      rank=0,                   # > 0: the student trains LoRA factors of this rank over its frozen start (nn/lora.py).
+      alpha=0.0,                # The factors' scale is alpha / rank; 0 means alpha = rank (scale 1).
+      targets=(),               # Module names to adapt (diffusers' names); () = the network's default (sd_unet:
+                                # diffusers' LCM-LoRA list).
+  ))
   config.mesh = ml_collections.ConfigDict(dict(
       data=1,
       fsdp=1,

@@ -21,6 +21,7 @@ from fewstep_jax import config_base, methods, nn, paths
 from fewstep_jax.errors import ConfigError, InputNotFoundError
 from fewstep_jax.inputs import ArraysInput, InitInput, Teacher, TeacherInput
 from fewstep_jax.mesh_axes import BATCH_AXES
+from fewstep_jax.nn import lora as lora_lib
 from fewstep_jax.train import files
 from fewstep_jax.train import sharding as sharding_lib
 from fewstep_jax.train.checkpoint import Checkpointer, committed_steps
@@ -77,6 +78,10 @@ def write_run_info(workdir: str, method, state, inputs: dict):
       'teachers': {name: value.describe() for name, value in inputs.items() if isinstance(value, Teacher)},
       'parameters': {'params': parameter_structure(student.params), 'ema': parameter_structure(student.ema)},
   }
+  lora = getattr(method, 'lora', None)
+  if lora is not None:  # The parameters are LoRA factors over a frozen base the checkpoint also holds.
+    info['lora'] = {'rank': lora.rank, 'alpha': lora.alpha, 'targets': list(lora.targets), 'base': lora.base,
+                    'base_structure': parameter_structure(state.frozen[lora.base])}
   files.write_json(os.path.join(workdir, RUN_INFO), info, indent=None)
 
 
@@ -129,10 +134,14 @@ def _default_mesh():
   return jax.sharding.Mesh(np.asarray(jax.devices()).reshape(1, -1), BATCH_AXES)
 
 
+def _as_abstract(tree):
+  """A recorded parameter structure (`parameter_structure`) as ShapeDtypeStructs."""
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf['shape']), leaf['dtype']), tree,
+                      is_leaf=lambda node: isinstance(node, dict) and 'shape' in node)
+
+
 def _abstract_parameters(info: dict, names):
   """{name: abstract pytree} of the student's parameter copies `names`, from the recorded structure."""
-  as_abstract = lambda tree: jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf['shape']), leaf['dtype']),
-                                          tree, is_leaf=lambda node: isinstance(node, dict) and 'shape' in node)
   if 'parameters' not in info:
     raise ConfigError(f'{RUN_INFO} records no parameter structure: the run was trained by an older fewstep_jax. '
                       'Train it again (or resume it for one step, which rewrites the file).')
@@ -141,13 +150,14 @@ def _abstract_parameters(info: dict, names):
   missing = [name for name in names if name not in available]
   if missing:
     raise ConfigError(f'parameters {missing} are not in this run; available: {available}')
-  return {name: as_abstract(recorded['params'] if name == 'params' else recorded['ema'][name]) for name in names}
+  return {name: _as_abstract(recorded['params'] if name == 'params' else recorded['ema'][name]) for name in names}
 
 
 def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_size: int = 2 ** 14,
-                       step: int = 0, max_to_keep: int = 1, log=print):
+                       step: int = 0, max_to_keep: int = 1, log=print, merged: bool = False):
   """(step, {name: params}): the student's parameter copies `names` of the newest readable checkpoint (or `step`),
-  placed on `mesh` by the usual partition rules; nothing else is read."""
+  placed on `mesh` by the usual partition rules; nothing else is read. merged: a LoRA run's copies are its factors
+  merged over the base its checkpoint holds (the network's full parameters), instead of the factors alone."""
   directory = os.path.join(workdir, 'checkpoints')
   if not committed_steps(directory):
     raise InputNotFoundError(f'no checkpoint in {directory}: the run was never saved; train it first or point the '
@@ -159,6 +169,9 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   if ema:
     subtree['ema'] = ema
   target = {'nets': {'student': subtree}}
+  lora = info.get('lora') if merged else None
+  if lora is not None:
+    target['frozen'] = {lora['base']: _as_abstract(lora['base_structure'])}
   checkpointer = Checkpointer(directory, max_to_keep=max_to_keep, read_only=True)
   try:
     found, restored = checkpointer.restore_newest(target, sharding_lib.state_shardings(target, mesh, fsdp_min_size),
@@ -168,7 +181,13 @@ def restore_parameters(workdir: str, info: dict, names, *, mesh=None, fsdp_min_s
   if found is None:
     raise InputNotFoundError(f'no checkpoint in {directory} can be read')
   student = restored[0]['nets']['student']
-  return found, {name: (student['params'] if name == 'params' else student['ema'][name]) for name in names}
+  copies = {name: (student['params'] if name == 'params' else student['ema'][name]) for name in names}
+  if lora is not None:
+    adapters = lora_lib.LoRA(rank=lora['rank'], alpha=lora['alpha'], targets=tuple(lora['targets']), base='')
+    base = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), restored[0]['frozen'][lora['base']])
+    merge = jax.jit(lambda base, factors: lora_lib.merge(adapters, base, factors))
+    copies = {name: merge(base, factors) for name, factors in copies.items()}
+  return found, copies
 
 
 def open_run(workdir: str, params_names=None, *, mesh=None, fsdp_min_size: int = 2 ** 14) -> TrainedRun:
@@ -179,7 +198,7 @@ def open_run(workdir: str, params_names=None, *, mesh=None, fsdp_min_size: int =
                                 inputs=recorded_teachers(info))
   step, params = restore_parameters(workdir, info, names, mesh=mesh, fsdp_min_size=fsdp_min_size,
                                     max_to_keep=config.train.max_to_keep,
-                                    log=lambda message: print(f'{workdir}: {message}', flush=True))
+                                    log=lambda message: print(f'{workdir}: {message}', flush=True), merged=True)
   return TrainedRun(workdir, config, info, method, step, params)
 
 
@@ -196,7 +215,7 @@ def open_teacher(workdir: str, field: str = 'method.teacher', *, params_name: st
   name = params_name or config.eval.params
   step, params = restore_parameters(workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
                                     max_to_keep=config.train.max_to_keep,
-                                    log=lambda message: print(f'{workdir}: {message}', flush=True))
+                                    log=lambda message: print(f'{workdir}: {message}', flush=True), merged=True)
   print(f'{field}: {describe_run(workdir, config, info, step, name)}', flush=True)
   return Teacher(network=config.network, readout=paths.readout_from_json(info['readout']),
                  data_shape=tuple(info['data_shape']), num_classes=int(info['num_classes']), params=params[name],
@@ -260,7 +279,7 @@ def _resolve(spec, config, data_shape, num_classes, mesh, fsdp_min_size):
                            else ''))
     name = their_config.eval.params
     step, params = restore_parameters(spec.workdir, info, [name], mesh=mesh, fsdp_min_size=fsdp_min_size,
-                                      max_to_keep=their_config.train.max_to_keep)
+                                      max_to_keep=their_config.train.max_to_keep, merged=True)
     print(f'{spec.field}: {describe_run(spec.workdir, their_config, info, step, name)}', flush=True)
     return params[name]
   if isinstance(spec, ArraysInput):

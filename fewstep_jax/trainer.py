@@ -30,15 +30,16 @@ from fewstep_jax.train.writers import MetricWriter
 RUN_DEFINING_FIELDS = ('method', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.image_size',
                        'data.pairs_dir', 'data.latent_scale', 'data.latent_norm', 'data.conditional',
                        'train.seed', 'train.batch_size', 'train.micro_batches', 'train.param_dtype',
-                       'optim.name', 'optim.ema_rates', 'optim.ema_stds')
+                       'optim.name', 'optim.ema_rates', 'optim.ema_stds', 'lora')
 # Run-defining fields added after runs were written, with the value their absence in a stored config.json means.
 ADDED_FIELDS = {'optim.ema_stds': [], 'data.latent_norm': 'scale', 'network.dropout_res': 0,
                 'network.forced_weight_norm': False, 'network.train_label_dropout': True,
-                'network.middle_attention': True, 'network.remat': 'none', 'method.frozen_dtype': None}
+                'network.middle_attention': True, 'network.remat': 'none', 'method.frozen_dtype': None,
+                'lora.rank': 0, 'lora.alpha': 0.0, 'lora.targets': []}
 # What eval / sample need to agree with: the fields that fix the checkpoint's shapes. Sampling options (guidance,
 # solver) may change.
 STATE_DEFINING_FIELDS = ('method.name', 'network', 'data.name', 'data.toy', 'data.tfds_name', 'data.conditional',
-                         'data.image_size', 'optim.name', 'optim.ema_rates', 'optim.ema_stds')
+                         'data.image_size', 'optim.name', 'optim.ema_rates', 'optim.ema_stds', 'lora')
 
 
 class NonFiniteLossError(RunError, FloatingPointError):
@@ -490,8 +491,8 @@ def untrained_run(config, on_built=None):
 
 def restore_latest(run: Run, workdir: str):
   """The student's parameters of the newest readable checkpoint (or train.resume_step's) for eval / sample, as a
-  TrainState that holds only them (every EMA copy and the raw parameters; no optimizer state, no teacher), and
-  its step; a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
+  TrainState that holds only them (every EMA copy and the raw parameters; no optimizer state, no teacher; a LoRA
+  run's merged over their base), and its step; a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
   require_checkpoint(workdir)
   check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
   _, info = runs.read_run_info(workdir)
@@ -499,6 +500,6 @@ def restore_latest(run: Run, workdir: str):
   step, params = runs.restore_parameters(workdir, info, names, mesh=run.mesh,
                                          fsdp_min_size=run.config.mesh.fsdp_min_size,
                                          step=run.config.train.get('resume_step', 0),
-                                         max_to_keep=run.config.train.max_to_keep)
+                                         max_to_keep=run.config.train.max_to_keep, merged=True)
   opened = runs.TrainedRun(workdir, run.config, info, run.method, step, params)
   return opened.state(), step

@@ -54,6 +54,21 @@ def test_paper_row_step_traces_at_full_size(path):
   assert (split['frozen'] > 0) == bool(kept)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('path', PAPER_CONFIGS, ids=lambda path: path[len('configs/'):])
+def test_paper_row_step_compiles_at_full_size(path):
+  """Every kind of step the row's schedule runs compiles at full size and at the paper's per-device batch, on one
+  device standing for the paper's count (the same per-device program, without its collectives); the compiled
+  arguments are the state and the batch to the byte. cifar10/edm takes 38 s on this 2-core CPU at the tests' XLA
+  level; the whole list takes hours (docs/plan.md gives the ImageNet rows' times)."""
+  batch = load_config(str(REPO / path)).train.batch_size
+  config = load_config(str(REPO / path), {'train.batch_size': batch // plan.row_devices(batch)})
+  result = plan.plan_run(plan.planned_run(config, 1))
+  for kind in result['kinds']:
+    assert kind['argument'] == result['state_bytes']['total'] + result['batch_bytes']
+    assert kind['flops'] > 0 and kind['temp'] > 0
+
+
 def test_step_kinds_follow_the_schedule():
   """DMD2's two time-scale rule (student every 5th step): a critic-and-student kind for 1 step in 5, a critic-only
   kind for the rest; a one-network method has one kind for every step."""

@@ -31,6 +31,7 @@ from fewstep_jax import couplings, nn, sampling
 from fewstep_jax.conditions import Conditioning
 from fewstep_jax.errors import ConfigError
 from fewstep_jax.inputs import InitInput, TeacherInput
+from fewstep_jax.nn import lora as lora_lib
 from fewstep_jax.train import offload
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_schedule
@@ -133,6 +134,7 @@ class Method:
   uses_coupling = False  # Whether the method pairs noise with data by method.coupling (couplings.py).
   trains = True        # False: a sampler of its inputs (a teacher's own samples), opened for eval and sample without
                        # a checkpoint (trainer.restore_run); training it is refused.
+  trains_lora = False  # Whether config.lora may adapt its trained network (SingleNetworkMethod; nn/lora.py).
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
@@ -171,6 +173,9 @@ class Method:
     self.conditioning = conditioning or Conditioning.of_labels(num_classes)
     self.given_inputs = dict(inputs or {})  # Not `inputs`: that is the classmethod declaring them.
     self.frozen_dtype = frozen_dtype_named(self.hparams.get('frozen_dtype'))
+    if config.get('lora') is not None and config.lora.rank and not self.trains_lora:
+      raise ConfigError(f'lora.rank={config.lora.rank}, but method {self.name!r} does not train LoRA factors (a '
+                        'single-network method that starts its student from a run does); set lora.rank=0')
     if self.uses_coupling:
       couplings.check_coupling(self.hparams.coupling)
       if self.hparams.coupling != 'independent':
@@ -285,6 +290,7 @@ class SingleNetworkMethod(Method):
   uses_logvar = False
   starts_from_run = False
   target_network = None
+  trains_lora = True
 
   @classmethod
   def readout_of(cls, config):
@@ -306,6 +312,8 @@ class SingleNetworkMethod(Method):
     self.student = TrainedNetwork.from_config(config, num_classes=self.num_classes,
                                               count_offset=self.update_count_offset())
     self.apply = self.student.apply
+    self.lora = lora_lib.from_config(config, base=self._lora_base(config))
+    self.student.trains_adapters = self.lora is not None
     check_eval_params(config)
     if config.network.get('logvar_head', False) and not self.uses_logvar:
       raise ValueError(f'network.logvar_head=True, but method {self.name!r} does not use a learned '
@@ -316,17 +324,54 @@ class SingleNetworkMethod(Method):
         raise ValueError(f'method.target_ema={rate} is not among optim.ema_rates={self.student.ema_rates}; add '
                          'it there, or set method.target_ema=0 to build targets from the live parameters.')
 
+  def _lora_base(self, config) -> str:
+    """The frozen input the student's LoRA factors merge over (config.lora): the teacher itself where the student
+    starts from the teacher's run (one copy in memory), else the start, kept frozen as 'student_init'."""
+    if not config.get('lora') or not config.lora.rank:
+      return ''
+    if not (self.starts_from_run and config.method.get('init_from')):
+      raise ConfigError(f'lora.rank={config.lora.rank} adapts a network, but method {self.name!r} starts its student '
+                        'from nothing: set method.init_from to the run or weights to adapt (the teacher\'s), or '
+                        'lora.rank=0')
+    same = 'teacher' in type(self).inputs(config) and config.method.get('teacher') == config.method.init_from
+    return 'teacher' if same else 'student_init'
+
+  def network_params(self, params, frozen: dict):
+    """The parameters the network runs on: `params` itself, or with LoRA (config.lora) its base in `frozen` merged
+    with the trained factors `params`."""
+    return params if self.lora is None else lora_lib.merge(self.lora, frozen[self.lora.base], params)
+
   def init(self, key, frozen=None) -> state_lib.TrainState:
     frozen = dict(frozen or {})
     params = frozen.pop('student_init', None)
+    if self.lora is not None:
+      if params is None:  # A run built without its inputs (eval, sample, planning): the base's shapes only.
+        params = self.student.init_params(key, self.data_shape)
+      if self.lora.base == 'student_init':
+        frozen['student_init'] = params
+      net = self.student.init_adapters(self.lora, params, key)
+      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets={'student': net},
+                                  frozen=self.frozen_to_store(frozen), extra=self._target_extra(net))
     if params is None:
       params = self.student.init_params(key, self.data_shape)
     net = self.student.init(params)
-    extra = {}
-    if self.target_network == 'own_ema' and self.own_target_rate(jnp.zeros((), jnp.int32)) is not None:
-      extra['target'] = jax.tree.map(lambda p: p.astype(jnp.float32), net.params)
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), nets={'student': net},
-                                frozen=self.frozen_to_store(frozen), extra=extra)
+                                frozen=self.frozen_to_store(frozen), extra=self._target_extra(net))
+
+  def sampling_params(self, state, name: str | None = None):
+    """Method.sampling_params; with LoRA, that copy of the factors merged over its base. A state restored for eval
+    or sampling (trainer.restore_latest) holds the merged parameters already, and no base."""
+    params = super().sampling_params(state, name)
+    if self.lora is None or self.lora.base not in state.frozen:
+      return params
+    frozen = self.frozen_to_use({self.lora.base: offload.device_copy(state.frozen[self.lora.base])})
+    return jax.jit(self.network_params)(offload.device_copy(params), frozen)
+
+  def _target_extra(self, net) -> dict:
+    """state.extra's own target, a float32 copy of the trained parameters (target_network 'own_ema'), or {}."""
+    if self.target_network == 'own_ema' and self.own_target_rate(jnp.zeros((), jnp.int32)) is not None:
+      return {'target': jax.tree.map(lambda p: p.astype(jnp.float32), net.params)}
+    return {}
 
   def own_target_rate(self, step):
     """target_network 'own_ema': the target's EMA rate at `step` (traced), or None for theta- = sg(theta)."""
@@ -335,12 +380,15 @@ class SingleNetworkMethod(Method):
   def context(self, state) -> StepContext:
     """The one place a loss's context is built from the state."""
     target = None
+    frozen = self.frozen_to_use(state.frozen)
     if self.target_network == 'ema_copy' and self.hparams.target_ema:
       # An EMA copy kept in host memory (mesh.offload='ema') comes to the device for the loss.
       target = offload.to_device(state.nets['student'].ema[state_lib.ema_name(self.hparams.target_ema)])
     elif self.target_network == 'own_ema':
       target = state.extra.get('target')
-    return StepContext(step=state.step, frozen=self.frozen_to_use(state.frozen), target=target)
+    if target is not None:
+      target = self.network_params(target, frozen)
+    return StepContext(step=state.step, frozen=frozen, target=target)
 
   def loss(self, params, batch, key, ctx=StepContext()):
     raise NotImplementedError
@@ -348,7 +396,8 @@ class SingleNetworkMethod(Method):
   def gradients(self, state, batch, key):
     """(gradient of the loss with respect to the student's parameters, metrics) over the micro-batches."""
     ctx = self.context(state)
-    return accumulate_gradients(lambda params, batch, key: self.loss(params, batch, key, ctx),
+    return accumulate_gradients(lambda params, batch, key: self.loss(self.network_params(params, ctx.frozen), batch,
+                                                                     key, ctx),
                                 state.nets['student'].params, batch, key, self.config.train.micro_batches)
 
   def step(self, state, batch, key, **gradient_options):

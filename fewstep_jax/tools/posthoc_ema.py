@@ -70,6 +70,10 @@ def reconstruct(workdir: str, std: float, step: int | None = None, log=print):
   """(end step, [(step, copy, weight)], parameters): the run's parameters under the profile of width `std`
   ending at `step` (default: its newest checkpoint), accumulated one checkpoint at a time in float64."""
   config, info = runs.read_run_info(workdir)
+  if info.get('lora'):
+    raise ValueError(f'{workdir} trained LoRA factors (lora.rank={info["lora"]["rank"]}): a post-hoc profile combines '
+                     'parameter copies linearly, which the merged weights W + B A are not in the factors; use its '
+                     'EMA copies as they are')
   newest = committed_steps(os.path.join(workdir, 'checkpoints'))
   end = int(step if step is not None else (newest[-1] if newest else 0))
   found = snapshots(workdir, config, end)

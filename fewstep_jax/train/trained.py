@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from fewstep_jax import nn
+from fewstep_jax.nn import lora as lora_lib
 from fewstep_jax.train import state as state_lib
 from fewstep_jax.train.optim import make_optimizer
 
@@ -24,6 +25,7 @@ class TrainedNetwork:
     self.ema_stds = tuple(ema_stds)
     self.param_dtype = param_dtype
     self.count_offset = int(count_offset)
+    self.trains_adapters = False  # LoRA (nn/lora.py): the parameters are factors, which no projection applies to.
 
   @classmethod
   def from_config(cls, config, *, num_classes: int, num_updates: int | None = None,
@@ -49,7 +51,7 @@ class TrainedNetwork:
   def project(self, params):
     """The network's constraint on its parameters (`nn.param_projection`; EDM2's forced weight normalisation), or
     params unchanged."""
-    projection = nn.param_projection(self.module)
+    projection = None if self.trains_adapters else nn.param_projection(self.module)
     return params if projection is None else projection(params)
 
   def init(self, params) -> state_lib.NetState:
@@ -57,6 +59,11 @@ class TrainedNetwork:
     equal to them."""
     params = self.project(jax.tree.map(lambda p: p.astype(self.param_dtype), params))
     return state_lib.init_net_state(params, self.tx, self.ema_rates, self.ema_stds)
+
+  def init_adapters(self, lora, base, key) -> state_lib.NetState:
+    """A NetState of fresh LoRA factors over `base` (nn/lora.py): optimizer initialised, EMA copies equal to them."""
+    self.trains_adapters = True
+    return state_lib.init_net_state(lora_lib.init(lora, base, key), self.tx, self.ema_rates, self.ema_stds)
 
   def apply_gradients(self, net: state_lib.NetState, grads, count=None) -> state_lib.NetState:
     """One optimizer step on `grads`, the EMA update, then the projection. count: this network's updates before
