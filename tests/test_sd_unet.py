@@ -259,10 +259,14 @@ SD_SCHEDULER = dict(_class_name='PNDMScheduler', beta_schedule='scaled_linear', 
                     num_train_timesteps=1000, prediction_type='epsilon', skip_prk_steps=True)
 
 
-def digits_pipeline(root, config=DIGITS_CONFIG, scheduler=SD_SCHEDULER, cross_attention_dim=None) -> tuple:
+def digits_pipeline(root, config=DIGITS_CONFIG, scheduler=SD_SCHEDULER, cross_attention_dim=None,
+                    time_cond_proj_dim=None) -> tuple:
   """(pipeline folder, state dict): random weights of the digits preset in diffusers' layout, its config.json, and
-  `scheduler` as scheduler/scheduler_config.json (None: no scheduler folder)."""
+  `scheduler` as scheduler/scheduler_config.json (None: no scheduler folder); time_cond_proj_dim makes it an LCM
+  U-Net (its guidance-scale embedding's cond_proj)."""
   widths = {'cross_attention_dim': cross_attention_dim} if cross_attention_dim else {}
+  if time_cond_proj_dim:
+    widths['time_cond_proj_dim'] = time_cond_proj_dim
   state_dict = sd_unet.random_weights(sd_unet.from_config('digits', **widths))
   folder = write_unet_folder(root, dict(config, **widths), state_dict)
   if scheduler is not None:
@@ -284,7 +288,8 @@ def test_an_imported_pipeline_opens_as_a_teacher_that_predicts_the_unets_epsilon
       f'use it as --config.method.teacher={out} (or start a student from it: --config.method.init_from={out})']
   teacher = runs.open_teacher(out)
   assert teacher.network.to_dict() == {'name': 'sd_unet', 'preset': 'digits', 'cross_attention_dim': 0,
-                                       'time_scale': 1.0, 'two_times': False, 'attention': 'xla', 'remat': 'none'}
+                                       'time_scale': 1.0, 'two_times': False, 'guidance_embedding': 0,
+                                       'attention': 'xla', 'remat': 'none'}
   assert (teacher.data_shape, teacher.num_classes, teacher.readout.name) == ((8, 8, 1), 0, 'sd')
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 1)), jnp.float32)
@@ -356,3 +361,44 @@ def test_two_times_feed_r_through_the_time_embeddings_cond_proj():
   assert float(jnp.max(jnp.abs(a - b))) > 1e-4
   with pytest.raises(ValueError, match='takes a second time r exactly when network.two_times is set'):
     apply(params, x, t, None, text)
+
+
+# diffusers' LatentConsistencyModelPipeline.get_guidance_scale_embedding(torch.tensor([7.5]), embedding_dim=8)
+# (diffusers 0.42.1, torch 2.13.0 CPU).
+DIFFUSERS_GUIDANCE_EMBEDDING = [-0.85123587, 0.5626711, -0.43523303, 0.6816387, -0.52478325, -0.82668084,
+                                -0.90031785, 0.7316889]
+
+
+def test_lcms_guidance_embedding_is_diffusers_and_feeds_an_imported_lcm_unet(tmp_path):
+  """sd_unet.guidance_scale_embedding is diffusers' (recorded) and the formula in float64 to the float32 rounding of
+  its phases (1000 w rad); an LCM U-Net (config.json with time_cond_proj_dim) imports with
+  network.guidance_embedding, whose registry network reads y['guidance'] as diffusers' pipeline passes w."""
+  np.testing.assert_allclose(sd_unet.guidance_scale_embedding(jnp.array([7.5]), 8)[0], DIFFUSERS_GUIDANCE_EMBEDDING,
+                             atol=2e-6)
+  w = np.array([0.0, 3.5, 14.0])
+  half = 128
+  phases = 1000 * w[:, None] * np.exp(-np.log(10000.0) * np.arange(half) / (half - 1))[None, :]
+  np.testing.assert_allclose(sd_unet.guidance_scale_embedding(jnp.asarray(w), 2 * half),
+                             np.concatenate([np.sin(phases), np.cos(phases)], axis=1), atol=3e-3)
+  assert sd_unet.guidance_scale_embedding(jnp.array([1.0]), 7).shape == (1, 7)  # Odd widths pad one zero.
+
+  src, state_dict = digits_pipeline(tmp_path / 'lcm', time_cond_proj_dim=8)
+  imported = import_checkpoint.read_diffusers_unet(src)
+  assert imported.network.guidance_embedding == 8
+  module = networks.build_network(imported.network, num_classes=0)
+  unet = sd_unet.from_config('digits', time_cond_proj_dim=8)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  y = digits_condition(2, jax.random.normal(jax.random.key(2), (2, 3, 64)))
+
+  def outputs(params, guidance):
+    added = {'text_embeds': y['pooled'], 'time_ids': y['time_ids']}
+    t = jnp.array([500.0, 20.0])
+    return (networks.make_apply(module)(params, x, t, None, {**y, 'guidance': guidance}),
+            unet.apply({'params': params}, x, t, y['tokens'], added, sd_unet.guidance_scale_embedding(guidance, 8)))
+
+  registry, direct = jax.jit(outputs)(imported.params, jnp.array([7.0, 7.0]))
+  np.testing.assert_allclose(registry, direct, rtol=1e-5, atol=1e-6)
+  other, _ = jax.jit(outputs)(imported.params, jnp.array([2.0, 2.0]))
+  assert float(jnp.max(jnp.abs(other - registry))) > 1e-4
+  with pytest.raises(ValueError, match=r"needs y\['guidance'\]"):
+    networks.make_apply(module)(imported.params, x, jnp.array([500.0, 20.0]), None, y)

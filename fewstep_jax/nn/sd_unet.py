@@ -149,6 +149,22 @@ def _group_norm(groups: int, eps: float, name: str, dtype: Dtype):
   return edm_unets.GroupNorm(num_groups=groups, min_channels_per_group=1, eps=eps, dtype=dtype, name=name)
 
 
+def guidance_scale_embedding(w: jax.Array, dim: int) -> jax.Array:
+  """LCM's Fourier embedding of the guidance scale w [B] -> [B, dim], which diffusers' LCM pipelines pass as
+  `timestep_cond` (`LatentConsistencyModelPipeline.get_guidance_scale_embedding`): 1000 w times the frequencies
+  exp(-ln(10^4) i / (dim / 2 - 1)), i < dim / 2, as [sin, cos], zero-padded to an odd dim. It differs from the
+  timestep features in two places, the denominator (half - 1, not half) and the order (sin first). w is LCM's: the
+  teacher's guided prediction is cond + w (cond - uncond), so a pipeline's guidance_scale is w + 1."""
+  half = dim // 2
+  # diffusers' order of float32 operations. The phases reach 1000 w radians, where one float32 ulp is 5e-4 at w = 7.5,
+  # so an exp rounded differently (torch's and XLA's differ in the last bit) moves a feature by that much.
+  step = jnp.log(jnp.float32(10000.0)) / jnp.float32(half - 1)
+  frequencies = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -step)
+  angles = (1000.0 * jnp.asarray(w, jnp.float32))[:, None] * frequencies[None, :]
+  features = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  return jnp.pad(features, ((0, 0), (0, dim % 2)))
+
+
 def sinusoidal_features(t: jax.Array, dim: int, flip_sin_to_cos: bool, freq_shift: float,
                         max_period: float = 10000.0) -> jax.Array:
   """diffusers' get_timestep_embedding: [B] -> [B, dim] float32, [sin, cos] (or [cos, sin] flipped) of
@@ -502,12 +518,16 @@ class SDUNetNetwork(nn.Module):
   `remat`: what the backward pass keeps of each resnet and transformer block (fewstep_jax.nn.remat).
   `two_times` (flow maps: r [B]) feeds r's sinusoidal features through the time embedding's `cond_proj`, the input
   LCM's guidance embedding uses, so that a U-Net of the published layout gains one bias-free linear map.
+  `guidance_embedding` (> 0, LCM's time_cond_proj_dim: 256 in its SD 1.5 U-Nets) feeds that input LCM's guidance
+  embedding instead (`guidance_scale_embedding`) of y['guidance'] [B], LCM's w (a pipeline's guidance_scale - 1):
+  the network that LCM trains and its published checkpoints hold.
   -> the prediction [B, H, W, C] float32 (epsilon for sd15 and sdxl_base, v for sd21_v).
   """
   preset: str = 'sd15'
   cross_attention_dim: int = 0
   time_scale: float = 1.0
   two_times: bool = False
+  guidance_embedding: int = 0
   attention: str = 'xla'
   remat: str = 'none'
   num_classes: int = 0
@@ -519,8 +539,13 @@ class SDUNetNetwork(nn.Module):
                                'classes; use a text-captioned data set (data.name=digits_text, or latents with '
                                'text conditions)')
     fields = {'cross_attention_dim': self.cross_attention_dim} if self.cross_attention_dim else {}
+    if self.two_times and self.guidance_embedding:
+      raise errors.ConfigError('sd_unet has one cond_proj input: network.two_times and network.guidance_embedding '
+                               'cannot both be set')
     if self.two_times:
       fields['time_cond_proj_dim'] = PRESETS[self.preset]['block_out_channels'][0]
+    if self.guidance_embedding:
+      fields['time_cond_proj_dim'] = self.guidance_embedding
     self.unet = from_config(self.preset, attention=self.attention, remat=self.remat, dtype=self.dtype, **fields)
     nn.share_scope(self, self.unet)  # Diffusers' names at the top level, as `load` returns them.
 
@@ -536,6 +561,8 @@ class SDUNetNetwork(nn.Module):
       _, _, tokens, added, _ = example_inputs(self.unet, x.shape[0])
       y = {'tokens': tokens, **({} if added is None else {'pooled': added['text_embeds'],
                                                           'time_ids': added['time_ids']})}
+      if self.guidance_embedding:
+        y['guidance'] = jnp.zeros((x.shape[0],))
     if not isinstance(y, dict) or 'tokens' not in y:
       raise ValueError(f"sd_unet's y is its text condition, {expected}, not {type(y).__name__}")
     added = None
@@ -545,6 +572,11 @@ class SDUNetNetwork(nn.Module):
     if self.two_times:
       second = sinusoidal_features(jnp.broadcast_to(r, t.shape) * self.time_scale, self.unet.time_cond_proj_dim,
                                    self.unet.flip_sin_to_cos, self.unet.freq_shift)
+    if self.guidance_embedding:
+      if 'guidance' not in y:
+        raise ValueError("sd_unet with network.guidance_embedding needs y['guidance'] [B], LCM's w (guidance scale "
+                         '- 1), beside the text condition')
+      second = guidance_scale_embedding(jnp.broadcast_to(y['guidance'], t.shape), self.guidance_embedding)
     return self.unet(x, t * self.time_scale, y['tokens'], added, second)
 
 
@@ -589,13 +621,14 @@ def network_fields(unet: SDUNet) -> dict:
 def matching_preset(config: dict, source: str = 'config') -> tuple[str, int]:
   """(preset, cross_attention_dim) of a diffusers config: the preset of PRESETS whose network the config builds,
   compared as from_config reads both, and the config's cross-attention width where it is not the preset's (else 0),
-  which network.cross_attention_dim sets. A config that is no preset is a ConfigError naming the first key in which
+  which network.cross_attention_dim sets. LCM's time_cond_proj_dim is network.guidance_embedding's, not compared. A config that is no preset is a ConfigError naming the first key in which
   it differs from the closest preset."""
   own = network_fields(from_config(config, source=source))
   differing = {}
   for name in PRESETS:
     preset = network_fields(from_config(name))
-    differing[name] = [key for key in own if key != 'cross_attention_dim' and own[key] != preset[key]]
+    differing[name] = [key for key in own if key not in ('cross_attention_dim', 'time_cond_proj_dim')
+                       and own[key] != preset[key]]
     if not differing[name]:
       width = own['cross_attention_dim']
       return name, 0 if width == preset['cross_attention_dim'] else width

@@ -385,9 +385,11 @@ def read_diffusers_unet(src: str, readout: str | None = None) -> Imported:
                              'the unet/ folder of a downloaded diffusers pipeline')
   config = sd_unet.read_config(config_path)
   preset, width = sd_unet.matching_preset(config, source=config_path)
+  guidance = int(config.get('time_cond_proj_dim') or 0)  # An LCM U-Net's guidance-scale embedding.
   network = nn.network_defaults('sd_unet')
-  network.update(preset=preset, cross_attention_dim=width)
-  unet = sd_unet.from_config(preset, **({'cross_attention_dim': width} if width else {}))
+  network.update(preset=preset, cross_attention_dim=width, guidance_embedding=guidance)
+  unet = sd_unet.from_config(preset, **({'cross_attention_dim': width} if width else {}),
+                             **({'time_cond_proj_dim': guidance} if guidance else {}))
   _, params = sd_unet.load(weights_path, unet)
   name, readout_from = _sd_readout(os.path.dirname(os.path.dirname(os.path.abspath(weights_path))), preset, readout)
   side = config.get('sample_size') or sd_unet.PRESETS[preset]['sample_size']
