@@ -96,11 +96,11 @@ def test_a_built_method_keeps_its_inputs_declaration_and_reads_text_conditions()
 # Methods traced with text conditions on the tiny SD U-Net (two times for the flow maps). CTM is left out: its
 # teacher is a one-time network beside its two-time student, which this test describes as one network.
 FLOW_MAPS = ('meanflow', 'split_meanflow', 'shortcut', 'twinflow')
-TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'scd', 'consistency_fm', 'dmd2', 'sid') + FLOW_MAPS
+TEXT_METHODS = ('edm', 'flow_matching', 'cd', 'sct', 'scd', 'consistency_fm', 'dmd2', 'sid', 'lcm') + FLOW_MAPS
 
 
 # Traced by default: one method per family (10 to 16 s each on two cores); the others under `pytest -m slow`.
-SLOW_TEXT_METHODS = ('flow_matching', 'sct', 'consistency_fm', 'sid', 'split_meanflow', 'twinflow')
+SLOW_TEXT_METHODS = ('flow_matching', 'sct', 'consistency_fm', 'sid', 'split_meanflow', 'twinflow', 'lcm')
 
 
 @pytest.mark.parametrize('name', [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_TEXT_METHODS else name

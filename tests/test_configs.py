@@ -39,7 +39,8 @@ def test_config_builds_its_method(path):
   if config.data.name == 'reflow_pairs':  # Pairs carry the shape of the dataset their teacher learned.
     folder = path.split('/')[-2]
     data_shape, num_classes = DATA[('tfds', folder) if folder == 'cifar10' else (folder, '')]
-  elif config.data.name == 'pipeline_prompts':  # The prompts of an imported SD pipeline.
+  elif config.data.name == 'pipeline_prompts' or path.split('/')[-2] in PIPELINES:  # An SD pipeline's prompts or
+    # captioned latents.
     (data_shape, conditioning), num_classes, readout = PIPELINES[path.split('/')[-2]], 0, 'sd'
   else:
     data_shape, num_classes = DATA[config.data.name, config.data.tfds_name]
