@@ -71,6 +71,7 @@ from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, HERE)
@@ -158,15 +159,18 @@ class ShapesOnly:
   num_classes: int
   extra_keys: tuple = ()
   on_device: Callable = lambda key, batch, params=None: batch
+  text: dict | None = None  # A text condition's per-example shapes ({'tokens': (77, 768), ...}), else labels.
   kind = 'host'
 
   @property
   def conditioning(self) -> Conditioning:
+    if self.text is not None:
+      return Conditioning('text', null_text={name: np.zeros(shape, np.float32) for name, shape in self.text.items()})
     return Conditioning.of_labels(self.num_classes)
 
 
-def _tfds_shapes(config_data, pairs_of: str) -> ShapesOnly:
-  del pairs_of
+def _tfds_shapes(config_data, pairs_of: str, network=None) -> ShapesOnly:
+  del pairs_of, network
   if config_data.tfds_name not in TFDS_SHAPES:
     raise ConfigError(f'the planner knows the shapes of the TFDS datasets {sorted(TFDS_SHAPES)}, not '
                       f'{config_data.tfds_name!r}: add it to TFDS_SHAPES in experiments/plan.py')
@@ -176,14 +180,30 @@ def _tfds_shapes(config_data, pairs_of: str) -> ShapesOnly:
   return ShapesOnly(shape, classes)
 
 
-def _latent_shapes(config_data, pairs_of: str) -> ShapesOnly:
-  """ImageNet-256 SD-VAE latents as posterior moments (encode_latents' format: the larger batch of the two)."""
+# Captioned latents of the SD pipelines (encode_latents --text_encoders), by the sd_unet preset that reads them: the
+# latents' shape at the pipeline's resolution and the text condition's per-example shapes.
+CAPTIONED_LATENTS = {
+    'sd15': ((64, 64, 4), {'tokens': (77, 768)}),
+    'sdxl_base': ((128, 128, 4), {'tokens': (77, 2048), 'pooled': (1280,), 'time_ids': (6,)}),
+}
+
+
+def _latent_shapes(config_data, pairs_of: str, network=None) -> ShapesOnly:
+  """VAE latents as posterior moments (encode_latents' format: the larger batch of the two): ImageNet-256's with
+  labels, or an SD pipeline's captioned ones for an sd_unet preset of CAPTIONED_LATENTS."""
   del config_data, pairs_of
-  return ShapesOnly(*IMAGENET256_LATENTS, extra_keys=('x_std',), on_device=lambda key, batch, params=None: latents.sample_moments(key, batch))
+  sample = lambda key, batch, params=None: latents.sample_moments(key, batch)
+  if network is not None and network.name == 'sd_unet':
+    if network.preset not in CAPTIONED_LATENTS:
+      raise ConfigError(f'the planner knows the captioned latents of the presets {sorted(CAPTIONED_LATENTS)}, not '
+                        f'{network.preset!r}: add it to CAPTIONED_LATENTS in experiments/plan.py')
+    shape, text = CAPTIONED_LATENTS[network.preset]
+    return ShapesOnly(shape, 0, extra_keys=('x_std',), on_device=sample, text=text)
+  return ShapesOnly(*IMAGENET256_LATENTS, extra_keys=('x_std',), on_device=sample)
 
 
-def _pair_shapes(config_data, pairs_of: str) -> ShapesOnly:
-  del config_data
+def _pair_shapes(config_data, pairs_of: str, network=None) -> ShapesOnly:
+  del config_data, network
   if pairs_of not in TFDS_SHAPES:
     raise ConfigError(f'--pairs_of={pairs_of!r} is not a dataset the planner knows; use one of {sorted(TFDS_SHAPES)}')
   return ShapesOnly(*TFDS_SHAPES[pairs_of], extra_keys=('eps',))
@@ -198,7 +218,7 @@ def planned_data(config, pairs_of: str = 'cifar10'):
   """The run's data: its shapes for a dataset in SHAPES_ONLY, else the real (local) pipeline."""
   if config.data.name not in SHAPES_ONLY:
     return data_lib.build_data(config.data, global_batch_size=config.train.batch_size, seed=config.train.seed)
-  shapes = SHAPES_ONLY[config.data.name](config.data, pairs_of)
+  shapes = SHAPES_ONLY[config.data.name](config.data, pairs_of, config.network)
   return shapes if config.data.conditional else dataclasses.replace(shapes, num_classes=0)
 
 
@@ -246,6 +266,9 @@ def planned_inputs(config, data, pairs: int = 100_000) -> dict:
       if not spec.same_network and readout.name != 'flow_map' and network.get('two_times', False):
         network = network.copy_and_resolve_references()  # A one-time teacher of a two-time student (CTM).
         network.two_times = False
+      if network.get('guidance_embedding', 0):
+        network = network.copy_and_resolve_references()  # LCM's student reads w; its teacher does not.
+        network.guidance_embedding = 0
       inputs[name] = Teacher(network=network, readout=readout, data_shape=tuple(shape), num_classes=classes,
                              params=network_params(network, shape, classes), compute_dtype=config.train.compute_dtype,
                              source=f'abstract {network.name} (planning {spec.field}={spec.workdir!r})')
