@@ -130,16 +130,17 @@ def _linear(features, name, dtype, use_bias=True):
 
 
 class _Attention(nn.Module):
-  """CLIPAttention under a causal mask: q, k, v and out projections, head_dim^-0.5 scaling."""
+  """CLIPAttention, under a causal mask in the text tower: q, k, v and out projections, head_dim^-0.5 scaling."""
   heads: int
   dtype: Any
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x):
     batch, tokens, width = x.shape
     split = lambda h: h.reshape(batch, tokens, self.heads, width // self.heads)
     q, k, v = (split(_linear(width, f'{name}_proj', self.dtype)(x)) for name in 'qkv')
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # Logits and softmax in float32.
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # Logits and softmax in float32.
     return _linear(width, 'out_proj', self.dtype)(out.reshape(batch, tokens, width))
 
 
@@ -155,14 +156,16 @@ class _Mlp(nn.Module):
 
 
 class _EncoderLayer(nn.Module):
-  """CLIPEncoderLayer: x + attention(LN(x)), then x + MLP(LN(x))."""
-  config: CLIPTextConfig
+  """CLIPEncoderLayer: x + attention(LN(x)), then x + MLP(LN(x)); causal in the text tower, not in the image
+  tower (clip_vision.py), whose config has the same fields."""
+  config: Any
   dtype: Any
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x):
     config = self.config
-    x = x + _Attention(config.num_attention_heads, self.dtype, name='self_attn')(
+    x = x + _Attention(config.num_attention_heads, self.dtype, self.causal, name='self_attn')(
         TorchLayerNorm(config.layer_norm_eps, name='layer_norm1')(x))
     return x + _Mlp(config.intermediate_size, config.hidden_act, self.dtype, name='mlp')(
         TorchLayerNorm(config.layer_norm_eps, name='layer_norm2')(x))
