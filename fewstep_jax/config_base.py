@@ -72,6 +72,7 @@ def base_config(*, method: str, network: str, dataset: str) -> ml_collections.Co
       inception_resolution=299, # Images are resized to this before the Inception (299 for papers' numbers).
       dinov2='',                # DINOv2 ViT-L/14 weights (.pth, .safetensors or converted .npz), for 'dinov2'.
       dinov2_reference_stats='',  # The dataset's DINOv2 statistics (.npz), for FD-DINOv2.
+      clip='',                  # A transformers CLIP model folder (ViT-L/14 or ViT-g/14), for 'clip_score'.
   ))
   if config.optim.ema_rates:
     config.eval.params = ema_name(config.optim.ema_rates[0])

@@ -111,6 +111,7 @@ def test_caption_folder_with_sd15_reads_back_as_text_conditions_and_resumes(sets
   np.testing.assert_allclose(conditioning.null_text['tokens'], empty[0], rtol=1e-6)  # SD 1.5: the empty prompt's.
   np.testing.assert_allclose(conditioning.prompts['tokens'], text.encode(encoding.encoders, ['a dog', 'a bird',
                                                                                             'a fish'])[0], rtol=1e-6)
+  assert data.prompt_texts() == ['a dog', 'a bird', 'a fish']  # Stored as text too, for the CLIP score.
   batch = data.next_batch()
   assert set(batch) == {'x', 'x_std', 'y'} and set(batch['y']) == {'tokens'}
   assert batch['y']['tokens'].shape == (3, 77, 32) and batch['y']['tokens'].dtype == np.float16
@@ -125,6 +126,7 @@ def test_caption_folder_with_sd15_reads_back_as_text_conditions_and_resumes(sets
   again = build_data(_config(out, prompts_file=str(tmp_path / 'prompts.txt')), global_batch_size=3, seed=0)
   np.testing.assert_allclose(again.conditioning.prompts['tokens'], text.encode(encoding.encoders,
                                                                                ['a tree', 'a house'])[0], rtol=1e-6)
+  assert again.prompt_texts() == ['a tree', 'a house']
 
 
 def test_jsonl_and_coco_with_sdxl_store_pooled_outputs_time_ids_and_zeros_as_null(sets, tmp_path):

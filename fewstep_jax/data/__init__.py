@@ -119,6 +119,11 @@ class DataPipeline(abc.ABC):
   def reference_samples(self, n: int, split: str, seed: int) -> dict:
     """Returns numpy {'x': float32 [n, *data_shape], 'y': int32 [n] if labelled} from the true distribution."""
 
+  def prompt_texts(self) -> list | None:
+    """The evaluation prompts as text, where the data knows them (sample i has prompt i mod N, as
+    `Conditioning.for_samples` gives its condition); None otherwise. The CLIP score reads them."""
+    return None
+
 
 class ToyData(DataPipeline):
   """A 2-D distribution with no host-side state: every batch is a pure function of the step's key."""

@@ -428,6 +428,9 @@ class DigitsTextData(HostBatches):
     null = jax.tree.map(lambda leaf: leaf[0], encode(['']))
     return Conditioning('text', null_text=null, prompts=encode([caption.text for caption in evaluation_captions()]))
 
+  def prompt_texts(self) -> list:
+    return [caption.text for caption in evaluation_captions()]
+
   def next_batch(self) -> dict:
     batch = next(self._batches)
     rows = batch['caption_rows']

@@ -176,16 +176,18 @@ def write_conditions(directory: str, conditions: dict):
 
 
 def read_conditions(directory: str) -> dict:
-  """{'null': {...}, 'prompts': {...} or None} of write_conditions, float32."""
+  """{'null': {...}, 'prompts': {...} or None, 'texts': {'prompts': [str]} or None} of write_conditions, the arrays
+  float32; 'texts' holds the evaluation prompts' text (encode_latents stores it since the CLIP score reads it)."""
   path = os.path.join(directory, CONDITIONS_FILE)
   if not os.path.exists(path):
     raise InputNotFoundError(f'{path} is missing: encode the directory again with encode_latents (it writes the null '
                              'condition there)')
-  conditions = {'null': {}, 'prompts': {}}
+  conditions = {'null': {}, 'prompts': {}, 'texts': {}}
   with np.load(path) as stored:
     for key in stored.files:
       group, name = key.split('.', 1)
-      conditions[group][name] = stored[key].astype(np.float32)
+      value = stored[key]
+      conditions[group][name] = [str(text) for text in value] if group == 'texts' else value.astype(np.float32)
   return {group: values or None for group, values in conditions.items()}
 
 
@@ -373,6 +375,15 @@ class LatentData(HostBatches):
     if self._prompts_file:
       prompts = encode_prompt_file(self._prompts_file, self._text)
     return Conditioning('text', null_text=stored['null'], prompts=prompts)
+
+  def prompt_texts(self) -> list | None:
+    """data.prompts_file's prompts, else the evaluation prompts encode_latents stored, else None."""
+    if self._prompts_file:
+      from fewstep_jax import text
+      return text.read_prompts(self._prompts_file)
+    if not self._text:
+      return None
+    return (read_conditions(self._directory)['texts'] or {}).get('prompts')
 
   def _check_text_encoding(self, encoding: str):
     """The text encoders the step runs (data.text_encoding='on_the_fly', on a directory of token ids), or None; a

@@ -58,6 +58,10 @@ class PipelinePromptsData:
     from fewstep_jax import text
     return text.pipeline_conditioning(self.pipeline, text.read_prompts(self.prompts_file), self.image_size)
 
+  def prompt_texts(self) -> list:
+    from fewstep_jax import text
+    return text.read_prompts(self.prompts_file)
+
   @functools.cached_property
   def latent_vae(self) -> tuple:
     """(the VAE's weights: a file or folder for sd_vae.load, LatentNorm of its scaling and shift factors)."""

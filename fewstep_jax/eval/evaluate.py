@@ -24,6 +24,7 @@ from fewstep_jax.data import latents as latents_lib
 from fewstep_jax.data import toy as toy_data
 from fewstep_jax.errors import ConfigError
 from fewstep_jax.eval import dinov2, features, metrics, plots
+from fewstep_jax.eval.clip_score import ClipScoreMetrics
 from fewstep_jax.eval.stats import FeatureStats, inception_score, load_stats
 from fewstep_jax.mesh_axes import BATCH_AXES
 from fewstep_jax.train import files, sharding, writers
@@ -406,7 +407,7 @@ class DinoMetrics(FrechetMetrics):
 
 
 EVALUATORS = {'toy': ToyMetrics, 'digits': DigitsMetrics, 'digits_text': DigitsTextMetrics,
-              'inception': InceptionMetrics, 'dinov2': DinoMetrics}
+              'inception': InceptionMetrics, 'dinov2': DinoMetrics, 'clip_score': ClipScoreMetrics}
 # What each dataset is evaluated with when eval.metrics is empty.
 DEFAULT_METRICS = {'toy': ('toy',), 'digits': ('digits',), 'digits_text': ('digits_text',), 'tfds': ('inception',)}
 
@@ -435,6 +436,8 @@ def unset_files(config, names) -> list:
     if issubclass(evaluator, FrechetMetrics):
       unset += [f'eval.{field}' for field in (evaluator.weights_field, evaluator.reference_field)
                 if not config.eval[field]]
+    if evaluator is ClipScoreMetrics and not config.eval.get('clip', ''):
+      unset.append('eval.clip')
   return unset
 
 

@@ -208,7 +208,8 @@ class TextEncoding:
     null = text_lib.null_condition(self.encoders, text_info['null'] == 'zeros', text_info['image_size'])
     prompts = (text_lib.encode_prompts(self.encoders, self.eval_prompts, text_info['image_size'])
                if self.eval_prompts else None)
-    return {'null': null, 'prompts': prompts}
+    texts = {'prompts': np.asarray(self.eval_prompts)} if self.eval_prompts else None
+    return {'null': null, 'prompts': prompts, 'texts': texts}
 
   def encoder_fn(self, mesh, batch_size: int):
     """captions [n] -> (states float32 [n, L, D], pooled [n, P] or None), in batches of batch_size sharded over the
