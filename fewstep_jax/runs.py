@@ -49,6 +49,9 @@ def network_differences(a, b) -> list:
   free = set(PARAMETER_FREE_NETWORK_FIELDS)
   if a.get('name') == b.get('name') and a.get('name') in nn.NETWORKS:
     free.update(nn.parameter_free_fields(a['name']))
+    # A field added after a run was written (absent from its stored config) had its default there.
+    defaults = _as_json(nn.network_defaults(a['name']))
+    a, b = {**defaults, **a}, {**defaults, **b}
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in free)
 
 

@@ -185,3 +185,16 @@ def test_a_notebook_progress_bar_redraws_a_handful_of_times(monkeypatch, capsys)
   bar.close()
   redraws = capsys.readouterr().err.count('\r')
   assert 2 <= redraws <= writers.NOTEBOOK_REDRAWS + 2, redraws
+
+
+def test_a_network_field_absent_from_an_older_run_counts_as_its_default():
+  """A run written before a network field existed (its stored config lacks it) matches a config at the field's
+  default, and differs from one that sets it: a start or teacher run from before LCM's guidance embedding existed."""
+  import ml_collections
+  from fewstep_jax import nn, runs
+  ours = nn.network_defaults('sd_unet')
+  stored = ml_collections.ConfigDict({key: value for key, value in ours.to_dict().items()
+                                      if key != 'guidance_embedding'})
+  assert runs.network_differences(stored, ours) == []
+  ours.guidance_embedding = 8
+  assert runs.network_differences(stored, ours) == ['guidance_embedding']
