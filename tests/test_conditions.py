@@ -111,7 +111,8 @@ def test_every_method_traces_its_step_on_text_conditions(name):
   _trace_text_step(name, with_x=True)
 
 
-@pytest.mark.parametrize('name', ('sid', pytest.param('dmd2', marks=pytest.mark.slow), 'tdm'))
+@pytest.mark.parametrize('name', ('sid', pytest.param('dmd2', marks=pytest.mark.slow),
+                                  pytest.param('tdm', marks=pytest.mark.slow)))
 def test_data_free_methods_trace_their_step_on_conditions_alone(name):
   """A prompt list's batches hold y alone: the data-free methods take their batch size from it."""
   from fewstep_jax import methods

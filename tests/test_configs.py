@@ -30,7 +30,12 @@ def test_there_are_configs_for_each_dataset():
                                                        'imagenet256_latent'}
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda path: '/'.join(path.split('/')[-2:]))
+# SDXL's full-size U-Net takes 5 s to trace: one of its configs by default, the other under -m slow.
+SLOW_CONFIGS = ('sdxl/lcm_lora.py',)
+
+
+@pytest.mark.parametrize('path', [pytest.param(path, marks=pytest.mark.slow) if path.endswith(SLOW_CONFIGS) else path
+                                  for path in CONFIGS], ids=lambda path: '/'.join(path.split('/')[-2:]))
 def test_config_builds_its_method(path):
   config = load_config(path)
   with pytest.raises(KeyError):

@@ -77,7 +77,7 @@ def test_ict_indices_follow_the_erf_distribution():
   step = 150  # Second doubling stage at K = 1000 (K' = 125): N = 21.
   num = int(method.num_scales(step))
   assert num == 21
-  sigma_n, sigma_next, _ = method.grid_pair(jax.random.PRNGKey(0), 200_000, step)
+  sigma_n, sigma_next, _ = method.grid_pair(jax.random.PRNGKey(0), 50_000, step)
   grid = [(0.002 ** (1 / 7) + i / (num - 1) * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7 for i in range(num)]
   index = np.argmin(np.abs(np.log(np.asarray(sigma_n))[:, None] - np.log(grid)[None]), axis=1)
   np.testing.assert_allclose(np.asarray(sigma_n), np.asarray(grid, np.float32)[index], rtol=1e-5)

@@ -91,10 +91,14 @@ def test_factor_gradients_are_the_chain_rule_of_the_full_gradient():
   state = state.replace(nets={'student': state.nets['student'].replace(params=factors)})
   batch = {'x': jnp.asarray(np.random.default_rng(2).standard_normal((16,) + SHAPE), jnp.float32)}
   key = jax.random.PRNGKey(3)
-  factor_grads, _ = method.gradients(state, batch, key)
-  ctx = method.context(state)
-  merged = method.network_params(factors, ctx.frozen)
-  full = traverse_util.flatten_dict(jax.grad(lambda p: method.loss(p, batch, key, ctx)[0])(merged))
+  factor_grads, _ = jax.jit(method.gradients)(state, batch, key)
+
+  def full_gradient(state):  # With respect to the merged weights.
+    ctx = method.context(state)
+    merged = method.network_params(state.nets['student'].params, ctx.frozen)
+    return jax.grad(lambda p: method.loss(p, batch, key, ctx)[0])(merged)
+
+  full = traverse_util.flatten_dict(jax.jit(full_gradient)(state))
   for path, pair in lora_lib._factor_items(factors):
     grad = traverse_util.flatten_dict(factor_grads)
     # kernel layout: W' = W + s A B, so dL/dA = s G B^T and dL/dB = s A^T G.

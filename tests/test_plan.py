@@ -20,11 +20,11 @@ _rows = importlib.util.module_from_spec(_rows_spec)
 _rows_spec.loader.exec_module(_rows)
 PAPER_CONFIGS = sorted({row['config'] for row in _rows.ROWS})
 
-# Traced by default (the default run's time is tight): diffusion, sCM and reflow on CIFAR-10's U-Net, the cheapest
-# to trace (5 to 8 s each). The rest are marked slow (`pytest -m slow`): consistency from a start, score
+# Traced by default (the default run's time is tight): diffusion on CIFAR-10's U-Net, the cheapest to trace (5 to 8
+# s). The rest are marked slow, sCM and reflow on the same U-Net among them (`pytest -m slow`): consistency from a start, score
 # distillation and MeanFlow on DiT-XL/2 (10 to 26 s each), ImageNet-64's cm_unet and edm2_unet, CTM (its teacher's
 # Heun steps: 3.5 minutes to trace on 2 cores) and DMD2 with its GAN head (8 minutes on a loaded machine).
-REPRESENTATIVE = {'configs/cifar10/edm.py', 'configs/cifar10/sct.py', 'configs/cifar10/reflow.py'}
+REPRESENTATIVE = {'configs/cifar10/edm.py'}
 
 
 def _marked(path):

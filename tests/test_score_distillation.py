@@ -485,7 +485,8 @@ def test_backward_simulation_runs_the_drawn_number_of_student_calls_without_grad
   assert all(np.all(g == 0) for g in jax.tree.leaves(gradient))
 
 
-@pytest.mark.parametrize('name,teacher', [(name, 'edm') for name in METHODS] + [('tdm', 'flow_matching')])
+@pytest.mark.parametrize('name,teacher', [(name, 'edm') for name in METHODS]
+                         + [pytest.param('tdm', 'flow_matching', marks=pytest.mark.slow)])
 def test_every_method_starts_at_the_teacher_and_takes_a_step(teachers, name, teacher, tmp_path):
   overrides = {}
   if name == 'dmd':

@@ -221,6 +221,7 @@ def digits_condition(batch: int, tokens: jax.Array, seed: int = 3) -> dict:
   return {'tokens': tokens, 'pooled': pooled, 'time_ids': jnp.tile(jnp.array([8.0, 8, 0, 0, 8, 8]), (batch, 1))}
 
 
+@pytest.mark.slow  # The registry-to-U-Net mapping of y also runs in the guidance-embedding test below by default.
 def test_the_registry_reads_the_projects_text_condition_names():
   """y = {'tokens', 'pooled', 'time_ids'} (conditions.py) reaches diffusers' encoder_hidden_states, text_embeds and
   time_ids: the digits preset (SDXL's text_time embedding, as sdxl_base) through the registry equals the SDUNet

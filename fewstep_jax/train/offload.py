@@ -69,7 +69,10 @@ def in_host_memory(leaf) -> bool:
 
 
 def to_device(tree):
-  """Inside a jitted step: the tree with every leaf in host memory moved to the device (the others as they are)."""
+  """Inside a jitted step: the tree with every leaf in host memory moved to the device (the others as they are); the
+  tree itself where none is in host memory."""
+  if not any(in_host_memory(leaf) for leaf in jax.tree.leaves(tree)):
+    return tree
   return jax.tree.map(lambda leaf: jax.device_put(leaf, jax.memory.Space.Device) if in_host_memory(leaf) else leaf,
                       tree)
 
