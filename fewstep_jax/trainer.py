@@ -80,6 +80,8 @@ class Run:
     # Training places the offloaded parts in host memory; restore, eval and sampling use state_shardings.
     self.offload = offload.parts_named(config.mesh.get('offload', ''))
     offload.check_backend(self.offload, self.mesh.devices.flat)
+    if config.network.get('remat', 'none') == 'dots_offload':
+      offload.check_backend(('activations',), self.mesh.devices.flat, "network.remat='dots_offload'")
     self.train_shardings = offload.host_shardings(self.state_shardings, self.offload)
 
   def init_state(self):
@@ -492,7 +494,8 @@ def untrained_run(config, on_built=None):
 def restore_latest(run: Run, workdir: str):
   """The student's parameters of the newest readable checkpoint (or train.resume_step's) for eval / sample, as a
   TrainState that holds only them (every EMA copy and the raw parameters; no optimizer state, no teacher; a LoRA
-  run's merged over their base), and its step; a clear error if there is none. Reads only: damaged steps are reported and skipped, never moved."""
+  run's merged over their base), and its step; a clear error if there is none. Reads only: damaged steps are
+  reported and skipped, never moved."""
   require_checkpoint(workdir)
   check_workdir_matches(workdir, run.config, STATE_DEFINING_FIELDS)
   _, info = runs.read_run_info(workdir)

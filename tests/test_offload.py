@@ -81,3 +81,5 @@ def test_a_backend_without_host_memory_is_refused_in_one_line():
                                         r"mesh.offload=''"):
     offload.check_backend(('ema',), [device])
   offload.check_backend((), [device])  # Nothing offloaded: nothing to check.
+  with pytest.raises(ConfigError, match=r"network.remat='dots_offload' needs 'pinned_host'.*network.remat='dots'"):
+    offload.check_backend(('activations',), [device], "network.remat='dots_offload'")

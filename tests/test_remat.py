@@ -100,5 +100,6 @@ def test_none_leaves_the_block_class_as_it_is():
 
 def test_an_unknown_remat_value_is_one_clear_error():
   config = ml_collections.ConfigDict(dict(name='dit', remat='selective', **TINY['dit']))
-  with pytest.raises(ConfigError, match=r"^unknown network.remat 'selective'; use one of \['none', 'full', 'dots'\]$"):
+  with pytest.raises(ConfigError, match=r"^unknown network.remat 'selective'; use one of \['none', 'full', 'dots', "
+                                       r"'dots_offload'\]$"):
     nn.build_network(config, num_classes=0)

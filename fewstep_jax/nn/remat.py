@@ -15,8 +15,10 @@ Every block keeps its parameter names under any value (the wrapped class takes t
 automatic names are made of), so checkpoints and teachers move freely between values; the loss and gradients equal
 those without remat up to floating-point rounding (tests/test_remat.py).
 
-Host offload of the saved activations (policies that move them to 'pinned_host' memory) is not offered: it needs a
-backend with memory kinds, and nothing here could measure it.
+  'dots_offload'  what 'dots' keeps, kept in host memory ('pinned_host') instead of the device's
+          (`jax.checkpoint_policies.offload_dot_with_no_batch_dims`): the projections' outputs leave the device after
+          the forward pass and come back for the backward one. It needs a backend with host memory (the trainer
+          checks); on XLA:CPU both memories are one, so it is checked there for its results, not its memory.
 """
 import functools
 
@@ -29,6 +31,7 @@ from fewstep_jax.errors import ConfigError
 REMAT_POLICIES = {
     'full': None,  # jax.checkpoint's default: nothing saveable.
     'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'dots_offload': jax.checkpoint_policies.offload_dot_with_no_batch_dims('device', 'pinned_host'),
 }
 REMAT_CHOICES = ('none',) + tuple(REMAT_POLICIES)
 

@@ -30,16 +30,18 @@ def parts_named(value) -> tuple:
   return tuple(dict.fromkeys(names))
 
 
-def check_backend(parts: tuple, devices) -> None:
-  """A ConfigError unless every device has host memory to offload to."""
+def check_backend(parts: tuple, devices, setting: str = '') -> None:
+  """A ConfigError unless every device has host memory to offload to. setting: the config line that asks for it
+  and the value that does not (default: mesh.offload's)."""
   if not parts:
     return
+  setting = setting or f"mesh.offload={','.join(parts)!r}"
   for device in devices:
     kinds = [memory.kind for memory in device.addressable_memories()]
     if HOST not in kinds:
-      raise ConfigError(f'mesh.offload={",".join(parts)!r} needs {HOST!r} memory, which the {device.platform} '
-                        f'device {device.id} does not have (it has {", ".join(kinds)}); set '
-                        "--config.mesh.offload='' on this backend")
+      instead = "mesh.offload=''" if setting.startswith('mesh.offload') else "network.remat='dots'"
+      raise ConfigError(f'{setting} needs {HOST!r} memory, which the {device.platform} device {device.id} does not '
+                        f'have (it has {", ".join(kinds)}); set --config.{instead} on this backend')
 
 
 def _offloaded(path, parts: tuple) -> bool:
