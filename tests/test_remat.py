@@ -38,8 +38,10 @@ def _module(name, remat):
 
 
 def _condition(name):
-  if name == 'sd_unet':
-    return {'tokens': jax.random.normal(jax.random.PRNGKey(3), TEXT_TOKENS)}
+  if name == 'sd_unet':  # The digits preset's condition: tokens, the pooled caption and SDXL's size ids.
+    return {'tokens': jax.random.normal(jax.random.PRNGKey(3), TEXT_TOKENS),
+            'pooled': jax.random.normal(jax.random.PRNGKey(4), (TEXT_TOKENS[0], 64)),
+            'time_ids': jnp.tile(jnp.array([8.0, 8, 0, 0, 8, 8]), (TEXT_TOKENS[0], 1))}
   return jnp.array([0, CLASSES - 1])
 
 
