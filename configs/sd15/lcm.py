@@ -1,11 +1,11 @@
 r"""LCM (Luo et al. 2023) of Stable Diffusion 1.5, as diffusers' example distils it
 (examples/consistency_distillation/README.md, its train_lcm_distill_sd_wds.py command): the student is SD 1.5's U-Net
 plus LCM's 256-wide guidance-scale embedding (the rest from the teacher), w ~ U[5, 15], the 50-point DDIM skipping
-grid, Huber c = 0.001, EMA target 0.95, AdamW lr 1e-6 without weight decay at a constant rate (diffusers'
-'constant' schedule has no warmup), gradient clipping 1, 1000 steps at 512 px (64x64x4 latents), 12 images per device (the README's; its device count is not given, 8 here:
-a global batch of 96). Sampled at w = 7.5 (a pipeline's guidance_scale 8.5) with 1, 2, 4 and 8 steps. The paper's
-LAION-Aesthetics rows are not reproduced by this config: they distil other U-Nets. Deviation: the README's 8-bit Adam
-(bitsandbytes) is float32 AdamW here.
+grid, Huber c = 0.001, EMA target 0.95, AdamW lr 1e-6 without weight decay at a constant rate (diffusers' 'constant'
+schedule has no warmup), gradient clipping 1, 1000 steps at 512 px (64x64x4 latents), 12 images per device (the
+README's; its device count is not given, 8 here: a global batch of 96). Sampled at w = 7.5 (a pipeline's
+guidance_scale 8.5) with 1, 2, 4 and 8 steps. The paper's LAION-Aesthetics rows are not reproduced by this config:
+they distil other U-Nets. Deviation: the README's 8-bit Adam (bitsandbytes) is float32 AdamW here.
 
   python -m fewstep_jax.tools.import_checkpoint --src=stable-diffusion-v1-5 --out=runs/sd15
   python -m fewstep_jax.tools.encode_latents --vae=stable-diffusion-v1-5/vae --text_encoders=stable-diffusion-v1-5 \
