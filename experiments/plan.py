@@ -689,10 +689,14 @@ def summary(rows: list, hardware: Hardware, mfu: float, page: str) -> str:
   if len(planned) < len(rows):
     text += f' {len(rows) - len(planned)} could not be planned.'
   text += (' Over the limit: ' + '; '.join(over) + '.') if over else ''
-  costs = [f"`{row['path']}` {row['projection']['accelerator_hours']:,.0f} {short}-hours"
-           for row in compiled if 'accelerator_hours' in row['projection']]
-  if costs:
-    text += f' Projected at MFU {mfu}: ' + ', '.join(costs) + '.'
+  costs = sorted((row['projection']['accelerator_hours'], row['path']) for row in compiled
+                 if 'accelerator_hours' in row['projection'])
+  if len(costs) == 1:
+    text += f' Projected at MFU {mfu}: `{costs[0][1]}` {costs[0][0]:,.0f} {short}-hours.'
+  elif costs:
+    (low, cheapest), (high, costliest) = costs[0], costs[-1]
+    text += (f' Projected at MFU {mfu}, the compiled rows cost from {low:,.0f} (`{cheapest}`) to {high:,.0f} '
+             f'(`{costliest}`) {short}-hours each.')
   return textwrap.fill(text, width=118, break_on_hyphens=False, break_long_words=False) + '\n'
 
 

@@ -129,7 +129,7 @@ def test_the_readme_summary_counts_what_fits_and_says_how_the_rest_would():
   assert '2 of them were compiled at full size' in text and 'the other 1 is judged by the training state' in text
   assert '1 could not be planned' in text
   assert '`configs/b.py` (peak 90 GB: mesh.fsdp=8' in text and 'mesh.offload=ema (20.0 GB' in text
-  assert '`configs/a.py` 0 H100-hours' in text
+  assert 'the compiled rows cost from 0 (`configs/a.py`) to 0 (`configs/b.py`) H100-hours each' in text
 
 
 def test_bad_hardware_is_one_line():
