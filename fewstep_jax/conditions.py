@@ -94,15 +94,17 @@ class Conditioning:
     """The rows of condition a where rows [B] holds, of b elsewhere."""
     return jax.tree.map(lambda x, y: jnp.where(rows.reshape((-1,) + (1,) * (x.ndim - 1)), x, y), a, b)
 
-  def guided(self, model, condition, guidance: float):
+  def guided(self, model, condition, guidance):
     """Classifier-free guidance around model(*args, y=condition) -> prediction: m_null + w (m_y - m_null), m_null the
-    prediction for the null condition; one call where unconditional or w = 1."""
+    prediction for the null condition; one call where unconditional or w = 1. guidance: a float, or one scale per
+    example [B] (LCM's training draws)."""
     def guided_model(*args):
       cond = model(*args, y=condition)
-      if condition is None or guidance == 1.0:
+      if condition is None or (isinstance(guidance, (int, float)) and guidance == 1.0):
         return cond
       uncond = model(*args, y=self.null(condition))
-      return uncond + guidance * (cond - uncond)
+      scale = jnp.asarray(guidance)
+      return uncond + scale.reshape(scale.shape + (1,) * (cond.ndim - scale.ndim)) * (cond - uncond)
     return guided_model
 
   def for_samples(self, indices):

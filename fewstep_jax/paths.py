@@ -399,6 +399,13 @@ def ddpm_scaled_linear_sigmas(steps: int = SD_SCHEDULE['num_train_timesteps'],
   return _ddpm_sigmas(np.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=np.float64)**2)
 
 
+def ddpm_timestep(sigma, sigmas):
+  """The (fractional) DDPM timestep of noise level sigma on the increasing schedule `sigmas`: interpolated in log
+  sigma between its steps and clamped to them; exact at the schedule's own float32 values."""
+  table = jnp.asarray(sigmas, jnp.float32)
+  return jnp.interp(jnp.log(sigma), jnp.log(table), jnp.arange(len(sigmas), dtype=jnp.float32))
+
+
 def dit_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA, sigmas=None):
   """(x_sigma / sqrt(1 + sigma^2) [B, ...], DDPM timestep [B]): DiT sees the variance-preserving sample and the
   (fractional) timestep whose noise level is sigma, interpolated in log sigma between its 1000 steps and clamped to
@@ -406,8 +413,7 @@ def dit_network_input(x_sigma, sigma, sigma_data=SIGMA_DATA, sigmas=None):
   del sigma_data
   sigmas = ddpm_linear_sigmas() if sigmas is None else sigmas
   sigma = _per_example(sigma, x_sigma)
-  timestep = jnp.interp(jnp.log(sigma), jnp.log(jnp.asarray(sigmas, jnp.float32)),
-                        jnp.arange(len(sigmas), dtype=jnp.float32))
+  timestep = ddpm_timestep(sigma, sigmas)
   return x_sigma / expand_to(jnp.sqrt(1.0 + sigma**2), x_sigma), timestep
 
 

@@ -20,22 +20,28 @@ TEXT_WEIGHTS = ('text_model.', 'text_projection.')
 
 
 def load_clip(folder: str):
-  """(image tower, its params, text encoder, its params, tokenizer) of a transformers CLIPModel folder."""
+  """(image tower, its params, text encoder, its params, tokenizer) of a transformers CLIPModel folder: its
+  config.json and weights file, each read once for both towers."""
   import json
   import os
   from fewstep_jax import errors, weight_files
-  vision, vision_params = clip_vision.load(folder)
   config_path = os.path.join(folder, 'config.json')
+  if not os.path.isfile(config_path):
+    raise errors.InputNotFoundError(f'{config_path} not found: eval.clip must be a downloaded CLIP model folder')
   with open(config_path) as file:
     contents = json.load(file)
   if 'text_config' not in contents:
     raise errors.ConfigError(f'{config_path} is not a CLIPModel config (no text_config): eval.clip needs both towers')
+  vision_config = clip_vision.CLIPVisionConfig.from_json(contents)
   text_config = clip_text.CLIPTextConfig.from_json({**contents['text_config'], 'architectures': [
       clip_text.WITH_PROJECTION], 'projection_dim': contents.get('projection_dim', 512)})
   path = clip_text.weights_file(folder)
-  state = {name: value for name, value in weight_files.read_state_dict(path).items() if name.startswith(TEXT_WEIGHTS)}
-  text_params = clip_text.from_state_dict(state, text_config, source=path)
-  return vision, vision_params, clip_text.CLIPTextEncoder(text_config), text_params, CLIPTokenizer.from_folder(folder)
+  state = weight_files.read_state_dict(path)
+  vision_params = clip_vision.from_state_dict(state, vision_config, source=path)
+  text_params = clip_text.from_state_dict({name: value for name, value in state.items()
+                                           if name.startswith(TEXT_WEIGHTS)}, text_config, source=path)
+  return (clip_vision.CLIPVisionEncoder(vision_config), vision_params, clip_text.CLIPTextEncoder(text_config),
+          text_params, CLIPTokenizer.from_folder(folder))
 
 
 class ClipScoreMetrics:

@@ -44,6 +44,7 @@ from fewstep_jax import distances, paths
 from fewstep_jax.inputs import TeacherInput
 from fewstep_jax.methods.base import (TEACHER_DEFAULTS, ConsistencySampled, ConsistencySampler, SingleNetworkMethod,
                                      StepContext, check_choice, require_teacher)
+from fewstep_jax.methods.ctm import merge_by_path
 from fewstep_jax.methods.registry import register
 
 # What f is compared with: per-sample [B] from (a, b, c).
@@ -130,7 +131,6 @@ class LatentConsistencyDistillation(ConsistencySampled, SingleNetworkMethod):
     guidance embedding's cond_proj) at its fresh initialisation."""
     frozen = dict(frozen or {})
     if 'student_init' not in frozen and 'teacher' in frozen and not self.hparams.init_from:
-      from fewstep_jax.methods.ctm import merge_by_path
       frozen['student_init'] = merge_by_path(self.student.init_params(key, self.data_shape), frozen['teacher'])
     return super().init(key, frozen)
 
@@ -140,8 +140,7 @@ class LatentConsistencyDistillation(ConsistencySampled, SingleNetworkMethod):
 
   def timesteps(self, sigma):
     """The DDPM timesteps [B] of noise levels on the grid (exact for the table's sigmas)."""
-    table = jnp.asarray(self.sigmas)
-    return jnp.interp(jnp.log(sigma), jnp.log(table), jnp.arange(len(self.sigmas), dtype=jnp.float32))
+    return paths.ddpm_timestep(sigma, self.sigmas)
 
   def boundary_scalings(self, sigma):
     """(c_skip, c_out) [B] of LCM at the timestep of sigma."""
@@ -178,14 +177,11 @@ class LatentConsistencyDistillation(ConsistencySampled, SingleNetworkMethod):
     w = hp.w_min + (hp.w_max - hp.w_min) * jax.random.uniform(w_key, (batch_size,))
     x_start = x + paths.expand_to(sigma_start, x) * jax.random.normal(noise_key, x.shape, x.dtype)
     online = self.consistency_fn(params, x_start, sigma_start, y, w=w)
-    # The teacher's DDIM step under LCM's guidance, cond + w (cond - uncond), on x0 (and so on eps).
+    # The teacher's DDIM step under LCM's guidance, cond + w (cond - uncond) = uncond + (1 + w)(cond - uncond), on x0
+    # (and so on eps).
     teacher = ctx.frozen['teacher']
-    x0_cond = self.teacher_x0(teacher, x_start, sigma_start, y=y)
-    if y is None:
-      x0_guided = x0_cond
-    else:
-      x0_uncond = self.teacher_x0(teacher, x_start, sigma_start, y=self.conditioning.null(y))
-      x0_guided = x0_cond + paths.expand_to(w, x) * (x0_cond - x0_uncond)
+    x0_guided = self.conditioning.guided(lambda z, s, y: self.teacher_x0(teacher, z, s, y=y), y, 1.0 + w)(
+        x_start, sigma_start)
     x_end = x0_guided + paths.expand_to(sigma_end / sigma_start, x) * (x_start - x0_guided)
     target_params = params if ctx.target is None else ctx.target
     target = jax.lax.stop_gradient(self.consistency_fn(target_params, jax.lax.stop_gradient(x_end), sigma_end, y,
